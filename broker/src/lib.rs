@@ -1,1 +1,29 @@
-//! placeholder
+//! Ferry broker: the cloud half of a tunnel.
+//!
+//! The broker listens for QUIC connections from agents, authenticates them
+//! by client certificate (identity and group come from the certificate,
+//! never from what the agent says), keeps a registry of live sessions, and
+//! hands each data stream an agent opens to whoever consumes it (the writer
+//! side of a job, or a benchmark sink).
+//!
+//! - [`config`]: the broker's TOML configuration;
+//! - [`listener`]: accept loop, handshake limits, one task per connection;
+//! - [`session`]: the control-stream protocol with one agent;
+//! - [`registry`]: who is connected; newest session of an agent wins;
+//! - [`data`]: data streams (header, batches, acks);
+//! - [`revocation`]: reloads the CRL without a restart and drops revoked agents;
+//! - [`admin`]: the HTTP admin API (list of agents).
+
+pub mod admin;
+pub mod config;
+pub mod data;
+pub mod listener;
+pub mod registry;
+pub mod revocation;
+pub mod server;
+pub mod session;
+
+pub use config::BrokerConfig;
+pub use data::{DataHandler, DataStream};
+pub use registry::{AgentInfo, Registry};
+pub use server::{Broker, BrokerError};

@@ -1,0 +1,246 @@
+//! One connection attempt: resolve, QUIC + mutual TLS, Hello → Welcome.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ferry_certs::{AgentIdentity, CertError};
+use ferry_protocol::control::{ControlMessage, RejectCode};
+use ferry_protocol::limits::Limits;
+use ferry_protocol::version::VersionRange;
+use ferry_tunnel::{CloseCause, EndpointError, FrameReader, FrameWriter, StreamError};
+use tracing::debug;
+
+use crate::config::{AgentConfig, ConfigError};
+use crate::session::Session;
+
+/// How long TLS plus Hello/Welcome may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why an attempt to open the tunnel failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("agent TLS setup: {0}")]
+    Tls(#[from] CertError),
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    #[error("cannot resolve broker address `{broker}`: {reason}")]
+    Resolve { broker: String, reason: String },
+    #[error("cannot start connection to {addr}: {source}")]
+    Start {
+        addr: SocketAddr,
+        source: quinn::ConnectError,
+    },
+    #[error("broker at {addr}: {cause}")]
+    Closed { addr: SocketAddr, cause: CloseCause },
+    #[error("broker at {addr} rejected the agent ({code:?}): {message}")]
+    Rejected {
+        addr: SocketAddr,
+        code: RejectCode,
+        message: String,
+    },
+    #[error("broker at {addr}: control stream: {source}")]
+    Stream {
+        addr: SocketAddr,
+        source: StreamError,
+    },
+    #[error("broker at {addr}: {source}")]
+    Protocol {
+        addr: SocketAddr,
+        source: ferry_protocol::ProtocolError,
+    },
+    #[error("broker at {addr} answered hello with `{got}`")]
+    Unexpected { addr: SocketAddr, got: String },
+    #[error("broker at {addr} did not complete the handshake within {timeout:?}")]
+    Timeout { addr: SocketAddr, timeout: Duration },
+}
+
+impl ConnectError {
+    /// A local problem the agent cannot retry its way out of (bad config,
+    /// unreadable or invalid own certificate).
+    pub fn is_local(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::Config(_) | ConnectError::Tls(_) | ConnectError::Endpoint(_)
+        )
+    }
+
+    /// A refusal only an operator can fix: retry at the longest delay.
+    pub fn needs_operator(&self) -> bool {
+        match self {
+            ConnectError::Closed { cause, .. } => cause.needs_operator(),
+            ConnectError::Rejected { .. } => true,
+            _ => self.is_local(),
+        }
+    }
+}
+
+/// Opens tunnels to one broker; keeps one UDP endpoint across attempts.
+pub struct Connector {
+    config: AgentConfig,
+    endpoint: quinn::Endpoint,
+    alpn: Vec<u8>,
+    versions: VersionRange,
+}
+
+impl Connector {
+    /// Checks the config and the agent's own certificate (an expired or
+    /// not-yet-valid certificate is an error here, before any network I/O).
+    pub fn new(config: &AgentConfig) -> Result<Self, ConnectError> {
+        Self::with_protocol(config, ferry_protocol::ALPN, VersionRange::ours())
+    }
+
+    /// Like [`new`](Self::new) with another ALPN or version range: for
+    /// interoperability tests of the broker's refusals.
+    pub fn with_protocol(
+        config: &AgentConfig,
+        alpn: &[u8],
+        versions: VersionRange,
+    ) -> Result<Self, ConnectError> {
+        config.check()?;
+        let (tls, identity) = ferry_certs::client_config(&config.tls_files(), &[alpn])?;
+        let bind: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 0));
+        let endpoint = ferry_tunnel::client_endpoint(bind, tls, &config.transport)?;
+        debug!(agent = %identity.agent_id, "agent endpoint ready");
+        Ok(Self {
+            config: config.clone(),
+            endpoint,
+            alpn: alpn.to_vec(),
+            versions,
+        })
+    }
+
+    /// The identity in the agent's certificate (re-read from disk).
+    pub fn identity(&self) -> Result<AgentIdentity, ConnectError> {
+        Ok(ferry_certs::client_config(&self.config.tls_files(), &[&self.alpn])?.1)
+    }
+
+    /// One attempt. Certificates are re-read from disk each time, so a
+    /// renewed certificate is picked up without a restart.
+    pub async fn connect(&self) -> Result<Session, ConnectError> {
+        let (tls, identity) = ferry_certs::client_config(&self.config.tls_files(), &[&self.alpn])?;
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| EndpointError::Tls(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(std::sync::Arc::new(quic));
+        client.transport_config(
+            self.config
+                .transport
+                .to_quinn()
+                .map_err(EndpointError::from)?,
+        );
+        let addr = resolve(&self.config.broker).await?;
+        let server_name = self.config.server_name()?;
+        let connecting = self
+            .endpoint
+            .connect_with(client, addr, &server_name)
+            .map_err(|source| ConnectError::Start { addr, source })?;
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+            let conn = connecting.await.map_err(|e| ConnectError::Closed {
+                addr,
+                cause: CloseCause::classify(&e),
+            })?;
+            self.hello(addr, conn, identity).await
+        })
+        .await
+        .map_err(|_| ConnectError::Timeout {
+            addr,
+            timeout: HANDSHAKE_TIMEOUT,
+        })?
+    }
+
+    async fn hello(
+        &self,
+        addr: SocketAddr,
+        conn: quinn::Connection,
+        identity: AgentIdentity,
+    ) -> Result<Session, ConnectError> {
+        let lost = |conn: &quinn::Connection, source: StreamError| match conn.close_reason() {
+            Some(e) => ConnectError::Closed {
+                addr,
+                cause: CloseCause::classify(&e),
+            },
+            None => ConnectError::Stream { addr, source },
+        };
+        let (send, recv) = conn.open_bi().await.map_err(|e| ConnectError::Closed {
+            addr,
+            cause: CloseCause::classify(&e),
+        })?;
+        let mut writer = FrameWriter::new(send);
+        let mut reader = FrameReader::new(recv, Limits::default().max_control_frame);
+        let hello = ControlMessage::Hello {
+            versions: self.versions,
+            agent_id: identity.agent_id.clone(),
+            software: format!("ferry-agent/{}", env!("CARGO_PKG_VERSION")),
+            capabilities: vec!["batch".into()],
+        };
+        let frame = hello
+            .to_frame()
+            .map_err(|source| ConnectError::Protocol { addr, source })?;
+        writer.send(&frame).await.map_err(|e| lost(&conn, e))?;
+        let reply = match reader.next().await {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                return Err(lost(&conn, StreamError::TruncatedFrame));
+            }
+            Err(e) => {
+                // The stream error usually follows a close; wait briefly for its reason.
+                let _ = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
+                return Err(lost(&conn, e));
+            }
+        };
+        match ControlMessage::from_frame(&reply)
+            .map_err(|source| ConnectError::Protocol { addr, source })?
+        {
+            ControlMessage::Welcome {
+                version,
+                session_id,
+                agent_id,
+                group,
+                heartbeat_secs,
+            } => Ok(Session::start(
+                conn,
+                reader,
+                writer,
+                crate::session::Welcome {
+                    version,
+                    session_id,
+                    agent_id,
+                    group,
+                    heartbeat_secs,
+                },
+            )),
+            ControlMessage::Reject { code, message } => Err(ConnectError::Rejected {
+                addr,
+                code,
+                message,
+            }),
+            other => Err(ConnectError::Unexpected {
+                addr,
+                got: format!("{other:?}"),
+            }),
+        }
+    }
+}
+
+/// Resolves `host:port`, preferring IPv4 (the endpoint is bound to IPv4).
+async fn resolve(broker: &str) -> Result<SocketAddr, ConnectError> {
+    let err = |reason: String| ConnectError::Resolve {
+        broker: broker.to_string(),
+        reason,
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(broker)
+        .await
+        .map_err(|e| err(e.to_string()))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .copied()
+        .ok_or_else(|| err("no IPv4 address".into()))
+}
+
+/// Convenience: one attempt with a fresh connector.
+pub async fn connect(config: &AgentConfig) -> Result<Session, ConnectError> {
+    Connector::new(config)?.connect().await
+}

@@ -1,0 +1,215 @@
+//! Broker configuration (TOML).
+//!
+//! ```toml
+//! listen = "0.0.0.0:7800"          # UDP, QUIC
+//! admin_listen = "127.0.0.1:7801"  # HTTP admin API; loopback unless you mean it
+//!
+//! [tls]                            # every path is required: no "skip verify"
+//! ca = "pki/ca.pem"
+//! cert = "pki/broker.pem"
+//! key = "pki/broker.key"
+//! crl = "pki/crl.pem"
+//! ```
+//! Relative paths are taken from the config file's directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ferry_certs::ServerTlsFiles;
+use ferry_tunnel::TransportSettings;
+use serde::{Deserialize, Serialize};
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read broker config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid broker config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid broker config: `{field}` {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// UDP address for agents' QUIC connections.
+    pub listen: SocketAddr,
+    /// HTTP address of the admin API.
+    #[serde(default = "default_admin")]
+    pub admin_listen: SocketAddr,
+    pub tls: TlsSection,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub transport: TransportSettings,
+}
+
+/// Certificates. No field is optional: a missing CA is a startup error.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Certificate revocation list, reloaded while running.
+    pub crl: PathBuf,
+    /// Seconds between checks of the CRL file for changes.
+    #[serde(default = "default_crl_poll")]
+    pub crl_poll_secs: u64,
+}
+
+/// Protection against floods and slow clients.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Handshakes in progress at once; more are refused at once.
+    pub max_handshakes: usize,
+    /// Seconds a client has to finish TLS and send its Hello.
+    pub handshake_timeout_secs: u64,
+    /// Live agent sessions at most.
+    pub max_agents: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_handshakes: 64,
+            handshake_timeout_secs: 10,
+            max_agents: 10_000,
+        }
+    }
+}
+
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7801))
+}
+
+fn default_crl_poll() -> u64 {
+    2
+}
+
+impl BrokerConfig {
+    /// Reads and checks a config file; relative paths are resolved against
+    /// the file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config: BrokerConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.tls.resolve(base);
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks values that the type system does not.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.limits.max_handshakes == 0 {
+            return Err(ConfigError::Invalid {
+                field: "limits.max_handshakes",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.limits.handshake_timeout_secs == 0 {
+            return Err(ConfigError::Invalid {
+                field: "limits.handshake_timeout_secs",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.tls.crl_poll_secs == 0 {
+            return Err(ConfigError::Invalid {
+                field: "tls.crl_poll_secs",
+                reason: "must be at least 1".into(),
+            });
+        }
+        self.transport
+            .to_quinn()
+            .map_err(|e| ConfigError::Invalid {
+                field: "transport",
+                reason: e.to_string(),
+            })?;
+        Ok(())
+    }
+}
+
+impl TlsSection {
+    fn resolve(&mut self, base: &Path) {
+        for p in [&mut self.ca, &mut self.cert, &mut self.key, &mut self.crl] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+
+    /// The files as `ferry-certs` wants them.
+    pub fn files(&self) -> ServerTlsFiles {
+        ServerTlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            crl: self.crl.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<BrokerConfig, toml::de::Error> {
+        toml::from_str(s)
+    }
+
+    #[test]
+    fn missing_ca_is_an_error_not_skip_verify() {
+        let e =
+            parse("listen = \"127.0.0.1:7800\"\n[tls]\ncert = \"a\"\nkey = \"b\"\ncrl = \"c\"\n")
+                .unwrap_err();
+        assert!(e.to_string().contains("missing field `ca`"), "{e}");
+    }
+
+    #[test]
+    fn missing_tls_section_is_an_error() {
+        let e = parse("listen = \"127.0.0.1:7800\"\n").unwrap_err();
+        assert!(e.to_string().contains("missing field `tls`"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("ferry-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("broker.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:7800\"\n[tls]\nca = \"pki/ca.pem\"\ncert = \"/abs/b.pem\"\nkey = \"k\"\ncrl = \"c\"\n",
+        )
+        .unwrap();
+        let c = BrokerConfig::load(&file).unwrap();
+        assert_eq!(c.tls.ca, dir.join("pki/ca.pem"));
+        assert_eq!(c.tls.cert, PathBuf::from("/abs/b.pem"));
+        assert_eq!(c.admin_listen, default_admin());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn zero_handshakes_is_refused() {
+        let mut c = parse(
+            "listen = \"127.0.0.1:7800\"\n[tls]\nca = \"a\"\ncert = \"a\"\nkey = \"b\"\ncrl = \"c\"\n",
+        )
+        .unwrap();
+        c.limits.max_handshakes = 0;
+        assert!(c
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("max_handshakes"));
+    }
+}

@@ -1,0 +1,182 @@
+//! Live agent sessions.
+//!
+//! One session per agent id. When an agent connects again while an older
+//! session of the same id is still registered, the **newest wins**: the old
+//! connection is closed at once with `CloseCode::Superseded` instead of
+//! waiting for its idle timeout. This is what a reconnecting agent needs
+//! (its old path is usually dead already: NAT rebinding, a restarted
+//! process). Two live processes sharing one certificate would keep
+//! superseding each other; the agent backs off at its longest delay on
+//! `Superseded` and both sides log it, so an operator sees the duplicate.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ferry_certs::AgentIdentity;
+use ferry_tunnel::CloseCode;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+/// What the broker knows of one connected agent.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentInfo {
+    pub agent_id: String,
+    pub group: String,
+    pub session_id: u64,
+    pub remote_addr: SocketAddr,
+    #[serde(with = "time::serde::rfc3339")]
+    pub connected_since: OffsetDateTime,
+    pub protocol_version: u16,
+    pub certificate_serial: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub certificate_not_after: OffsetDateTime,
+    pub rtt_ms: f64,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_heartbeat: Option<OffsetDateTime>,
+}
+
+struct Entry {
+    info: AgentInfo,
+    connection: quinn::Connection,
+}
+
+/// The registry of live sessions; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Registry {
+    inner: Arc<Mutex<HashMap<String, Entry>>>,
+    next_session: Arc<AtomicU64>,
+}
+
+/// A registration refused by the registry.
+#[derive(Debug, thiserror::Error)]
+#[error("too many agents connected ({0}); refusing a new one")]
+pub struct RegistryFull(pub usize);
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A fresh session id (unique for this broker process).
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Registers a session; an older session of the same agent is closed at
+    /// once and its info returned.
+    pub fn register(
+        &self,
+        identity: &AgentIdentity,
+        session_id: u64,
+        protocol_version: u16,
+        connection: quinn::Connection,
+        max_agents: usize,
+    ) -> Result<Option<AgentInfo>, RegistryFull> {
+        let info = AgentInfo {
+            agent_id: identity.agent_id.clone(),
+            group: identity.group.clone(),
+            session_id,
+            remote_addr: connection.remote_address(),
+            connected_since: OffsetDateTime::now_utc(),
+            protocol_version,
+            certificate_serial: identity.serial.clone(),
+            certificate_not_after: identity.not_after,
+            rtt_ms: 0.0,
+            last_heartbeat: None,
+        };
+        let old = {
+            let mut map = self.lock();
+            if !map.contains_key(&identity.agent_id) && map.len() >= max_agents {
+                return Err(RegistryFull(map.len()));
+            }
+            map.insert(identity.agent_id.clone(), Entry { info, connection })
+        };
+        Ok(old.map(|old| {
+            CloseCode::Superseded.close(
+                &old.connection,
+                &format!("superseded by session {session_id}"),
+            );
+            old.info
+        }))
+    }
+
+    /// Removes the session if it is still the registered one (a newer
+    /// session of the same agent stays).
+    pub fn unregister(&self, agent_id: &str, session_id: u64) -> bool {
+        let mut map = self.lock();
+        if map.get(agent_id).map(|e| e.info.session_id) == Some(session_id) {
+            map.remove(agent_id);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Records a heartbeat.
+    pub fn heartbeat(&self, agent_id: &str, session_id: u64) {
+        if let Some(e) = self.lock().get_mut(agent_id) {
+            if e.info.session_id == session_id {
+                e.info.last_heartbeat = Some(OffsetDateTime::now_utc());
+            }
+        }
+    }
+
+    /// Closes every session whose certificate serial is in `revoked`;
+    /// returns the agents dropped.
+    pub fn close_revoked(&self, revoked: &std::collections::HashSet<String>) -> Vec<AgentInfo> {
+        let map = self.lock();
+        let mut dropped = Vec::new();
+        for e in map.values() {
+            if revoked.contains(&e.info.certificate_serial) {
+                CloseCode::Revoked.close(&e.connection, "certificate revoked");
+                dropped.push(e.info.clone());
+            }
+        }
+        dropped
+    }
+
+    /// Closes every session (broker shutdown).
+    pub fn close_all(&self, code: CloseCode, reason: &str) {
+        for e in self.lock().values() {
+            code.close(&e.connection, reason);
+        }
+    }
+
+    /// A snapshot of the connected agents, sorted by id, with current
+    /// address (it changes on migration) and RTT.
+    pub fn list(&self) -> Vec<AgentInfo> {
+        let map = self.lock();
+        let mut v: Vec<AgentInfo> = map
+            .values()
+            .map(|e| {
+                let mut i = e.info.clone();
+                i.remote_addr = e.connection.remote_address();
+                i.rtt_ms = e.connection.rtt().as_secs_f64() * 1000.0;
+                i
+            })
+            .collect();
+        v.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        v
+    }
+
+    /// The live connection of an agent.
+    pub fn connection(&self, agent_id: &str) -> Option<quinn::Connection> {
+        self.lock().get(agent_id).map(|e| e.connection.clone())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        // A panic while holding the lock leaves a consistent map (every
+        // operation is a single insert/remove), so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,155 @@
+//! The running broker: QUIC endpoint, accept loop, CRL watcher, admin API.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_protocol::limits::Limits as ProtocolLimits;
+use ferry_tunnel::endpoint::quic_server_config;
+use ferry_tunnel::CloseCode;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::config::BrokerConfig;
+use crate::data::DataHandler;
+use crate::registry::Registry;
+
+/// A broker that could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker TLS setup failed: {0}")]
+    Tls(#[from] ferry_certs::CertError),
+    #[error(transparent)]
+    Endpoint(#[from] ferry_tunnel::EndpointError),
+    #[error("cannot listen for the admin API on {addr}: {source}")]
+    Admin {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// Counters of refused connection attempts.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub refused_busy: AtomicU64,
+    pub refused_tls: AtomicU64,
+    pub refused_handshake: AtomicU64,
+    pub refused_timeout: AtomicU64,
+}
+
+/// State shared by the broker's tasks.
+pub(crate) struct Shared {
+    pub config: BrokerConfig,
+    pub registry: Registry,
+    pub data_handler: DataHandler,
+    pub protocol_limits: ProtocolLimits,
+    pub stats: Stats,
+}
+
+pub(crate) fn build_quic_config(config: &BrokerConfig) -> Result<quinn::ServerConfig, BrokerError> {
+    let tls = ferry_certs::server_config(&config.tls.files(), &[ferry_protocol::ALPN])?;
+    let mut quic = quic_server_config(tls, &config.transport)?;
+    // Connection attempts queued before the accept loop sees them.
+    quic.max_incoming(config.limits.max_handshakes.saturating_mul(2).max(16));
+    Ok(quic)
+}
+
+/// A running broker. Dropping it does not stop it; call [`Broker::shutdown`].
+pub struct Broker {
+    shared: Arc<Shared>,
+    endpoint: quinn::Endpoint,
+    admin_addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Broker {
+    /// Binds the QUIC and admin listeners and starts serving.
+    pub async fn start(
+        config: BrokerConfig,
+        data_handler: DataHandler,
+    ) -> Result<Self, BrokerError> {
+        config.check()?;
+        let quic = build_quic_config(&config)?;
+        let endpoint = ferry_tunnel::server_endpoint(config.listen, quic)?;
+        let admin = tokio::net::TcpListener::bind(config.admin_listen)
+            .await
+            .map_err(|source| BrokerError::Admin {
+                addr: config.admin_listen,
+                source,
+            })?;
+        let admin_addr = admin.local_addr().map_err(|source| BrokerError::Admin {
+            addr: config.admin_listen,
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            config,
+            registry: Registry::new(),
+            data_handler,
+            protocol_limits: ProtocolLimits::default(),
+            stats: Stats::default(),
+        });
+        let tasks = vec![
+            tokio::spawn(crate::listener::accept_loop(
+                shared.clone(),
+                endpoint.clone(),
+            )),
+            tokio::spawn(crate::revocation::watch(shared.clone(), endpoint.clone())),
+            tokio::spawn({
+                let app = crate::admin::router(shared.clone());
+                async move {
+                    if let Err(e) = axum::serve(admin, app).await {
+                        tracing::error!("admin API stopped: {e}");
+                    }
+                }
+            }),
+        ];
+        let local = endpoint.local_addr().ok();
+        info!(listen = ?local, admin = %admin_addr, "broker listening");
+        Ok(Self {
+            shared,
+            endpoint,
+            admin_addr,
+            tasks,
+        })
+    }
+
+    /// The UDP address agents connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint
+            .local_addr()
+            .unwrap_or(self.shared.config.listen)
+    }
+
+    /// The admin API's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Connected agents.
+    pub fn registry(&self) -> &Registry {
+        &self.shared.registry
+    }
+
+    /// Re-reads the CRL now (the watcher also does this on its own).
+    pub fn reload_revocations(&self) -> usize {
+        crate::revocation::reload(&self.shared, &self.endpoint)
+    }
+
+    /// Closes every session (agents see "broker shutting down" and
+    /// reconnect later) and stops listening.
+    pub async fn shutdown(self) {
+        self.shared
+            .registry
+            .close_all(CloseCode::ShuttingDown, "broker shutting down");
+        self.endpoint
+            .close(CloseCode::ShuttingDown.varint(), b"broker shutting down");
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        info!("broker stopped");
+    }
+}

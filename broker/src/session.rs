@@ -1,0 +1,272 @@
+//! The control-stream protocol with one agent.
+//!
+//! Order: TLS (client certificate required) → the agent opens the control
+//! stream and sends `Hello` → the broker checks the protocol version and
+//! that the claimed agent id is the one in the certificate → `Welcome` (or
+//! `Reject` and close) → registration (an older session of the same agent is
+//! closed at once) → heartbeats until the connection ends. Data streams
+//! opened by the agent are handed to the [`DataHandler`](crate::DataHandler).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_certs::AgentIdentity;
+use ferry_protocol::control::{ControlMessage, RejectCode};
+use ferry_protocol::version::{negotiate, VersionRange};
+use ferry_tunnel::{CloseCause, CloseCode, FrameReader, FrameWriter, StreamError};
+use tracing::{debug, info, warn};
+
+use crate::data::DataStream;
+use crate::server::Shared;
+
+/// Heartbeat interval the broker asks agents for.
+pub const HEARTBEAT_SECS: u32 = 10;
+
+/// Why a connection was not admitted after TLS succeeded.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("peer presented no usable certificate: {0}")]
+    Identity(String),
+    #[error("control stream: {0}")]
+    Stream(#[from] StreamError),
+    #[error("connection lost during handshake: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("first control message must be hello, got {0}")]
+    NotHello(String),
+    #[error("no common protocol version: agent speaks {theirs:?}, broker speaks {ours:?}")]
+    Version {
+        theirs: VersionRange,
+        ours: VersionRange,
+    },
+    #[error("agent claims id `{claimed}` but its certificate says `{actual}`")]
+    IdentityMismatch { claimed: String, actual: String },
+    #[error(transparent)]
+    Protocol(#[from] ferry_protocol::ProtocolError),
+    #[error(transparent)]
+    Full(#[from] crate::registry::RegistryFull),
+}
+
+impl HandshakeError {
+    fn reject_code(&self) -> Option<RejectCode> {
+        match self {
+            HandshakeError::NotHello(_) => Some(RejectCode::NotFirstMessage),
+            HandshakeError::Version { .. } => Some(RejectCode::UnsupportedVersion),
+            HandshakeError::IdentityMismatch { .. } => Some(RejectCode::IdentityMismatch),
+            HandshakeError::Protocol(_) => Some(RejectCode::Malformed),
+            HandshakeError::Full(_) => Some(RejectCode::ShuttingDown),
+            _ => None,
+        }
+    }
+}
+
+/// The agent's identity, from the certificate it presented in TLS.
+pub fn peer_identity(conn: &quinn::Connection) -> Result<AgentIdentity, HandshakeError> {
+    let any = conn
+        .peer_identity()
+        .ok_or_else(|| HandshakeError::Identity("no certificate".into()))?;
+    let chain = any
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .map_err(|_| HandshakeError::Identity("unexpected identity type".into()))?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| HandshakeError::Identity("empty certificate chain".into()))?;
+    ferry_certs::agent_identity(leaf).map_err(|e| HandshakeError::Identity(e.to_string()))
+}
+
+/// An admitted agent, after `Welcome` was sent.
+pub(crate) struct Admitted {
+    pub identity: AgentIdentity,
+    pub session_id: u64,
+    pub version: u16,
+    pub reader: FrameReader,
+    pub writer: FrameWriter,
+}
+
+/// Runs the control-stream handshake on an established connection.
+pub(crate) async fn admit(
+    shared: &Shared,
+    conn: &quinn::Connection,
+) -> Result<Admitted, HandshakeError> {
+    let identity = peer_identity(conn)?;
+    let (send, recv) = conn.accept_bi().await?;
+    let mut reader = FrameReader::new(recv, shared.protocol_limits.max_control_frame);
+    let mut writer = FrameWriter::new(send);
+    match hello(shared, &identity, &mut reader).await {
+        Ok(version) => {
+            let session_id = shared.registry.next_session_id();
+            let welcome = ControlMessage::Welcome {
+                version,
+                session_id,
+                agent_id: identity.agent_id.clone(),
+                group: identity.group.clone(),
+                heartbeat_secs: HEARTBEAT_SECS,
+            };
+            writer.send(&welcome.to_frame()?).await?;
+            Ok(Admitted {
+                identity,
+                session_id,
+                version,
+                reader,
+                writer,
+            })
+        }
+        Err(e) => {
+            if let Some(code) = e.reject_code() {
+                let reject = ControlMessage::Reject {
+                    code,
+                    message: e.to_string(),
+                };
+                if let Ok(frame) = reject.to_frame() {
+                    let _ = writer.send(&frame).await;
+                    let _ = writer.finish();
+                }
+                // Give the Reject a moment to leave before the close.
+                let _ = tokio::time::timeout(Duration::from_millis(200), writer.stream().stopped())
+                    .await;
+                CloseCode::Rejected.close(conn, &e.to_string());
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn hello(
+    shared: &Shared,
+    identity: &AgentIdentity,
+    reader: &mut FrameReader,
+) -> Result<u16, HandshakeError> {
+    let frame = reader.expect().await?;
+    let msg = ControlMessage::from_frame(&frame)?;
+    let ControlMessage::Hello {
+        versions, agent_id, ..
+    } = msg
+    else {
+        return Err(HandshakeError::NotHello(msg_name(&msg)));
+    };
+    let ours = VersionRange::ours();
+    let version = negotiate(ours, versions).ok_or(HandshakeError::Version {
+        theirs: versions,
+        ours,
+    })?;
+    if agent_id != identity.agent_id {
+        return Err(HandshakeError::IdentityMismatch {
+            claimed: agent_id,
+            actual: identity.agent_id.clone(),
+        });
+    }
+    let _ = shared;
+    Ok(version)
+}
+
+fn msg_name(m: &ControlMessage) -> String {
+    match m {
+        ControlMessage::Hello { .. } => "hello",
+        ControlMessage::Welcome { .. } => "welcome",
+        ControlMessage::Reject { .. } => "reject",
+        ControlMessage::Heartbeat { .. } => "heartbeat",
+        ControlMessage::HeartbeatAck { .. } => "heartbeat_ack",
+        ControlMessage::Error { .. } => "error",
+        ControlMessage::Goodbye { .. } => "goodbye",
+        #[allow(unreachable_patterns)]
+        _ => "unknown",
+    }
+    .to_string()
+}
+
+/// Serves an admitted session until the connection ends.
+pub(crate) async fn serve(shared: Arc<Shared>, conn: quinn::Connection, admitted: Admitted) {
+    let Admitted {
+        identity,
+        session_id,
+        version,
+        mut reader,
+        mut writer,
+    } = admitted;
+    let agent = identity.agent_id.clone();
+    let remote = conn.remote_address();
+    match shared.registry.register(
+        &identity,
+        session_id,
+        version,
+        conn.clone(),
+        shared.config.limits.max_agents,
+    ) {
+        Ok(Some(old)) => warn!(
+            agent = %agent, session_id, old_session = old.session_id, old_remote = %old.remote_addr,
+            "agent connected again; closed its previous session (newest wins)"
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            warn!(agent = %agent, %remote, "{e}");
+            CloseCode::Rejected.close(&conn, &e.to_string());
+            return;
+        }
+    }
+    info!(agent = %agent, group = %identity.group, %remote, session_id, version, serial = %identity.serial, "agent connected");
+    let identity = Arc::new(identity);
+
+    let cause = loop {
+        tokio::select! {
+            frame = reader.next() => match frame {
+                Ok(Some(frame)) => match ControlMessage::from_frame(&frame) {
+                    Ok(ControlMessage::Heartbeat { seq, sent_unix_ms }) => {
+                        shared.registry.heartbeat(&agent, session_id);
+                        let ack = ControlMessage::HeartbeatAck { seq, sent_unix_ms };
+                        if let Ok(f) = ack.to_frame() {
+                            if let Err(e) = writer.send(&f).await {
+                                debug!(agent = %agent, "heartbeat ack not sent: {e}");
+                            }
+                        }
+                    }
+                    Ok(ControlMessage::Goodbye { reason }) => {
+                        info!(agent = %agent, session_id, %reason, "agent said goodbye");
+                        CloseCode::Normal.close(&conn, "goodbye");
+                        break CloseCause::LocallyClosed;
+                    }
+                    Ok(other) => debug!(agent = %agent, "ignoring control message {}", msg_name(&other)),
+                    Err(e) => {
+                        warn!(agent = %agent, session_id, "protocol violation on control stream: {e}");
+                        CloseCode::ProtocolViolation.close(&conn, &e.to_string());
+                        break CloseCause::LocallyClosed;
+                    }
+                },
+                Ok(None) => {
+                    CloseCode::ProtocolViolation.close(&conn, "control stream finished");
+                    break CloseCause::LocallyClosed;
+                }
+                Err(e) => {
+                    // A read error follows a connection loss; report that instead.
+                    let err = conn.closed().await;
+                    debug!(agent = %agent, "control stream ended: {e}");
+                    break CloseCause::classify(&err);
+                }
+            },
+            stream = conn.accept_bi() => match stream {
+                Ok((send, recv)) => {
+                    let shared = shared.clone();
+                    let identity = identity.clone();
+                    tokio::spawn(async move {
+                        match DataStream::open(identity, send, recv, shared.protocol_limits).await {
+                            Ok(ds) => (shared.data_handler)(ds),
+                            Err(e) => warn!("data stream refused: {e}"),
+                        }
+                    });
+                }
+                Err(e) => break CloseCause::classify(&e),
+            },
+        }
+    };
+    let still_current = shared.registry.unregister(&agent, session_id);
+    match &cause {
+        CloseCause::Closed {
+            code: CloseCode::Superseded,
+            ..
+        }
+        | CloseCause::LocallyClosed
+            if !still_current =>
+        {
+            info!(agent = %agent, session_id, "session replaced by a newer one");
+        }
+        _ => info!(agent = %agent, session_id, %remote, cause = %cause, "agent disconnected"),
+    }
+}

@@ -1,0 +1,145 @@
+//! Shared setup for the in-process tunnel tests.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use ferry_agent::AgentConfig;
+use ferry_broker::{Broker, BrokerConfig, DataHandler};
+use ferry_tests::pki::{CertFiles, Pki};
+
+/// Log lines of every test in this binary (tests run in parallel; assert on
+/// content unique to a test).
+pub fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let w = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info,ferry=debug"))
+            .with_ansi(false)
+            .with_writer(move || LogWriter(w.clone()))
+            .try_init();
+        buf
+    })
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+impl Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if std::env::var("FERRY_TEST_ECHO").is_ok() {
+            let _ = std::io::stderr().write_all(b);
+        }
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub fn log_text() -> String {
+    String::from_utf8_lossy(&logs().lock().unwrap()).into_owned()
+}
+
+/// Waits until the log contains every needle.
+pub async fn wait_log(needles: &[&str], timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        let text = log_text();
+        if text.lines().any(|l| needles.iter().all(|n| l.contains(n))) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+pub struct Setup {
+    pub pki: Pki,
+    pub broker_cert: CertFiles,
+}
+
+impl Setup {
+    pub fn new() -> Self {
+        logs();
+        let pki = Pki::new();
+        let broker_cert = pki.broker(&["127.0.0.1", "localhost"]);
+        Self { pki, broker_cert }
+    }
+
+    pub fn broker_config(&self, listen: SocketAddr) -> BrokerConfig {
+        let text = self
+            .pki
+            .broker_toml(&self.broker_cert, &listen.to_string(), "127.0.0.1:0");
+        let mut c: BrokerConfig = toml_from(&text);
+        c.limits.handshake_timeout_secs = 3;
+        c
+    }
+
+    pub async fn broker(&self, handler: DataHandler) -> Broker {
+        self.broker_on("127.0.0.1:0".parse().unwrap(), handler)
+            .await
+    }
+
+    pub async fn broker_on(&self, listen: SocketAddr, handler: DataHandler) -> Broker {
+        Broker::start(self.broker_config(listen), handler)
+            .await
+            .expect("broker starts")
+    }
+
+    pub fn agent_config(&self, agent: &CertFiles, broker: SocketAddr) -> AgentConfig {
+        toml_from(&self.pki.agent_toml(agent, &broker.to_string(), "localhost"))
+    }
+}
+
+pub fn toml_from<T: serde::de::DeserializeOwned>(text: &str) -> T {
+    toml::from_str(text).expect("valid toml")
+}
+
+/// Waits until `f` is true.
+pub async fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for: {what}");
+}
+
+/// A small mixed-type batch.
+pub fn sample_batch(start: i64, rows: usize) -> arrow_array::RecordBatch {
+    use arrow_array::{Decimal128Array, Int64Array, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("amount", DataType::Decimal128(18, 4), true),
+    ]));
+    let ids: Vec<i64> = (start..start + rows as i64).collect();
+    let names: Vec<Option<String>> = ids
+        .iter()
+        .map(|i| (i % 7 != 0).then(|| format!("名前 {i} 🚚")))
+        .collect();
+    let amounts: Vec<Option<i128>> = ids
+        .iter()
+        .map(|i| (i % 5 != 0).then_some(*i as i128 * 12345 - 7))
+        .collect();
+    arrow_array::RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from(names)),
+            Arc::new(
+                Decimal128Array::from(amounts)
+                    .with_precision_and_scale(18, 4)
+                    .unwrap(),
+            ),
+        ],
+    )
+    .unwrap()
+}
