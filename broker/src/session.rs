@@ -33,7 +33,10 @@ pub enum HandshakeError {
     Connection(#[from] quinn::ConnectionError),
     #[error("first control message must be hello, got {0}")]
     NotHello(String),
-    #[error("no common protocol version: agent speaks {theirs:?}, broker speaks {ours:?}")]
+    #[error(
+        "no common protocol version: agent speaks {}..={}, broker speaks {}..={}",
+        theirs.min, theirs.max, ours.min, ours.max
+    )]
     Version {
         theirs: VersionRange,
         ours: VersionRange,
@@ -91,7 +94,7 @@ pub(crate) async fn admit(
     let (send, recv) = conn.accept_bi().await?;
     let mut reader = FrameReader::new(recv, shared.protocol_limits.max_control_frame);
     let mut writer = FrameWriter::new(send);
-    match hello(shared, &identity, &mut reader).await {
+    match hello(&identity, &mut reader).await {
         Ok(version) => {
             let session_id = shared.registry.next_session_id();
             let welcome = ControlMessage::Welcome {
@@ -130,11 +133,7 @@ pub(crate) async fn admit(
     }
 }
 
-async fn hello(
-    shared: &Shared,
-    identity: &AgentIdentity,
-    reader: &mut FrameReader,
-) -> Result<u16, HandshakeError> {
+async fn hello(identity: &AgentIdentity, reader: &mut FrameReader) -> Result<u16, HandshakeError> {
     let frame = reader.expect().await?;
     let msg = ControlMessage::from_frame(&frame)?;
     let ControlMessage::Hello {
@@ -154,7 +153,6 @@ async fn hello(
             actual: identity.agent_id.clone(),
         });
     }
-    let _ = shared;
     Ok(version)
 }
 

@@ -4,6 +4,7 @@
 //! logs go to stderr through `tracing` (`RUST_LOG`, `--log-format json`).
 
 mod certs_cmd;
+mod quickstart;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +37,13 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a broker and an agent on loopback with generated certificates and
+    /// push a sample table through the tunnel.
+    Quickstart {
+        /// Keep everything in this directory instead of a scratch one.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Create a CA, issue broker and agent certificates, revoke them.
     Certs(certs_cmd::CertsArgs),
     /// Run the broker, or ask a running one about its agents.
@@ -105,6 +113,7 @@ fn main() -> ExitCode {
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Certs(args) => certs_cmd::run(args),
+        Command::Quickstart { dir } => runtime()?.block_on(quickstart::run(dir)),
         Command::Broker { command } => runtime()?.block_on(broker(command)),
         Command::Agent { command } => runtime()?.block_on(agent(command)),
     }

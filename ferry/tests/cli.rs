@@ -63,3 +63,29 @@ fn a_bad_san_is_named() {
         "{out:?}"
     );
 }
+
+#[test]
+fn quickstart_runs_the_tunnel_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["quickstart", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("agent `quickstart-01` (group `local`) connected"),
+        "{text}"
+    );
+    assert!(
+        text.contains("broker received and acknowledged 200000 rows"),
+        "{text}"
+    );
+    // The configs it leaves behind point at the kept certificates.
+    assert!(dir.path().join("broker.toml").exists() && dir.path().join("pki/ca.key").exists());
+}

@@ -130,7 +130,7 @@ mod tests {
         }
         b.connected();
         b.next_delay(); // connection lasted ~0 s: not stable
-        assert_eq!(b.attempt, 7);
+        assert_eq!(b.attempt, 6);
     }
 
     #[test]

@@ -95,6 +95,12 @@ impl Setup {
     }
 }
 
+impl Default for Setup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 pub fn toml_from<T: serde::de::DeserializeOwned>(text: &str) -> T {
     toml::from_str(text).expect("valid toml")
 }
