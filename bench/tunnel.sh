@@ -77,4 +77,5 @@ if cp:
     print(f"pg binary COPY pipe (same run): {cp:.1f} MB/s -> ferry zstd:1 / copy = {meds['zstd:1']['table_text_mb_s']/cp:.2f} (table MB/s; target >= 3)")
     print(f"                                          ferry zstd:1 payload / copy = {meds['zstd:1']['payload_mb_s']/cp:.2f}")
 PY
+echo "(agent RSS is left out: tunnel-bench holds the whole table in memory to resend it)" >&2
 echo "results in $OUT" >&2

@@ -124,12 +124,30 @@ impl DataSender {
         let (encoder, result) = job.await.map_err(|e| SendError::Encoder(e.to_string()))?;
         self.idle.push(encoder);
         let encoded = result?;
-        self.writer.send(&encoded.frame).await?;
+        if let Err(e) = self.writer.send(&encoded.frame).await {
+            return Err(self.explain(e).await);
+        }
         self.summary.batches += 1;
         self.summary.rows += u64::from(encoded.rows);
         self.summary.raw_bytes += encoded.raw_len as u64;
         self.summary.frame_bytes += encoded.frame.wire_len() as u64;
         Ok(())
+    }
+
+    /// A write failed, usually because the broker stopped the stream; the
+    /// reason it sent just before (an `Error` frame) says more than
+    /// "stopped by peer", so wait briefly for it.
+    async fn explain(&mut self, e: StreamError) -> SendError {
+        let wait = self.acks.wait_for(|s| s.error.is_some() || s.ended);
+        if let Ok(Ok(state)) = tokio::time::timeout(std::time::Duration::from_secs(2), wait).await {
+            if let Some((code, message)) = &state.error {
+                return SendError::Broker {
+                    code: *code,
+                    message: message.clone(),
+                };
+            }
+        }
+        SendError::Stream(e)
     }
 
     fn check_broker(&self) -> Result<(), SendError> {
@@ -157,7 +175,9 @@ impl DataSender {
             batches: self.summary.batches,
             rows: self.summary.rows,
         };
-        self.writer.send(&end.to_frame()?).await?;
+        if let Err(e) = self.writer.send(&end.to_frame()?).await {
+            return Err(self.explain(e).await);
+        }
         self.writer.finish()?;
         let last = self
             .next_seq

@@ -68,7 +68,7 @@ impl DataStream {
     ) -> Result<Self, DataError> {
         let mut reader = FrameReader::new(recv, limits.max_data_frame);
         let writer = FrameWriter::new(send);
-        let frame = tokio::time::timeout(HEADER_TIMEOUT, reader.expect())
+        let frame = tokio::time::timeout(HEADER_TIMEOUT, reader.require())
             .await
             .map_err(|_| DataError::HeaderTimeout(HEADER_TIMEOUT))??;
         let header = StreamHeader::from_frame(&frame, &limits)?;
@@ -98,7 +98,7 @@ impl DataStream {
     /// The next batch, or `None` after the agent's `End` (whose counts are
     /// checked against what arrived).
     pub async fn next_batch(&mut self) -> Result<Option<DecodedBatch>, DataError> {
-        let frame = self.reader.expect().await?;
+        let frame = self.reader.require().await?;
         match frame.kind {
             FrameKind::Batch => {
                 let batch = self.decoder.decode(&frame)?;

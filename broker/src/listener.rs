@@ -38,8 +38,9 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) 
             let _ = incoming.retry();
             continue;
         }
+        let tracker = shared.tasks.clone();
         let shared = shared.clone();
-        tokio::spawn(async move {
+        tracker.spawn(async move {
             let remote = incoming.remote_address();
             let timeout = Duration::from_secs(shared.config.limits.handshake_timeout_secs);
             let result = tokio::time::timeout(timeout, async {

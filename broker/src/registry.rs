@@ -144,6 +144,12 @@ impl Registry {
         }
     }
 
+    /// Forgets every session (after they were closed), releasing their
+    /// connection handles.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
     /// A snapshot of the connected agents, sorted by id, with current
     /// address (it changes on migration) and RTT.
     pub fn list(&self) -> Vec<AgentInfo> {

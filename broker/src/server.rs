@@ -9,6 +9,7 @@ use ferry_protocol::limits::Limits as ProtocolLimits;
 use ferry_tunnel::endpoint::quic_server_config;
 use ferry_tunnel::CloseCode;
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::config::BrokerConfig;
@@ -47,6 +48,8 @@ pub(crate) struct Shared {
     pub data_handler: DataHandler,
     pub protocol_limits: ProtocolLimits,
     pub stats: Stats,
+    /// Connection and data-stream tasks, awaited on shutdown.
+    pub tasks: TaskTracker,
 }
 
 pub(crate) fn build_quic_config(config: &BrokerConfig) -> Result<quinn::ServerConfig, BrokerError> {
@@ -90,6 +93,7 @@ impl Broker {
             data_handler,
             protocol_limits: ProtocolLimits::default(),
             stats: Stats::default(),
+            tasks: TaskTracker::new(),
         });
         let tasks = vec![
             tokio::spawn(crate::listener::accept_loop(
@@ -139,17 +143,43 @@ impl Broker {
     }
 
     /// Closes every session (agents see "broker shutting down" and
-    /// reconnect later) and stops listening.
+    /// reconnect later), stops listening and waits for its tasks, so the
+    /// UDP port is free again when this returns.
     pub async fn shutdown(self) {
-        self.shared
+        let Broker {
+            shared,
+            endpoint,
+            tasks,
+            ..
+        } = self;
+        shared
             .registry
             .close_all(CloseCode::ShuttingDown, "broker shutting down");
-        self.endpoint
-            .close(CloseCode::ShuttingDown.varint(), b"broker shutting down");
-        for t in &self.tasks {
+        endpoint.close(CloseCode::ShuttingDown.varint(), b"broker shutting down");
+        for t in &tasks {
             t.abort();
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        for t in tasks {
+            let _ = t.await;
+        }
+        shared.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(3), shared.tasks.wait()).await;
+        shared.registry.clear();
+        let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+        let addr = endpoint.local_addr().ok();
+        drop(endpoint);
+        drop(shared);
+        // quinn's endpoint driver closes the socket the next time it runs,
+        // after the last handle is gone; wait for that, so a broker started
+        // right after this one (same process, same port) can bind.
+        if let Some(addr) = addr {
+            for _ in 0..200 {
+                if std::net::UdpSocket::bind(addr).is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         info!("broker stopped");
     }
 }

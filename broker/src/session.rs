@@ -134,7 +134,7 @@ pub(crate) async fn admit(
 }
 
 async fn hello(identity: &AgentIdentity, reader: &mut FrameReader) -> Result<u16, HandshakeError> {
-    let frame = reader.expect().await?;
+    let frame = reader.require().await?;
     let msg = ControlMessage::from_frame(&frame)?;
     let ControlMessage::Hello {
         versions, agent_id, ..
@@ -241,9 +241,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: quinn::Connection, admitted
             },
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) => {
+                    let tracker = shared.tasks.clone();
                     let shared = shared.clone();
                     let identity = identity.clone();
-                    tokio::spawn(async move {
+                    tracker.spawn(async move {
                         match DataStream::open(identity, send, recv, shared.protocol_limits).await {
                             Ok(ds) => (shared.data_handler)(ds),
                             Err(e) => warn!("data stream refused: {e}"),

@@ -93,7 +93,7 @@ pub fn run(args: CertsArgs) -> Result<()> {
                 "issued broker certificate {} (serial {}, valid until {})",
                 cert.display(),
                 issued.serial,
-                issued.not_after
+                utc(issued.not_after)
             );
             println!("  private key: {} (mode 0600)", key.display());
             println!("\nbroker config (broker.toml):\n");
@@ -111,7 +111,7 @@ pub fn run(args: CertsArgs) -> Result<()> {
                 agents.join(format!("{id}.key")),
             );
             issued.write(&cert, &key)?;
-            println!("issued agent certificate {} for `{id}` in group `{group}` (serial {}, valid until {})", cert.display(), issued.serial, issued.not_after);
+            println!("issued agent certificate {} for `{id}` in group `{group}` (serial {}, valid until {})", cert.display(), issued.serial, utc(issued.not_after));
             println!("  private key: {} (mode 0600)", key.display());
             println!("\nagent config (agent.toml); copy ca.pem, the certificate and the key to the agent host:\n");
             println!(
@@ -164,6 +164,13 @@ fn load(dir: &Path) -> Result<CertificateAuthority> {
             dir.display()
         )
     })
+}
+
+fn utc(t: time::OffsetDateTime) -> String {
+    let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&f)
+        .unwrap_or_else(|_| t.to_string())
 }
 
 fn abs(p: &Path) -> String {

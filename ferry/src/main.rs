@@ -85,9 +85,11 @@ enum AgentCommand {
     },
 }
 
-fn init_logging(format: LogFormat) {
+/// `default` applies when RUST_LOG is not set: long-running commands log at
+/// info, one-shot commands only warnings (their output is what they print).
+fn init_logging(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -100,7 +102,13 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let long_running = matches!(
+        cli.command,
+        Command::Broker {
+            command: BrokerCommand::Run { .. }
+        } | Command::Agent { .. }
+    );
+    init_logging(cli.log_format, if long_running { "info" } else { "warn" });
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

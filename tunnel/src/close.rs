@@ -150,7 +150,11 @@ impl fmt::Display for CloseCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CloseCause::Refused(r) => write!(f, "refused: {r}"),
-            CloseCause::Closed { code, reason } if reason.is_empty() => write!(f, "{code}"),
+            CloseCause::Closed { code, reason }
+                if reason.is_empty() || *reason == code.to_string() =>
+            {
+                write!(f, "{code}")
+            }
             CloseCause::Closed { code, reason } => write!(f, "{code}: {reason}"),
             CloseCause::ClosedUnknown { code, reason } => {
                 write!(f, "closed by peer with code {code}: {reason}")

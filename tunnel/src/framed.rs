@@ -73,8 +73,8 @@ impl FrameReader {
         }
     }
 
-    /// Like [`next`](Self::next), but a finished stream is an error.
-    pub async fn expect(&mut self) -> Result<Frame, StreamError> {
+    /// Like [`next`](Self::next), but a stream that ends here is an error.
+    pub async fn require(&mut self) -> Result<Frame, StreamError> {
         self.next().await?.ok_or(StreamError::TruncatedFrame)
     }
 
