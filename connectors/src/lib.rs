@@ -5,6 +5,9 @@
 //! schema per table, which is what crosses the tunnel between agent and broker (or stays in
 //! process in standalone mode).
 //!
+//! * [`traits`]: the contract: a [`Source`] plans splits and reads one into batches; a
+//!   [`Sink`] prepares the target and hands out [`SinkWriter`]s that commit batches.
+//! * [`spec`]: what a job asks of a reader and a writer (DataX's parameters), split planning.
 //! * [`copy_text`]: decodes PostgreSQL `COPY ... (FORMAT text)` output — which is also
 //!   MariaDB/MySQL `LOAD DATA` / `SELECT ... INTO OUTFILE` default format — into record
 //!   batches, incrementally from a byte stream or from a file.
@@ -15,6 +18,14 @@
 //! [`RecordBatch`]: arrow_array::RecordBatch
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod copy_text;
+pub mod error;
+pub mod mysql;
+pub mod postgres;
+pub mod spec;
+pub mod traits;
+
+pub use error::ConnectorError;
+pub use spec::{ReadSpec, Split, SplitBounds, WriteMode, WriteSpec};
+pub use traits::{DirtyRecord, Sink, SinkWriter, Source, WriteOutcome};

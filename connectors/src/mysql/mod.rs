@@ -1,0 +1,1 @@
+//! MySQL / MariaDB source and sink (in progress).

@@ -1,0 +1,1 @@
+//! PostgreSQL source and sink (in progress).

@@ -1,0 +1,217 @@
+//! What a job asks of a reader and a writer, in DataX's vocabulary.
+
+use serde::{Deserialize, Serialize};
+
+/// Rows per batch when a job does not say.
+pub const DEFAULT_FETCH_SIZE: usize = 8192;
+
+/// A reader's parameters, resolved (variables substituted, data source
+/// looked up).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReadSpec {
+    /// Table to read, optionally schema-qualified (`public.orders`).
+    #[serde(default)]
+    pub table: Option<String>,
+    /// Columns to read, in order; empty means every column of the table.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// Extra SQL predicate (DataX `where`).
+    #[serde(default, rename = "where")]
+    pub where_clause: Option<String>,
+    /// Column to split on (DataX `splitPk`).
+    #[serde(default)]
+    pub split_pk: Option<String>,
+    /// A free-form query instead of `table` (DataX `querySql`); never split.
+    #[serde(default)]
+    pub query_sql: Option<String>,
+    /// Rows per batch.
+    #[serde(default = "default_fetch_size")]
+    pub fetch_size: usize,
+}
+
+fn default_fetch_size() -> usize {
+    DEFAULT_FETCH_SIZE
+}
+
+/// One slice of a read, run by one task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Split {
+    /// 0-based position among the job's splits.
+    pub index: u32,
+    /// Number of splits of the job.
+    pub total: u32,
+    pub bounds: SplitBounds,
+}
+
+/// Which rows a split covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SplitBounds {
+    /// Every row (no split key, a query, or a single split).
+    All,
+    /// `column >= lo AND column < hi`; a missing bound is open. i128 holds
+    /// every signed and unsigned 64-bit key.
+    IntRange {
+        column: String,
+        lo: Option<i128>,
+        hi: Option<i128>,
+    },
+    /// Rows whose split key is NULL (no range contains them).
+    NullKey { column: String },
+}
+
+impl Split {
+    /// The single split that reads everything.
+    pub fn all() -> Self {
+        Self {
+            index: 0,
+            total: 1,
+            bounds: SplitBounds::All,
+        }
+    }
+}
+
+/// Plans integer ranges between `min` and `max` (inclusive) into at most
+/// `n` contiguous, non-overlapping ranges covering every value, plus one
+/// split for NULL keys. The first range is open below and the last open
+/// above, so rows inserted outside [min, max] after planning are still read.
+pub fn int_splits(column: &str, min: i128, max: i128, n: usize) -> Vec<Split> {
+    let n = n.max(1) as i128;
+    let span = (max - min).max(0) + 1;
+    let step = ((span + n - 1) / n).max(1);
+    let mut bounds = Vec::new();
+    let mut lo = min;
+    while lo <= max {
+        let hi = lo.saturating_add(step);
+        bounds.push((lo, hi));
+        lo = hi;
+    }
+    let count = bounds.len();
+    let mut out: Vec<SplitBounds> = bounds
+        .into_iter()
+        .enumerate()
+        .map(|(i, (lo, hi))| SplitBounds::IntRange {
+            column: column.to_string(),
+            lo: (i > 0).then_some(lo),
+            hi: (i + 1 < count).then_some(hi),
+        })
+        .collect();
+    if out.is_empty() {
+        out.push(SplitBounds::IntRange {
+            column: column.to_string(),
+            lo: None,
+            hi: None,
+        });
+    }
+    out.push(SplitBounds::NullKey {
+        column: column.to_string(),
+    });
+    let total = out.len() as u32;
+    out.into_iter()
+        .enumerate()
+        .map(|(i, bounds)| Split {
+            index: i as u32,
+            total,
+            bounds,
+        })
+        .collect()
+}
+
+/// How rows are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteMode {
+    /// Plain insert; a key conflict is an error.
+    #[default]
+    Insert,
+    /// Replace the row with the same key.
+    Replace,
+    /// Insert, or update the row with the same key (upsert).
+    Update,
+}
+
+/// A writer's parameters, resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WriteSpec {
+    /// Target table, optionally schema-qualified.
+    pub table: String,
+    /// Target column names, positionally matching the reader's columns;
+    /// empty means the reader's names.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    #[serde(default)]
+    pub write_mode: WriteMode,
+    /// Key columns for `replace` / `update` (default: the table's primary key).
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Statements run once before any row is written.
+    #[serde(default)]
+    pub pre_sql: Vec<String>,
+    /// Statements run once after every task succeeded.
+    #[serde(default)]
+    pub post_sql: Vec<String>,
+    /// Rows per write (0: the batch as it arrives).
+    #[serde(default)]
+    pub batch_size: usize,
+    /// Create the table from the source schema if it does not exist.
+    #[serde(default)]
+    pub create_table: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranges(s: &[Split]) -> Vec<(Option<i128>, Option<i128>)> {
+        s.iter()
+            .filter_map(|s| match &s.bounds {
+                SplitBounds::IntRange { lo, hi, .. } => Some((*lo, *hi)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ranges_cover_everything_once_and_nulls_separately() {
+        let s = int_splits("id", 1, 100, 4);
+        assert_eq!(
+            ranges(&s),
+            vec![(None, Some(26)), (Some(26), Some(51)), (Some(51), Some(76)), (Some(76), None)]
+        );
+        assert!(matches!(s.last().unwrap().bounds, SplitBounds::NullKey { .. }));
+        assert!(s.iter().all(|x| x.total == 5));
+    }
+
+    #[test]
+    fn extreme_keys_do_not_overflow() {
+        let s = int_splits("id", 0, u64::MAX as i128, 3);
+        assert_eq!(ranges(&s).len(), 3);
+        let s = int_splits("id", i64::MIN as i128, i64::MAX as i128, 2);
+        assert_eq!(ranges(&s).len(), 2);
+    }
+
+    #[test]
+    fn one_value_and_more_splits_than_values() {
+        assert_eq!(ranges(&int_splits("id", 5, 5, 8)), vec![(None, None)]);
+        assert_eq!(ranges(&int_splits("id", 1, 3, 8)).len(), 3);
+    }
+
+    #[test]
+    fn datax_shaped_parameters_parse() {
+        let r: ReadSpec = serde_json::from_str(
+            r#"{"table":"orders","columns":["id","amount"],"where":"id > 5","splitPk":"id","fetchSize":1000}"#,
+        )
+        .unwrap();
+        assert_eq!(r.split_pk.as_deref(), Some("id"));
+        assert_eq!(r.where_clause.as_deref(), Some("id > 5"));
+        let e = serde_json::from_str::<ReadSpec>(r#"{"tabel":"x"}"#).unwrap_err();
+        assert!(e.to_string().contains("tabel"), "{e}");
+        let w: WriteSpec = serde_json::from_str(
+            r#"{"table":"t","writeMode":"update","preSql":["truncate t"],"createTable":true}"#,
+        )
+        .unwrap();
+        assert_eq!(w.write_mode, WriteMode::Update);
+    }
+}

@@ -1,0 +1,87 @@
+//! The contract every reader and writer implements.
+//!
+//! Sources and sinks are kept apart (as in vector's sources/sinks): a
+//! source plans splits and reads one split into Arrow batches; a sink
+//! prepares the target once per job, then one writer per task writes and
+//! commits batches. The same code runs in one process and split across the
+//! tunnel; only what carries the batches between them changes.
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use crate::error::ConnectorError;
+use crate::spec::{ReadSpec, Split, WriteSpec};
+
+/// A readable data source (one database or file location).
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// The Arrow schema of what `spec` reads, columns in read order.
+    async fn schema(&self, spec: &ReadSpec) -> Result<SchemaRef, ConnectorError>;
+
+    /// Cuts the read into at most about `max_splits` splits (DataX splitPk).
+    /// Rows with a NULL split key get a split of their own.
+    async fn plan(&self, spec: &ReadSpec, max_splits: usize) -> Result<Vec<Split>, ConnectorError>;
+
+    /// Reads one split, sending batches of `schema` (at most
+    /// `spec.fetch_size` rows each) into `out`. A full channel slows the
+    /// read down (backpressure). Returns the rows read.
+    async fn read(
+        &self,
+        spec: &ReadSpec,
+        schema: SchemaRef,
+        split: &Split,
+        out: mpsc::Sender<RecordBatch>,
+    ) -> Result<u64, ConnectorError>;
+}
+
+/// A writable target.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// Once per job, before any writer: checks (or creates, with
+    /// `create_table`) the target table for `schema` and runs `pre_sql`.
+    async fn prepare(&self, spec: &WriteSpec, schema: &SchemaRef) -> Result<(), ConnectorError>;
+
+    /// A writer for one task.
+    async fn writer(
+        &self,
+        spec: &WriteSpec,
+        schema: &SchemaRef,
+    ) -> Result<Box<dyn SinkWriter>, ConnectorError>;
+
+    /// Once per job after every task succeeded: runs `post_sql`.
+    async fn finish(&self, spec: &WriteSpec) -> Result<(), ConnectorError>;
+}
+
+/// Writes batches of one task.
+#[async_trait]
+pub trait SinkWriter: Send {
+    /// Writes `batch` and commits it (one transaction per call). Rows the
+    /// target cannot hold are not written; they come back as dirty records
+    /// and the other rows are written.
+    async fn write(&mut self, batch: &RecordBatch) -> Result<WriteOutcome, ConnectorError>;
+
+    /// Releases the connection.
+    async fn close(self: Box<Self>) -> Result<(), ConnectorError>;
+}
+
+/// What one `write` did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct WriteOutcome {
+    pub written: u64,
+    pub dirty: Vec<DirtyRecord>,
+}
+
+/// A row the target could not hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirtyRecord {
+    /// Row index within the batch.
+    pub row: usize,
+    /// The column at fault, when known.
+    pub column: Option<String>,
+    /// Why it was refused.
+    pub reason: String,
+    /// The row, rendered as JSON for the dirty-record file.
+    pub record: serde_json::Value,
+}
