@@ -13,8 +13,9 @@ pub struct ReadSpec {
     /// Table to read, optionally schema-qualified (`public.orders`).
     #[serde(default)]
     pub table: Option<String>,
-    /// Columns to read, in order; empty means every column of the table.
-    #[serde(default)]
+    /// Columns to read, in order; empty means every column of the table
+    /// (DataX calls it `column`).
+    #[serde(default, alias = "column")]
     pub columns: Vec<String>,
     /// Extra SQL predicate (DataX `where`).
     #[serde(default, rename = "where")]
@@ -138,8 +139,8 @@ pub struct WriteSpec {
     /// Target table, optionally schema-qualified.
     pub table: String,
     /// Target column names, positionally matching the reader's columns;
-    /// empty means the reader's names.
-    #[serde(default)]
+    /// empty means the reader's names (DataX: `column`).
+    #[serde(default, alias = "column")]
     pub columns: Vec<String>,
     #[serde(default)]
     pub write_mode: WriteMode,
@@ -178,9 +179,17 @@ mod tests {
         let s = int_splits("id", 1, 100, 4);
         assert_eq!(
             ranges(&s),
-            vec![(None, Some(26)), (Some(26), Some(51)), (Some(51), Some(76)), (Some(76), None)]
+            vec![
+                (None, Some(26)),
+                (Some(26), Some(51)),
+                (Some(51), Some(76)),
+                (Some(76), None)
+            ]
         );
-        assert!(matches!(s.last().unwrap().bounds, SplitBounds::NullKey { .. }));
+        assert!(matches!(
+            s.last().unwrap().bounds,
+            SplitBounds::NullKey { .. }
+        ));
         assert!(s.iter().all(|x| x.total == 5));
     }
 

@@ -5,6 +5,7 @@
 
 mod certs_cmd;
 mod quickstart;
+mod run_cmd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,6 +45,8 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Run a job standalone: reader and writer in this process.
+    Run(run_cmd::RunArgs),
     /// Create a CA, issue broker and agent certificates, revoke them.
     Certs(certs_cmd::CertsArgs),
     /// Run the broker, or ask a running one about its agents.
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Certs(args) => certs_cmd::run(args),
+        Command::Run(args) => runtime()?.block_on(run_cmd::run(args)),
         Command::Quickstart { dir } => runtime()?.block_on(quickstart::run(dir)),
         Command::Broker { command } => runtime()?.block_on(broker(command)),
         Command::Agent { command } => runtime()?.block_on(agent(command)),

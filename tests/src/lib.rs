@@ -9,6 +9,7 @@
 //! Tests that need root or system tools fail with a message saying what is
 //! missing when `CI=true`; on a developer machine they print why they skip.
 
+pub mod db;
 pub mod netns;
 pub mod pki;
 pub mod proc;

@@ -1,1 +1,1040 @@
-//! PostgreSQL source and sink (in progress).
+//! PostgreSQL source and sink, both over binary `COPY`.
+//!
+//! A split is read in one `REPEATABLE READ READ ONLY` transaction with
+//! `COPY (SELECT ...) TO STDOUT (FORMAT binary)`, decoded incrementally into Arrow batches
+//! of `fetch_size` rows. A batch is written in one transaction with
+//! `COPY ... FROM STDIN (FORMAT binary)` (through an `ON COMMIT DROP` staging table and
+//! `INSERT ... ON CONFLICT DO UPDATE` for `update` / `replace`). Values the target column
+//! cannot hold are found before the `COPY` and come back as dirty records.
+//!
+//! # Type mapping
+//!
+//! | PostgreSQL                       | Arrow (reader)                                             |
+//! |----------------------------------|------------------------------------------------------------|
+//! | `smallint`                       | `Int16`                                                    |
+//! | `integer`                        | `Int32`                                                    |
+//! | `bigint`                         | `Int64`                                                    |
+//! | `numeric(p,s)`, p <= 38          | `Decimal128(p,s)`                                          |
+//! | `numeric(p,s)`, 38 < p <= 76     | `Decimal256(p,s)`                                          |
+//! | `numeric` (unconstrained, p > 76, s > p or s < 0) | `Utf8`, metadata `ferry.type = numeric` (exact text) |
+//! | `real` / `double precision`      | `Float32` / `Float64`                                      |
+//! | `text`, `varchar(n)`, `char(n)`  | `Utf8` (metadata `ferry.max_length = n` when known)        |
+//! | `bytea`                          | `Binary`                                                   |
+//! | `boolean`                        | `Boolean`                                                  |
+//! | `date`                           | `Date32` (±infinity: error)                                |
+//! | `timestamp`                      | `Timestamp(Microsecond, None)` (±infinity: error)          |
+//! | `timestamptz`                    | `Timestamp(Microsecond, Some("UTC"))`                      |
+//! | `time`                           | `Time64(Microsecond)`                                      |
+//! | `interval`                       | `Interval(MonthDayNano)`                                   |
+//! | `json`, `jsonb`                  | `Utf8`, metadata `ferry.type = json`                       |
+//! | `uuid`                           | `Utf8`, metadata `ferry.type = uuid`                       |
+//! | anything else                    | [`ConnectorError::UnsupportedType`]                        |
+//!
+//! | Arrow (writer, `createTable`)         | PostgreSQL                                          |
+//! |---------------------------------------|-----------------------------------------------------|
+//! | `Int8`, `UInt8`, `Int16`              | `smallint`                                          |
+//! | `UInt16`, `Int32`                     | `integer`                                           |
+//! | `UInt32`, `Int64`                     | `bigint`                                            |
+//! | `UInt64`                              | `numeric(20,0)`                                     |
+//! | `Decimal128/256(p,s)`                 | `numeric(p,s)`                                      |
+//! | `Float32` / `Float64`                 | `real` / `double precision`                         |
+//! | `Utf8`, `LargeUtf8`                   | `text`; `varchar(n)` with `ferry.max_length`; `jsonb` / `uuid` / `numeric` with `ferry.type` json / uuid / numeric |
+//! | `Binary`, `LargeBinary`               | `bytea`                                             |
+//! | `Boolean`                             | `boolean`                                           |
+//! | `Date32`                              | `date`                                              |
+//! | `Timestamp(any unit, None)`           | `timestamp`                                         |
+//! | `Timestamp(any unit, Some(_))`        | `timestamptz`                                       |
+//! | `Time32`, `Time64`                    | `time`                                              |
+//! | `Duration(any unit)`, `Interval(MonthDayNano)` | `interval`                                 |
+//!
+//! Into an existing table the encoder also accepts: any integer into any integer,
+//! `numeric`, float or text column (range checked); decimals and floats into `numeric`
+//! (exact, checked against p/s; NaN/±Infinity floats are dirty) or text; text into
+//! `numeric`, `json`/`jsonb` (validated) and `uuid` (parsed).
+
+mod binary;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use futures::StreamExt;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, Executor, PgPool, Postgres, Row};
+use tokio::sync::mpsc;
+
+use crate::error::ConnectorError;
+use crate::spec::{int_splits, ReadSpec, Split, SplitBounds, WriteMode, WriteSpec};
+use crate::traits::{DirtyRecord, Sink, SinkWriter, Source, WriteOutcome};
+
+/// Field metadata key naming the PostgreSQL flavour of a `Utf8` column.
+pub const META_TYPE: &str = "ferry.type";
+/// Field metadata key holding the declared maximum length of a text column.
+pub const META_MAX_LENGTH: &str = "ferry.max_length";
+
+/// What a column holds, as far as COPY binary encoding is concerned.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum PgKind {
+    Int2,
+    Int4,
+    Int8,
+    /// `(precision, scale)` when constrained.
+    Numeric(Option<(i32, i32)>),
+    Float4,
+    Float8,
+    /// text, varchar(n), char(n).
+    Text {
+        max_len: Option<usize>,
+    },
+    Json,
+    Jsonb,
+    Uuid,
+    Bytea,
+    Bool,
+    Date,
+    Timestamp,
+    Timestamptz,
+    Time,
+    Interval,
+}
+
+/// A column of a table (or query) as the catalog describes it.
+#[derive(Debug, Clone)]
+pub(crate) struct PgCol {
+    pub(crate) name: String,
+    pub(crate) kind: PgKind,
+    pub(crate) not_null: bool,
+    /// `format_type` text, for messages.
+    pub(crate) type_name: String,
+}
+
+impl PgCol {
+    fn from_catalog(
+        name: String,
+        typname: &str,
+        typmod: i32,
+        not_null: bool,
+        type_name: String,
+    ) -> Result<Self, ConnectorError> {
+        let kind = match typname {
+            "int2" => PgKind::Int2,
+            "int4" => PgKind::Int4,
+            "int8" => PgKind::Int8,
+            "numeric" => PgKind::Numeric((typmod >= 4).then(|| {
+                let t = typmod - 4;
+                let p = (t >> 16) & 0xffff;
+                // PostgreSQL 15+ stores the scale as an 11-bit signed number.
+                let s = ((t & 0x7ff) ^ 1024) - 1024;
+                (p, s)
+            })),
+            "float4" => PgKind::Float4,
+            "float8" => PgKind::Float8,
+            "text" | "name" => PgKind::Text { max_len: None },
+            "varchar" | "bpchar" => PgKind::Text {
+                max_len: (typmod >= 4).then(|| (typmod - 4) as usize),
+            },
+            "json" => PgKind::Json,
+            "jsonb" => PgKind::Jsonb,
+            "uuid" => PgKind::Uuid,
+            "bytea" => PgKind::Bytea,
+            "bool" => PgKind::Bool,
+            "date" => PgKind::Date,
+            "timestamp" => PgKind::Timestamp,
+            "timestamptz" => PgKind::Timestamptz,
+            "time" => PgKind::Time,
+            "interval" => PgKind::Interval,
+            _ => {
+                return Err(ConnectorError::UnsupportedType {
+                    column: name,
+                    type_name,
+                })
+            }
+        };
+        Ok(Self {
+            name,
+            kind,
+            not_null,
+            type_name,
+        })
+    }
+
+    /// The Arrow field this column reads into.
+    pub(crate) fn field(&self) -> Field {
+        let mut meta = HashMap::new();
+        let dt = match &self.kind {
+            PgKind::Int2 => DataType::Int16,
+            PgKind::Int4 => DataType::Int32,
+            PgKind::Int8 => DataType::Int64,
+            PgKind::Numeric(Some((p, s))) if *p <= 38 && *s >= 0 && s <= p => {
+                DataType::Decimal128(*p as u8, *s as i8)
+            }
+            PgKind::Numeric(Some((p, s))) if *p <= 76 && *s >= 0 && s <= p => {
+                DataType::Decimal256(*p as u8, *s as i8)
+            }
+            PgKind::Numeric(_) => {
+                meta.insert(META_TYPE.to_string(), "numeric".to_string());
+                DataType::Utf8
+            }
+            PgKind::Float4 => DataType::Float32,
+            PgKind::Float8 => DataType::Float64,
+            PgKind::Text { max_len } => {
+                if let Some(n) = max_len {
+                    meta.insert(META_MAX_LENGTH.to_string(), n.to_string());
+                }
+                DataType::Utf8
+            }
+            PgKind::Json | PgKind::Jsonb => {
+                meta.insert(META_TYPE.to_string(), "json".to_string());
+                DataType::Utf8
+            }
+            PgKind::Uuid => {
+                meta.insert(META_TYPE.to_string(), "uuid".to_string());
+                DataType::Utf8
+            }
+            PgKind::Bytea => DataType::Binary,
+            PgKind::Bool => DataType::Boolean,
+            PgKind::Date => DataType::Date32,
+            PgKind::Timestamp => DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, None),
+            PgKind::Timestamptz => {
+                DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, Some("UTC".into()))
+            }
+            PgKind::Time => DataType::Time64(arrow_schema::TimeUnit::Microsecond),
+            PgKind::Interval => DataType::Interval(arrow_schema::IntervalUnit::MonthDayNano),
+        };
+        Field::new(&self.name, dt, !self.not_null).with_metadata(meta)
+    }
+}
+
+/// The PostgreSQL type `create_table` gives an Arrow field.
+pub(crate) fn pg_type_for(field: &Field) -> Result<String, ConnectorError> {
+    use arrow_schema::IntervalUnit;
+    let meta = field.metadata();
+    let unsupported = || ConnectorError::UnsupportedType {
+        column: field.name().clone(),
+        type_name: field.data_type().to_string(),
+    };
+    Ok(match field.data_type() {
+        DataType::Int8 | DataType::UInt8 | DataType::Int16 => "smallint".into(),
+        DataType::UInt16 | DataType::Int32 => "integer".into(),
+        DataType::UInt32 | DataType::Int64 => "bigint".into(),
+        DataType::UInt64 => "numeric(20,0)".into(),
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("numeric({p},{s})"),
+        DataType::Float32 => "real".into(),
+        DataType::Float64 => "double precision".into(),
+        DataType::Utf8 | DataType::LargeUtf8 => match meta.get(META_TYPE).map(String::as_str) {
+            Some("json") => "jsonb".into(),
+            Some("uuid") => "uuid".into(),
+            Some("numeric") => "numeric".into(),
+            _ => match meta
+                .get(META_MAX_LENGTH)
+                .and_then(|n| n.parse::<u32>().ok())
+            {
+                Some(n) if n > 0 && n <= 10_485_760 => format!("varchar({n})"),
+                _ => "text".into(),
+            },
+        },
+        DataType::Binary | DataType::LargeBinary => "bytea".into(),
+        DataType::Boolean => "boolean".into(),
+        DataType::Date32 => "date".into(),
+        DataType::Timestamp(_, None) => "timestamp".into(),
+        DataType::Timestamp(_, Some(_)) => "timestamptz".into(),
+        DataType::Time32(_) | DataType::Time64(_) => "time".into(),
+        DataType::Duration(_) | DataType::Interval(IntervalUnit::MonthDayNano) => "interval".into(),
+        _ => return Err(unsupported()),
+    })
+}
+
+/// `"name"`, with embedded quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a possibly schema-qualified name: `public.orders` → `"public"."orders"`,
+/// `"My ""Schema"".T` → `"My ""Schema"""."T"`. Unquoted parts keep their case.
+pub fn quote_qualified(name: &str) -> Result<String, ConnectorError> {
+    let bad = |why: &str| ConnectorError::config("table", format!("`{name}`: {why}"));
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    let mut chars = name.trim().chars().peekable();
+    let mut quoted_part = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if cur.trim().is_empty() && !quoted_part => {
+                cur.clear();
+                quoted_part = true;
+                loop {
+                    match chars.next() {
+                        Some('"') if chars.peek() == Some(&'"') => {
+                            chars.next();
+                            cur.push('"');
+                        }
+                        Some('"') => break,
+                        Some(c) => cur.push(c),
+                        None => return Err(bad("unterminated quote")),
+                    }
+                }
+            }
+            '.' => {
+                parts.push(std::mem::take(&mut cur));
+                quoted_part = false;
+            }
+            c if quoted_part && !c.is_whitespace() => {
+                return Err(bad("text after a closing quote"));
+            }
+            c => cur.push(c),
+        }
+    }
+    parts.push(cur);
+    let parts: Vec<String> = parts
+        .into_iter()
+        .map(|p| p.trim().to_string())
+        .collect::<Vec<_>>();
+    if parts.iter().any(String::is_empty) || parts.len() > 3 {
+        return Err(bad("not a table name"));
+    }
+    Ok(parts
+        .iter()
+        .map(|p| quote_ident(p))
+        .collect::<Vec<_>>()
+        .join("."))
+}
+
+/// Removes the password of a connection URL from a message.
+fn scrub(url: &str, message: &str) -> String {
+    let authority = url
+        .split_once("://")
+        .map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or(""))
+        .unwrap_or("");
+    match authority
+        .rsplit_once('@')
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+    {
+        Some((_, password)) if !password.is_empty() => message.replace(password, "***"),
+        _ => message.to_string(),
+    }
+}
+
+async fn connect_pool(url: &str) -> Result<PgPool, ConnectorError> {
+    let opts = PgConnectOptions::from_str(url).map_err(|e| ConnectorError::Connect {
+        what: "PostgreSQL".into(),
+        message: format!("invalid connection URL: {}", scrub(url, &e.to_string())),
+    })?;
+    let what = format!(
+        "PostgreSQL {}@{}:{}/{}",
+        opts.get_username(),
+        opts.get_host(),
+        opts.get_port(),
+        opts.get_database().unwrap_or("")
+    );
+    // One direct connection first: a clear, immediate error (the pool would retry until
+    // its acquire timeout).
+    let conn =
+        sqlx::PgConnection::connect_with(&opts)
+            .await
+            .map_err(|e| ConnectorError::Connect {
+                what: what.clone(),
+                message: scrub(url, &e.to_string()),
+            })?;
+    let _ = conn.close().await;
+    Ok(PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_lazy_with(opts))
+}
+
+fn q(what: &str) -> impl FnOnce(sqlx::Error) -> ConnectorError + '_ {
+    move |e| ConnectorError::query(what, e)
+}
+
+const CATALOG_SQL: &str = "SELECT a.attname::text, t.typname::text, a.atttypmod, a.attnotnull, \
+     format_type(a.atttypid, a.atttypmod) \
+     FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+     WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
+     ORDER BY a.attnum";
+
+/// Whether a relation exists (`qualified` is already quoted).
+async fn relation_exists<'e, E>(ex: E, qualified: &str) -> Result<bool, ConnectorError>
+where
+    E: Executor<'e, Database = Postgres>,
+{
+    let row = sqlx::query("SELECT to_regclass($1) IS NOT NULL")
+        .bind(qualified)
+        .fetch_one(ex)
+        .await
+        .map_err(q("table lookup"))?;
+    Ok(row.get::<bool, _>(0))
+}
+
+/// Every column of a relation, as `(name, Result<PgCol>)` (unsupported types are only an
+/// error when selected).
+async fn relation_columns<'e, E>(
+    ex: E,
+    qualified: &str,
+) -> Result<Vec<(String, Result<PgCol, ConnectorError>)>, ConnectorError>
+where
+    E: Executor<'e, Database = Postgres>,
+{
+    let rows = sqlx::query(CATALOG_SQL)
+        .bind(qualified)
+        .fetch_all(ex)
+        .await
+        .map_err(q("column lookup"))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let name: String = r.get(0);
+            let typname: String = r.get(1);
+            let typmod: i32 = r.get(2);
+            let not_null: bool = r.get(3);
+            let type_name: String = r.get(4);
+            let col = PgCol::from_catalog(name.clone(), &typname, typmod, not_null, type_name);
+            (name, col)
+        })
+        .collect())
+}
+
+/// Picks `wanted` (all when empty or `*`) out of `all`, by exact name, else by a unique
+/// case-insensitive match.
+fn select_columns(
+    all: Vec<(String, Result<PgCol, ConnectorError>)>,
+    wanted: &[String],
+    relation: &str,
+) -> Result<Vec<PgCol>, ConnectorError> {
+    if wanted.is_empty() || (wanted.len() == 1 && wanted[0].trim() == "*") {
+        return all.into_iter().map(|(_, c)| c).collect();
+    }
+    let mut out = Vec::with_capacity(wanted.len());
+    for w in wanted {
+        let w = w.trim();
+        let unq = w
+            .strip_prefix('"')
+            .and_then(|x| x.strip_suffix('"'))
+            .map(|x| x.replace("\"\"", "\""));
+        let key = unq.as_deref().unwrap_or(w);
+        let idx = all.iter().position(|(n, _)| n == key).or_else(|| {
+            let m: Vec<usize> = (0..all.len())
+                .filter(|i| all[*i].0.eq_ignore_ascii_case(key))
+                .collect();
+            (m.len() == 1 && unq.is_none()).then(|| m[0])
+        });
+        match idx {
+            Some(i) => match &all[i].1 {
+                Ok(c) => out.push(c.clone()),
+                Err(ConnectorError::UnsupportedType { column, type_name }) => {
+                    return Err(ConnectorError::UnsupportedType {
+                        column: column.clone(),
+                        type_name: type_name.clone(),
+                    })
+                }
+                Err(e) => return Err(ConnectorError::Schema(e.to_string())),
+            },
+            None => {
+                return Err(ConnectorError::Schema(format!(
+                    "column `{key}` does not exist in `{relation}`"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads PostgreSQL tables and queries.
+pub struct PostgresSource {
+    pool: PgPool,
+}
+
+impl PostgresSource {
+    /// Connects (a pool of at most 8 connections).
+    pub async fn connect(url: &str) -> Result<Self, ConnectorError> {
+        Ok(Self {
+            pool: connect_pool(url).await?,
+        })
+    }
+
+    /// A source over an existing pool.
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The `FROM` item of a read.
+    fn from_item(spec: &ReadSpec) -> Result<String, ConnectorError> {
+        match (&spec.query_sql, &spec.table) {
+            (Some(qs), _) if !qs.trim().is_empty() => {
+                Ok(format!("({}) ferry_q", qs.trim().trim_end_matches(';')))
+            }
+            (_, Some(t)) => quote_qualified(t),
+            _ => Err(ConnectorError::config(
+                "table",
+                "either `table` or `querySql` is required",
+            )),
+        }
+    }
+
+    /// The selected columns of a read.
+    async fn columns(&self, spec: &ReadSpec) -> Result<Vec<PgCol>, ConnectorError> {
+        if let Some(qs) = spec.query_sql.as_deref().filter(|s| !s.trim().is_empty()) {
+            // Describe the query through a temporary view, which keeps type modifiers.
+            let mut tx = self.pool.begin().await.map_err(q("begin"))?;
+            let sql = format!(
+                "CREATE TEMP VIEW ferry_describe AS {}",
+                qs.trim().trim_end_matches(';')
+            );
+            tx.execute(sql.as_str())
+                .await
+                .map_err(q("describing querySql"))?;
+            let all = relation_columns(&mut *tx, "pg_temp.ferry_describe").await?;
+            tx.rollback().await.map_err(q("rollback"))?;
+            return select_columns(all, &spec.columns, "querySql");
+        }
+        let table = spec.table.as_deref().ok_or_else(|| {
+            ConnectorError::config("table", "either `table` or `querySql` is required")
+        })?;
+        let qualified = quote_qualified(table)?;
+        if !relation_exists(&self.pool, &qualified).await? {
+            return Err(ConnectorError::NoSuchTable(table.to_string()));
+        }
+        let all = relation_columns(&self.pool, &qualified).await?;
+        select_columns(all, &spec.columns, table)
+    }
+
+    fn where_sql(spec: &ReadSpec, split: Option<&Split>) -> String {
+        let mut conds = Vec::new();
+        if let Some(w) = spec
+            .where_clause
+            .as_deref()
+            .filter(|w| !w.trim().is_empty())
+        {
+            conds.push(format!("({w})"));
+        }
+        match split.map(|s| &s.bounds) {
+            Some(SplitBounds::IntRange { column, lo, hi }) => {
+                if let Some(lo) = lo {
+                    conds.push(format!("{} >= {lo}", quote_ident(column)));
+                }
+                if let Some(hi) = hi {
+                    conds.push(format!("{} < {hi}", quote_ident(column)));
+                }
+                if lo.is_none() && hi.is_none() {
+                    conds.push(format!("{} IS NOT NULL", quote_ident(column)));
+                }
+            }
+            Some(SplitBounds::NullKey { column }) => {
+                conds.push(format!("{} IS NULL", quote_ident(column)))
+            }
+            Some(SplitBounds::All) | None => {}
+        }
+        if conds.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conds.join(" AND "))
+        }
+    }
+
+    async fn read_on(
+        conn: &mut PoolConnection<Postgres>,
+        sql: &str,
+        schema: SchemaRef,
+        cols: &[PgCol],
+        fetch_size: usize,
+        out: &mpsc::Sender<RecordBatch>,
+    ) -> Result<u64, ConnectorError> {
+        (&mut **conn)
+            .execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL TimeZone = 'UTC'")
+            .await
+            .map_err(q("begin snapshot"))?;
+        let mut dec = binary::CopyDecoder::new(schema, cols, fetch_size)?;
+        let mut batches = Vec::new();
+        {
+            let mut stream = conn.copy_out_raw(sql).await.map_err(q("COPY TO STDOUT"))?;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(q("COPY TO STDOUT"))?;
+                dec.feed(&chunk, &mut batches)?;
+                for b in batches.drain(..) {
+                    out.send(b).await.map_err(|_| ConnectorError::Cancelled)?;
+                }
+            }
+        }
+        let total = dec.total();
+        if let Some(b) = dec.finish()? {
+            out.send(b).await.map_err(|_| ConnectorError::Cancelled)?;
+        }
+        (&mut **conn).execute("COMMIT").await.map_err(q("commit"))?;
+        Ok(total)
+    }
+}
+
+#[async_trait]
+impl Source for PostgresSource {
+    async fn schema(&self, spec: &ReadSpec) -> Result<SchemaRef, ConnectorError> {
+        let cols = self.columns(spec).await?;
+        Ok(Arc::new(Schema::new(
+            cols.iter().map(PgCol::field).collect::<Vec<_>>(),
+        )))
+    }
+
+    async fn plan(&self, spec: &ReadSpec, max_splits: usize) -> Result<Vec<Split>, ConnectorError> {
+        let has_query = spec
+            .query_sql
+            .as_deref()
+            .is_some_and(|s| !s.trim().is_empty());
+        let Some(pk) = spec.split_pk.as_deref().filter(|p| !p.trim().is_empty()) else {
+            return Ok(vec![Split::all()]);
+        };
+        if has_query || max_splits <= 1 {
+            return Ok(vec![Split::all()]);
+        }
+        let table = spec
+            .table
+            .as_deref()
+            .ok_or_else(|| ConnectorError::config("table", "splitPk needs `table`"))?;
+        let qualified = quote_qualified(table)?;
+        if !relation_exists(&self.pool, &qualified).await? {
+            return Err(ConnectorError::NoSuchTable(table.to_string()));
+        }
+        let all = relation_columns(&self.pool, &qualified).await?;
+        let key = select_columns(all, &[pk.to_string()], table)
+            .map_err(|e| ConnectorError::config("splitPk", e.to_string()))?
+            .remove(0);
+        if !matches!(key.kind, PgKind::Int2 | PgKind::Int4 | PgKind::Int8) {
+            tracing::info!(
+                table,
+                split_pk = pk,
+                type_name = %key.type_name,
+                "split key is not an integer column; reading the table as one split"
+            );
+            return Ok(vec![Split::all()]);
+        }
+        let sql = format!(
+            "SELECT min({k})::text, max({k})::text FROM {qualified}{w}",
+            k = quote_ident(&key.name),
+            w = Self::where_sql(spec, None)
+        );
+        let row = sqlx::query(&sql)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q("split key range"))?;
+        let parse = |v: Option<String>| -> Result<Option<i128>, ConnectorError> {
+            v.map(|s| {
+                s.parse::<i128>()
+                    .map_err(|e| ConnectorError::query("split key range", e))
+            })
+            .transpose()
+        };
+        let min = parse(row.get(0))?;
+        let max = parse(row.get(1))?;
+        Ok(match (min, max) {
+            (Some(lo), Some(hi)) => int_splits(&key.name, lo, hi, max_splits),
+            _ => int_splits(&key.name, 0, 0, 1),
+        })
+    }
+
+    async fn read(
+        &self,
+        spec: &ReadSpec,
+        schema: SchemaRef,
+        split: &Split,
+        out: mpsc::Sender<RecordBatch>,
+    ) -> Result<u64, ConnectorError> {
+        let cols = self.columns(spec).await?;
+        let list = cols
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "COPY (SELECT {list} FROM {}{}) TO STDOUT (FORMAT binary)",
+            Self::from_item(spec)?,
+            Self::where_sql(spec, Some(split))
+        );
+        tracing::debug!(%sql, split = split.index, "reading split");
+        let mut conn = self.pool.acquire().await.map_err(q("acquire connection"))?;
+        let r = Self::read_on(&mut conn, &sql, schema, &cols, spec.fetch_size, &out).await;
+        if r.is_err() {
+            // The connection may be mid-COPY or mid-transaction: do not reuse it.
+            conn.close_on_drop();
+        }
+        r
+    }
+}
+
+/// Writes PostgreSQL tables.
+pub struct PostgresSink {
+    pool: PgPool,
+}
+
+impl PostgresSink {
+    /// Connects (a pool of at most 8 connections).
+    pub async fn connect(url: &str) -> Result<Self, ConnectorError> {
+        Ok(Self {
+            pool: connect_pool(url).await?,
+        })
+    }
+
+    /// A sink over an existing pool.
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    async fn run_all(&self, statements: &[String], what: &str) -> Result<(), ConnectorError> {
+        for s in statements.iter().filter(|s| !s.trim().is_empty()) {
+            sqlx::raw_sql(s)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| ConnectorError::query(format!("{what} `{s}`"), e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Target column names: `spec.columns` positionally, else the schema's names.
+fn target_names(spec: &WriteSpec, schema: &Schema) -> Result<Vec<String>, ConnectorError> {
+    if spec.columns.is_empty() || (spec.columns.len() == 1 && spec.columns[0].trim() == "*") {
+        return Ok(schema.fields().iter().map(|f| f.name().clone()).collect());
+    }
+    if spec.columns.len() != schema.fields().len() {
+        return Err(ConnectorError::config(
+            "columns",
+            format!(
+                "{} target columns for {} source columns",
+                spec.columns.len(),
+                schema.fields().len()
+            ),
+        ));
+    }
+    Ok(spec.columns.clone())
+}
+
+#[async_trait]
+impl Sink for PostgresSink {
+    async fn prepare(&self, spec: &WriteSpec, schema: &SchemaRef) -> Result<(), ConnectorError> {
+        let qualified = quote_qualified(&spec.table)?;
+        let names = target_names(spec, schema)?;
+        if !relation_exists(&self.pool, &qualified).await? {
+            if !spec.create_table {
+                return Err(ConnectorError::NoSuchTable(spec.table.clone()));
+            }
+            let mut defs = Vec::with_capacity(names.len());
+            for (name, field) in names.iter().zip(schema.fields()) {
+                defs.push(format!(
+                    "{} {}{}",
+                    quote_ident(name),
+                    pg_type_for(field)?,
+                    if field.is_nullable() { "" } else { " NOT NULL" }
+                ));
+            }
+            let ddl = format!(
+                "CREATE TABLE IF NOT EXISTS {qualified} ({})",
+                defs.join(", ")
+            );
+            tracing::info!(%ddl, "creating target table");
+            sqlx::raw_sql(&ddl)
+                .execute(&self.pool)
+                .await
+                .map_err(q("CREATE TABLE"))?;
+        } else {
+            let all = relation_columns(&self.pool, &qualified).await?;
+            let present: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+            for n in &names {
+                if !present.contains(&n.as_str()) {
+                    return Err(ConnectorError::Schema(format!(
+                        "column `{n}` does not exist in table `{}`",
+                        spec.table
+                    )));
+                }
+            }
+        }
+        self.run_all(&spec.pre_sql, "preSql").await
+    }
+
+    async fn writer(
+        &self,
+        spec: &WriteSpec,
+        schema: &SchemaRef,
+    ) -> Result<Box<dyn SinkWriter>, ConnectorError> {
+        let qualified = quote_qualified(&spec.table)?;
+        if !relation_exists(&self.pool, &qualified).await? {
+            return Err(ConnectorError::NoSuchTable(spec.table.clone()));
+        }
+        let names = target_names(spec, schema)?;
+        let all = relation_columns(&self.pool, &qualified).await?;
+        let mut cols = Vec::with_capacity(names.len());
+        for (name, field) in names.iter().zip(schema.fields()) {
+            let col = match all.iter().find(|(n, _)| n == name) {
+                None => {
+                    return Err(ConnectorError::Schema(format!(
+                        "column `{name}` does not exist in table `{}`",
+                        spec.table
+                    )))
+                }
+                Some((_, Err(ConnectorError::UnsupportedType { column, type_name }))) => {
+                    return Err(ConnectorError::UnsupportedType {
+                        column: column.clone(),
+                        type_name: type_name.clone(),
+                    })
+                }
+                Some((_, Err(e))) => return Err(ConnectorError::Schema(e.to_string())),
+                Some((_, Ok(c))) => c.clone(),
+            };
+            if !binary::can_encode(field.data_type(), &col.kind) {
+                return Err(ConnectorError::Schema(format!(
+                    "cannot write {} into column `{name}` of type {}",
+                    field.data_type(),
+                    col.type_name
+                )));
+            }
+            cols.push(col);
+        }
+        let list = names
+            .iter()
+            .map(|n| quote_ident(n))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let upsert = match spec.write_mode {
+            WriteMode::Insert => None,
+            WriteMode::Update | WriteMode::Replace => {
+                let keys = if spec.keys.is_empty() {
+                    let rows = sqlx::query(
+                        "SELECT a.attname::text FROM pg_index i \
+                         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                         WHERE i.indrelid = to_regclass($1) AND i.indisprimary ORDER BY a.attnum",
+                    )
+                    .bind(&qualified)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(q("primary key lookup"))?;
+                    rows.iter()
+                        .map(|r| r.get::<String, _>(0))
+                        .collect::<Vec<_>>()
+                } else {
+                    spec.keys.clone()
+                };
+                if keys.is_empty() {
+                    return Err(ConnectorError::config(
+                        "keys",
+                        format!(
+                            "writeMode update/replace needs `keys` or a primary key on `{}`",
+                            spec.table
+                        ),
+                    ));
+                }
+                for k in &keys {
+                    if !names.contains(k) {
+                        return Err(ConnectorError::config(
+                            "keys",
+                            format!("key column `{k}` is not among the written columns"),
+                        ));
+                    }
+                }
+                let key_list = keys
+                    .iter()
+                    .map(|k| quote_ident(k))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sets: Vec<String> = names
+                    .iter()
+                    .filter(|n| !keys.contains(n))
+                    .map(|n| format!("{0} = EXCLUDED.{0}", quote_ident(n)))
+                    .collect();
+                let action = if sets.is_empty() {
+                    "DO NOTHING".to_string()
+                } else {
+                    format!("DO UPDATE SET {}", sets.join(", "))
+                };
+                Some(Upsert {
+                    create: format!(
+                        "CREATE TEMP TABLE ferry_stage (LIKE {qualified} INCLUDING DEFAULTS) ON COMMIT DROP"
+                    ),
+                    copy: format!("COPY ferry_stage ({list}) FROM STDIN (FORMAT binary)"),
+                    // The last row of a key wins (COPY fills a fresh table in order).
+                    merge: format!(
+                        "INSERT INTO {qualified} ({list}) SELECT {list} FROM \
+                         (SELECT DISTINCT ON ({key_list}) * FROM ferry_stage ORDER BY {key_list}, ctid DESC) s \
+                         ON CONFLICT ({key_list}) {action}"
+                    ),
+                })
+            }
+        };
+        let conn = self.pool.acquire().await.map_err(q("acquire connection"))?;
+        Ok(Box::new(PostgresWriter {
+            conn: Some(conn),
+            names,
+            cols,
+            copy_sql: format!("COPY {qualified} ({list}) FROM STDIN (FORMAT binary)"),
+            upsert,
+        }))
+    }
+
+    async fn finish(&self, spec: &WriteSpec) -> Result<(), ConnectorError> {
+        self.run_all(&spec.post_sql, "postSql").await
+    }
+}
+
+struct Upsert {
+    create: String,
+    copy: String,
+    merge: String,
+}
+
+/// Writes batches into one table over one connection.
+struct PostgresWriter {
+    conn: Option<PoolConnection<Postgres>>,
+    names: Vec<String>,
+    cols: Vec<PgCol>,
+    copy_sql: String,
+    upsert: Option<Upsert>,
+}
+
+impl PostgresWriter {
+    async fn commit(
+        conn: &mut PoolConnection<Postgres>,
+        buf: &[u8],
+        copy_sql: &str,
+        upsert: Option<&Upsert>,
+    ) -> Result<(), ConnectorError> {
+        let mut tx = conn.begin().await.map_err(q("begin"))?;
+        let copy_sql = match upsert {
+            Some(u) => {
+                (&mut *tx)
+                    .execute(u.create.as_str())
+                    .await
+                    .map_err(q("create staging table"))?;
+                &u.copy
+            }
+            None => copy_sql,
+        };
+        let mut copy = tx
+            .copy_in_raw(copy_sql)
+            .await
+            .map_err(q("COPY FROM STDIN"))?;
+        copy.send(buf).await.map_err(q("COPY FROM STDIN"))?;
+        copy.finish().await.map_err(q("COPY FROM STDIN"))?;
+        if let Some(u) = upsert {
+            (&mut *tx)
+                .execute(u.merge.as_str())
+                .await
+                .map_err(q("upsert from staging table"))?;
+        }
+        tx.commit().await.map_err(q("commit"))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SinkWriter for PostgresWriter {
+    async fn write(&mut self, batch: &RecordBatch) -> Result<WriteOutcome, ConnectorError> {
+        if batch.num_columns() != self.cols.len() {
+            return Err(ConnectorError::Schema(format!(
+                "batch has {} columns, the writer {}",
+                batch.num_columns(),
+                self.cols.len()
+            )));
+        }
+        let mut buf = Vec::with_capacity(64 + batch.get_array_memory_size());
+        binary::put_header(&mut buf);
+        let mut dirty = Vec::new();
+        let mut good = 0u64;
+        let ncols = (self.cols.len() as i16).to_be_bytes();
+        'rows: for row in 0..batch.num_rows() {
+            let start = buf.len();
+            buf.extend_from_slice(&ncols);
+            for (i, col) in self.cols.iter().enumerate() {
+                if let Err(reason) =
+                    binary::encode_cell(batch.column(i).as_ref(), row, col, &mut buf)
+                {
+                    buf.truncate(start);
+                    let record = serde_json::Value::Object(
+                        self.names
+                            .iter()
+                            .enumerate()
+                            .map(|(j, n)| {
+                                (n.clone(), binary::cell_json(batch.column(j).as_ref(), row))
+                            })
+                            .collect(),
+                    );
+                    dirty.push(DirtyRecord {
+                        row,
+                        column: Some(col.name.clone()),
+                        reason: format!("column `{}` ({}): {reason}", col.name, col.type_name),
+                        record,
+                    });
+                    continue 'rows;
+                }
+            }
+            good += 1;
+        }
+        binary::put_trailer(&mut buf);
+        if good > 0 {
+            let conn = self
+                .conn
+                .as_mut()
+                .ok_or_else(|| ConnectorError::config("writer", "used after close"))?;
+            if let Err(e) = Self::commit(conn, &buf, &self.copy_sql, self.upsert.as_ref()).await {
+                conn.close_on_drop();
+                self.conn = None;
+                return Err(e);
+            }
+        }
+        Ok(WriteOutcome {
+            written: good,
+            dirty,
+        })
+    }
+
+    async fn close(mut self: Box<Self>) -> Result<(), ConnectorError> {
+        self.conn.take();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_quoted() {
+        assert_eq!(
+            quote_qualified("public.orders").unwrap(),
+            r#""public"."orders""#
+        );
+        assert_eq!(quote_qualified("Orders").unwrap(), r#""Orders""#);
+        assert_eq!(
+            quote_qualified(r#""My ""S"".x"."T t""#).unwrap(),
+            r#""My ""S"".x"."T t""#
+        );
+        assert_eq!(quote_ident(r#"a"b"#), r#""a""b""#);
+        assert!(quote_qualified("a..b").is_err());
+        assert!(quote_qualified(r#""open"#).is_err());
+        assert!(quote_qualified(r#""a"b"#).is_err());
+    }
+
+    #[test]
+    fn passwords_are_scrubbed() {
+        let url = "postgres://u:hunter2@db:5432/x";
+        assert_eq!(scrub(url, "bad hunter2 here"), "bad *** here");
+        assert_eq!(scrub("postgres://u@db/x", "m"), "m");
+    }
+
+    #[test]
+    fn typmods_decode() {
+        let c = |t: &str, m: i32| PgCol::from_catalog("c".into(), t, m, false, t.into()).unwrap();
+        assert_eq!(
+            c("numeric", (38 << 16 | 10) + 4).kind,
+            PgKind::Numeric(Some((38, 10)))
+        );
+        assert_eq!(c("numeric", -1).field().data_type(), &DataType::Utf8);
+        assert_eq!(
+            c("numeric", (65 << 16 | 30) + 4).field().data_type(),
+            &DataType::Decimal256(65, 30)
+        );
+        assert_eq!(c("varchar", 14).kind, PgKind::Text { max_len: Some(10) });
+        assert!(matches!(
+            PgCol::from_catalog("p".into(), "point", -1, false, "point".into()),
+            Err(ConnectorError::UnsupportedType { .. })
+        ));
+    }
+}

@@ -1,0 +1,640 @@
+//! Job configuration, in DataX's shape.
+//!
+//! ```yaml
+//! reader:
+//!   name: mysqlreader            # or: mysql, postgresqlreader, postgres, ...
+//!   parameter:
+//!     url: mysql://root@127.0.0.1:3306/shop     # standalone; `datasource: group/name` through a broker
+//!     table: orders
+//!     column: [id, amount, created_at]           # DataX's `column`; `columns` works too
+//!     where: "created_at >= '${bizdate}'"
+//!     splitPk: id
+//!     fetchSize: 8192
+//! writer:
+//!   name: postgresqlwriter
+//!   parameter:
+//!     url: postgres://postgres@127.0.0.1:5432/dw
+//!     table: ods.orders
+//!     writeMode: insert          # insert | replace | update
+//!     preSql: ["truncate ods.orders"]
+//!     createTable: true
+//! setting:
+//!   speed: {channel: 4, byte: 0, record: 0}     # 0 = unlimited
+//!   errorLimit: {record: 0, percentage: 0.0}
+//! ```
+//! DataX's own `{"job": {"content": [{"reader": …, "writer": …}], "setting": …}}`
+//! is accepted as well, as is its `connection: [{jdbcUrl, table}]` with
+//! `username`/`password`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ferry_connectors::{ReadSpec, WriteSpec};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// A job that cannot run as written.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("cannot read job file {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("job file is neither valid YAML nor JSON: {0}")]
+    Syntax(String),
+    #[error("`{field}`: {reason}")]
+    Field { field: String, reason: String },
+    #[error("variable `${{{0}}}` is used but not set (pass -p {0}=VALUE)")]
+    UnsetVariable(String),
+}
+
+fn field(field: impl Into<String>, reason: impl Into<String>) -> JobError {
+    JobError::Field {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Where a reader or writer connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A URL with credentials (standalone).
+    Url(String),
+    /// `group/name` of a data source an agent owns (broker mode).
+    DataSource { group: String, name: String },
+}
+
+/// The reader half.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReaderConfig {
+    /// Connector kind (`mysql`, `postgres`), from the DataX name.
+    pub kind: String,
+    pub location: Location,
+    pub spec: ReadSpec,
+    /// Connector-specific options (e.g. `zeroDate`).
+    pub options: Map<String, Value>,
+}
+
+/// The writer half.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriterConfig {
+    pub kind: String,
+    pub location: Location,
+    pub spec: WriteSpec,
+    pub options: Map<String, Value>,
+}
+
+/// `setting.speed`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Speed {
+    /// Tasks at once.
+    pub channel: usize,
+    /// Job-wide bytes per second (0 = unlimited).
+    pub byte: u64,
+    /// Job-wide records per second (0 = unlimited).
+    pub record: u64,
+}
+
+impl Default for Speed {
+    fn default() -> Self {
+        Self {
+            channel: 1,
+            byte: 0,
+            record: 0,
+        }
+    }
+}
+
+/// `setting.errorLimit`: the job fails when dirty records exceed either.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ErrorLimit {
+    /// Dirty records allowed (absent: no count limit, unless percentage is set).
+    pub record: Option<u64>,
+    /// Share of dirty records allowed, 0.0–1.0.
+    pub percentage: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Setting {
+    pub speed: Speed,
+    pub error_limit: ErrorLimit,
+}
+
+/// A parsed, validated job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub reader: ReaderConfig,
+    pub writer: WriterConfig,
+    pub setting: Setting,
+}
+
+impl Job {
+    /// Reads a job file, fills `${var}`s from `vars`, and checks it.
+    pub fn load(path: &Path, vars: &BTreeMap<String, String>) -> Result<Self, JobError> {
+        let text = std::fs::read_to_string(path).map_err(|e| JobError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::parse(&text, vars)
+    }
+
+    /// Parses job text (YAML, of which JSON is a subset).
+    pub fn parse(text: &str, vars: &BTreeMap<String, String>) -> Result<Self, JobError> {
+        let text = substitute(text, vars)?;
+        let root: Value =
+            serde_yaml_ng::from_str(&text).map_err(|e| JobError::Syntax(e.to_string()))?;
+        let root = unwrap_datax(root)?;
+        let Value::Object(mut root) = root else {
+            return Err(field(
+                "(top level)",
+                "must be a mapping with reader, writer, setting",
+            ));
+        };
+        let reader = root
+            .remove("reader")
+            .ok_or_else(|| field("reader", "missing"))?;
+        let writer = root
+            .remove("writer")
+            .ok_or_else(|| field("writer", "missing"))?;
+        let setting = match root.remove("setting") {
+            Some(v) => {
+                serde_json::from_value::<Setting>(v).map_err(|e| field("setting", e.to_string()))?
+            }
+            None => Setting::default(),
+        };
+        if let Some(k) = root.keys().next() {
+            return Err(field(
+                k.clone(),
+                "unknown key (expected reader, writer, setting)",
+            ));
+        }
+        let (rkind, rloc, rparam, ropts) = endpoint("reader", reader)?;
+        let spec: ReadSpec = serde_json::from_value(Value::Object(rparam))
+            .map_err(|e| field("reader.parameter", e.to_string()))?;
+        let (wkind, wloc, wparam, wopts) = endpoint("writer", writer)?;
+        let wspec: WriteSpec = serde_json::from_value(Value::Object(wparam))
+            .map_err(|e| field("writer.parameter", e.to_string()))?;
+        let job = Job {
+            reader: ReaderConfig {
+                kind: rkind,
+                location: rloc,
+                spec,
+                options: ropts,
+            },
+            writer: WriterConfig {
+                kind: wkind,
+                location: wloc,
+                spec: wspec,
+                options: wopts,
+            },
+            setting,
+        };
+        job.check()?;
+        Ok(job)
+    }
+
+    fn check(&self) -> Result<(), JobError> {
+        let r = &self.reader.spec;
+        match (&r.table, &r.query_sql) {
+            (None, None) => {
+                return Err(field(
+                    "reader.parameter.table",
+                    "give `table` or `querySql`",
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(field(
+                    "reader.parameter.querySql",
+                    "give either `table` or `querySql`, not both",
+                ))
+            }
+            _ => {}
+        }
+        if r.query_sql.is_some() && (r.split_pk.is_some() || r.where_clause.is_some()) {
+            return Err(field(
+                "reader.parameter.querySql",
+                "cannot be combined with `splitPk` or `where`",
+            ));
+        }
+        if r.fetch_size == 0 {
+            return Err(field("reader.parameter.fetchSize", "must be at least 1"));
+        }
+        if self.writer.spec.table.trim().is_empty() {
+            return Err(field("writer.parameter.table", "missing"));
+        }
+        let s = &self.setting;
+        if s.speed.channel == 0 {
+            return Err(field("setting.speed.channel", "must be at least 1"));
+        }
+        if let Some(p) = s.error_limit.percentage {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(field(
+                    "setting.errorLimit.percentage",
+                    "must be between 0.0 and 1.0",
+                ));
+            }
+        }
+        let wcols = &self.writer.spec.columns;
+        if !wcols.is_empty() && !r.columns.is_empty() && wcols.len() != r.columns.len() {
+            return Err(field(
+                "writer.parameter.column",
+                format!(
+                    "{} columns, but the reader reads {}",
+                    wcols.len(),
+                    r.columns.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Accepts DataX's `{"job": {"content": [{reader, writer}], "setting": …}}`.
+fn unwrap_datax(root: Value) -> Result<Value, JobError> {
+    let Value::Object(mut map) = root else {
+        return Ok(root);
+    };
+    let Some(job) = map.remove("job") else {
+        return Ok(Value::Object(map));
+    };
+    let Value::Object(mut job) = job else {
+        return Err(field("job", "must be a mapping"));
+    };
+    let content = job
+        .remove("content")
+        .ok_or_else(|| field("job.content", "missing"))?;
+    let mut items = match content {
+        Value::Array(a) => a,
+        other => vec![other],
+    };
+    if items.len() != 1 {
+        return Err(field(
+            "job.content",
+            "exactly one {reader, writer} entry is supported",
+        ));
+    }
+    let Value::Object(mut out) = items.remove(0) else {
+        return Err(field("job.content[0]", "must be a mapping"));
+    };
+    if let Some(s) = job.remove("setting") {
+        out.insert("setting".into(), s);
+    }
+    Ok(Value::Object(out))
+}
+
+type Endpoint = (String, Location, Map<String, Value>, Map<String, Value>);
+
+/// Splits a reader/writer entry into kind, location, spec parameters and
+/// connector options.
+fn endpoint(which: &str, v: Value) -> Result<Endpoint, JobError> {
+    let Value::Object(mut m) = v else {
+        return Err(field(which, "must be a mapping with name and parameter"));
+    };
+    let name = match m.remove("name") {
+        Some(Value::String(s)) => s,
+        _ => {
+            return Err(field(
+                format!("{which}.name"),
+                "missing (e.g. mysqlreader, postgresqlwriter)",
+            ))
+        }
+    };
+    let kind = kind_of(which, &name)?;
+    let mut param = match m.remove("parameter") {
+        Some(Value::Object(p)) => p,
+        Some(_) => return Err(field(format!("{which}.parameter"), "must be a mapping")),
+        None => return Err(field(format!("{which}.parameter"), "missing")),
+    };
+    if let Some(k) = m.keys().next() {
+        return Err(field(
+            format!("{which}.{k}"),
+            "unknown key (expected name, parameter)",
+        ));
+    }
+    let location = location(which, &kind, &mut param)?;
+    // Connector options: keys the spec does not know and the connector does.
+    let mut options = Map::new();
+    for key in ["zeroDate"] {
+        if let Some(v) = param.remove(key) {
+            options.insert(key.to_string(), v);
+        }
+    }
+    Ok((kind, location, param, options))
+}
+
+/// `mysqlreader` → `mysql`, `postgresqlwriter` → `postgres`, …
+fn kind_of(which: &str, name: &str) -> Result<String, JobError> {
+    let base = name
+        .strip_suffix("reader")
+        .or_else(|| name.strip_suffix("writer"))
+        .unwrap_or(name)
+        .to_ascii_lowercase();
+    let kind = match base.as_str() {
+        "mysql" | "mariadb" => "mysql",
+        "postgresql" | "postgres" | "pg" => "postgres",
+        other => {
+            return Err(field(
+                format!("{which}.name"),
+                format!("unknown connector `{name}` ({other}); known: mysql, postgres"),
+            ))
+        }
+    };
+    Ok(kind.to_string())
+}
+
+fn location(which: &str, kind: &str, p: &mut Map<String, Value>) -> Result<Location, JobError> {
+    let user = take_str(p, "username");
+    let pass = take_str(p, "password");
+    let found: Vec<&str> = ["url", "datasource", "connection"]
+        .into_iter()
+        .filter(|k| p.contains_key(*k))
+        .collect();
+    if found.len() != 1 {
+        return Err(field(
+            format!("{which}.parameter.url"),
+            "give exactly one of `url` (standalone), `datasource` (group/name, through a broker) or DataX's `connection`",
+        ));
+    }
+    if let Some(url) = take_str(p, "url") {
+        return Ok(Location::Url(with_credentials(&url, user, pass)));
+    }
+    if let Some(ds) = take_str(p, "datasource") {
+        let (group, name) = ds.split_once('/').ok_or_else(|| {
+            field(
+                format!("{which}.parameter.datasource"),
+                "must be `group/name`",
+            )
+        })?;
+        return Ok(Location::DataSource {
+            group: group.to_string(),
+            name: name.to_string(),
+        });
+    }
+    // DataX: connection: [{jdbcUrl: "jdbc:mysql://h:3306/db" | [..], table: [..] | querySql: [..]}]
+    let conn = p.remove("connection").unwrap_or(Value::Null);
+    let first = match conn {
+        Value::Array(mut a) if !a.is_empty() => a.remove(0),
+        other => other,
+    };
+    let Value::Object(mut c) = first else {
+        return Err(field(
+            format!("{which}.parameter.connection"),
+            "must be a list of {jdbcUrl, table}",
+        ));
+    };
+    let jdbc = match c.remove("jdbcUrl") {
+        Some(Value::String(s)) => s,
+        Some(Value::Array(mut a)) if !a.is_empty() => match a.remove(0) {
+            Value::String(s) => s,
+            _ => String::new(),
+        },
+        _ => String::new(),
+    };
+    let rest = jdbc.strip_prefix("jdbc:").ok_or_else(|| {
+        field(
+            format!("{which}.parameter.connection[0].jdbcUrl"),
+            "must start with jdbc:",
+        )
+    })?;
+    let rest = rest.split_once('?').map_or(rest, |(a, _)| a);
+    let url = match kind {
+        "postgres" => rest.replacen("postgresql://", "postgres://", 1),
+        _ => rest.to_string(),
+    };
+    for key in ["table", "querySql"] {
+        if let Some(v) = c.remove(key) {
+            let v = match v {
+                Value::Array(mut a) if !a.is_empty() => a.remove(0),
+                other => other,
+            };
+            p.insert(key.to_string(), v);
+        }
+    }
+    Ok(Location::Url(with_credentials(&url, user, pass)))
+}
+
+fn take_str(p: &mut Map<String, Value>, key: &str) -> Option<String> {
+    match p.remove(key) {
+        Some(Value::String(s)) => Some(s),
+        Some(other) => Some(other.to_string()),
+        None => None,
+    }
+}
+
+/// Puts `username`/`password` into a URL that has none.
+fn with_credentials(url: &str, user: Option<String>, pass: Option<String>) -> String {
+    let Some(user) = user else {
+        return url.to_string();
+    };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    if rest
+        .split('/')
+        .next()
+        .is_some_and(|auth| auth.contains('@'))
+    {
+        return url.to_string();
+    }
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    match pass {
+        Some(p) if !p.is_empty() => format!("{scheme}://{}:{}@{rest}", enc(&user), enc(&p)),
+        _ => format!("{scheme}://{}@{rest}", enc(&user)),
+    }
+}
+
+/// Replaces `${name}` with `vars[name]`; `$${` is a literal `${`.
+pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> Result<String, JobError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("${") {
+        if i > 0 && rest.as_bytes()[i - 1] == b'$' {
+            out.push_str(&rest[..i - 1]);
+            out.push_str("${");
+            rest = &rest[i + 2..];
+            continue;
+        }
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| field("(variables)", "`${` without a closing `}`"))?;
+        let name = &after[..end];
+        let value = vars
+            .get(name)
+            .ok_or_else(|| JobError::UnsetVariable(name.to_string()))?;
+        out.push_str(value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// `bizdate` defaults to yesterday (UTC), as `YYYYMMDD`, the way DataX
+/// schedules use it.
+pub fn default_vars() -> BTreeMap<String, String> {
+    let yesterday = time::OffsetDateTime::now_utc().date().previous_day();
+    let mut m = BTreeMap::new();
+    if let Some(d) = yesterday {
+        m.insert(
+            "bizdate".to_string(),
+            format!("{:04}{:02}{:02}", d.year(), u8::from(d.month()), d.day()),
+        );
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const YAML: &str = r#"
+reader:
+  name: mysqlreader
+  parameter:
+    url: mysql://root@127.0.0.1:3306/shop
+    table: orders
+    column: [id, amount]
+    where: "dt = '${bizdate}'"
+    splitPk: id
+writer:
+  name: postgresqlwriter
+  parameter:
+    url: postgres://postgres@127.0.0.1/dw
+    table: ods.orders
+    writeMode: update
+    preSql: ["delete from ods.orders where dt = '${bizdate}'"]
+setting:
+  speed: {channel: 4, record: 1000}
+  errorLimit: {record: 5}
+"#;
+
+    #[test]
+    fn yaml_job_with_variables() {
+        let j = Job::parse(YAML, &vars(&[("bizdate", "20240620")])).unwrap();
+        assert_eq!(j.reader.kind, "mysql");
+        assert_eq!(j.writer.kind, "postgres");
+        assert_eq!(j.reader.spec.columns, vec!["id", "amount"]);
+        assert_eq!(
+            j.reader.spec.where_clause.as_deref(),
+            Some("dt = '20240620'")
+        );
+        assert_eq!(
+            j.writer.spec.pre_sql[0],
+            "delete from ods.orders where dt = '20240620'"
+        );
+        assert_eq!(j.setting.speed.channel, 4);
+        assert_eq!(j.setting.error_limit.record, Some(5));
+    }
+
+    #[test]
+    fn unset_variable_is_named() {
+        let e = Job::parse(YAML, &BTreeMap::new()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "variable `${bizdate}` is used but not set (pass -p bizdate=VALUE)"
+        );
+    }
+
+    #[test]
+    fn datax_json_with_connection() {
+        let text = r#"{"job": {"setting": {"speed": {"channel": 2}},
+          "content": [{
+            "reader": {"name": "mysqlreader", "parameter": {"username": "root", "password": "p@ss",
+               "column": ["id"], "splitPk": "id",
+               "connection": [{"jdbcUrl": ["jdbc:mysql://10.0.0.1:3306/shop?useSSL=false"], "table": ["orders"]}]}},
+            "writer": {"name": "postgresqlwriter", "parameter": {"username": "u",
+               "connection": [{"jdbcUrl": "jdbc:postgresql://db:5432/dw", "table": ["ods.orders"]}]}}
+          }]}}"#;
+        let j = Job::parse(text, &BTreeMap::new()).unwrap();
+        assert_eq!(
+            j.reader.location,
+            Location::Url("mysql://root:p%40ss@10.0.0.1:3306/shop".into())
+        );
+        assert_eq!(j.reader.spec.table.as_deref(), Some("orders"));
+        assert_eq!(
+            j.writer.location,
+            Location::Url("postgres://u@db:5432/dw".into())
+        );
+        assert_eq!(j.writer.spec.table, "ods.orders");
+        assert_eq!(j.setting.speed.channel, 2);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (YAML.replace("splitPk", "splitPK"), "reader.parameter"),
+            (
+                YAML.replace("channel: 4", "channel: 0"),
+                "setting.speed.channel",
+            ),
+            (YAML.replace("mysqlreader", "oraclereader"), "reader.name"),
+            (
+                YAML.replace("    url: mysql://root@127.0.0.1:3306/shop\n", ""),
+                "reader.parameter.url",
+            ),
+            (
+                YAML.replace("writeMode: update", "writeMode: upsert"),
+                "writer.parameter",
+            ),
+            (
+                YAML.replace("    table: orders\n", ""),
+                "reader.parameter.table",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = Job::parse(&text, &vars(&[("bizdate", "1")]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(&format!("`{field}")), "{field}: {e}");
+        }
+        let e = Job::parse(
+            &YAML.replace("splitPk", "splitPK"),
+            &vars(&[("bizdate", "1")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("splitPK"), "{e}");
+    }
+
+    #[test]
+    fn datasource_location() {
+        let t = YAML.replace(
+            "url: mysql://root@127.0.0.1:3306/shop",
+            "datasource: idc-sh/orders_db",
+        );
+        let j = Job::parse(&t, &vars(&[("bizdate", "1")])).unwrap();
+        assert_eq!(
+            j.reader.location,
+            Location::DataSource {
+                group: "idc-sh".into(),
+                name: "orders_db".into()
+            }
+        );
+    }
+
+    #[test]
+    fn substitution_escapes_and_defaults() {
+        assert_eq!(
+            substitute("a $${x} b", &BTreeMap::new()).unwrap(),
+            "a ${x} b"
+        );
+        assert_eq!(default_vars()["bizdate"].len(), 8);
+    }
+}

@@ -1,0 +1,104 @@
+//! Which connector a job's reader/writer name means, and opening it.
+
+use std::sync::Arc;
+
+use ferry_connectors::{ConnectorError, Sink, Source};
+
+use crate::config::{Location, ReaderConfig, WriterConfig};
+
+/// A connector that cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("the {which} names data source `{group}/{name}`, which only an agent can resolve: submit the job to a broker (`ferry job submit`) or give a `url`")]
+    NeedsBroker {
+        which: &'static str,
+        group: String,
+        name: String,
+    },
+    #[error("{which}: {source}")]
+    Connector {
+        which: &'static str,
+        source: ConnectorError,
+    },
+    #[error("{which}: option `{option}`: {reason}")]
+    Option {
+        which: &'static str,
+        option: String,
+        reason: String,
+    },
+    #[error("{which}: connector `{kind}` is not available")]
+    Unknown { which: &'static str, kind: String },
+}
+
+fn url<'a>(which: &'static str, loc: &'a Location) -> Result<&'a str, OpenError> {
+    match loc {
+        Location::Url(u) => Ok(u),
+        Location::DataSource { group, name } => Err(OpenError::NeedsBroker {
+            which,
+            group: group.clone(),
+            name: name.clone(),
+        }),
+    }
+}
+
+/// Opens the reader's data source.
+pub async fn open_source(cfg: &ReaderConfig) -> Result<Arc<dyn Source>, OpenError> {
+    let which = "reader";
+    let url = url(which, &cfg.location)?;
+    let wrap = |source| OpenError::Connector { which, source };
+    match cfg.kind.as_str() {
+        "postgres" => Ok(Arc::new(
+            ferry_connectors::postgres::PostgresSource::connect(url)
+                .await
+                .map_err(wrap)?,
+        )),
+        "mysql" => {
+            let mut options = ferry_connectors::mysql::MySqlReadOptions::default();
+            if let Some(v) = cfg.options.get("zeroDate") {
+                options.zero_date = match v.as_str() {
+                    Some("null") => ferry_connectors::mysql::ZeroDate::Null,
+                    Some("error") => ferry_connectors::mysql::ZeroDate::Error,
+                    _ => {
+                        return Err(OpenError::Option {
+                            which,
+                            option: "zeroDate".into(),
+                            reason: format!("`{v}`: expected null or error"),
+                        })
+                    }
+                };
+            }
+            Ok(Arc::new(
+                ferry_connectors::mysql::MySqlSource::connect_with(url, options)
+                    .await
+                    .map_err(wrap)?,
+            ))
+        }
+        other => Err(OpenError::Unknown {
+            which,
+            kind: other.to_string(),
+        }),
+    }
+}
+
+/// Opens the writer's target.
+pub async fn open_sink(cfg: &WriterConfig) -> Result<Arc<dyn Sink>, OpenError> {
+    let which = "writer";
+    let url = url(which, &cfg.location)?;
+    let wrap = |source| OpenError::Connector { which, source };
+    match cfg.kind.as_str() {
+        "postgres" => Ok(Arc::new(
+            ferry_connectors::postgres::PostgresSink::connect(url)
+                .await
+                .map_err(wrap)?,
+        )),
+        "mysql" => Ok(Arc::new(
+            ferry_connectors::mysql::MySqlSink::connect(url)
+                .await
+                .map_err(wrap)?,
+        )),
+        other => Err(OpenError::Unknown {
+            which,
+            kind: other.to_string(),
+        }),
+    }
+}

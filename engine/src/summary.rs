@@ -1,0 +1,89 @@
+//! The end-of-job summary, in the spirit of DataX's.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use time::OffsetDateTime;
+
+/// What a job did.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub start: OffsetDateTime,
+    pub end: OffsetDateTime,
+    pub records_read: u64,
+    pub records_written: u64,
+    /// In-memory Arrow size of what was read.
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// Bytes that crossed a tunnel (0 standalone).
+    pub wire_bytes: u64,
+    pub dirty_records: u64,
+    pub dirty_file: Option<PathBuf>,
+    pub splits: usize,
+    pub failed: Option<String>,
+}
+
+impl Summary {
+    pub fn elapsed_secs(&self) -> f64 {
+        ((self.end - self.start).as_seconds_f64()).max(1e-9)
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.failed.is_none()
+    }
+}
+
+fn ts(t: OffsetDateTime) -> String {
+    let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    t.format(&f).unwrap_or_default()
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.elapsed_secs();
+        writeln!(f, "Job start time        : {}", ts(self.start))?;
+        writeln!(f, "Job end time          : {}", ts(self.end))?;
+        writeln!(f, "Total elapsed         : {secs:.2} s")?;
+        writeln!(f, "Splits                : {}", self.splits)?;
+        writeln!(f, "Records read          : {}", self.records_read)?;
+        writeln!(f, "Records written       : {}", self.records_written)?;
+        writeln!(
+            f,
+            "Bytes read            : {:.1} MB",
+            self.bytes_read as f64 / 1e6
+        )?;
+        writeln!(
+            f,
+            "Bytes written         : {:.1} MB",
+            self.bytes_written as f64 / 1e6
+        )?;
+        writeln!(
+            f,
+            "Bytes on the wire     : {:.1} MB",
+            self.wire_bytes as f64 / 1e6
+        )?;
+        writeln!(
+            f,
+            "Average throughput    : {:.1} MB/s",
+            self.bytes_read as f64 / 1e6 / secs
+        )?;
+        writeln!(
+            f,
+            "Record write speed    : {:.0} rec/s",
+            self.records_written as f64 / secs
+        )?;
+        match &self.dirty_file {
+            Some(p) if self.dirty_records > 0 => writeln!(
+                f,
+                "Dirty records         : {} (see {})",
+                self.dirty_records,
+                p.display()
+            )?,
+            _ => writeln!(f, "Dirty records         : {}", self.dirty_records)?,
+        }
+        match &self.failed {
+            None => write!(f, "Result                : succeeded"),
+            Some(e) => write!(f, "Result                : FAILED: {e}"),
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! `ferry run job.yaml`: a job with reader and writer in this process.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use ferry_engine::{Job, RunOptions};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The job file (YAML or JSON, DataX-shaped).
+    job: PathBuf,
+    /// Set a variable used as ${name} in the job (repeatable): -p bizdate=20240620.
+    #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// Where dirty records go (JSON lines).
+    #[arg(long)]
+    dirty_file: Option<PathBuf>,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub async fn run(args: RunArgs) -> Result<()> {
+    let mut vars: BTreeMap<String, String> = ferry_engine::config::default_vars();
+    for p in &args.params {
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("-p `{p}`: expected NAME=VALUE"))?;
+        vars.insert(k.to_string(), v.to_string());
+    }
+    let job = Job::load(&args.job, &vars).with_context(|| format!("job {}", args.job.display()))?;
+    let stem = args
+        .job
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "job".into());
+    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+    let opts = RunOptions {
+        dirty_path: args
+            .dirty_file
+            .unwrap_or_else(|| PathBuf::from(format!("ferry-dirty-{stem}-{stamp}.jsonl"))),
+        progress: !args.quiet && std::io::stderr().is_terminal(),
+    };
+    let summary = ferry_engine::run_standalone(&job, &opts).await?;
+    println!("{summary}");
+    if let Some(e) = &summary.failed {
+        bail!("job failed: {e}");
+    }
+    Ok(())
+}
