@@ -144,6 +144,13 @@ async fn pool(url: &str, writer: bool) -> Result<MySqlPool, ConnectorError> {
     })?;
     let what = describe_target(&opts);
     let opts = opts.charset("utf8mb4").timezone(Some("+00:00".to_string()));
+    // A split's SELECT streams for as long as the split takes: sqlx's
+    // slow-statement warnings would only be noise.
+    let opts = sqlx::ConnectOptions::log_slow_statements(
+        opts,
+        log::LevelFilter::Off,
+        std::time::Duration::from_secs(1),
+    );
     let pool = MySqlPoolOptions::new()
         .max_connections(16)
         .min_connections(0)

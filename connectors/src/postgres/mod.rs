@@ -324,6 +324,13 @@ async fn connect_pool(url: &str) -> Result<PgPool, ConnectorError> {
         what: "PostgreSQL".into(),
         message: format!("invalid connection URL: {}", scrub(url, &e.to_string())),
     })?;
+    // A split's COPY legitimately runs for minutes: sqlx's slow-statement
+    // warnings would only be noise (statement logging stays at debug).
+    let opts = sqlx::ConnectOptions::log_slow_statements(
+        opts,
+        log::LevelFilter::Off,
+        std::time::Duration::from_secs(1),
+    );
     let what = format!(
         "PostgreSQL {}@{}:{}/{}",
         opts.get_username(),
