@@ -161,6 +161,30 @@ pub struct WriteSpec {
     pub create_table: bool,
 }
 
+impl WriteSpec {
+    /// Target column names: `columns` positionally (empty or `["*"]`: the
+    /// schema's own names).
+    pub fn target_names(
+        &self,
+        schema: &arrow_schema::Schema,
+    ) -> Result<Vec<String>, crate::ConnectorError> {
+        if self.columns.is_empty() || (self.columns.len() == 1 && self.columns[0].trim() == "*") {
+            return Ok(schema.fields().iter().map(|f| f.name().clone()).collect());
+        }
+        if self.columns.len() != schema.fields().len() {
+            return Err(crate::ConnectorError::config(
+                "columns",
+                format!(
+                    "{} target columns for {} source columns",
+                    self.columns.len(),
+                    schema.fields().len()
+                ),
+            ));
+        }
+        Ok(self.columns.iter().map(|c| c.trim().to_string()).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

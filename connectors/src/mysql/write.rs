@@ -118,28 +118,6 @@ pub(crate) fn mysql_type(f: &Field) -> Result<String, ConnectorError> {
     })
 }
 
-/// Target column names: `spec.columns` positionally, else the schema's names.
-fn target_names(spec: &WriteSpec, schema: &SchemaRef) -> Result<Vec<String>, ConnectorError> {
-    if spec.columns.is_empty() || (spec.columns.len() == 1 && spec.columns[0] == "*") {
-        return Ok(schema.fields().iter().map(|f| f.name().clone()).collect());
-    }
-    if spec.columns.len() != schema.fields().len() {
-        return Err(ConnectorError::config(
-            "columns",
-            format!(
-                "{} target columns for {} source columns",
-                spec.columns.len(),
-                schema.fields().len()
-            ),
-        ));
-    }
-    Ok(spec
-        .columns
-        .iter()
-        .map(|c| c.trim_matches('`').to_string())
-        .collect())
-}
-
 async fn table_exists(conn: &mut MySqlConnection, table: &str) -> Result<bool, ConnectorError> {
     let (db, t) = split_table(table);
     let n: i64 = sqlx::query_scalar(
@@ -174,7 +152,11 @@ async fn acquire(pool: &sqlx::MySqlPool) -> Result<PoolConnection<MySql>, Connec
 impl Sink for MySqlSink {
     async fn prepare(&self, spec: &WriteSpec, schema: &SchemaRef) -> Result<(), ConnectorError> {
         let mut conn = acquire(&self.pool).await?;
-        let names = target_names(spec, schema)?;
+        let names: Vec<String> = spec
+            .target_names(schema)?
+            .into_iter()
+            .map(|c| c.trim_matches('`').to_string())
+            .collect();
         if !table_exists(&mut conn, &spec.table).await? {
             if !spec.create_table {
                 return Err(ConnectorError::NoSuchTable(spec.table.clone()));
@@ -207,7 +189,11 @@ impl Sink for MySqlSink {
         schema: &SchemaRef,
     ) -> Result<Box<dyn SinkWriter>, ConnectorError> {
         let mut conn = acquire(&self.pool).await?;
-        let names = target_names(spec, schema)?;
+        let names: Vec<String> = spec
+            .target_names(schema)?
+            .into_iter()
+            .map(|c| c.trim_matches('`').to_string())
+            .collect();
         let all = table_columns(&mut conn, &spec.table).await?;
         let metas = pick_columns(&spec.table, all, &names)?;
         let max_packet: i64 = sqlx::query_scalar("SELECT CAST(@@max_allowed_packet AS SIGNED)")

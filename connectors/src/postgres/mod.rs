@@ -698,29 +698,11 @@ impl PostgresSink {
     }
 }
 
-/// Target column names: `spec.columns` positionally, else the schema's names.
-fn target_names(spec: &WriteSpec, schema: &Schema) -> Result<Vec<String>, ConnectorError> {
-    if spec.columns.is_empty() || (spec.columns.len() == 1 && spec.columns[0].trim() == "*") {
-        return Ok(schema.fields().iter().map(|f| f.name().clone()).collect());
-    }
-    if spec.columns.len() != schema.fields().len() {
-        return Err(ConnectorError::config(
-            "columns",
-            format!(
-                "{} target columns for {} source columns",
-                spec.columns.len(),
-                schema.fields().len()
-            ),
-        ));
-    }
-    Ok(spec.columns.clone())
-}
-
 #[async_trait]
 impl Sink for PostgresSink {
     async fn prepare(&self, spec: &WriteSpec, schema: &SchemaRef) -> Result<(), ConnectorError> {
         let qualified = quote_qualified(&spec.table)?;
-        let names = target_names(spec, schema)?;
+        let names = spec.target_names(schema)?;
         if !relation_exists(&self.pool, &qualified).await? {
             if !spec.create_table {
                 return Err(ConnectorError::NoSuchTable(spec.table.clone()));
@@ -767,7 +749,7 @@ impl Sink for PostgresSink {
         if !relation_exists(&self.pool, &qualified).await? {
             return Err(ConnectorError::NoSuchTable(spec.table.clone()));
         }
-        let names = target_names(spec, schema)?;
+        let names = spec.target_names(schema)?;
         let all = relation_columns(&self.pool, &qualified).await?;
         let mut cols = Vec::with_capacity(names.len());
         for (name, field) in names.iter().zip(schema.fields()) {
