@@ -24,6 +24,7 @@ pub mod error;
 pub mod mysql;
 pub mod postgres;
 pub mod spec;
+pub mod sqlite;
 pub mod traits;
 
 pub use error::ConnectorError;

@@ -333,10 +333,11 @@ fn kind_of(which: &str, name: &str) -> Result<String, JobError> {
     let kind = match base.as_str() {
         "mysql" | "mariadb" => "mysql",
         "postgresql" | "postgres" | "pg" => "postgres",
+        "sqlite" | "sqlite3" => "sqlite",
         other => {
             return Err(field(
                 format!("{which}.name"),
-                format!("unknown connector `{name}` ({other}); known: mysql, postgres"),
+                format!("unknown connector `{name}` ({other}); known: mysql, postgres, sqlite"),
             ))
         }
     };

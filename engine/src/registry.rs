@@ -52,6 +52,11 @@ pub async fn open_source(cfg: &ReaderConfig) -> Result<Arc<dyn Source>, OpenErro
                 .await
                 .map_err(wrap)?,
         )),
+        "sqlite" => Ok(Arc::new(
+            ferry_connectors::sqlite::SqliteSource::connect(url)
+                .await
+                .map_err(wrap)?,
+        )),
         "mysql" => {
             let mut options = ferry_connectors::mysql::MySqlReadOptions::default();
             if let Some(v) = cfg.options.get("zeroDate") {
@@ -88,6 +93,11 @@ pub async fn open_sink(cfg: &WriterConfig) -> Result<Arc<dyn Sink>, OpenError> {
     match cfg.kind.as_str() {
         "postgres" => Ok(Arc::new(
             ferry_connectors::postgres::PostgresSink::connect(url)
+                .await
+                .map_err(wrap)?,
+        )),
+        "sqlite" => Ok(Arc::new(
+            ferry_connectors::sqlite::SqliteSink::connect(url)
                 .await
                 .map_err(wrap)?,
         )),

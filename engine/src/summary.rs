@@ -57,11 +57,15 @@ impl fmt::Display for Summary {
             "Bytes written         : {:.1} MB",
             self.bytes_written as f64 / 1e6
         )?;
-        writeln!(
-            f,
-            "Bytes on the wire     : {:.1} MB",
-            self.wire_bytes as f64 / 1e6
-        )?;
+        if self.wire_bytes == 0 {
+            writeln!(f, "Bytes on the wire     : - (standalone, no tunnel)")?;
+        } else {
+            writeln!(
+                f,
+                "Bytes on the wire     : {:.1} MB",
+                self.wire_bytes as f64 / 1e6
+            )?;
+        }
         writeln!(
             f,
             "Average throughput    : {:.1} MB/s",

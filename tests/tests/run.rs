@@ -166,3 +166,47 @@ fn a_config_error_names_the_field() {
         "{err}"
     );
 }
+
+#[test]
+fn postgres_to_sqlite_and_back() {
+    let Some(src) = PgSchema::new("ferry_run_src") else {
+        return;
+    };
+    src.sql(
+        "CREATE TABLE u (uid bigint, gender text, age_range text, zodiac text, score numeric(10,2), seen timestamp);
+         INSERT INTO u SELECT g, CASE WHEN g % 2 = 0 THEN '男' ELSE '女' END, (g % 5 * 10) || '-' || (g % 5 * 10 + 9),
+                CASE WHEN g % 9 = 0 THEN NULL ELSE 'Aries ♈' END, g * 0.25, timestamp '2024-06-20 01:02:03.456789' + g * interval '1 day'
+           FROM generate_series(1, 3000) g;",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("warehouse.db");
+    let to_sqlite = format!(
+        "reader:\n  name: postgres\n  parameter:\n    url: {url}\n    table: {s}.u\n    splitPk: uid\n\
+         writer:\n  name: sqlitewriter\n  parameter:\n    url: sqlite://{db}\n    table: ods_user_info_d\n    createTable: true\n\
+         setting:\n  speed: {{channel: 2}}\n",
+        url = pg_url(),
+        s = src.name,
+        db = db.display()
+    );
+    let (ok, out, err) = ferry_run(tmp.path(), &to_sqlite, &[]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("Records written       : 3000"), "{out}");
+    let back = format!(
+        "reader:\n  name: sqlitereader\n  parameter:\n    url: sqlite://{db}\n    table: ods_user_info_d\n    splitPk: uid\n\
+         writer:\n  name: postgres\n  parameter:\n    url: {url}\n    table: {s}.u_back\n    createTable: true\n",
+        url = pg_url(),
+        s = src.name,
+        db = db.display()
+    );
+    let (ok, out, err) = ferry_run(tmp.path(), &back, &[]);
+    assert!(ok, "{out}\n{err}");
+    let diff = src.sql(
+        "SELECT count(*) FROM ((SELECT uid, gender, age_range, zodiac, score, seen FROM u EXCEPT ALL SELECT uid, gender, age_range, zodiac, score, seen FROM u_back)
+          UNION ALL (SELECT uid, gender, age_range, zodiac, score, seen FROM u_back EXCEPT ALL SELECT uid, gender, age_range, zodiac, score, seen FROM u)) x",
+    );
+    assert_eq!(
+        diff.trim(),
+        "0",
+        "PostgreSQL -> SQLite -> PostgreSQL changed rows"
+    );
+}
