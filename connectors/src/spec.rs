@@ -119,6 +119,51 @@ pub fn int_splits(column: &str, min: i128, max: i128, n: usize) -> Vec<Split> {
         .collect()
 }
 
+/// The SQL conditions of a read: the job's `where` (parenthesised) and the
+/// split's key range. `quote` quotes an identifier in the source's dialect.
+/// Bounds are integers, so they are written as literals.
+pub fn read_conditions(
+    spec: &ReadSpec,
+    split: Option<&Split>,
+    quote: impl Fn(&str) -> String,
+) -> Vec<String> {
+    let mut conds = Vec::new();
+    if let Some(w) = spec
+        .where_clause
+        .as_deref()
+        .filter(|w| !w.trim().is_empty())
+    {
+        conds.push(format!("({w})"));
+    }
+    match split.map(|s| &s.bounds) {
+        Some(SplitBounds::IntRange { column, lo, hi }) => {
+            let c = quote(column);
+            if let Some(lo) = lo {
+                conds.push(format!("{c} >= {lo}"));
+            }
+            if let Some(hi) = hi {
+                conds.push(format!("{c} < {hi}"));
+            }
+            // One range covering everything still leaves NULL keys to their own split.
+            if lo.is_none() && hi.is_none() {
+                conds.push(format!("{c} IS NOT NULL"));
+            }
+        }
+        Some(SplitBounds::NullKey { column }) => conds.push(format!("{} IS NULL", quote(column))),
+        Some(SplitBounds::All) | None => {}
+    }
+    conds
+}
+
+/// `read_conditions` as a ` WHERE …` suffix (empty when there are none).
+pub fn where_suffix(conds: &[String]) -> String {
+    if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    }
+}
+
 /// How rows are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -229,6 +274,29 @@ mod tests {
     fn one_value_and_more_splits_than_values() {
         assert_eq!(ranges(&int_splits("id", 5, 5, 8)), vec![(None, None)]);
         assert_eq!(ranges(&int_splits("id", 1, 3, 8)).len(), 3);
+    }
+
+    #[test]
+    fn read_conditions_combine_where_and_split() {
+        let spec = ReadSpec {
+            where_clause: Some("a = 1 OR b = 2".into()),
+            ..Default::default()
+        };
+        let q = |c: &str| format!("\"{c}\"");
+        let s = int_splits("id", 1, 100, 2);
+        assert_eq!(
+            read_conditions(&spec, Some(&s[0]), q),
+            vec!["(a = 1 OR b = 2)", "\"id\" < 51"]
+        );
+        assert_eq!(read_conditions(&spec, Some(&s[1]), q)[1], "\"id\" >= 51");
+        assert_eq!(read_conditions(&spec, Some(&s[2]), q)[1], "\"id\" IS NULL");
+        let one = int_splits("id", 5, 5, 1);
+        assert_eq!(
+            read_conditions(&ReadSpec::default(), Some(&one[0]), q),
+            vec!["\"id\" IS NOT NULL"]
+        );
+        assert_eq!(where_suffix(&[]), "");
+        assert_eq!(where_suffix(&["x".into(), "y".into()]), " WHERE x AND y");
     }
 
     #[test]

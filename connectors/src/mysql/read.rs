@@ -20,7 +20,7 @@ use super::meta::{pick_columns, query_columns, table_columns};
 use super::value::{decode_datetime, decode_time, parse_decimal128, parse_decimal256, Temporal};
 use super::{quote_ident, quote_table, MySqlSource};
 use crate::error::ConnectorError;
-use crate::spec::{int_splits, ReadSpec, Split, SplitBounds};
+use crate::spec::{int_splits, ReadSpec, Split};
 use crate::traits::Source;
 
 /// How a zero date (`0000-00-00`, or a zero month/day) is read.
@@ -93,36 +93,13 @@ pub(crate) fn select_sql(
         });
     }
     let table = table_of(spec)?;
-    let mut conds = Vec::new();
-    if let Some(w) = spec
-        .where_clause
-        .as_deref()
-        .filter(|w| !w.trim().is_empty())
-    {
-        conds.push(format!("({w})"));
-    }
-    match &split.bounds {
-        SplitBounds::All => {}
-        SplitBounds::IntRange { column, lo, hi } => {
-            let c = quote_ident(column);
-            if let Some(lo) = lo {
-                conds.push(format!("{c} >= {lo}"));
-            }
-            if let Some(hi) = hi {
-                conds.push(format!("{c} < {hi}"));
-            }
-            if lo.is_none() && hi.is_none() {
-                conds.push(format!("{c} IS NOT NULL"));
-            }
-        }
-        SplitBounds::NullKey { column } => conds.push(format!("{} IS NULL", quote_ident(column))),
-    }
-    let mut sql = format!("SELECT {} FROM {}", column_list(schema), quote_table(table));
-    if !conds.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&conds.join(" AND "));
-    }
-    Ok(sql)
+    let conds = crate::spec::read_conditions(spec, Some(split), quote_ident);
+    Ok(format!(
+        "SELECT {} FROM {}{}",
+        column_list(schema),
+        quote_table(table),
+        crate::spec::where_suffix(&conds)
+    ))
 }
 
 #[async_trait]
@@ -420,8 +397,12 @@ fn int_value(raw: &[u8], wire: Wire, bit: bool) -> Result<i128, String> {
 
 fn float_value(raw: &[u8], wire: Wire) -> Result<f64, String> {
     match wire {
-        Wire::F32 if raw.len() == 4 => Ok(f32::from_le_bytes(raw.try_into().unwrap()) as f64),
-        Wire::F64 if raw.len() == 8 => Ok(f64::from_le_bytes(raw.try_into().unwrap())),
+        Wire::F32 if raw.len() == 4 => <[u8; 4]>::try_from(raw)
+            .map(|b| f32::from_le_bytes(b) as f64)
+            .map_err(|_| "FLOAT value is not 4 bytes".to_string()),
+        Wire::F64 if raw.len() == 8 => <[u8; 8]>::try_from(raw)
+            .map(f64::from_le_bytes)
+            .map_err(|_| "DOUBLE value is not 8 bytes".to_string()),
         Wire::Int { unsigned } => le_int(raw, unsigned).map(|v| v as f64),
         Wire::Bytes => text(raw)?
             .trim()
@@ -656,6 +637,7 @@ async fn read_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::SplitBounds;
 
     #[test]
     fn little_endian_integers() {

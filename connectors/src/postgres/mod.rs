@@ -69,7 +69,7 @@ use sqlx::{Connection, Executor, PgPool, Postgres, Row};
 use tokio::sync::mpsc;
 
 use crate::error::ConnectorError;
-use crate::spec::{int_splits, ReadSpec, Split, SplitBounds, WriteMode, WriteSpec};
+use crate::spec::{int_splits, ReadSpec, Split, WriteMode, WriteSpec};
 use crate::traits::{DirtyRecord, Sink, SinkWriter, Source, WriteOutcome};
 
 /// Field metadata key naming the PostgreSQL flavour of a `Utf8` column.
@@ -510,36 +510,9 @@ impl PostgresSource {
     }
 
     fn where_sql(spec: &ReadSpec, split: Option<&Split>) -> String {
-        let mut conds = Vec::new();
-        if let Some(w) = spec
-            .where_clause
-            .as_deref()
-            .filter(|w| !w.trim().is_empty())
-        {
-            conds.push(format!("({w})"));
-        }
-        match split.map(|s| &s.bounds) {
-            Some(SplitBounds::IntRange { column, lo, hi }) => {
-                if let Some(lo) = lo {
-                    conds.push(format!("{} >= {lo}", quote_ident(column)));
-                }
-                if let Some(hi) = hi {
-                    conds.push(format!("{} < {hi}", quote_ident(column)));
-                }
-                if lo.is_none() && hi.is_none() {
-                    conds.push(format!("{} IS NOT NULL", quote_ident(column)));
-                }
-            }
-            Some(SplitBounds::NullKey { column }) => {
-                conds.push(format!("{} IS NULL", quote_ident(column)))
-            }
-            Some(SplitBounds::All) | None => {}
-        }
-        if conds.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", conds.join(" AND "))
-        }
+        crate::spec::where_suffix(&crate::spec::read_conditions(spec, split, |c| {
+            quote_ident(c)
+        }))
     }
 
     async fn read_on(
