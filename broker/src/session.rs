@@ -140,7 +140,7 @@ async fn hello(identity: &AgentIdentity, reader: &mut FrameReader) -> Result<u16
         versions, agent_id, ..
     } = msg
     else {
-        return Err(HandshakeError::NotHello(msg_name(&msg)));
+        return Err(HandshakeError::NotHello(msg.type_name().to_string()));
     };
     let ours = VersionRange::ours();
     let version = negotiate(ours, versions).ok_or(HandshakeError::Version {
@@ -154,21 +154,6 @@ async fn hello(identity: &AgentIdentity, reader: &mut FrameReader) -> Result<u16
         });
     }
     Ok(version)
-}
-
-fn msg_name(m: &ControlMessage) -> String {
-    match m {
-        ControlMessage::Hello { .. } => "hello",
-        ControlMessage::Welcome { .. } => "welcome",
-        ControlMessage::Reject { .. } => "reject",
-        ControlMessage::Heartbeat { .. } => "heartbeat",
-        ControlMessage::HeartbeatAck { .. } => "heartbeat_ack",
-        ControlMessage::Error { .. } => "error",
-        ControlMessage::Goodbye { .. } => "goodbye",
-        #[allow(unreachable_patterns)]
-        _ => "unknown",
-    }
-    .to_string()
 }
 
 /// Serves an admitted session until the connection ends.
@@ -221,7 +206,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: quinn::Connection, admitted
                         CloseCode::Normal.close(&conn, "goodbye");
                         break CloseCause::LocallyClosed;
                     }
-                    Ok(other) => debug!(agent = %agent, "ignoring control message {}", msg_name(&other)),
+                    Ok(other) => debug!(agent = %agent, "ignoring control message {}", other.type_name()),
                     Err(e) => {
                         warn!(agent = %agent, session_id, "protocol violation on control stream: {e}");
                         CloseCode::ProtocolViolation.close(&conn, &e.to_string());
