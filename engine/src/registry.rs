@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use ferry_connectors::{ConnectorError, Sink, Source};
 
+use serde_json::{Map, Value};
+
 use crate::config::{Location, ReaderConfig, WriterConfig};
 
 /// A connector that cannot be opened.
@@ -41,12 +43,21 @@ fn url<'a>(which: &'static str, loc: &'a Location) -> Result<&'a str, OpenError>
     }
 }
 
-/// Opens the reader's data source.
+/// Opens the reader's data source (a URL; a `group/name` data source is
+/// resolved by an agent, which calls [`open_source_at`]).
 pub async fn open_source(cfg: &ReaderConfig) -> Result<Arc<dyn Source>, OpenError> {
+    open_source_at(&cfg.kind, url("reader", &cfg.location)?, &cfg.options).await
+}
+
+/// Opens a source of connector `kind` at `url` with connector `options`.
+pub async fn open_source_at(
+    kind: &str,
+    url: &str,
+    options: &Map<String, Value>,
+) -> Result<Arc<dyn Source>, OpenError> {
     let which = "reader";
-    let url = url(which, &cfg.location)?;
     let wrap = |source| OpenError::Connector { which, source };
-    match cfg.kind.as_str() {
+    match kind {
         "postgres" => Ok(Arc::new(
             ferry_connectors::postgres::PostgresSource::connect(url)
                 .await
@@ -58,9 +69,9 @@ pub async fn open_source(cfg: &ReaderConfig) -> Result<Arc<dyn Source>, OpenErro
                 .map_err(wrap)?,
         )),
         "mysql" => {
-            let mut options = ferry_connectors::mysql::MySqlReadOptions::default();
-            if let Some(v) = cfg.options.get("zeroDate") {
-                options.zero_date = match v.as_str() {
+            let mut my_options = ferry_connectors::mysql::MySqlReadOptions::default();
+            if let Some(v) = options.get("zeroDate") {
+                my_options.zero_date = match v.as_str() {
                     Some("null") => ferry_connectors::mysql::ZeroDate::Null,
                     Some("error") => ferry_connectors::mysql::ZeroDate::Error,
                     _ => {
@@ -73,7 +84,7 @@ pub async fn open_source(cfg: &ReaderConfig) -> Result<Arc<dyn Source>, OpenErro
                 };
             }
             Ok(Arc::new(
-                ferry_connectors::mysql::MySqlSource::connect_with(url, options)
+                ferry_connectors::mysql::MySqlSource::connect_with(url, my_options)
                     .await
                     .map_err(wrap)?,
             ))
