@@ -25,6 +25,17 @@ pub enum ConnectorError {
     /// Source and target schemas do not fit together.
     #[error("schema mismatch: {0}")]
     Schema(String),
+    /// Bad input in a file (a malformed line, a value that does not parse,
+    /// an unreadable Parquet footer); `line` is 1-based where known.
+    #[error("file {path}{}: {message}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
+    File {
+        path: String,
+        line: Option<u64>,
+        message: String,
+    },
+    /// The storage service (local disk, S3, HTTP) failed.
+    #[error("storage {what}: {message}")]
+    Storage { what: String, message: String },
     #[error(transparent)]
     Arrow(#[from] arrow_schema::ArrowError),
     #[error(transparent)]
@@ -39,6 +50,14 @@ impl ConnectorError {
         ConnectorError::Config {
             field: field.to_string(),
             reason: reason.into(),
+        }
+    }
+
+    pub fn file(path: impl Into<String>, line: Option<u64>, message: impl Into<String>) -> Self {
+        ConnectorError::File {
+            path: path.into(),
+            line,
+            message: message.into(),
         }
     }
 

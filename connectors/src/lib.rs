@@ -8,6 +8,8 @@
 //! * [`traits`]: the contract: a [`Source`] plans splits and reads one into batches; a
 //!   [`Sink`] prepares the target and hands out [`SinkWriter`]s that commit batches.
 //! * [`spec`]: what a job asks of a reader and a writer (DataX's parameters), split planning.
+//! * [`file`]: CSV, JSON lines, Parquet and text-log readers and writers on opendal
+//!   (local disk, S3-compatible stores, HTTP for reading).
 //! * [`copy_text`]: decodes PostgreSQL `COPY ... (FORMAT text)` output — which is also
 //!   MariaDB/MySQL `LOAD DATA` / `SELECT ... INTO OUTFILE` default format — into record
 //!   batches, incrementally from a byte stream or from a file.
@@ -21,6 +23,7 @@
 
 pub mod copy_text;
 pub mod error;
+pub mod file;
 pub mod mysql;
 pub mod postgres;
 pub mod spec;

@@ -55,11 +55,34 @@ pub enum SplitBounds {
     /// every signed and unsigned 64-bit key.
     IntRange {
         column: String,
+        // As strings: serde's internally tagged enums cannot carry i128 numbers.
+        #[serde(with = "opt_i128_string")]
         lo: Option<i128>,
+        #[serde(with = "opt_i128_string")]
         hi: Option<i128>,
     },
     /// Rows whose split key is NULL (no range contains them).
     NullKey { column: String },
+    /// Every row of one file (file sources: one split per file); the path
+    /// inside the source's location.
+    File { path: String },
+}
+
+mod opt_i128_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<i128>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(n) => s.serialize_some(&n.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i128>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|t| t.parse().map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }
 
 impl Split {
@@ -150,7 +173,7 @@ pub fn read_conditions(
             }
         }
         Some(SplitBounds::NullKey { column }) => conds.push(format!("{} IS NULL", quote(column))),
-        Some(SplitBounds::All) | None => {}
+        Some(SplitBounds::All) | Some(SplitBounds::File { .. }) | None => {}
     }
     conds
 }
@@ -241,6 +264,14 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn splits_survive_json_with_full_u64_keys() {
+        let s = int_splits("id", -5, i128::from(u64::MAX), 3);
+        let json = serde_json::to_string(&s).unwrap();
+        let back: Vec<Split> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
     }
 
     #[test]

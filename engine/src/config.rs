@@ -22,6 +22,25 @@
 //!   speed: {channel: 4, byte: 0, record: 0}     # 0 = unlimited
 //!   errorLimit: {record: 0, percentage: 0.0}
 //! ```
+//! Files (kind `file`; names `filereader`, `txtfilereader`, `csvwriter`,
+//! `jsonreader`, `parquetwriter`, `logreader`, `s3reader`, … — see
+//! `kind_of`) take `path` instead of `url`, and their options (see
+//! `ferry_connectors::file`) next to it:
+//!
+//! ```yaml
+//! reader:
+//!   name: logreader
+//!   parameter:
+//!     path: s3://raw/logs/user_log*.txt     # a file, a directory/prefix, or a glob
+//!     endpoint: http://127.0.0.1:9000
+//!     pattern: user_log                     # or nginx, or a regex with named groups
+//! writer:
+//!   name: parquetwriter
+//!   parameter:
+//!     path: lake/ods_raw_log_d/dt=${bizdate}  # a directory: part-00000.parquet, …
+//!     writeMode: truncate                     # append (default) | truncate | nonConflict
+//! ```
+//!
 //! DataX's own `{"job": {"content": [{"reader": …, "writer": …}], "setting": …}}`
 //! is accepted as well, as is its `connection: [{jdbcUrl, table}]` with
 //! `username`/`password`.
@@ -29,6 +48,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use ferry_connectors::file::FileFormat;
 use ferry_connectors::{ReadSpec, WriteSpec};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -196,7 +216,23 @@ impl Job {
 
     fn check(&self) -> Result<(), JobError> {
         let r = &self.reader.spec;
+        if self.reader.kind == FILE_KIND {
+            for (set, key) in [
+                (r.table.is_some(), "table"),
+                (r.query_sql.is_some(), "querySql"),
+                (r.where_clause.is_some(), "where"),
+                (r.split_pk.is_some(), "splitPk"),
+            ] {
+                if set {
+                    return Err(field(
+                        format!("reader.parameter.{key}"),
+                        "not for files (a file reader reads `path`; each file is a split)",
+                    ));
+                }
+            }
+        }
         match (&r.table, &r.query_sql) {
+            _ if self.reader.kind == FILE_KIND => {}
             (None, None) => {
                 return Err(field(
                     "reader.parameter.table",
@@ -300,7 +336,7 @@ fn endpoint(which: &str, v: Value) -> Result<Endpoint, JobError> {
             ))
         }
     };
-    let kind = kind_of(which, &name)?;
+    let (kind, format_hint) = kind_of(which, &name)?;
     let mut param = match m.remove("parameter") {
         Some(Value::Object(p)) => p,
         Some(_) => return Err(field(format!("{which}.parameter"), "must be a mapping")),
@@ -311,6 +347,10 @@ fn endpoint(which: &str, v: Value) -> Result<Endpoint, JobError> {
             format!("{which}.{k}"),
             "unknown key (expected name, parameter)",
         ));
+    }
+    if kind == FILE_KIND {
+        let (location, options) = file_endpoint(which, format_hint, &mut param)?;
+        return Ok((kind, location, param, options));
     }
     let location = location(which, &kind, &mut param)?;
     // Connector options: keys the spec does not know and the connector does.
@@ -324,24 +364,206 @@ fn endpoint(which: &str, v: Value) -> Result<Endpoint, JobError> {
 }
 
 /// `mysqlreader` → `mysql`, `postgresqlwriter` → `postgres`, …
-fn kind_of(which: &str, name: &str) -> Result<String, JobError> {
+///
+/// File connectors are kind [`FILE_KIND`]; the name may imply the format:
+/// `filereader`/`filewriter`, `s3reader`/`s3writer`, `ossreader`/`osswriter`
+/// (format from `format` or the path's extension); `txtfilereader`/`writer`
+/// and `csvreader`/`writer` (csv); `jsonreader`/`writer`, `jsonlreader`/`writer`
+/// (jsonl); `parquetreader`/`writer` (parquet); `logreader`/`textreader` (text).
+fn kind_of(which: &str, name: &str) -> Result<(String, Option<&'static str>), JobError> {
     let base = name
         .strip_suffix("reader")
         .or_else(|| name.strip_suffix("writer"))
         .unwrap_or(name)
         .to_ascii_lowercase();
-    let kind = match base.as_str() {
-        "mysql" | "mariadb" => "mysql",
-        "postgresql" | "postgres" | "pg" => "postgres",
-        "sqlite" | "sqlite3" => "sqlite",
+    let (kind, format) = match base.as_str() {
+        "mysql" | "mariadb" => ("mysql", None),
+        "postgresql" | "postgres" | "pg" => ("postgres", None),
+        "sqlite" | "sqlite3" => ("sqlite", None),
+        "file" | "s3" | "oss" => (FILE_KIND, None),
+        "txtfile" | "csv" => (FILE_KIND, Some("csv")),
+        "json" | "jsonl" => (FILE_KIND, Some("jsonl")),
+        "parquet" => (FILE_KIND, Some("parquet")),
+        "log" | "text" => (FILE_KIND, Some("text")),
         other => {
             return Err(field(
                 format!("{which}.name"),
-                format!("unknown connector `{name}` ({other}); known: mysql, postgres, sqlite"),
+                format!("unknown connector `{name}` ({other}); known: mysql, postgres, sqlite, file (txtfile, csv, json, parquet, log, s3, oss)"),
             ))
         }
     };
-    Ok(kind.to_string())
+    Ok((kind.to_string(), format))
+}
+
+/// The connector kind of files (CSV, JSON lines, Parquet, text logs).
+pub const FILE_KIND: &str = "file";
+
+/// Options of file connectors, moved out of `parameter` (see
+/// `ferry_connectors::file`). `column` moves only when it is a list of
+/// `{name, type}` objects; plain names stay the read's column selection.
+const FILE_OPTIONS: &[&str] = &[
+    "format",
+    "fieldDelimiter",
+    "header",
+    "nullFormat",
+    "pattern",
+    "timeFormat",
+    "compress",
+    "endpoint",
+    "region",
+    "accessKey",
+    "secretKey",
+    "onMismatch",
+    "writeMode",
+];
+
+/// A file reader on an agent's file source: the agent owns the base
+/// location; the job's optional `path` is relative to it (no `..`, never
+/// absolute, so a job cannot leave the directory the agent exposes).
+fn file_datasource(
+    which: &str,
+    ds: &str,
+    format_hint: Option<&str>,
+    p: &mut Map<String, Value>,
+) -> Result<(Location, Map<String, Value>), JobError> {
+    let (group, name) = ds.split_once('/').ok_or_else(|| {
+        field(
+            format!("{which}.parameter.datasource"),
+            "must be `group/name`",
+        )
+    })?;
+    let mut options = Map::new();
+    if let Some(v) = p.remove("path") {
+        let Value::String(sub) = &v else {
+            return Err(field(
+                format!("{which}.parameter.path"),
+                "must be one path relative to the data source",
+            ));
+        };
+        if sub.starts_with('/') || sub.contains("://") || sub.split('/').any(|c| c == "..") {
+            return Err(field(
+                format!("{which}.parameter.path"),
+                format!("`{sub}`: with `datasource`, the path is relative to the data source and may not contain `..`"),
+            ));
+        }
+        options.insert("path".into(), v);
+    }
+    for key in FILE_OPTIONS {
+        if let Some(v) = p.remove(*key) {
+            options.insert(key.to_string(), v);
+        }
+    }
+    if let Some(Value::Array(items)) = p.get("column") {
+        if items.iter().any(Value::is_object) {
+            if let Some(v) = p.remove("column") {
+                options.insert("column".into(), v);
+            }
+        }
+    }
+    if !options.contains_key("format") {
+        if let Some(f) = format_hint {
+            options.insert("format".into(), Value::String(f.into()));
+        }
+    }
+    if let Some(f) = options.get("format") {
+        f.as_str()
+            .unwrap_or_default()
+            .parse::<FileFormat>()
+            .map_err(|e| field(format!("{which}.parameter.format"), e))?;
+    }
+    Ok((
+        Location::DataSource {
+            group: group.to_string(),
+            name: name.to_string(),
+        },
+        options,
+    ))
+}
+
+/// File kinds: `path` (required) is the location; file options move to
+/// `options`; the format (option, name alias, or path extension) is checked.
+fn file_endpoint(
+    which: &str,
+    format_hint: Option<&str>,
+    p: &mut Map<String, Value>,
+) -> Result<(Location, Map<String, Value>), JobError> {
+    for k in ["url", "connection"] {
+        if p.contains_key(k) {
+            return Err(field(
+                format!("{which}.parameter.{k}"),
+                "file connectors take `path` (a path, file://, s3:// or http(s):// URL), or `datasource` (group/name) of an agent's file source",
+            ));
+        }
+    }
+    if which == "reader" {
+        if let Some(ds) = take_str(p, "datasource") {
+            return file_datasource(which, &ds, format_hint, p);
+        }
+    }
+    let path = match p.remove("path") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s,
+        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
+            a[0].as_str().unwrap_or_default().to_string()
+        }
+        Some(Value::Array(_)) => {
+            return Err(field(
+                format!("{which}.parameter.path"),
+                "give one path (a directory or a glob such as logs/*.log reads many files)",
+            ))
+        }
+        _ => {
+            return Err(field(
+                format!("{which}.parameter.path"),
+                "missing (a path, file://, s3:// or http(s):// URL)",
+            ))
+        }
+    };
+    let mut options = Map::new();
+    for key in FILE_OPTIONS {
+        if let Some(v) = p.remove(*key) {
+            options.insert(key.to_string(), v);
+        }
+    }
+    if let Some(Value::Array(items)) = p.get("column") {
+        if items.iter().any(Value::is_object) {
+            if let Some(v) = p.remove("column") {
+                options.insert("column".into(), v);
+            }
+        }
+    }
+    if !options.contains_key("format") {
+        if let Some(f) = format_hint {
+            options.insert("format".into(), Value::String(f.into()));
+        }
+    }
+    match options.get("format") {
+        Some(Value::String(f)) => {
+            f.parse::<FileFormat>()
+                .map_err(|e| field(format!("{which}.parameter.format"), e))?;
+        }
+        Some(other) => {
+            return Err(field(
+                format!("{which}.parameter.format"),
+                format!("must be a string, got {other}"),
+            ))
+        }
+        None => {
+            if FileFormat::from_path(&path).is_none() {
+                return Err(field(
+                    format!("{which}.parameter.format"),
+                    format!(
+                        "missing, and path `{path}` has no known extension; known: {}",
+                        FileFormat::KNOWN
+                    ),
+                ));
+            }
+        }
+    }
+    if which == "writer" && !p.contains_key("table") {
+        // Files have no table; the path stands for it in messages.
+        p.insert("table".into(), Value::String(path.clone()));
+    }
+    Ok((Location::Url(path), options))
 }
 
 fn location(which: &str, kind: &str, p: &mut Map<String, Value>) -> Result<Location, JobError> {
@@ -628,6 +850,98 @@ setting:
                 name: "orders_db".into()
             }
         );
+    }
+
+    const FILE_JOB: &str = r#"
+reader:
+  name: txtfilereader
+  parameter:
+    path: s3://logs/raw/user_log*.txt
+    format: text
+    pattern: user_log
+    column: [{name: status, type: int}, {name: request, type: string}]
+    endpoint: http://127.0.0.1:9000
+    fetchSize: 500
+writer:
+  name: parquetwriter
+  parameter:
+    path: lake/ods_raw_log_d/dt=${bizdate}
+    compress: snappy
+    writeMode: truncate
+"#;
+
+    #[test]
+    fn file_job_moves_file_options() {
+        let j = Job::parse(FILE_JOB, &vars(&[("bizdate", "20240620")])).unwrap();
+        assert_eq!(j.reader.kind, FILE_KIND);
+        assert_eq!(
+            j.reader.location,
+            Location::Url("s3://logs/raw/user_log*.txt".into())
+        );
+        assert_eq!(j.reader.options["format"], "text");
+        assert_eq!(j.reader.options["pattern"], "user_log");
+        assert_eq!(j.reader.options["endpoint"], "http://127.0.0.1:9000");
+        assert!(j.reader.options["column"].is_array());
+        assert!(j.reader.spec.columns.is_empty());
+        assert_eq!(j.reader.spec.fetch_size, 500);
+        assert_eq!(j.writer.kind, FILE_KIND);
+        assert_eq!(
+            j.writer.location,
+            Location::Url("lake/ods_raw_log_d/dt=20240620".into())
+        );
+        assert_eq!(j.writer.options["format"], "parquet");
+        assert_eq!(j.writer.options["writeMode"], "truncate");
+        assert_eq!(j.writer.options["compress"], "snappy");
+        // Plain names stay the read's selection.
+        let t = FILE_JOB.replace(
+            "column: [{name: status, type: int}, {name: request, type: string}]",
+            "column: [status, request]",
+        );
+        let j = Job::parse(&t, &vars(&[("bizdate", "1")])).unwrap();
+        assert_eq!(j.reader.spec.columns, vec!["status", "request"]);
+        assert!(!j.reader.options.contains_key("column"));
+        // The format comes from the extension when the name does not say.
+        let t = "reader: {name: filereader, parameter: {path: a/b.jsonl}}\nwriter: {name: csvwriter, parameter: {path: out/}}";
+        let j = Job::parse(t, &BTreeMap::new()).unwrap();
+        assert!(!j.reader.options.contains_key("format"));
+        assert_eq!(j.writer.options["format"], "csv");
+    }
+
+    #[test]
+    fn file_job_errors_name_the_field() {
+        let v = vars(&[("bizdate", "1")]);
+        let cases = [
+            (
+                FILE_JOB.replace("format: text", "format: xml"),
+                "reader.parameter.format",
+                "unknown format \"xml\"; known: csv, jsonl, parquet, text",
+            ),
+            (
+                FILE_JOB.replace("    path: s3://logs/raw/user_log*.txt\n", ""),
+                "reader.parameter.path",
+                "missing",
+            ),
+            (
+                FILE_JOB.replace("    fetchSize: 500\n", "    splitPk: id\n"),
+                "reader.parameter.splitPk",
+                "not for files",
+            ),
+            (
+                FILE_JOB.replace("name: parquetwriter", "name: filewriter"),
+                "writer.parameter.format",
+                "no known extension",
+            ),
+            (
+                FILE_JOB.replace("name: txtfilereader", "name: xmlreader"),
+                "reader.name",
+                "unknown connector",
+            ),
+        ];
+        for (text, f, reason) in cases {
+            let e = Job::parse(&text, &v).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("`{f}`")), "{f}: {e}");
+            assert!(e.contains(reason), "{reason}: {e}");
+        }
     }
 
     #[test]

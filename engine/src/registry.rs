@@ -68,6 +68,9 @@ pub async fn open_source_at(
                 .await
                 .map_err(wrap)?,
         )),
+        crate::config::FILE_KIND => Ok(Arc::new(
+            ferry_connectors::file::FileSource::open(url, options).map_err(wrap)?,
+        )),
         "mysql" => {
             let mut my_options = ferry_connectors::mysql::MySqlReadOptions::default();
             if let Some(v) = options.get("zeroDate") {
@@ -111,6 +114,9 @@ pub async fn open_sink(cfg: &WriterConfig) -> Result<Arc<dyn Sink>, OpenError> {
             ferry_connectors::sqlite::SqliteSink::connect(url)
                 .await
                 .map_err(wrap)?,
+        )),
+        crate::config::FILE_KIND => Ok(Arc::new(
+            ferry_connectors::file::FileSink::open(url, &cfg.options).map_err(wrap)?,
         )),
         "mysql" => Ok(Arc::new(
             ferry_connectors::mysql::MySqlSink::connect(url)

@@ -36,7 +36,8 @@
 //! | `Time32`, `Time64`                            | `TEXT` (`HH:MM:SS.ffffff`)                        |
 //! | `Duration(any unit)`                          | `TEXT` (exact seconds, e.g. `1.500000`)           |
 //!
-//! Dirty records (the rest of the batch is written): `UInt64` above `i64::MAX`, NaN / ±inf
+//! Dirty records (the rest of the batch is written): `UInt64` above `i64::MAX`, NaN (SQLite
+//! would store NULL), NaN / ±inf
 //! into a `DECIMAL` column, NULL into a `NOT NULL` column, nanosecond timestamps with a
 //! sub-microsecond part. SQLite does not enforce `VARCHAR(n)` lengths: longer strings are
 //! kept as they are, never truncated nor refused.

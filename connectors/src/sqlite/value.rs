@@ -263,6 +263,9 @@ pub(crate) fn encode(a: &dyn Array, row: usize, decimal_target: bool) -> Result<
     let float = |f: f64| {
         if decimal_target && !f.is_finite() {
             Err(format!("{f} cannot be stored as a DECIMAL"))
+        } else if f.is_nan() {
+            // SQLite stores a NaN parameter as NULL: refuse rather than lose it.
+            Err("NaN cannot be stored in SQLite (it would become NULL)".to_string())
         } else {
             Ok(SqlVal::Real(f))
         }
