@@ -13,7 +13,13 @@
 //! initial_ms = 500
 //! max_secs = 30
 //! stable_secs = 60
+//!
+//! [sources.orders_db]                  # data sources jobs may name as <group>/orders_db
+//! kind = "mysql"                       # mysql, postgres, sqlite, file
+//! url = "mysql://reader:secret@10.0.0.5:3306/shop"
+//! options = { zeroDate = "null" }      # connector options (optional)
 //! ```
+//! The broker learns each source's name and kind, never its URL.
 //! Relative paths are taken from the config file's directory.
 
 use std::path::{Path, PathBuf};
@@ -50,6 +56,33 @@ pub struct AgentConfig {
     pub reconnect: Reconnect,
     #[serde(default)]
     pub transport: TransportSettings,
+    /// The data sources this agent reads, by name.
+    #[serde(default)]
+    pub sources: std::collections::BTreeMap<String, SourceConfig>,
+}
+
+/// One data source of the agent's catalog.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Connector kind (`mysql`, `postgres`, `sqlite`, ...).
+    pub kind: String,
+    /// Where it is, with credentials. Never sent to the broker.
+    pub url: String,
+    /// Connector options (as a job's reader parameters would give them).
+    #[serde(default)]
+    pub options: serde_json::Map<String, serde_json::Value>,
+}
+
+impl std::fmt::Debug for SourceConfig {
+    // The URL may hold a password: keep it out of logs and panics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceConfig")
+            .field("kind", &self.kind)
+            .field("url", &"<redacted>")
+            .field("options", &self.options)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,6 +157,27 @@ impl AgentConfig {
                 reason: "initial_ms and max_secs must be at least 1".into(),
             });
         }
+        for (name, source) in &self.sources {
+            let ok = !name.is_empty()
+                && name.len() <= 128
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    field: "sources",
+                    reason: format!(
+                        "`{name}`: a data source name is 1-128 letters, digits, `_`, `.` or `-`"
+                    ),
+                });
+            }
+            if source.kind.trim().is_empty() || source.url.trim().is_empty() {
+                return Err(ConfigError::Invalid {
+                    field: "sources",
+                    reason: format!("`{name}`: `kind` and `url` must not be empty"),
+                });
+            }
+        }
         self.transport
             .to_quinn()
             .map_err(|e| ConfigError::Invalid {
@@ -188,6 +242,26 @@ mod tests {
         assert_eq!(c.server_name().unwrap(), "broker.example.com");
         let c = parse("broker = \"[::1]:7800\"\n[tls]\nca=\"a\"\ncert=\"c\"\nkey=\"k\"\n");
         assert_eq!(c.server_name().unwrap(), "::1");
+    }
+
+    #[test]
+    fn sources_parse_and_hide_their_url() {
+        let c = parse(
+            "broker = \"b:1\"\n[tls]\nca=\"a\"\ncert=\"c\"\nkey=\"k\"\n\
+             [sources.orders_db]\nkind = \"mysql\"\nurl = \"mysql://u:hunter2@h/db\"\n\
+             options = { zeroDate = \"error\" }\n",
+        );
+        c.check().unwrap();
+        let s = &c.sources["orders_db"];
+        assert_eq!(s.kind, "mysql");
+        assert_eq!(s.options["zeroDate"], "error");
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let bad = parse(
+            "broker = \"b:1\"\n[tls]\nca=\"a\"\ncert=\"c\"\nkey=\"k\"\n\
+             [sources.\"a/b\"]\nkind = \"mysql\"\nurl = \"x\"\n",
+        );
+        let e = bad.check().unwrap_err().to_string();
+        assert!(e.contains("`sources`") && e.contains("a/b"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One connection attempt: resolve, QUIC + mutual TLS, Hello → Welcome.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_certs::{AgentIdentity, CertError};
@@ -10,6 +11,7 @@ use ferry_protocol::version::VersionRange;
 use ferry_tunnel::{CloseCause, EndpointError, FrameReader, FrameWriter, StreamError};
 use tracing::debug;
 
+use crate::catalog::Catalog;
 use crate::config::{AgentConfig, ConfigError};
 use crate::session::Session;
 
@@ -79,6 +81,7 @@ impl ConnectError {
 /// Opens tunnels to one broker; keeps one UDP endpoint across attempts.
 pub struct Connector {
     config: AgentConfig,
+    catalog: Arc<Catalog>,
     endpoint: quinn::Endpoint,
     alpn: Vec<u8>,
     versions: VersionRange,
@@ -104,6 +107,7 @@ impl Connector {
         let endpoint = ferry_tunnel::client_endpoint(bind, tls, &config.transport)?;
         debug!(agent = %identity.agent_id, "agent endpoint ready");
         Ok(Self {
+            catalog: Arc::new(Catalog::new(config.sources.clone())),
             config: config.clone(),
             endpoint,
             alpn: alpn.to_vec(),
@@ -209,6 +213,7 @@ impl Connector {
                     group,
                     heartbeat_secs,
                 },
+                self.catalog.clone(),
             )),
             ControlMessage::Reject { code, message } => Err(ConnectError::Rejected {
                 addr,

@@ -10,13 +10,17 @@
 //! - [`session`]: a live tunnel: heartbeats, data streams;
 //! - [`sender`]: sending record batches on a data stream, compression spread
 //!   over cores, acks tracked;
-//! - [`runner`]: the reconnect loop.
+//! - [`runner`]: the reconnect loop;
+//! - [`catalog`]: the agent's data sources (URLs and credentials stay here);
+//! - [`worker`]: the reading half of jobs: plans and tasks the broker asks for.
 
+pub mod catalog;
 pub mod config;
 pub mod connect;
 pub mod runner;
 pub mod sender;
 pub mod session;
+pub mod worker;
 
 pub use config::AgentConfig;
 pub use connect::{connect, ConnectError};

@@ -165,6 +165,15 @@ impl DataSender {
         self.acks.borrow().seq
     }
 
+    /// Abandons the stream: the broker sees it reset, never an `End`, so
+    /// it cannot take a partial read for a whole one.
+    pub fn abort(mut self) {
+        for job in self.inflight.drain(..) {
+            job.abort();
+        }
+        let _ = self.writer.stream().reset(quinn::VarInt::from_u32(1));
+    }
+
     /// Sends what is queued, then `End`, and waits until the broker has
     /// acknowledged the last batch.
     pub async fn finish(mut self) -> Result<SendSummary, SendError> {

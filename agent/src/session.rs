@@ -1,5 +1,6 @@
 //! A live tunnel: heartbeats on the control stream, data streams on demand.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_protocol::control::ControlMessage;
@@ -9,7 +10,9 @@ use ferry_tunnel::{CloseCause, CloseCode, FrameReader, FrameWriter};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::catalog::Catalog;
 use crate::sender::{DataSender, SendError};
+use crate::worker::Worker;
 
 /// What the broker said in `Welcome`.
 #[derive(Debug, Clone)]
@@ -34,14 +37,21 @@ impl Session {
         reader: FrameReader,
         writer: FrameWriter,
         welcome: Welcome,
+        catalog: Arc<Catalog>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(16);
+        // The outbox is empty here, so this cannot fail.
+        let _ = tx.try_send(ControlMessage::Catalog {
+            sources: catalog.advertised(),
+        });
+        let worker = Worker::new(conn.clone(), catalog, tx.clone());
         tokio::spawn(control_loop(
             conn.clone(),
             reader,
             writer,
             rx,
             Duration::from_secs(u64::from(welcome.heartbeat_secs.clamp(1, 300))),
+            worker,
         ));
         Self {
             conn,
@@ -97,10 +107,23 @@ fn unix_ms() -> u64 {
 
 async fn control_loop(
     conn: quinn::Connection,
+    reader: FrameReader,
+    writer: FrameWriter,
+    outbox: mpsc::Receiver<ControlMessage>,
+    every: Duration,
+    worker: Arc<Worker>,
+) {
+    control_loop_inner(conn, reader, writer, outbox, every, &worker).await;
+    worker.abort_all();
+}
+
+async fn control_loop_inner(
+    conn: quinn::Connection,
     mut reader: FrameReader,
     mut writer: FrameWriter,
     mut outbox: mpsc::Receiver<ControlMessage>,
     every: Duration,
+    worker: &Arc<Worker>,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
@@ -124,7 +147,12 @@ async fn control_loop(
                         Ok(ControlMessage::Goodbye { reason }) => {
                             debug!(%reason, "broker said goodbye");
                         }
-                        Ok(other) => debug!("ignoring control message {other:?}"),
+                        Ok(other) => {
+                            let name = other.type_name();
+                            if !worker.handle(other) {
+                                debug!("ignoring control message {name}");
+                            }
+                        }
                         Err(e) => {
                             warn!("protocol violation on control stream: {e}");
                             CloseCode::ProtocolViolation.close(&conn, &e.to_string());

@@ -1,16 +1,28 @@
 //! The broker's HTTP admin API.
 //!
 //! Bound to loopback by default (`admin_listen`). Operator authentication
-//! (token or mTLS) comes with the job API; until then, do not expose this
-//! port beyond the broker host.
+//! (token or mTLS) is not there yet: do not expose this port beyond the
+//! broker host.
+//!
+//! - `GET /v1/agents`: connected agents and their data sources;
+//! - `POST /v1/jobs` `{"job": "<YAML or JSON>", "vars": {..}, "compression": "zstd:1"}`:
+//!   submit; `GET /v1/jobs`, `GET /v1/jobs/{id}`, `POST /v1/jobs/{id}/cancel`;
+//! - `GET /healthz`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::routing::get;
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
+use ferry_protocol::data::Compression;
+use serde::{Deserialize, Serialize};
+
+use crate::jobs::JobStatus;
 
 use crate::registry::AgentInfo;
 use crate::server::Shared;
@@ -28,6 +40,9 @@ struct Health {
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/agents", get(agents))
+        .route("/v1/jobs", post(submit).get(list_jobs))
+        .route("/v1/jobs/{id}", get(job))
+        .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/healthz", get(health))
         .with_state(shared)
 }
@@ -46,4 +61,78 @@ async fn health(State(shared): State<Arc<Shared>>) -> Json<Health> {
         refused_handshake: s.refused_handshake.load(Ordering::Relaxed),
         refused_timeout: s.refused_timeout.load(Ordering::Relaxed),
     })
+}
+
+/// A job submission.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SubmitRequest {
+    /// The job file's text (YAML or JSON).
+    pub job: String,
+    /// `${name}` values; `bizdate` defaults to yesterday.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    /// `none` or `zstd:<level>`; default `zstd:1`.
+    #[serde(default)]
+    pub compression: Option<String>,
+}
+
+/// The answer to a submission.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Submitted {
+    pub id: String,
+}
+
+/// An API error body.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(ApiError {
+            error: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+async fn submit(State(shared): State<Arc<Shared>>, Json(req): Json<SubmitRequest>) -> Response {
+    let mut vars = ferry_engine::config::default_vars();
+    vars.extend(req.vars);
+    let job = match ferry_engine::Job::parse(&req.job, &vars) {
+        Ok(j) => j,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let compression = match req.compression.as_deref() {
+        None => Compression::Zstd { level: 1 },
+        Some(c) => match Compression::parse(c) {
+            Ok(c) => c,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("compression: {e}")),
+        },
+    };
+    match crate::jobs::submit(&shared, job, compression).await {
+        Ok(id) => (StatusCode::CREATED, Json(Submitted { id })).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+async fn list_jobs(State(shared): State<Arc<Shared>>) -> Json<Vec<JobStatus>> {
+    Json(shared.jobs.list())
+}
+
+async fn job(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    match shared.jobs.get(&id) {
+        Some(s) => Json(s).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no job `{id}`")),
+    }
+}
+
+async fn cancel(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    if shared.jobs.cancel(&id) {
+        StatusCode::ACCEPTED.into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, format!("no job `{id}`"))
+    }
 }

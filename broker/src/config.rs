@@ -3,6 +3,7 @@
 //! ```toml
 //! listen = "0.0.0.0:7800"          # UDP, QUIC
 //! admin_listen = "127.0.0.1:7801"  # HTTP admin API; loopback unless you mean it
+//! jobs_dir = "jobs"                # dirty-record files of submitted jobs
 //!
 //! [tls]                            # every path is required: no "skip verify"
 //! ca = "pki/ca.pem"
@@ -41,6 +42,9 @@ pub struct BrokerConfig {
     /// HTTP address of the admin API.
     #[serde(default = "default_admin")]
     pub admin_listen: SocketAddr,
+    /// Where jobs' dirty-record files go.
+    #[serde(default = "default_jobs_dir")]
+    pub jobs_dir: PathBuf,
     pub tls: TlsSection,
     #[serde(default)]
     pub limits: Limits,
@@ -88,6 +92,10 @@ fn default_admin() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7801))
 }
 
+fn default_jobs_dir() -> PathBuf {
+    PathBuf::from("jobs")
+}
+
 fn default_crl_poll() -> u64 {
     2
 }
@@ -106,6 +114,9 @@ impl BrokerConfig {
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.tls.resolve(base);
+        if config.jobs_dir.is_relative() {
+            config.jobs_dir = base.join(&config.jobs_dir);
+        }
         config.check()?;
         Ok(config)
     }

@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod config;
 pub mod data;
+pub mod jobs;
 pub mod listener;
 pub mod registry;
 pub mod revocation;

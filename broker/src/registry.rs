@@ -15,9 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ferry_certs::AgentIdentity;
+use ferry_protocol::control::{ControlMessage, SourceInfo};
 use ferry_tunnel::CloseCode;
 use serde::Serialize;
 use time::OffsetDateTime;
+use tokio::sync::mpsc;
 
 /// What the broker knows of one connected agent.
 #[derive(Debug, Clone, Serialize)]
@@ -35,11 +37,23 @@ pub struct AgentInfo {
     pub rtt_ms: f64,
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_heartbeat: Option<OffsetDateTime>,
+    /// Data sources the agent offers (names and kinds only).
+    pub sources: Vec<SourceInfo>,
 }
 
 struct Entry {
     info: AgentInfo,
     connection: quinn::Connection,
+    /// Control messages to the session's control stream.
+    outbox: mpsc::Sender<ControlMessage>,
+}
+
+/// A live agent session that can be sent control messages.
+#[derive(Clone)]
+pub struct AgentHandle {
+    pub agent_id: String,
+    pub session_id: u64,
+    pub outbox: mpsc::Sender<ControlMessage>,
 }
 
 /// The registry of live sessions; cheap to clone.
@@ -72,6 +86,7 @@ impl Registry {
         session_id: u64,
         protocol_version: u16,
         connection: quinn::Connection,
+        outbox: mpsc::Sender<ControlMessage>,
         max_agents: usize,
     ) -> Result<Option<AgentInfo>, RegistryFull> {
         let info = AgentInfo {
@@ -85,13 +100,21 @@ impl Registry {
             certificate_not_after: identity.not_after,
             rtt_ms: 0.0,
             last_heartbeat: None,
+            sources: Vec::new(),
         };
         let old = {
             let mut map = self.lock();
             if !map.contains_key(&identity.agent_id) && map.len() >= max_agents {
                 return Err(RegistryFull(map.len()));
             }
-            map.insert(identity.agent_id.clone(), Entry { info, connection })
+            map.insert(
+                identity.agent_id.clone(),
+                Entry {
+                    info,
+                    connection,
+                    outbox,
+                },
+            )
         };
         Ok(old.map(|old| {
             CloseCode::Superseded.close(
@@ -121,6 +144,41 @@ impl Registry {
                 e.info.last_heartbeat = Some(OffsetDateTime::now_utc());
             }
         }
+    }
+
+    /// Records the data sources a session advertised.
+    pub fn set_sources(&self, agent_id: &str, session_id: u64, sources: Vec<SourceInfo>) {
+        if let Some(e) = self.lock().get_mut(agent_id) {
+            if e.info.session_id == session_id {
+                e.info.sources = sources;
+            }
+        }
+    }
+
+    /// Live agents of `group` that offer data source `datasource`, by id.
+    pub fn offering(&self, group: &str, datasource: &str) -> Vec<AgentHandle> {
+        let map = self.lock();
+        let mut v: Vec<AgentHandle> = map
+            .values()
+            .filter(|e| {
+                e.info.group == group && e.info.sources.iter().any(|s| s.name == datasource)
+            })
+            .map(|e| AgentHandle {
+                agent_id: e.info.agent_id.clone(),
+                session_id: e.info.session_id,
+                outbox: e.outbox.clone(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        v
+    }
+
+    /// Whether any agent of `group` is connected (for error messages).
+    pub fn group_agents(&self, group: &str) -> usize {
+        self.lock()
+            .values()
+            .filter(|e| e.info.group == group)
+            .count()
     }
 
     /// Closes every session whose certificate serial is in `revoked`;

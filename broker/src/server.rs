@@ -50,6 +50,9 @@ pub(crate) struct Shared {
     pub stats: Stats,
     /// Connection and data-stream tasks, awaited on shutdown.
     pub tasks: TaskTracker,
+    /// Plan requests and tasks waiting for agents.
+    pub dispatch: Arc<crate::jobs::dispatch::Dispatch>,
+    pub jobs: crate::jobs::Jobs,
 }
 
 pub(crate) fn build_quic_config(config: &BrokerConfig) -> Result<quinn::ServerConfig, BrokerError> {
@@ -94,6 +97,8 @@ impl Broker {
             protocol_limits: ProtocolLimits::default(),
             stats: Stats::default(),
             tasks: TaskTracker::new(),
+            dispatch: Arc::default(),
+            jobs: crate::jobs::Jobs::default(),
         });
         let tasks = vec![
             tokio::spawn(crate::listener::accept_loop(
@@ -137,6 +142,20 @@ impl Broker {
         &self.shared.registry
     }
 
+    /// Submitted jobs.
+    pub fn jobs(&self) -> &crate::jobs::Jobs {
+        &self.shared.jobs
+    }
+
+    /// Starts `job` (reader on an agent of its group, writer here).
+    pub async fn submit(
+        &self,
+        job: ferry_engine::Job,
+        compression: ferry_protocol::data::Compression,
+    ) -> Result<String, crate::jobs::SubmitError> {
+        crate::jobs::submit(&self.shared, job, compression).await
+    }
+
     /// Re-reads the CRL now (the watcher also does this on its own).
     pub fn reload_revocations(&self) -> usize {
         crate::revocation::reload(&self.shared, &self.endpoint)
@@ -152,6 +171,7 @@ impl Broker {
             tasks,
             ..
         } = self;
+        shared.jobs.cancel_all("the broker is shutting down");
         shared
             .registry
             .close_all(CloseCode::ShuttingDown, "broker shutting down");

@@ -17,6 +17,7 @@ use ferry_tunnel::{CloseCause, CloseCode, FrameReader, FrameWriter, StreamError}
 use tracing::{debug, info, warn};
 
 use crate::data::DataStream;
+use crate::jobs::dispatch::PlanAnswer;
 use crate::server::Shared;
 
 /// Heartbeat interval the broker asks agents for.
@@ -167,11 +168,13 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: quinn::Connection, admitted
     } = admitted;
     let agent = identity.agent_id.clone();
     let remote = conn.remote_address();
+    let (outbox, mut outgoing) = tokio::sync::mpsc::channel::<ControlMessage>(64);
     match shared.registry.register(
         &identity,
         session_id,
         version,
         conn.clone(),
+        outbox,
         shared.config.limits.max_agents,
     ) {
         Ok(Some(old)) => warn!(
@@ -206,6 +209,24 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: quinn::Connection, admitted
                         CloseCode::Normal.close(&conn, "goodbye");
                         break CloseCause::LocallyClosed;
                     }
+                    Ok(ControlMessage::Catalog { sources }) => {
+                        info!(agent = %agent, sources = %sources.iter().map(|s| format!("{}({})", s.name, s.kind)).collect::<Vec<_>>().join(", "), "agent's data sources");
+                        shared.registry.set_sources(&agent, session_id, sources);
+                    }
+                    Ok(ControlMessage::PlanReply { request_id, schema, splits, estimated_rows }) => {
+                        let answer = PlanAnswer { agent_id: agent.clone(), schema, splits, estimated_rows };
+                        if !shared.dispatch.plan_answered(request_id, Ok(answer)) {
+                            debug!(agent = %agent, request_id, "plan reply nobody waits for");
+                        }
+                    }
+                    Ok(ControlMessage::PlanFailed { request_id, message }) => {
+                        shared.dispatch.plan_answered(request_id, Err(message));
+                    }
+                    Ok(ControlMessage::TaskFailed { task_id, message }) => {
+                        if !shared.dispatch.task_failed(&task_id, &agent, message.clone()) {
+                            debug!(agent = %agent, task = %task_id, "failure of a task nobody waits for: {message}");
+                        }
+                    }
                     Ok(other) => debug!(agent = %agent, "ignoring control message {}", other.type_name()),
                     Err(e) => {
                         warn!(agent = %agent, session_id, "protocol violation on control stream: {e}");
@@ -224,6 +245,14 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: quinn::Connection, admitted
                     break CloseCause::classify(&err);
                 }
             },
+            Some(msg) = outgoing.recv() => match msg.to_frame() {
+                Ok(f) => {
+                    if let Err(e) = writer.send(&f).await {
+                        debug!(agent = %agent, "control message not sent: {e}");
+                    }
+                }
+                Err(e) => warn!(agent = %agent, "cannot encode {}: {e}", msg.type_name()),
+            },
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) => {
                     let tracker = shared.tasks.clone();
@@ -231,7 +260,11 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: quinn::Connection, admitted
                     let identity = identity.clone();
                     tracker.spawn(async move {
                         match DataStream::open(identity, send, recv, shared.protocol_limits).await {
-                            Ok(ds) => (shared.data_handler)(ds),
+                            Ok(ds) => {
+                                if let Some(ds) = shared.dispatch.deliver_stream(ds) {
+                                    (shared.data_handler)(ds);
+                                }
+                            }
                             Err(e) => warn!("data stream refused: {e}"),
                         }
                     });

@@ -24,6 +24,13 @@ pub trait Source: Send + Sync {
     /// Rows with a NULL split key get a split of their own.
     async fn plan(&self, spec: &ReadSpec, max_splits: usize) -> Result<Vec<Split>, ConnectorError>;
 
+    /// Rows `spec` will read, when the source can estimate it without a
+    /// scan (table statistics); used for the ETA, never for correctness.
+    async fn estimate_rows(&self, spec: &ReadSpec) -> Option<u64> {
+        let _ = spec;
+        None
+    }
+
     /// Reads one split, sending batches of `schema` (at most
     /// `spec.fetch_size` rows each) into `out`. A full channel slows the
     /// read down (backpressure). Returns the rows read.
@@ -62,7 +69,10 @@ pub trait SinkWriter: Send {
     /// and the other rows are written.
     async fn write(&mut self, batch: &RecordBatch) -> Result<WriteOutcome, ConnectorError>;
 
-    /// Releases the connection.
+    /// Ends the task's writing: commits anything held back (a file part
+    /// becomes visible) and releases the connection. Called only when the
+    /// task succeeded; a failed task drops the writer, which must discard
+    /// what is not committed.
     async fn close(self: Box<Self>) -> Result<(), ConnectorError>;
 }
 

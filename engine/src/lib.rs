@@ -7,16 +7,20 @@
 //! - [`config`]: parsing, variables, validation with errors that name the field;
 //! - [`registry`]: which connector a reader/writer name means, and opening it;
 //! - [`throttle`]: the job-wide bytes/s and records/s limits;
-//! - [`run`]: the standalone runner (reader and writer in one process):
-//!   plan splits, run up to `channel` tasks, count, route dirty records,
-//!   enforce `errorLimit`, report progress and a summary.
+//! - [`run`]: the runner, the same for both transports: plan splits, run up
+//!   to `channel` tasks, count, route dirty records, enforce `errorLimit`,
+//!   report progress and a summary. Batches come through a [`Reading`]:
+//! - [`local`]: the reader in this process (`ferry run`); the broker has the
+//!   other one, an agent across the tunnel.
 
 pub mod config;
+pub mod local;
 pub mod registry;
 pub mod run;
 pub mod summary;
 pub mod throttle;
 
 pub use config::{Job, JobError};
-pub use run::{run_standalone, RunOptions};
+pub use local::run_standalone;
+pub use run::{run_job, Progress, ProgressSnapshot, Reading, RunError, RunOptions, SplitFeed};
 pub use summary::Summary;

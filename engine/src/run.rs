@@ -1,10 +1,12 @@
-//! The standalone runner: reader and writer in one process.
+//! The job runner, the same for both transports.
 //!
-//! Splits run as tasks, at most `channel` at once. In each task the reader
-//! fills a small bounded channel (2 batches) and the writer drains it, so a
-//! slow target slows the read instead of filling memory. Any task failure
-//! stops the job; dirty records go to a JSON-lines file and count against
-//! `errorLimit`.
+//! A job is: read the schema and plan splits (through a [`Reading`]), prepare
+//! the target once, run the splits as tasks, at most `channel` at once, each
+//! writing its batches through one [`SinkWriter`](ferry_connectors::SinkWriter),
+//! then finish the target. Only where batches come from changes: the reader
+//! in this process ([`crate::local`]) or an agent across the tunnel (the
+//! broker's implementation). Any task failure stops the job; dirty records
+//! go to a JSON-lines file and count against `errorLimit`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,16 +16,55 @@ use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use arrow_schema::{Schema, SchemaRef};
-use ferry_connectors::{ConnectorError, DirtyRecord, Sink, Source, Split};
+use async_trait::async_trait;
+use ferry_connectors::{ConnectorError, DirtyRecord, ReadSpec, Sink, Split};
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::config::Job;
-use crate::registry::{open_sink, open_source, OpenError};
 use crate::summary::Summary;
 use crate::throttle::Throttle;
+
+/// Where a job's batches come from.
+#[async_trait]
+pub trait Reading: Send + Sync {
+    /// The Arrow schema of what the reader reads.
+    async fn schema(&self, spec: &ReadSpec) -> Result<SchemaRef, String>;
+    /// Splits of the read, at most about `max_splits`.
+    async fn plan(&self, spec: &ReadSpec, max_splits: usize) -> Result<Vec<Split>, String>;
+    /// Rows the read will produce, when the source can estimate it cheaply
+    /// (for the ETA). Call after `plan`.
+    fn estimated_rows(&self) -> Option<u64> {
+        None
+    }
+    /// Starts reading one split.
+    async fn open(
+        &self,
+        spec: &ReadSpec,
+        schema: SchemaRef,
+        split: &Split,
+    ) -> Result<Box<dyn SplitFeed>, String>;
+    /// Bytes that crossed a network between reader and writer so far.
+    fn wire_bytes(&self) -> u64 {
+        0
+    }
+}
+
+/// The batches of one split, in order.
+#[async_trait]
+pub trait SplitFeed: Send {
+    /// The next batch, or `None` once the split is read completely.
+    async fn next(&mut self) -> Result<Option<RecordBatch>, String>;
+    /// The writer committed the last batch `next` returned (`rows` of it
+    /// were written, the rest were dirty).
+    async fn committed(&mut self, rows: u64) -> Result<(), String>;
+    /// The split ended: `Ok` after the last batch was committed, or the
+    /// job's error. Releases the reader.
+    async fn close(self: Box<Self>, outcome: Result<(), &str>) -> Result<(), String>;
+}
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -38,34 +79,140 @@ pub struct RunOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
-    Open(#[from] OpenError),
+    Open(#[from] crate::registry::OpenError),
     #[error("{stage}: {source}")]
     Connector {
         stage: &'static str,
         source: ConnectorError,
     },
+    #[error("{stage}: {message}")]
+    Reader {
+        stage: &'static str,
+        message: String,
+    },
 }
 
-#[derive(Default)]
-struct Counters {
+/// Live counters of a running job, shared with whoever reports on it (the
+/// progress line, the broker's API). Also how a job is cancelled.
+#[derive(Debug)]
+pub struct Progress {
+    started: Instant,
     read: AtomicU64,
     written: AtomicU64,
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
     dirty: AtomicU64,
-}
-
-struct Shared {
-    counters: Counters,
-    throttle: Throttle,
-    dirty_file: Mutex<Option<std::io::BufWriter<std::fs::File>>>,
-    dirty_path: PathBuf,
-    dirty_limit: Option<u64>,
+    splits_total: AtomicU64,
+    splits_done: AtomicU64,
+    /// Estimated rows, `u64::MAX` when unknown.
+    estimate: AtomicU64,
     failure: Mutex<Option<String>>,
 }
 
-impl Shared {
-    fn fail(&self, message: String) {
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            read: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            dirty: AtomicU64::new(0),
+            splits_total: AtomicU64::new(0),
+            splits_done: AtomicU64::new(0),
+            estimate: AtomicU64::new(u64::MAX),
+            failure: Mutex::new(None),
+        }
+    }
+}
+
+/// A point-in-time view of [`Progress`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProgressSnapshot {
+    pub elapsed_secs: f64,
+    pub records_read: u64,
+    pub records_written: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub wire_bytes: u64,
+    pub dirty_records: u64,
+    pub splits_total: u64,
+    pub splits_done: u64,
+    /// Rows the source expects to produce, when it could estimate them.
+    pub estimated_rows: Option<u64>,
+    /// Seconds left at the current rate, when the total is known.
+    pub eta_secs: Option<f64>,
+}
+
+impl ProgressSnapshot {
+    /// The progress line: records, rate, MB/s, ETA when known.
+    pub fn line(&self) -> String {
+        let secs = self.elapsed_secs.max(1e-3);
+        let eta = match self.eta_secs {
+            Some(s) => format!(", ETA {}", fmt_secs(s)),
+            None => String::new(),
+        };
+        let total = match self.estimated_rows {
+            Some(t) => format!(" of ~{t}"),
+            None => String::new(),
+        };
+        format!(
+            "{}{total} records, {:.0} rec/s, {:.1} MB/s, splits {}/{}, {} dirty{eta}",
+            self.records_written,
+            self.records_written as f64 / secs,
+            self.bytes_read as f64 / 1e6 / secs,
+            self.splits_done,
+            self.splits_total,
+            self.dirty_records,
+        )
+    }
+}
+
+fn fmt_secs(s: f64) -> String {
+    let s = s.round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+impl Progress {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counters now; `wire_bytes` comes from the transport.
+    pub fn snapshot(&self, wire_bytes: u64) -> ProgressSnapshot {
+        let written = self.written.load(Ordering::Relaxed);
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let estimate = match self.estimate.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            n => Some(n),
+        };
+        let eta_secs = estimate.and_then(|total| {
+            let rate = written as f64 / elapsed.max(1e-3);
+            (written > 0 && rate > 0.0).then(|| total.saturating_sub(written) as f64 / rate)
+        });
+        ProgressSnapshot {
+            elapsed_secs: elapsed,
+            records_read: self.read.load(Ordering::Relaxed),
+            records_written: written,
+            bytes_read: self.bytes_read.load(Ordering::Relaxed),
+            bytes_written: self.bytes_written.load(Ordering::Relaxed),
+            wire_bytes,
+            dirty_records: self.dirty.load(Ordering::Relaxed),
+            splits_total: self.splits_total.load(Ordering::Relaxed),
+            splits_done: self.splits_done.load(Ordering::Relaxed),
+            estimated_rows: estimate,
+            eta_secs,
+        }
+    }
+
+    /// Stops the job with `message` (the first failure wins).
+    pub fn fail(&self, message: String) {
         let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
         if f.is_none() {
             warn!("job failing: {message}");
@@ -73,13 +220,27 @@ impl Shared {
         }
     }
 
-    fn failed(&self) -> bool {
+    pub fn failed(&self) -> bool {
+        self.failure().is_some()
+    }
+
+    pub fn failure(&self) -> Option<String> {
         self.failure
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+            .clone()
     }
+}
 
+struct Shared {
+    progress: Arc<Progress>,
+    throttle: Throttle,
+    dirty_file: Mutex<Option<std::io::BufWriter<std::fs::File>>>,
+    dirty_path: PathBuf,
+    dirty_limit: Option<u64>,
+}
+
+impl Shared {
     fn record_dirty(&self, split: u32, dirty: &[DirtyRecord]) -> Result<(), String> {
         if dirty.is_empty() {
             return Ok(());
@@ -105,7 +266,7 @@ impl Shared {
                 .map_err(|e| format!("writing dirty records: {e}"))?;
         }
         let total = self
-            .counters
+            .progress
             .dirty
             .fetch_add(dirty.len() as u64, Ordering::Relaxed)
             + dirty.len() as u64;
@@ -122,7 +283,7 @@ impl Shared {
 }
 
 /// The target-side schema: the reader's fields under the writer's column names.
-fn target_schema(source: &SchemaRef, columns: &[String]) -> Result<SchemaRef, ConnectorError> {
+pub fn target_schema(source: &SchemaRef, columns: &[String]) -> Result<SchemaRef, ConnectorError> {
     if columns.is_empty() || columns == ["*"] {
         return Ok(source.clone());
     }
@@ -145,205 +306,225 @@ fn target_schema(source: &SchemaRef, columns: &[String]) -> Result<SchemaRef, Co
     )))
 }
 
-/// Runs `job` with reader and writer in this process.
-pub async fn run_standalone(job: &Job, opts: &RunOptions) -> Result<Summary, RunError> {
-    let start = OffsetDateTime::now_utc();
-    let source = open_source(&job.reader).await?;
-    let sink = open_sink(&job.writer).await?;
-    let conn = |stage| move |source| RunError::Connector { stage, source };
-
+/// The reader's spec as a job states it (`column: ["*"]` means all columns).
+pub fn read_spec(job: &Job) -> ReadSpec {
     let mut rspec = job.reader.spec.clone();
     if rspec.columns == ["*"] {
         rspec.columns.clear();
     }
-    let schema = source
+    rspec
+}
+
+/// Runs `job`: batches from `reading`, written into `sink`. `progress` is
+/// the caller's view of the run (and how it cancels it).
+pub async fn run_job(
+    job: &Job,
+    reading: Arc<dyn Reading>,
+    sink: Arc<dyn Sink>,
+    opts: &RunOptions,
+    progress: Arc<Progress>,
+) -> Result<Summary, RunError> {
+    let start = OffsetDateTime::now_utc();
+    let rspec = read_spec(job);
+    let reader = |stage| move |message| RunError::Reader { stage, message };
+    let conn = |stage| move |source| RunError::Connector { stage, source };
+    let schema = reading
         .schema(&rspec)
         .await
-        .map_err(conn("reading the source schema"))?;
+        .map_err(reader("reading the source schema"))?;
     let tschema =
         target_schema(&schema, &job.writer.spec.columns).map_err(conn("mapping columns"))?;
+    let channel = job.setting.speed.channel.max(1);
+    let splits = reading
+        .plan(&rspec, channel * 4)
+        .await
+        .map_err(reader("planning splits"))?;
     sink.prepare(&job.writer.spec, &tschema)
         .await
         .map_err(conn("preparing the target"))?;
-    let channel = job.setting.speed.channel.max(1);
-    let splits = source
-        .plan(&rspec, channel * 4)
-        .await
-        .map_err(conn("planning splits"))?;
     info!(splits = splits.len(), channel, "job planned");
+    progress
+        .splits_total
+        .store(splits.len() as u64, Ordering::Relaxed);
+    if let Some(n) = reading.estimated_rows() {
+        progress.estimate.store(n, Ordering::Relaxed);
+    }
 
     let shared = Arc::new(Shared {
-        counters: Counters::default(),
+        progress: progress.clone(),
         throttle: Throttle::new(job.setting.speed.byte, job.setting.speed.record),
         dirty_file: Mutex::new(None),
         dirty_path: opts.dirty_path.clone(),
         dirty_limit: job.setting.error_limit.record,
-        failure: Mutex::new(None),
     });
-    let progress = opts
-        .progress
-        .then(|| tokio::spawn(progress_line(shared.clone(), Instant::now())));
+    let line = opts.progress.then(|| {
+        let (progress, reading) = (progress.clone(), reading.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                eprint!("\r{}   ", progress.snapshot(reading.wire_bytes()).line());
+            }
+        })
+    });
 
     let slots = Arc::new(Semaphore::new(channel));
     let mut tasks = JoinSet::new();
     for split in splits.iter().cloned() {
         let permit = slots.clone().acquire_owned().await.ok();
-        if shared.failed() {
+        if progress.failed() {
             break;
         }
-        let (source, sink, shared) = (source.clone(), sink.clone(), shared.clone());
+        let (reading, sink, shared) = (reading.clone(), sink.clone(), shared.clone());
         let (rspec, wspec) = (rspec.clone(), job.writer.spec.clone());
         let (schema, tschema) = (schema.clone(), tschema.clone());
         tasks.spawn(async move {
             let r = run_split(
-                source, sink, &rspec, &wspec, schema, tschema, &split, &shared,
+                reading, sink, &rspec, &wspec, schema, tschema, &split, &shared,
             )
             .await;
-            if let Err(e) = r {
-                shared.fail(format!("split {} of {}: {e}", split.index + 1, split.total));
+            match r {
+                Ok(()) => {
+                    shared.progress.splits_done.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => shared.progress.fail(format!(
+                    "split {} of {}: {e}",
+                    split.index + 1,
+                    split.total
+                )),
             }
             drop(permit);
         });
     }
     while tasks.join_next().await.is_some() {}
-    if let Some(p) = progress {
-        p.abort();
-        if opts.progress {
-            eprintln!();
-        }
+    if let Some(l) = line {
+        l.abort();
+        eprintln!("\r{}   ", progress.snapshot(reading.wire_bytes()).line());
     }
 
-    let c = &shared.counters;
-    let (read, dirty) = (
-        c.read.load(Ordering::Relaxed),
-        c.dirty.load(Ordering::Relaxed),
-    );
+    let snap = progress.snapshot(reading.wire_bytes());
     if let Some(pct) = job.setting.error_limit.percentage {
+        let (read, dirty) = (snap.records_read, snap.dirty_records);
         if read > 0 && dirty as f64 / read as f64 > pct {
-            shared.fail(format!(
+            progress.fail(format!(
                 "{dirty} dirty of {read} records ({:.2} %) exceed setting.errorLimit.percentage = {:.2} %",
                 100.0 * dirty as f64 / read as f64,
                 100.0 * pct
             ));
         }
     }
-    if !shared.failed() {
+    if !progress.failed() {
         if let Err(e) = sink.finish(&job.writer.spec).await {
-            shared.fail(format!("postSql: {e}"));
+            progress.fail(format!("postSql: {e}"));
         }
     }
-    let failed = shared
-        .failure
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
     Ok(Summary {
         start,
         end: OffsetDateTime::now_utc(),
-        records_read: read,
-        records_written: c.written.load(Ordering::Relaxed),
-        bytes_read: c.bytes_read.load(Ordering::Relaxed),
-        bytes_written: c.bytes_written.load(Ordering::Relaxed),
-        wire_bytes: 0,
-        dirty_records: dirty,
-        dirty_file: (dirty > 0).then(|| opts.dirty_path.clone()),
+        records_read: snap.records_read,
+        records_written: snap.records_written,
+        bytes_read: snap.bytes_read,
+        bytes_written: snap.bytes_written,
+        wire_bytes: reading.wire_bytes(),
+        dirty_records: snap.dirty_records,
+        dirty_file: (snap.dirty_records > 0).then(|| opts.dirty_path.clone()),
         splits: splits.len(),
-        failed,
+        failed: progress.failure(),
     })
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn run_split(
-    source: Arc<dyn Source>,
+    reading: Arc<dyn Reading>,
     sink: Arc<dyn Sink>,
-    rspec: &ferry_connectors::ReadSpec,
+    rspec: &ReadSpec,
     wspec: &ferry_connectors::WriteSpec,
     schema: SchemaRef,
     tschema: SchemaRef,
     split: &Split,
     shared: &Shared,
 ) -> Result<(), String> {
-    let (tx, mut rx) = mpsc::channel::<RecordBatch>(2);
-    let reader = {
-        let (source, rspec, split, schema) =
-            (source.clone(), rspec.clone(), split.clone(), schema.clone());
-        tokio::spawn(async move { source.read(&rspec, schema, &split, tx).await })
-    };
     let mut writer = sink
         .writer(wspec, &tschema)
         .await
         .map_err(|e| format!("opening the writer: {e}"))?;
-    let mut result = Ok(());
-    while let Some(batch) = rx.recv().await {
-        if shared.failed() {
-            break;
+    let mut feed = match reading.open(rspec, schema, split).await {
+        Ok(f) => f,
+        Err(e) => {
+            drop(writer);
+            return Err(format!("starting the read: {e}"));
         }
-        let rows = batch.num_rows() as u64;
-        let bytes = batch.get_array_memory_size() as u64;
-        shared.counters.read.fetch_add(rows, Ordering::Relaxed);
-        shared
-            .counters
-            .bytes_read
-            .fetch_add(bytes, Ordering::Relaxed);
-        shared.throttle.wait(bytes, rows).await;
-        let batch = match RecordBatch::try_new(tschema.clone(), batch.columns().to_vec()) {
-            Ok(b) => b,
-            Err(e) => {
-                result = Err(format!("renaming columns: {e}"));
-                break;
-            }
-        };
-        match writer.write(&batch).await {
-            Ok(outcome) => {
-                shared
-                    .counters
-                    .written
-                    .fetch_add(outcome.written, Ordering::Relaxed);
-                if let Some(share) = (bytes * outcome.written).checked_div(rows) {
-                    shared
-                        .counters
-                        .bytes_written
-                        .fetch_add(share, Ordering::Relaxed);
-                }
-                if let Err(e) = shared.record_dirty(split.index, &outcome.dirty) {
-                    result = Err(e);
-                    break;
-                }
-            }
-            Err(e) => {
-                result = Err(format!("writing: {e}"));
-                break;
-            }
+    };
+    let mut result = pump(feed.as_mut(), writer.as_mut(), &tschema, split, shared).await;
+    // `close` commits what the writer holds back (a file part becomes
+    // visible); after a failure the writer is dropped instead, which
+    // discards it.
+    if result.is_ok() && !shared.progress.failed() {
+        if let Err(e) = writer.close().await {
+            result = Err(format!("committing the writer: {e}"));
         }
+    } else {
+        drop(writer);
     }
-    drop(rx);
-    let read_result = reader.await;
-    let _ = writer.close().await;
-    result?;
-    match read_result {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(ConnectorError::Cancelled)) if shared.failed() => Ok(()),
-        Ok(Err(e)) => Err(format!("reading: {e}")),
-        Err(e) => Err(format!("reader task: {e}")),
+    let closed = feed
+        .close(result.as_ref().map(|_| ()).map_err(|e| e.as_str()))
+        .await;
+    match (result, closed) {
+        (Err(e), _) => Err(e),
+        // A job that already failed elsewhere cancels its readers; not a new error.
+        (Ok(()), Err(_)) if shared.progress.failed() => Ok(()),
+        (Ok(()), Err(e)) => Err(e),
+        (Ok(()), Ok(())) => Ok(()),
     }
 }
 
-async fn progress_line(shared: Arc<Shared>, start: Instant) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
+async fn pump(
+    feed: &mut dyn SplitFeed,
+    writer: &mut dyn ferry_connectors::SinkWriter,
+    tschema: &SchemaRef,
+    split: &Split,
+    shared: &Shared,
+) -> Result<(), String> {
+    let counters = &shared.progress;
     loop {
-        tick.tick().await;
-        let c = &shared.counters;
-        let secs = start.elapsed().as_secs_f64().max(1e-3);
-        let written = c.written.load(Ordering::Relaxed);
-        eprint!(
-            "\r{} records written, {:.0} rec/s, {:.1} MB/s, {} dirty   ",
-            written,
-            written as f64 / secs,
-            c.bytes_read.load(Ordering::Relaxed) as f64 / 1e6 / secs,
-            c.dirty.load(Ordering::Relaxed)
-        );
+        if counters.failed() {
+            return Ok(());
+        }
+        let Some(batch) = feed.next().await.map_err(|e| format!("reading: {e}"))? else {
+            return Ok(());
+        };
+        let rows = batch.num_rows() as u64;
+        let bytes = batch_bytes(&batch);
+        counters.read.fetch_add(rows, Ordering::Relaxed);
+        counters.bytes_read.fetch_add(bytes, Ordering::Relaxed);
+        shared.throttle.wait(bytes, rows).await;
+        let batch = RecordBatch::try_new(tschema.clone(), batch.columns().to_vec())
+            .map_err(|e| format!("renaming columns: {e}"))?;
+        let outcome = writer
+            .write(&batch)
+            .await
+            .map_err(|e| format!("writing: {e}"))?;
+        counters
+            .written
+            .fetch_add(outcome.written, Ordering::Relaxed);
+        if let Some(share) = (bytes * outcome.written).checked_div(rows) {
+            counters.bytes_written.fetch_add(share, Ordering::Relaxed);
+        }
+        shared.record_dirty(split.index, &outcome.dirty)?;
+        feed.committed(outcome.written).await?;
     }
+}
+
+/// Bytes of a batch's values: the slices it covers, not the buffers it may
+/// share with other batches (a reader that slices one large buffer into
+/// batches would otherwise count that buffer once per batch).
+pub fn batch_bytes(batch: &RecordBatch) -> u64 {
+    batch
+        .columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) as u64)
+        .sum()
 }
 
 #[cfg(test)]
@@ -362,5 +543,18 @@ mod tests {
         assert_eq!(t.field(1).data_type(), &DataType::Utf8);
         assert!(target_schema(&s, &["x".into()]).is_err());
         assert_eq!(target_schema(&s, &["*".into()]).unwrap(), s);
+    }
+
+    #[test]
+    fn progress_eta_only_when_total_known() {
+        let p = Progress::new();
+        assert_eq!(p.snapshot(0).eta_secs, None);
+        p.estimate.store(1000, Ordering::Relaxed);
+        p.written.store(500, Ordering::Relaxed);
+        let s = p.snapshot(0);
+        assert!(s.eta_secs.is_some_and(|e| e >= 0.0));
+        assert!(s.line().contains("of ~1000"), "{}", s.line());
+        assert_eq!(fmt_secs(3725.0), "1h02m");
+        assert_eq!(fmt_secs(65.0), "1m05s");
     }
 }

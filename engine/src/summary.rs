@@ -3,12 +3,15 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 /// What a job did.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
+    #[serde(with = "time::serde::rfc3339")]
     pub start: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
     pub end: OffsetDateTime,
     pub records_read: u64,
     pub records_written: u64,

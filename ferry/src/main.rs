@@ -4,6 +4,7 @@
 //! logs go to stderr through `tracing` (`RUST_LOG`, `--log-format json`).
 
 mod certs_cmd;
+mod job_cmd;
 mod quickstart;
 mod run_cmd;
 
@@ -38,12 +39,12 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a broker and an agent on loopback with generated certificates and
-    /// push a sample table through the tunnel.
+    /// Sync a sample SQLite database and access log through a broker and an
+    /// agent on loopback into a Parquet lake and a SQLite warehouse.
     Quickstart {
-        /// Keep everything in this directory instead of a scratch one.
-        #[arg(long)]
-        dir: Option<PathBuf>,
+        /// Where certificates, source data, lake and warehouse go.
+        #[arg(long, default_value = "ferry-quickstart")]
+        dir: PathBuf,
     },
     /// Run a job standalone: reader and writer in this process.
     Run(run_cmd::RunArgs),
@@ -54,6 +55,8 @@ enum Command {
         #[command(subcommand)]
         command: BrokerCommand,
     },
+    /// Submit jobs to a running broker and follow them.
+    Job(job_cmd::JobArgs),
     /// Run the agent.
     Agent {
         #[command(subcommand)]
@@ -125,6 +128,7 @@ fn run(command: Command) -> Result<()> {
     match command {
         Command::Certs(args) => certs_cmd::run(args),
         Command::Run(args) => runtime()?.block_on(run_cmd::run(args)),
+        Command::Job(args) => runtime()?.block_on(job_cmd::run(args)),
         Command::Quickstart { dir } => runtime()?.block_on(quickstart::run(dir)),
         Command::Broker { command } => runtime()?.block_on(broker(command)),
         Command::Agent { command } => runtime()?.block_on(agent(command)),
@@ -201,7 +205,7 @@ fn print_agents(agents: &serde_json::Value) {
         serde_json::Value::Null => "-".into(),
         other => other.to_string(),
     };
-    let table: Vec<[String; 6]> = rows
+    let table: Vec<[String; 7]> = rows
         .iter()
         .map(|a| {
             [
@@ -211,6 +215,16 @@ fn print_agents(agents: &serde_json::Value) {
                 s(a, "connected_since"),
                 s(a, "protocol_version"),
                 format!("{:.1}", a["rtt_ms"].as_f64().unwrap_or(0.0)),
+                a["sources"]
+                    .as_array()
+                    .map(|v| {
+                        v.iter()
+                            .map(|s| s["name"].as_str().unwrap_or("?").to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
@@ -221,6 +235,7 @@ fn print_agents(agents: &serde_json::Value) {
         "CONNECTED SINCE",
         "PROTOCOL",
         "RTT MS",
+        "SOURCES",
     ];
     let mut widths = header.map(str::len);
     for r in &table {

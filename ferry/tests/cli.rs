@@ -65,7 +65,7 @@ fn a_bad_san_is_named() {
 }
 
 #[test]
-fn quickstart_runs_the_tunnel_end_to_end() {
+fn quickstart_syncs_through_the_tunnel_into_lake_and_warehouse() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(["quickstart", "--dir"])
@@ -79,13 +79,64 @@ fn quickstart_runs_the_tunnel_end_to_end() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("agent `quickstart-01` (group `local`) connected"),
+        text.contains("agent `quickstart-01` (group `local`) dialled out")
+            && text.contains("offers: logs (file), shop (sqlite)"),
         "{text}"
+    );
+    for job in [
+        "ods_user_info_d (",
+        "ods_user_info_d_lake (",
+        "ods_raw_log_d (",
+        "ods_raw_log_d_raw (",
+    ] {
+        assert!(text.contains(job), "{job} missing:\n{text}");
+    }
+    assert_eq!(
+        text.matches("Result                : succeeded").count(),
+        4,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("Records written       : 200000").count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("Records written       : 20000\n").count(),
+        2,
+        "{text}"
+    );
+    assert!(text.contains("Bytes on the wire     : "), "{text}");
+    assert!(!text.contains("standalone, no tunnel"), "{text}");
+    // The lake has yesterday's partition, and the job file to read it back works.
+    let vars = ferry_engine_bizdate();
+    for table in ["ods_raw_log_d", "ods_user_info_d"] {
+        let part = dir
+            .path()
+            .join(format!("lake/{table}/dt={vars}/part-00000.parquet"));
+        assert!(part.exists(), "{}", part.display());
+    }
+    let back = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["run", "--quiet"])
+        .arg(dir.path().join("jobs/lake_to_csv.yaml"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let back_text = String::from_utf8_lossy(&back.stdout);
+    assert!(
+        back.status.success(),
+        "{back_text}{}",
+        String::from_utf8_lossy(&back.stderr)
     );
     assert!(
-        text.contains("broker received and acknowledged 200000 rows"),
-        "{text}"
+        back_text.contains("Records written       : 200000"),
+        "{back_text}"
     );
-    // The configs it leaves behind point at the kept certificates.
     assert!(dir.path().join("broker.toml").exists() && dir.path().join("pki/ca.key").exists());
+}
+
+/// Yesterday as YYYYMMDD (UTC), the quickstart's partition.
+fn ferry_engine_bizdate() -> String {
+    let d = time::OffsetDateTime::now_utc().date() - time::Duration::days(1);
+    format!("{:04}{:02}{:02}", d.year(), u8::from(d.month()), d.day())
 }

@@ -17,6 +17,19 @@ pub const MAX_NAME_LEN: usize = 256;
 pub const MAX_CAPABILITIES: usize = 64;
 /// Longest free-text field (reject/error message, goodbye reason), in bytes.
 pub const MAX_TEXT_LEN: usize = 16 * 1024;
+/// Longest embedded JSON document (read spec, schema, split list), in bytes;
+/// the control frame limit bounds a whole message anyway.
+pub const MAX_DOC_LEN: usize = 768 * 1024;
+/// Most data sources in a `Catalog`.
+pub const MAX_SOURCES: usize = 1024;
+
+/// A data source an agent offers. Only its name and connector kind: the
+/// URL and credentials never leave the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    pub name: String,
+    pub kind: String,
+}
 
 /// A message on the control stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +93,58 @@ pub enum ControlMessage {
         /// Why the session ends.
         reason: String,
     },
+    /// Agent -> broker, after `Welcome`: the data sources it can read.
+    Catalog { sources: Vec<SourceInfo> },
+    /// Broker -> agent: find the schema of a read and cut it into splits.
+    PlanRequest {
+        /// Echoed by the answer.
+        request_id: u64,
+        /// Name of one of the agent's data sources.
+        datasource: String,
+        /// The read (a `ReadSpec`), as JSON.
+        spec: String,
+        /// The job's connector options (a JSON object; no credentials).
+        #[serde(default = "empty_object")]
+        options: String,
+        /// Upper bound on the number of splits wanted.
+        max_splits: u32,
+    },
+    /// Agent -> broker: the plan.
+    PlanReply {
+        request_id: u64,
+        /// The Arrow schema of the read, as JSON.
+        schema: String,
+        /// The splits (`Vec<Split>`), as JSON.
+        splits: String,
+        /// Rows the read will produce, from table statistics, if known.
+        estimated_rows: Option<u64>,
+    },
+    /// Agent -> broker: a plan request failed (unknown data source, bad
+    /// spec, database error).
+    PlanFailed { request_id: u64, message: String },
+    /// Broker -> agent: read one split and send it on a new data stream
+    /// whose header carries `task_id`.
+    TaskAssign {
+        task_id: String,
+        datasource: String,
+        /// The read (a `ReadSpec`), as JSON.
+        spec: String,
+        /// The job's connector options (a JSON object; no credentials).
+        #[serde(default = "empty_object")]
+        options: String,
+        /// The split (a `Split`), as JSON.
+        split: String,
+        /// How to compress batches.
+        compression: crate::data::Compression,
+    },
+    /// Broker -> agent: stop a task (job cancelled or failed elsewhere).
+    TaskCancel { task_id: String, reason: String },
+    /// Agent -> broker: a task could not run or its read failed.
+    TaskFailed { task_id: String, message: String },
+}
+
+fn empty_object() -> String {
+    "{}".into()
 }
 
 /// Why a broker refused a session.
@@ -140,6 +205,22 @@ impl ControlMessage {
         }
     }
 
+    /// `PlanFailed` with `message` truncated to [`MAX_TEXT_LEN`].
+    pub fn plan_failed(request_id: u64, message: impl Into<String>) -> Self {
+        ControlMessage::PlanFailed {
+            request_id,
+            message: truncate(message.into(), MAX_TEXT_LEN),
+        }
+    }
+
+    /// `TaskFailed` with `message` truncated to [`MAX_TEXT_LEN`].
+    pub fn task_failed(task_id: impl Into<String>, message: impl Into<String>) -> Self {
+        ControlMessage::TaskFailed {
+            task_id: task_id.into(),
+            message: truncate(message.into(), MAX_TEXT_LEN),
+        }
+    }
+
     /// Message type as it appears in the JSON `type` tag, for logs.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -150,6 +231,13 @@ impl ControlMessage {
             ControlMessage::HeartbeatAck { .. } => "heartbeat_ack",
             ControlMessage::Error { .. } => "error",
             ControlMessage::Goodbye { .. } => "goodbye",
+            ControlMessage::Catalog { .. } => "catalog",
+            ControlMessage::PlanRequest { .. } => "plan_request",
+            ControlMessage::PlanReply { .. } => "plan_reply",
+            ControlMessage::PlanFailed { .. } => "plan_failed",
+            ControlMessage::TaskAssign { .. } => "task_assign",
+            ControlMessage::TaskCancel { .. } => "task_cancel",
+            ControlMessage::TaskFailed { .. } => "task_failed",
         }
     }
 
@@ -187,6 +275,58 @@ impl ControlMessage {
             }
             ControlMessage::Goodbye { reason } => check_len("reason", reason, MAX_TEXT_LEN),
             ControlMessage::Heartbeat { .. } | ControlMessage::HeartbeatAck { .. } => Ok(()),
+            ControlMessage::Catalog { sources } => {
+                if sources.len() > MAX_SOURCES {
+                    return Err(ProtocolError::FieldTooLong {
+                        field: "sources",
+                        len: sources.len(),
+                        limit: MAX_SOURCES,
+                    });
+                }
+                sources.iter().try_for_each(|s| {
+                    check_len("sources[].name", &s.name, MAX_NAME_LEN)?;
+                    check_len("sources[].kind", &s.kind, MAX_NAME_LEN)
+                })
+            }
+            ControlMessage::PlanRequest {
+                datasource,
+                spec,
+                options,
+                ..
+            } => {
+                check_len("datasource", datasource, MAX_NAME_LEN)?;
+                check_len("spec", spec, MAX_DOC_LEN)?;
+                check_len("options", options, MAX_DOC_LEN)
+            }
+            ControlMessage::PlanReply { schema, splits, .. } => {
+                check_len("schema", schema, MAX_DOC_LEN)?;
+                check_len("splits", splits, MAX_DOC_LEN)
+            }
+            ControlMessage::PlanFailed { message, .. } => {
+                check_len("message", message, MAX_TEXT_LEN)
+            }
+            ControlMessage::TaskAssign {
+                task_id,
+                datasource,
+                spec,
+                options,
+                split,
+                ..
+            } => {
+                check_len("task_id", task_id, MAX_NAME_LEN)?;
+                check_len("datasource", datasource, MAX_NAME_LEN)?;
+                check_len("spec", spec, MAX_DOC_LEN)?;
+                check_len("options", options, MAX_DOC_LEN)?;
+                check_len("split", split, MAX_DOC_LEN)
+            }
+            ControlMessage::TaskCancel {
+                task_id,
+                reason: message,
+            }
+            | ControlMessage::TaskFailed { task_id, message } => {
+                check_len("task_id", task_id, MAX_NAME_LEN)?;
+                check_len("message", message, MAX_TEXT_LEN)
+            }
         }
     }
 
@@ -325,6 +465,72 @@ mod tests {
         };
         assert!(message.len() <= MAX_TEXT_LEN);
         assert!(m.encode().is_ok());
+    }
+
+    #[test]
+    fn job_messages_round_trip_and_are_bounded() {
+        let msgs = [
+            ControlMessage::Catalog {
+                sources: vec![SourceInfo {
+                    name: "orders_db".into(),
+                    kind: "mysql".into(),
+                }],
+            },
+            ControlMessage::PlanRequest {
+                request_id: 1,
+                datasource: "orders_db".into(),
+                spec: "{\"table\":\"orders\"}".into(),
+                options: "{}".into(),
+                max_splits: 8,
+            },
+            ControlMessage::PlanReply {
+                request_id: 1,
+                schema: "{}".into(),
+                splits: "[]".into(),
+                estimated_rows: Some(10),
+            },
+            ControlMessage::plan_failed(1, "no such table"),
+            ControlMessage::TaskAssign {
+                task_id: "j1-t0".into(),
+                datasource: "orders_db".into(),
+                spec: "{}".into(),
+                options: "{}".into(),
+                split: "{}".into(),
+                compression: crate::data::Compression::Zstd { level: 1 },
+            },
+            ControlMessage::TaskCancel {
+                task_id: "j1-t0".into(),
+                reason: "cancelled".into(),
+            },
+            ControlMessage::task_failed("j1-t0", "x".repeat(MAX_TEXT_LEN + 10)),
+        ];
+        for m in msgs {
+            assert_eq!(
+                ControlMessage::from_frame(&m.to_frame().unwrap()).unwrap(),
+                m
+            );
+        }
+        let big = ControlMessage::TaskAssign {
+            task_id: "t".into(),
+            datasource: "d".into(),
+            spec: "x".repeat(MAX_DOC_LEN + 1),
+            options: "{}".into(),
+            split: "{}".into(),
+            compression: crate::data::Compression::None,
+        };
+        assert!(matches!(
+            ControlMessage::decode(&serde_json::to_vec(&big).unwrap()),
+            Err(ProtocolError::FieldTooLong { field: "spec", .. })
+        ));
+        let many = ControlMessage::Catalog {
+            sources: (0..MAX_SOURCES + 1)
+                .map(|i| SourceInfo {
+                    name: format!("s{i}"),
+                    kind: "mysql".into(),
+                })
+                .collect(),
+        };
+        assert!(many.encode().is_err());
     }
 
     #[test]

@@ -173,3 +173,118 @@ fn config_errors_are_specific() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the broker's admin API"));
 }
+
+/// `ferry job submit` against `ferry broker run` and `ferry agent run`
+/// processes: the job's reader names the agent's data source, the summary
+/// shows the bytes that crossed the tunnel, a failing job exits non-zero.
+#[test]
+fn job_submit_through_broker_and_agent_processes() {
+    use ferry_tests::db::{pg_url, PgSchema};
+    let Some(src) = PgSchema::new("ferry_cli_src") else {
+        return;
+    };
+    let Some(dst) = PgSchema::new("ferry_cli_dst") else {
+        return;
+    };
+    src.sql(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 5000) g;",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    for args in [
+        &["certs", "init"][..],
+        &["certs", "server", "--san", "127.0.0.1"],
+        &["certs", "agent", "--id", "cli-01", "--group", "idc-cli"],
+    ] {
+        assert!(ferry(dir, args).status.success());
+    }
+    let (port, admin) = (free_port(), free_port());
+    std::fs::write(
+        dir.join("broker.toml"),
+        format!("listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/broker.pem\"\nkey = \"pki/broker.key\"\ncrl = \"pki/crl.pem\"\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("agent.toml"),
+        format!("broker = \"127.0.0.1:{port}\"\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/agents/cli-01.pem\"\nkey = \"pki/agents/cli-01.key\"\n\
+                 [sources.shop]\nkind = \"postgres\"\nurl = \"{}\"\n", pg_url()),
+    )
+    .unwrap();
+    let job = |table: &str| {
+        format!(
+            "reader:\n  name: postgresqlreader\n  parameter:\n    datasource: idc-cli/shop\n    table: {s}.{table}\n    splitPk: id\n\
+             writer:\n  name: postgresqlwriter\n  parameter:\n    url: {url}\n    table: {d}.t\n    createTable: true\n\
+             setting:\n  speed: {{channel: 2}}\n",
+            s = src.name,
+            d = dst.name,
+            url = pg_url()
+        )
+    };
+    std::fs::write(dir.join("good.yaml"), job("t")).unwrap();
+    std::fs::write(dir.join("bad.yaml"), job("missing")).unwrap();
+
+    let mut cmd = Command::new(ferry_bin());
+    cmd.current_dir(dir)
+        .args(["broker", "run", "-c", "broker.toml"]);
+    let broker = Proc::spawn("broker", cmd);
+    assert!(broker.wait_for("broker listening", Duration::from_secs(10)));
+    let mut cmd = Command::new(ferry_bin());
+    cmd.current_dir(dir)
+        .args(["agent", "run", "-c", "agent.toml"]);
+    let agent = Proc::spawn("agent", cmd);
+    let admin = format!("127.0.0.1:{admin}");
+    let start = Instant::now();
+    loop {
+        let out = ferry(dir, &["broker", "agents", "--admin", &admin]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("cli-01") && text.contains("shop") {
+            assert!(text.lines().next().unwrap().contains("SOURCES"), "{text}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{text}\n{}",
+            agent.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let out = ferry(dir, &["job", "--admin", &admin, "submit", "good.yaml"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Records written       : 5000"), "{stdout}");
+    assert!(
+        stdout.contains("Bytes on the wire     : 0.")
+            || stdout.contains("Bytes on the wire     : 1"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("standalone"), "{stdout}");
+    assert_eq!(
+        dst.sql("SELECT count(*), sum(id) FROM t").trim(),
+        "5000|12502500"
+    );
+
+    let out = ferry(dir, &["job", "--admin", &admin, "submit", "bad.yaml"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("job job-2 failed") && stderr.contains("missing"),
+        "{stderr}"
+    );
+
+    let out = ferry(dir, &["job", "--admin", &admin, "list"]);
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        list.contains("job-1") && list.contains("succeeded"),
+        "{list}"
+    );
+    assert!(list.contains("job-2") && list.contains("failed"), "{list}");
+    let out = ferry(dir, &["job", "--admin", &admin, "status", "job-3"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no job `job-3`"));
+}

@@ -104,6 +104,24 @@ pub(crate) fn select_sql(
 
 #[async_trait]
 impl Source for MySqlSource {
+    async fn estimate_rows(&self, spec: &ReadSpec) -> Option<u64> {
+        if spec.query_sql.is_some() || spec.where_clause.is_some() {
+            return None;
+        }
+        let (db, table) = crate::mysql::split_table(spec.table.as_deref()?);
+        // InnoDB's TABLE_ROWS is a statistic (can be off by tens of percent).
+        let n: Option<u64> = sqlx::query_scalar(
+            "SELECT CAST(TABLE_ROWS AS UNSIGNED) FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?",
+        )
+        .bind(db)
+        .bind(table)
+        .fetch_one(&self.pool)
+        .await
+        .ok()?;
+        n.filter(|n| *n > 0)
+    }
+
     async fn schema(&self, spec: &ReadSpec) -> Result<SchemaRef, ConnectorError> {
         let mut conn = self
             .pool

@@ -550,6 +550,20 @@ impl PostgresSource {
 
 #[async_trait]
 impl Source for PostgresSource {
+    async fn estimate_rows(&self, spec: &ReadSpec) -> Option<u64> {
+        if spec.query_sql.is_some() || spec.where_clause.is_some() {
+            return None;
+        }
+        let qualified = quote_qualified(spec.table.as_deref()?).ok()?;
+        // reltuples is -1 (PG 14+) or 0 before the first ANALYZE: unknown.
+        let n: f32 = sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = $1::regclass")
+            .bind(&qualified)
+            .fetch_one(&self.pool)
+            .await
+            .ok()?;
+        (n > 0.0).then_some(n as u64)
+    }
+
     async fn schema(&self, spec: &ReadSpec) -> Result<SchemaRef, ConnectorError> {
         let cols = self.columns(spec).await?;
         Ok(Arc::new(Schema::new(

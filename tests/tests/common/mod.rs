@@ -149,3 +149,127 @@ pub fn sample_batch(start: i64, rows: usize) -> arrow_array::RecordBatch {
     )
     .unwrap()
 }
+
+/// A broker and one agent in this process, the agent offering `sources`:
+/// jobs submitted to the broker read on the agent across a real QUIC
+/// tunnel on loopback.
+pub struct Rig {
+    pub setup: Setup,
+    pub broker: Broker,
+    pub group: String,
+    pub agent_id: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    agent: Option<tokio::task::JoinHandle<()>>,
+    _jobs: tempfile::TempDir,
+}
+
+/// A data source of the rig's agent.
+pub struct RigSource<'a> {
+    pub name: &'a str,
+    pub kind: &'a str,
+    pub url: &'a str,
+    /// TOML inline table of connector options, e.g. `{ zeroDate = "error" }`.
+    pub options: &'a str,
+}
+
+impl Rig {
+    pub async fn start(sources: &[RigSource<'_>]) -> Self {
+        let setup = Setup::new();
+        let jobs = tempfile::tempdir().unwrap();
+        let mut config = setup.broker_config("127.0.0.1:0".parse().unwrap());
+        config.jobs_dir = jobs.path().to_path_buf();
+        let broker = Broker::start(config, ferry_broker::data::refuse_all())
+            .await
+            .expect("broker starts");
+        let n: u32 = rand::random();
+        let (agent_id, group) = (format!("rig-{n:08x}"), format!("idc-{n:08x}"));
+        let cert = setup.pki.agent(&agent_id, &group);
+        let mut text = setup
+            .pki
+            .agent_toml(&cert, &broker.local_addr().to_string(), "localhost");
+        for s in sources {
+            let options = if s.options.is_empty() {
+                "{}"
+            } else {
+                s.options
+            };
+            text.push_str(&format!(
+                "\n[sources.{}]\nkind = \"{}\"\nurl = \"{}\"\noptions = {options}\n",
+                s.name, s.kind, s.url
+            ));
+        }
+        let agent_config: AgentConfig = toml_from(&text);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let agent = tokio::spawn(async move {
+            let _ = ferry_agent::run(agent_config, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        let start = Instant::now();
+        loop {
+            let ready = broker
+                .registry()
+                .list()
+                .iter()
+                .any(|a| a.agent_id == agent_id && a.sources.len() == sources.len());
+            if ready {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "agent did not register"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self {
+            setup,
+            broker,
+            group,
+            agent_id,
+            stop: Some(stop),
+            agent: Some(agent),
+            _jobs: jobs,
+        }
+    }
+
+    /// `group/name` of one of the agent's sources, for a job's `datasource`.
+    pub fn datasource(&self, name: &str) -> String {
+        format!("{}/{name}", self.group)
+    }
+
+    /// Submits `job` (YAML) and waits until it ends.
+    pub async fn run(&self, job: &str) -> ferry_broker::jobs::JobStatus {
+        let vars = ferry_engine::config::default_vars();
+        let job = ferry_engine::Job::parse(job, &vars).expect("job parses");
+        let id = self
+            .broker
+            .submit(job, ferry_protocol::data::Compression::Zstd { level: 1 })
+            .await
+            .expect("job submitted");
+        self.wait(&id, Duration::from_secs(300)).await
+    }
+
+    /// Waits until job `id` ends.
+    pub async fn wait(&self, id: &str, timeout: Duration) -> ferry_broker::jobs::JobStatus {
+        let start = Instant::now();
+        loop {
+            let s = self.broker.jobs().get(id).expect("job exists");
+            if s.state != ferry_broker::jobs::JobState::Running {
+                return s;
+            }
+            assert!(start.elapsed() < timeout, "job {id} still running: {s:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(a) = self.agent.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), a).await;
+        }
+        self.broker.shutdown().await;
+    }
+}

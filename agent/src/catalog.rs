@@ -1,0 +1,102 @@
+//! The agent's data sources: names from its config, opened on first use.
+//!
+//! Connection pools are kept per source for the life of the process so
+//! every task of a job does not reconnect. What the broker sees of the
+//! catalog is [`Catalog::advertised`]: names and kinds only.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use ferry_connectors::Source;
+use ferry_protocol::control::SourceInfo;
+use serde_json::{Map, Value};
+use tokio::sync::Mutex;
+
+use crate::config::SourceConfig;
+
+/// Options only the agent's config may set.
+const AGENT_ONLY: &[&str] = &["endpoint", "region", "accessKey", "secretKey"];
+
+/// The data sources an agent may read.
+pub struct Catalog {
+    configs: BTreeMap<String, SourceConfig>,
+    open: Mutex<HashMap<String, Arc<dyn Source>>>,
+}
+
+impl Catalog {
+    pub fn new(configs: BTreeMap<String, SourceConfig>) -> Self {
+        Self {
+            configs,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// What the broker may know: name and connector kind of each source.
+    pub fn advertised(&self) -> Vec<SourceInfo> {
+        self.configs
+            .iter()
+            .map(|(name, c)| SourceInfo {
+                name: name.clone(),
+                kind: c.kind.clone(),
+            })
+            .collect()
+    }
+
+    /// The source named `name` for a job with connector options
+    /// `job_options`, opened (and kept) on first use.
+    ///
+    /// The agent's own options win over the job's, and a job may not set
+    /// where a source is or how to log in to it (`endpoint`, `region`,
+    /// `accessKey`, `secretKey`): those come from the agent's config only,
+    /// so a job cannot send the agent's credentials elsewhere. For a file
+    /// source, the job's `path` is taken relative to the source's URL.
+    pub async fn source(
+        &self,
+        name: &str,
+        job_options: &Map<String, Value>,
+    ) -> Result<Arc<dyn Source>, String> {
+        let config = self.configs.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.configs.keys().map(String::as_str).collect();
+            format!(
+                "this agent has no data source `{name}` (it has: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )
+        })?;
+        let mut options = job_options.clone();
+        for key in AGENT_ONLY {
+            options.remove(*key);
+        }
+        let sub = options.remove("path");
+        options.extend(config.options.clone());
+        let url = match sub {
+            None => config.url.clone(),
+            Some(Value::String(sub)) => {
+                if sub.starts_with('/') || sub.contains("://") || sub.split('/').any(|c| c == "..")
+                {
+                    return Err(format!(
+                        "path `{sub}` leaves data source `{name}`: give a path relative to it, without `..`"
+                    ));
+                }
+                format!("{}/{}", config.url.trim_end_matches('/'), sub)
+            }
+            Some(other) => return Err(format!("path must be a string, got {other}")),
+        };
+        // Sources are kept per name, location and options, so tasks of a
+        // job share one connection pool.
+        let key = format!("{name}\u{0}{url}\u{0}{}", Value::Object(options.clone()));
+        // Held across the open so concurrent tasks share one pool.
+        let mut open = self.open.lock().await;
+        if let Some(s) = open.get(&key) {
+            return Ok(s.clone());
+        }
+        let source = ferry_engine::registry::open_source_at(&config.kind, &url, &options)
+            .await
+            .map_err(|e| format!("data source `{name}`: {e}"))?;
+        open.insert(key, source.clone());
+        Ok(source)
+    }
+}

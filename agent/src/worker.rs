@@ -1,0 +1,224 @@
+//! The reading half of jobs: plan requests and tasks from the broker.
+//!
+//! The broker names a data source; the agent resolves it from its own
+//! catalog, so URLs and credentials never cross the tunnel. A plan answers
+//! with the schema and splits. A task reads one split into a bounded
+//! channel and sends it on its own data stream; QUIC flow control on that
+//! stream slows the source cursor when the broker's writer is slower.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use ferry_connectors::{ConnectorError, ReadSpec, Split};
+use ferry_protocol::control::ControlMessage;
+use ferry_protocol::data::{Compression, StreamHeader};
+use ferry_protocol::limits::Limits;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tracing::{debug, info, warn};
+
+use crate::catalog::Catalog;
+use crate::sender::DataSender;
+
+/// Batches encoded at once per task.
+const ENCODE_PARALLELISM: usize = 2;
+
+fn parse_options(options: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    serde_json::from_str(options).map_err(|e| format!("invalid connector options: {e}"))
+}
+
+/// Runs the job work one session receives.
+pub struct Worker {
+    conn: quinn::Connection,
+    catalog: Arc<Catalog>,
+    outbox: mpsc::Sender<ControlMessage>,
+    tasks: Mutex<HashMap<String, AbortHandle>>,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        conn: quinn::Connection,
+        catalog: Arc<Catalog>,
+        outbox: mpsc::Sender<ControlMessage>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            conn,
+            catalog,
+            outbox,
+            tasks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Handles a job message; returns `false` for any other message.
+    pub(crate) fn handle(self: &Arc<Self>, msg: ControlMessage) -> bool {
+        match msg {
+            ControlMessage::PlanRequest {
+                request_id,
+                datasource,
+                spec,
+                options,
+                max_splits,
+            } => {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let reply = match me.plan(&datasource, &spec, &options, max_splits).await {
+                        Ok(reply) => reply(request_id),
+                        Err(e) => {
+                            warn!(request_id, %datasource, "plan failed: {e}");
+                            ControlMessage::plan_failed(request_id, e)
+                        }
+                    };
+                    me.send(reply).await;
+                });
+            }
+            ControlMessage::TaskAssign {
+                task_id,
+                datasource,
+                spec,
+                options,
+                split,
+                compression,
+            } => {
+                let me = self.clone();
+                let id = task_id.clone();
+                let handle = tokio::spawn(async move {
+                    let r = me
+                        .run_task(&task_id, &datasource, &spec, &options, &split, compression)
+                        .await;
+                    me.lock_tasks().remove(&task_id);
+                    match r {
+                        Ok(rows) => info!(task = %task_id, rows, "task done"),
+                        Err(e) => {
+                            warn!(task = %task_id, "task failed: {e}");
+                            me.send(ControlMessage::task_failed(task_id, e)).await;
+                        }
+                    }
+                });
+                self.lock_tasks().insert(id, handle.abort_handle());
+            }
+            ControlMessage::TaskCancel { task_id, reason } => {
+                if let Some(h) = self.lock_tasks().remove(&task_id) {
+                    info!(task = %task_id, %reason, "task cancelled by the broker");
+                    h.abort();
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// Stops every task (the session ended).
+    pub(crate) fn abort_all(&self) {
+        for (_, h) in self.lock_tasks().drain() {
+            h.abort();
+        }
+    }
+
+    fn lock_tasks(&self) -> std::sync::MutexGuard<'_, HashMap<String, AbortHandle>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn send(&self, msg: ControlMessage) {
+        if self.outbox.send(msg).await.is_err() {
+            debug!("session ended before a job message could be sent");
+        }
+    }
+
+    async fn plan(
+        &self,
+        datasource: &str,
+        spec: &str,
+        options: &str,
+        max_splits: u32,
+    ) -> Result<impl FnOnce(u64) -> ControlMessage, String> {
+        let spec: ReadSpec =
+            serde_json::from_str(spec).map_err(|e| format!("invalid read spec: {e}"))?;
+        let options = parse_options(options)?;
+        let source = self.catalog.source(datasource, &options).await?;
+        let schema = source.schema(&spec).await.map_err(|e| e.to_string())?;
+        let splits = source
+            .plan(&spec, max_splits.max(1) as usize)
+            .await
+            .map_err(|e| e.to_string())?;
+        let estimated_rows = source.estimate_rows(&spec).await;
+        let schema = serde_json::to_string(schema.as_ref()).map_err(|e| e.to_string())?;
+        let splits = serde_json::to_string(&splits).map_err(|e| e.to_string())?;
+        Ok(move |request_id| ControlMessage::PlanReply {
+            request_id,
+            schema,
+            splits,
+            estimated_rows,
+        })
+    }
+
+    async fn run_task(
+        &self,
+        task_id: &str,
+        datasource: &str,
+        spec: &str,
+        options: &str,
+        split: &str,
+        compression: Compression,
+    ) -> Result<u64, String> {
+        let spec: ReadSpec =
+            serde_json::from_str(spec).map_err(|e| format!("invalid read spec: {e}"))?;
+        let split: Split =
+            serde_json::from_str(split).map_err(|e| format!("invalid split: {e}"))?;
+        let options = parse_options(options)?;
+        let source = self.catalog.source(datasource, &options).await?;
+        let schema: SchemaRef = source.schema(&spec).await.map_err(|e| e.to_string())?;
+        let header = StreamHeader {
+            task_id: task_id.to_string(),
+            split: split.index,
+            resume_after_seq: None,
+            compression,
+            schema: schema.clone(),
+        };
+        let (send, recv) = self
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| format!("opening a data stream: {e}"))?;
+        let mut sender =
+            DataSender::start(send, recv, header, ENCODE_PARALLELISM, Limits::default())
+                .await
+                .map_err(|e| e.to_string())?;
+        let (tx, mut rx) = mpsc::channel::<RecordBatch>(2);
+        let reader = tokio::spawn(async move { source.read(&spec, schema, &split, tx).await });
+        let mut send_error = None;
+        while let Some(batch) = rx.recv().await {
+            if let Err(e) = sender.send(batch).await {
+                send_error = Some(e.to_string());
+                break;
+            }
+        }
+        drop(rx);
+        let read = reader.await.map_err(|e| format!("reader task: {e}"))?;
+        if let Some(e) = send_error {
+            sender.abort();
+            return Err(e);
+        }
+        match read {
+            Ok(rows) => {
+                let summary = sender.finish().await.map_err(|e| e.to_string())?;
+                debug!(
+                    task = task_id,
+                    batches = summary.batches,
+                    wire = summary.frame_bytes,
+                    "stream finished"
+                );
+                Ok(rows)
+            }
+            Err(ConnectorError::Cancelled) => {
+                sender.abort();
+                Err("the read was cancelled".into())
+            }
+            Err(e) => {
+                sender.abort();
+                Err(format!("reading: {e}"))
+            }
+        }
+    }
+}

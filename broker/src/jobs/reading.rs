@@ -1,0 +1,335 @@
+//! A job's reader across the tunnel: the broker's [`Reading`].
+//!
+//! Planning is a `PlanRequest` to an agent of the job's group that offers
+//! the data source. Each split becomes a task assigned to one of those
+//! agents (round robin); the agent opens a data stream for it, and the
+//! writer acks each batch once it is committed.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_schema::{Schema, SchemaRef};
+use async_trait::async_trait;
+use ferry_connectors::{ReadSpec, Split};
+use ferry_engine::{Reading, SplitFeed};
+use ferry_protocol::control::{ControlMessage, ErrorCode};
+use ferry_protocol::data::Compression;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::dispatch::{PlanAnswer, TaskEvent};
+use crate::data::DataStream;
+use crate::registry::AgentHandle;
+use crate::server::Shared;
+
+/// How long an agent has to answer a plan request.
+const PLAN_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long an agent has to open a task's data stream.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Reads a job's data source through agents of its group.
+pub struct TunnelReading {
+    shared: Arc<Shared>,
+    job_id: String,
+    group: String,
+    datasource: String,
+    /// The job's reader options, as JSON.
+    options: String,
+    compression: Compression,
+    max_splits: usize,
+    plan: Mutex<Option<(Vec<Split>, Option<u64>)>>,
+    next_agent: AtomicUsize,
+    wire: Arc<AtomicU64>,
+}
+
+impl TunnelReading {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        job_id: &str,
+        group: &str,
+        datasource: &str,
+        options: &serde_json::Map<String, serde_json::Value>,
+        compression: Compression,
+        max_splits: usize,
+    ) -> Self {
+        Self {
+            shared,
+            job_id: job_id.to_string(),
+            group: group.to_string(),
+            datasource: datasource.to_string(),
+            options: serde_json::Value::Object(options.clone()).to_string(),
+            compression,
+            max_splits,
+            plan: Mutex::new(None),
+            next_agent: AtomicUsize::new(0),
+            wire: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The next agent to give work to.
+    fn agent(&self) -> Result<AgentHandle, String> {
+        let agents = self.shared.registry.offering(&self.group, &self.datasource);
+        if agents.is_empty() {
+            let n = self.shared.registry.group_agents(&self.group);
+            return Err(if n == 0 {
+                format!("no agent of group `{}` is connected", self.group)
+            } else {
+                format!(
+                    "none of the {n} connected agent(s) of group `{}` has a data source `{}`",
+                    self.group, self.datasource
+                )
+            });
+        }
+        let i = self.next_agent.fetch_add(1, Ordering::Relaxed);
+        Ok(agents[i % agents.len()].clone())
+    }
+
+    fn lock_plan(&self) -> std::sync::MutexGuard<'_, Option<(Vec<Split>, Option<u64>)>> {
+        self.plan.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl Reading for TunnelReading {
+    async fn schema(&self, spec: &ReadSpec) -> Result<SchemaRef, String> {
+        let agent = self.agent()?;
+        let spec = serde_json::to_string(spec).map_err(|e| e.to_string())?;
+        let dispatch = &self.shared.dispatch;
+        let (request_id, answer) = dispatch.expect_plan();
+        let req = ControlMessage::PlanRequest {
+            request_id,
+            datasource: self.datasource.clone(),
+            spec,
+            options: self.options.clone(),
+            max_splits: u32::try_from(self.max_splits).unwrap_or(u32::MAX),
+        };
+        if agent.outbox.send(req).await.is_err() {
+            dispatch.forget_plan(request_id);
+            return Err(format!("agent `{}` disconnected", agent.agent_id));
+        }
+        let answer = match tokio::time::timeout(PLAN_TIMEOUT, answer).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(_)) => Err(format!("agent `{}` disconnected", agent.agent_id)),
+            Err(_) => {
+                dispatch.forget_plan(request_id);
+                Err(format!(
+                    "agent `{}` did not answer the plan request within {PLAN_TIMEOUT:?}",
+                    agent.agent_id
+                ))
+            }
+        };
+        let PlanAnswer {
+            agent_id,
+            schema,
+            splits,
+            estimated_rows,
+        } = answer.map_err(|e| format!("agent `{}`: {e}", agent.agent_id))?;
+        let schema: Schema = serde_json::from_str(&schema)
+            .map_err(|e| format!("agent `{agent_id}` sent an unreadable schema: {e}"))?;
+        let splits: Vec<Split> = serde_json::from_str(&splits)
+            .map_err(|e| format!("agent `{agent_id}` sent unreadable splits: {e}"))?;
+        if splits.is_empty() {
+            return Err(format!("agent `{agent_id}` planned no splits"));
+        }
+        info!(job = %self.job_id, agent = %agent_id, splits = splits.len(), "planned by agent");
+        *self.lock_plan() = Some((splits, estimated_rows));
+        Ok(Arc::new(schema))
+    }
+
+    async fn plan(&self, spec: &ReadSpec, _max_splits: usize) -> Result<Vec<Split>, String> {
+        if self.lock_plan().is_none() {
+            self.schema(spec).await?;
+        }
+        self.lock_plan()
+            .as_ref()
+            .map(|(s, _)| s.clone())
+            .ok_or_else(|| "no plan".to_string())
+    }
+
+    fn estimated_rows(&self) -> Option<u64> {
+        self.lock_plan().as_ref().and_then(|(_, e)| *e)
+    }
+
+    async fn open(
+        &self,
+        spec: &ReadSpec,
+        schema: SchemaRef,
+        split: &Split,
+    ) -> Result<Box<dyn SplitFeed>, String> {
+        let agent = self.agent()?;
+        let task_id = format!("{}-split-{}", self.job_id, split.index);
+        let dispatch = self.shared.dispatch.clone();
+        let mut events = dispatch.expect_task(&task_id);
+        let assign = ControlMessage::TaskAssign {
+            task_id: task_id.clone(),
+            datasource: self.datasource.clone(),
+            spec: serde_json::to_string(spec).map_err(|e| e.to_string())?,
+            options: self.options.clone(),
+            split: serde_json::to_string(split).map_err(|e| e.to_string())?,
+            compression: self.compression,
+        };
+        let fail = |e: String| {
+            dispatch.forget_task(&task_id);
+            Err(e)
+        };
+        if agent.outbox.send(assign).await.is_err() {
+            return fail(format!("agent `{}` disconnected", agent.agent_id));
+        }
+        let ds = match tokio::time::timeout(STREAM_TIMEOUT, events.recv()).await {
+            Ok(Some(TaskEvent::Stream(ds))) => ds,
+            Ok(Some(TaskEvent::Failed { agent_id, message })) => {
+                return fail(format!("agent `{agent_id}`: {message}"))
+            }
+            Ok(None) => return fail("task dropped".into()),
+            Err(_) => {
+                return fail(format!(
+                    "agent `{}` did not open the task's data stream within {STREAM_TIMEOUT:?}",
+                    agent.agent_id
+                ))
+            }
+        };
+        if let Err(e) = same_shape(&schema, &ds.header().schema) {
+            let msg = format!("the agent's stream does not match the plan: {e}");
+            ds.fail(ErrorCode::SchemaMismatch, &msg).await;
+            return fail(msg);
+        }
+        Ok(Box::new(TunnelFeed {
+            ds: Some(*ds),
+            ended: false,
+            events,
+            last_seq: None,
+            wire_seen: 0,
+            wire: self.wire.clone(),
+            task_id,
+            agent: agent.clone(),
+            dispatch,
+        }))
+    }
+
+    fn wire_bytes(&self) -> u64 {
+        self.wire.load(Ordering::Relaxed)
+    }
+}
+
+/// Same column names and types, in order (metadata may differ).
+fn same_shape(want: &Schema, got: &Schema) -> Result<(), String> {
+    if want.fields().len() != got.fields().len() {
+        return Err(format!(
+            "{} columns planned, {} sent",
+            want.fields().len(),
+            got.fields().len()
+        ));
+    }
+    for (w, g) in want.fields().iter().zip(got.fields()) {
+        if w.name() != g.name() || w.data_type() != g.data_type() {
+            return Err(format!(
+                "column `{}` {} planned, `{}` {} sent",
+                w.name(),
+                w.data_type(),
+                g.name(),
+                g.data_type()
+            ));
+        }
+    }
+    Ok(())
+}
+
+struct TunnelFeed {
+    ds: Option<DataStream>,
+    /// The agent's `End` arrived: every batch was read.
+    ended: bool,
+    events: mpsc::Receiver<TaskEvent>,
+    last_seq: Option<u64>,
+    wire_seen: u64,
+    wire: Arc<AtomicU64>,
+    task_id: String,
+    agent: AgentHandle,
+    dispatch: Arc<super::dispatch::Dispatch>,
+}
+
+impl TunnelFeed {
+    fn count_wire(&mut self) {
+        if let Some(ds) = &self.ds {
+            let now = ds.wire_bytes();
+            self.wire
+                .fetch_add(now.saturating_sub(self.wire_seen), Ordering::Relaxed);
+            self.wire_seen = now;
+        }
+    }
+
+    /// After a stream error, the agent's own report (a failed read) says
+    /// more than "stream reset"; wait briefly for it.
+    async fn explain(&mut self, stream_error: String) -> String {
+        let wait = Duration::from_secs(2);
+        loop {
+            match tokio::time::timeout(wait, self.events.recv()).await {
+                Ok(Some(TaskEvent::Failed { agent_id, message })) => {
+                    return format!("agent `{agent_id}`: {message}")
+                }
+                Ok(Some(TaskEvent::Stream(_))) => continue,
+                Ok(None) | Err(_) => return stream_error,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SplitFeed for TunnelFeed {
+    async fn next(&mut self) -> Result<Option<RecordBatch>, String> {
+        let Some(ds) = self.ds.as_mut() else {
+            return Ok(None);
+        };
+        let r = tokio::select! {
+            r = ds.next_batch() => r.map_err(|e| e.to_string()),
+            ev = self.events.recv() => match ev {
+                Some(TaskEvent::Failed { agent_id, message }) => Err(format!("agent `{agent_id}`: {message}")),
+                _ => Err("task dropped".to_string()),
+            },
+        };
+        self.count_wire();
+        match r {
+            Ok(Some(b)) => {
+                self.last_seq = Some(b.seq);
+                Ok(Some(b.batch))
+            }
+            Ok(None) => {
+                self.ended = true;
+                Ok(None)
+            }
+            Err(e) => Err(self.explain(e).await),
+        }
+    }
+
+    async fn committed(&mut self, rows: u64) -> Result<(), String> {
+        match (self.ds.as_mut(), self.last_seq) {
+            (Some(ds), Some(seq)) => ds.ack(seq, rows).await.map_err(|e| e.to_string()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn close(mut self: Box<Self>, outcome: Result<(), &str>) -> Result<(), String> {
+        self.dispatch.forget_task(&self.task_id);
+        let Some(ds) = self.ds.take() else {
+            return Ok(());
+        };
+        match outcome {
+            Ok(()) if self.ended => ds.finish().map_err(|e| e.to_string()),
+            // Stopped before the end: the job is failing elsewhere.
+            Ok(()) | Err(_) => {
+                let e = outcome.err().unwrap_or("stopped");
+                ds.fail(ErrorCode::Internal, &format!("job failed: {e}"))
+                    .await;
+                let cancel = ControlMessage::TaskCancel {
+                    task_id: self.task_id.clone(),
+                    reason: "the job failed".into(),
+                };
+                if self.agent.outbox.send(cancel).await.is_err() {
+                    warn!(task = %self.task_id, "could not cancel the task: agent gone");
+                }
+                Ok(())
+            }
+        }
+    }
+}

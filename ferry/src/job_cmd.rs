@@ -1,0 +1,257 @@
+//! `ferry job submit|status|list|cancel`: jobs through a running broker.
+//!
+//! The job file is checked here first (so a config error names its field
+//! without a round trip), then sent as text with its variables; the broker
+//! parses it again and runs it: the reader on an agent of the job's group,
+//! the writer on the broker.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use ferry_broker::admin::{ApiError, SubmitRequest, Submitted};
+use ferry_broker::jobs::{JobState, JobStatus};
+use ferry_engine::Job;
+
+#[derive(Args)]
+pub struct JobArgs {
+    /// The broker's admin API address.
+    #[arg(long, global = true, default_value = "127.0.0.1:7801")]
+    admin: SocketAddr,
+    #[command(subcommand)]
+    command: JobCommand,
+}
+
+#[derive(Subcommand)]
+enum JobCommand {
+    /// Submit a job and follow it to the end (progress on stderr, summary on stdout).
+    Submit {
+        /// The job file (YAML or JSON, DataX-shaped); its reader names `datasource: group/name`.
+        job: PathBuf,
+        /// Set a variable used as ${name} in the job (repeatable): -p bizdate=20240620.
+        #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Compression on the tunnel: `none` or `zstd:<level>`.
+        #[arg(long, default_value = "zstd:1")]
+        compression: String,
+        /// Print the job id and return at once.
+        #[arg(long)]
+        detach: bool,
+        /// No progress line.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Show one job (its summary once it ended).
+    Status {
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the broker's jobs.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a running job.
+    Cancel { id: String },
+}
+
+pub async fn run(args: JobArgs) -> Result<()> {
+    let api = Api {
+        base: format!("http://{}", args.admin),
+        http: reqwest::Client::new(),
+    };
+    match args.command {
+        JobCommand::Submit {
+            job,
+            params,
+            compression,
+            detach,
+            quiet,
+        } => {
+            let mut vars: BTreeMap<String, String> = ferry_engine::config::default_vars();
+            for p in &params {
+                let (k, v) = p
+                    .split_once('=')
+                    .with_context(|| format!("-p `{p}`: expected NAME=VALUE"))?;
+                vars.insert(k.to_string(), v.to_string());
+            }
+            Job::load(&job, &vars).with_context(|| format!("job {}", job.display()))?;
+            let text = std::fs::read_to_string(&job)
+                .with_context(|| format!("cannot read {}", job.display()))?;
+            let req = SubmitRequest {
+                job: text,
+                vars,
+                compression: Some(compression),
+            };
+            let Submitted { id } = api.post("/v1/jobs", &req).await?;
+            if detach {
+                println!("{id}");
+                return Ok(());
+            }
+            eprintln!("submitted {id} to {}", api.base);
+            follow(&api, &id, !quiet && std::io::stderr().is_terminal()).await
+        }
+        JobCommand::Status { id, json } => {
+            let status: JobStatus = api.get(&format!("/v1/jobs/{id}")).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print_status(&status);
+            }
+            Ok(())
+        }
+        JobCommand::List { json } => {
+            let jobs: Vec<JobStatus> = api.get("/v1/jobs").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&jobs)?);
+            } else if jobs.is_empty() {
+                println!("no jobs");
+            } else {
+                println!(
+                    "{:<10} {:<10} {:<28} {:<10} {:>12}",
+                    "JOB", "STATE", "SOURCE", "TARGET", "RECORDS"
+                );
+                for j in jobs {
+                    println!(
+                        "{:<10} {:<10} {:<28} {:<10} {:>12}",
+                        j.id,
+                        state_name(j.state),
+                        j.source,
+                        j.target,
+                        j.progress.records_written
+                    );
+                }
+            }
+            Ok(())
+        }
+        JobCommand::Cancel { id } => {
+            let resp = api
+                .http
+                .post(format!("{}/v1/jobs/{id}/cancel", api.base))
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the broker's admin API at {}", api.base))?;
+            if !resp.status().is_success() {
+                bail!("{}", api_error(resp).await);
+            }
+            println!("{id}: cancelling");
+            Ok(())
+        }
+    }
+}
+
+fn state_name(s: JobState) -> &'static str {
+    match s {
+        JobState::Running => "running",
+        JobState::Succeeded => "succeeded",
+        JobState::Failed => "failed",
+    }
+}
+
+fn print_status(s: &JobStatus) {
+    println!("Job                   : {}", s.id);
+    println!("Source                : {}", s.source);
+    println!("Target                : {}", s.target);
+    match &s.summary {
+        Some(summary) => println!("{summary}"),
+        None => {
+            println!("State                 : {}", state_name(s.state));
+            println!("Progress              : {}", s.progress.line());
+            if let Some(e) = &s.error {
+                println!("Error                 : {e}");
+            }
+        }
+    }
+}
+
+/// Polls until the job ends; prints its summary; fails if the job failed.
+async fn follow(api: &Api, id: &str, progress: bool) -> Result<()> {
+    let path = format!("/v1/jobs/{id}");
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let status = loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = tokio::signal::ctrl_c() => {
+                if progress {
+                    eprintln!();
+                }
+                eprintln!("stopped following {id}; it keeps running: ferry job status {id}, ferry job cancel {id}");
+                return Ok(());
+            }
+        }
+        let s: JobStatus = api.get(&path).await?;
+        if s.state != JobState::Running {
+            break s;
+        }
+        if progress {
+            eprint!("\r{}   ", s.progress.line());
+        }
+    };
+    if progress {
+        eprintln!("\r{}   ", status.progress.line());
+    }
+    match &status.summary {
+        Some(summary) => println!("{summary}"),
+        None => print_status(&status),
+    }
+    if let Some(e) = &status.error {
+        bail!("job {id} failed: {e}");
+    }
+    Ok(())
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the broker's admin API at {}", self.base))?;
+        if !resp.status().is_success() {
+            bail!("{}", api_error(resp).await);
+        }
+        resp.json()
+            .await
+            .context("the admin API answered with something unexpected")
+    }
+
+    async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the broker's admin API at {}", self.base))?;
+        if !resp.status().is_success() {
+            bail!("{}", api_error(resp).await);
+        }
+        resp.json()
+            .await
+            .context("the admin API answered with something unexpected")
+    }
+}
+
+async fn api_error(resp: reqwest::Response) -> String {
+    let status = resp.status();
+    match resp.json::<ApiError>().await {
+        Ok(e) => format!("broker refused ({status}): {}", e.error),
+        Err(_) => format!("broker answered {status}"),
+    }
+}

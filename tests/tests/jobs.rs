@@ -1,0 +1,137 @@
+//! Jobs through the tunnel, in one process: the broker plans with an agent,
+//! the agent reads its own data source (the broker never sees the URL),
+//! batches cross a real QUIC tunnel, the broker writes and acks.
+
+mod common;
+
+use common::*;
+use ferry_broker::jobs::JobState;
+use ferry_tests::db::{pg_url, MyDb, PgSchema};
+
+fn pg_to_pg_job(ds: &str, src: &str, dst: &str, extra_reader: &str) -> String {
+    format!(
+        "reader:\n  name: postgresqlreader\n  parameter:\n    datasource: {ds}\n    table: {src}.orders\n    splitPk: id\n{extra_reader}\
+         writer:\n  name: postgresqlwriter\n  parameter:\n    url: {url}\n    table: {dst}.orders\n    createTable: true\n\
+         setting:\n  speed: {{channel: 3}}\n",
+        url = pg_url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_to_postgres_through_the_tunnel() {
+    let Some(src) = PgSchema::new("ferry_job_src") else {
+        return;
+    };
+    let Some(dst) = PgSchema::new("ferry_job_dst") else {
+        return;
+    };
+    src.sql(
+        "CREATE TABLE orders (id bigint, name text, amount numeric(18,4), ts timestamptz, d date, paid boolean, raw bytea);
+         INSERT INTO orders SELECT g, CASE WHEN g % 7 = 0 THEN NULL WHEN g % 11 = 0 THEN '' ELSE 'name ' || g || ' 東京 🚚' END,
+                g * 1.2345 - 500, timestamptz '2024-06-20 00:00:00+00' + g * interval '1 second',
+                date '2024-06-20' - (g % 400), g % 3 = 0, CASE WHEN g % 5 = 0 THEN '\\x00ff00'::bytea END
+           FROM generate_series(-50, 30000) g;
+         INSERT INTO orders VALUES (NULL, 'null key', 1, now(), NULL, NULL, NULL);
+         ANALYZE orders;",
+    );
+    let rig = Rig::start(&[RigSource {
+        name: "shop",
+        kind: "postgres",
+        url: &pg_url(),
+        options: "",
+    }])
+    .await;
+    let job = pg_to_pg_job(&rig.datasource("shop"), &src.name, &dst.name, "");
+    let status = rig.run(&job).await;
+    assert_eq!(status.state, JobState::Succeeded, "{status:?}");
+    let summary = status.summary.expect("summary");
+    assert_eq!(summary.records_written, 30052);
+    assert!(summary.splits > 3, "{summary:?}");
+    assert!(summary.wire_bytes > 0, "wire bytes counted: {summary:?}");
+    assert!(
+        summary.to_string().contains("Bytes on the wire"),
+        "{summary}"
+    );
+    let diff = dst.sql(&format!(
+        "SELECT count(*) FROM ((SELECT * FROM {s}.orders EXCEPT ALL SELECT * FROM orders)
+          UNION ALL (SELECT * FROM orders EXCEPT ALL SELECT * FROM {s}.orders)) x",
+        s = src.name
+    ));
+    assert_eq!(diff.trim(), "0", "source and target differ");
+    // The broker knows the source's name and kind, never its URL.
+    let agents = rig.broker.registry().list();
+    let a = agents.iter().find(|a| a.agent_id == rig.agent_id).unwrap();
+    assert_eq!(a.sources.len(), 1);
+    assert_eq!(
+        (a.sources[0].name.as_str(), a.sources[0].kind.as_str()),
+        ("shop", "postgres")
+    );
+    assert!(!serde_json::to_string(&agents).unwrap().contains(&pg_url()));
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_source_or_group_fails_with_a_clear_error() {
+    let Some(dst) = PgSchema::new("ferry_job_dst") else {
+        return;
+    };
+    let rig = Rig::start(&[RigSource {
+        name: "shop",
+        kind: "postgres",
+        url: &pg_url(),
+        options: "",
+    }])
+    .await;
+    let job = pg_to_pg_job(&rig.datasource("nope"), "public", &dst.name, "");
+    let s = rig.run(&job).await;
+    assert_eq!(s.state, JobState::Failed);
+    let e = s.error.unwrap();
+    assert!(e.contains("has a data source `nope`"), "{e}");
+
+    let job = pg_to_pg_job("no-such-group/shop", "public", &dst.name, "");
+    let s = rig.run(&job).await;
+    let e = s.error.unwrap();
+    assert!(e.contains("no agent of group `no-such-group`"), "{e}");
+
+    // The agent's own error (here: a missing table) comes back as it is.
+    let job = pg_to_pg_job(&rig.datasource("shop"), &dst.name, &dst.name, "");
+    let s = rig.run(&job).await;
+    let e = s.error.unwrap();
+    assert!(e.contains("orders") && e.contains("agent `rig-"), "{e}");
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_fails_on_the_agent_fails_the_job() {
+    let Some(my) = MyDb::new("ferry_job_my") else {
+        return;
+    };
+    let Some(dst) = PgSchema::new("ferry_job_dst") else {
+        return;
+    };
+    my.sql(
+        "SET SESSION sql_mode = '';
+         CREATE TABLE t (id INT PRIMARY KEY, d DATE NOT NULL);
+         INSERT INTO t SELECT seq, '2024-01-01' FROM seq_1_to_5000;
+         INSERT INTO t VALUES (5001, '0000-00-00');",
+    );
+    let rig = Rig::start(&[RigSource {
+        name: "legacy",
+        kind: "mysql",
+        url: &my.url(),
+        options: "{ zeroDate = \"error\" }",
+    }])
+    .await;
+    let job = format!(
+        "reader:\n  name: mysqlreader\n  parameter:\n    datasource: {}\n    table: t\n\
+         writer:\n  name: postgresqlwriter\n  parameter:\n    url: {}\n    table: {}.t\n    createTable: true\n",
+        rig.datasource("legacy"),
+        pg_url(),
+        dst.name
+    );
+    let s = rig.run(&job).await;
+    assert_eq!(s.state, JobState::Failed, "{s:?}");
+    let e = s.error.unwrap();
+    assert!(e.contains("zero") && e.contains("agent `rig-"), "{e}");
+    rig.stop().await;
+}
