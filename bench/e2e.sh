@@ -15,6 +15,7 @@
 #
 # Env: RUNS=3  PEERS="pg_copy_binary pgloader_my sling_my"  CHANNEL=2
 #      COMPRESSION=zstd:1  SKIP_PEERS=1 (reuse the latest peers run)
+#      TRANSPORT="stream_window = 4194304" (TOML lines for both sides' [transport])
 # Output: $BENCH_WORK/ferry-e2e.ROWS.<time>/{runs.tsv,summary.txt,logs}
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -61,6 +62,8 @@ ca = "pki/ca.pem"
 cert = "pki/broker.pem"
 key = "pki/broker.key"
 crl = "pki/crl.pem"
+[transport]
+${TRANSPORT:-}
 EOF
 cat > agent.toml <<EOF
 broker = "127.0.0.1:$QUIC_PORT"
@@ -68,6 +71,8 @@ broker = "127.0.0.1:$QUIC_PORT"
 ca = "pki/ca.pem"
 cert = "pki/agents/bench-01.pem"
 key = "pki/agents/bench-01.key"
+[transport]
+${TRANSPORT:-}
 [sources.pg]
 kind = "postgres"
 url = "postgres://$PG_USER@$PG_HOST:$PG_PORT/$SRC_PG_DB"

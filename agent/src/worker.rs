@@ -23,7 +23,7 @@ use crate::catalog::Catalog;
 use crate::sender::DataSender;
 
 /// Batches encoded at once per task.
-const ENCODE_PARALLELISM: usize = 2;
+const ENCODE_PARALLELISM: usize = 1;
 
 fn parse_options(options: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
     serde_json::from_str(options).map_err(|e| format!("invalid connector options: {e}"))
@@ -185,7 +185,7 @@ impl Worker {
             DataSender::start(send, recv, header, ENCODE_PARALLELISM, Limits::default())
                 .await
                 .map_err(|e| e.to_string())?;
-        let (tx, mut rx) = mpsc::channel::<RecordBatch>(2);
+        let (tx, mut rx) = mpsc::channel::<RecordBatch>(1);
         let reader = tokio::spawn(async move { source.read(&spec, schema, &split, tx).await });
         let mut send_error = None;
         while let Some(batch) = rx.recv().await {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{
-    Array, ArrayRef, Decimal128Array, Int32Array, RecordBatch, StringArray, UInt64Array,
+    Array, ArrayRef, Decimal128Array, Int32Array, Int8Array, RecordBatch, StringArray, UInt64Array,
 };
 use arrow_buffer::{i256, IntervalMonthDayNano};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
@@ -619,6 +619,50 @@ async fn dirty_rows_are_left_out_and_reported() {
         ))
         .await,
         1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tinyint_one_zero_into_boolean_and_others_dirty() {
+    let Some(db) = Db::new().await else { return };
+    let t = db.t("tb");
+    db.exec(&format!("CREATE TABLE {t} (id int, paid boolean)"))
+        .await;
+    let sink = PostgresSink::connect(&url()).await.unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int32, false),
+        Field::new("paid", DataType::Int8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int32Array::from(vec![1, 2, 3, 4])),
+            Arc::new(Int8Array::from(vec![Some(1), Some(0), None, Some(2)])),
+        ],
+    )
+    .unwrap();
+    let spec = WriteSpec {
+        table: t.clone(),
+        ..Default::default()
+    };
+    sink.prepare(&spec, &schema).await.unwrap();
+    let mut w = sink.writer(&spec, &schema).await.unwrap();
+    let out = w.write(&batch).await.unwrap();
+    w.close().await.unwrap();
+    assert_eq!(out.written, 3);
+    assert_eq!(out.dirty.len(), 1);
+    assert_eq!(out.dirty[0].row, 3);
+    assert!(
+        out.dirty[0].reason.contains("not a boolean"),
+        "{}",
+        out.dirty[0].reason
+    );
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM {t} WHERE (id = 1 AND paid) OR (id = 2 AND NOT paid) OR (id = 3 AND paid IS NULL)"
+        ))
+        .await,
+        3
     );
 }
 

@@ -173,7 +173,7 @@ fn print_status(s: &JobStatus) {
 /// Polls until the job ends; prints its summary; fails if the job failed.
 async fn follow(api: &Api, id: &str, progress: bool) -> Result<()> {
     let path = format!("/v1/jobs/{id}");
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
     let status = loop {
         tokio::select! {
             _ = tick.tick() => {}

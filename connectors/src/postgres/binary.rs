@@ -743,7 +743,8 @@ pub(crate) fn can_encode(dt: &DataType, kind: &PgKind) -> bool {
         }
         PgKind::Json | PgKind::Jsonb | PgKind::Uuid => matches!(dt, D::Utf8 | D::LargeUtf8),
         PgKind::Bytea => matches!(dt, D::Binary | D::LargeBinary),
-        PgKind::Bool => matches!(dt, D::Boolean),
+        // MySQL's BOOLEAN is TINYINT(1): 0 and 1 go into boolean.
+        PgKind::Bool => int || matches!(dt, D::Boolean),
         PgKind::Date => matches!(dt, D::Date32),
         PgKind::Timestamp | PgKind::Timestamptz => matches!(dt, D::Timestamp(..)),
         PgKind::Time => matches!(dt, D::Time64(_) | D::Time32(_)),
@@ -936,7 +937,11 @@ fn encode_value(a: &dyn Array, row: usize, col: &PgCol, out: &mut Vec<u8>) -> Re
         },
         PgKind::Bool => match dt {
             D::Boolean => out.push(a.as_boolean().value(row) as u8),
-            _ => return Err(format!("cannot write {dt} as boolean")),
+            _ => match int_value(a, row) {
+                Some(v @ (0 | 1)) => out.push(v as u8),
+                Some(v) => return Err(format!("{v} is not a boolean (only 0 and 1 are)")),
+                None => return Err(format!("cannot write {dt} as boolean")),
+            },
         },
         PgKind::Date => match dt {
             D::Date32 => {

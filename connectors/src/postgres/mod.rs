@@ -835,7 +835,14 @@ impl Sink for PostgresSink {
                 })
             }
         };
-        let conn = self.pool.acquire().await.map_err(q("acquire connection"))?;
+        let mut conn = self.pool.acquire().await.map_err(q("acquire connection"))?;
+        // Each batch commits on its own; waiting for its WAL flush would
+        // put a disk sync between every two batches. `close` makes them all
+        // durable at once before the task counts as done (see there).
+        (&mut *conn)
+            .execute("SET synchronous_commit = off")
+            .await
+            .map_err(q("SET synchronous_commit"))?;
         Ok(Box::new(PostgresWriter {
             conn: Some(conn),
             names,
@@ -962,7 +969,19 @@ impl SinkWriter for PostgresWriter {
     }
 
     async fn close(mut self: Box<Self>) -> Result<(), ConnectorError> {
-        self.conn.take();
+        let Some(mut conn) = self.conn.take() else {
+            return Ok(());
+        };
+        // A synchronous commit that writes a commit record waits until the
+        // WAL is flushed up to it, which covers every earlier asynchronous
+        // commit of this writer: after this, all its batches are durable.
+        let r = (&mut *conn)
+            .execute("SET synchronous_commit = on; BEGIN; SELECT txid_current(); COMMIT;")
+            .await;
+        if let Err(e) = r {
+            conn.close_on_drop();
+            return Err(ConnectorError::query("flushing the commits to disk", e));
+        }
         Ok(())
     }
 }
