@@ -221,7 +221,9 @@ pub struct WriteSpec {
     /// Statements run once after every task succeeded.
     #[serde(default)]
     pub post_sql: Vec<String>,
-    /// Rows per write (0: the batch as it arrives).
+    /// Rows per write and transaction at most (0: each batch as the reader
+    /// sends it; a larger batch is written in several). To write larger
+    /// transactions, raise the reader's `fetchSize`.
     #[serde(default)]
     pub batch_size: usize,
     /// Create the table from the source schema if it does not exist.

@@ -417,6 +417,32 @@ const FILE_OPTIONS: &[&str] = &[
     "writeMode",
 ];
 
+/// Moves the file options out of `p` into `options`; a typed `column` list
+/// (`{name, type}` objects) is an option, plain names stay the selection.
+fn move_file_options(
+    p: &mut Map<String, Value>,
+    format_hint: Option<&str>,
+    options: &mut Map<String, Value>,
+) {
+    for key in FILE_OPTIONS {
+        if let Some(v) = p.remove(*key) {
+            options.insert(key.to_string(), v);
+        }
+    }
+    if let Some(Value::Array(items)) = p.get("column") {
+        if items.iter().any(Value::is_object) {
+            if let Some(v) = p.remove("column") {
+                options.insert("column".into(), v);
+            }
+        }
+    }
+    if !options.contains_key("format") {
+        if let Some(f) = format_hint {
+            options.insert("format".into(), Value::String(f.into()));
+        }
+    }
+}
+
 /// A file reader on an agent's file source: the agent owns the base
 /// location; the job's optional `path` is relative to it (no `..`, never
 /// absolute, so a job cannot leave the directory the agent exposes).
@@ -448,23 +474,7 @@ fn file_datasource(
         }
         options.insert("path".into(), v);
     }
-    for key in FILE_OPTIONS {
-        if let Some(v) = p.remove(*key) {
-            options.insert(key.to_string(), v);
-        }
-    }
-    if let Some(Value::Array(items)) = p.get("column") {
-        if items.iter().any(Value::is_object) {
-            if let Some(v) = p.remove("column") {
-                options.insert("column".into(), v);
-            }
-        }
-    }
-    if !options.contains_key("format") {
-        if let Some(f) = format_hint {
-            options.insert("format".into(), Value::String(f.into()));
-        }
-    }
+    move_file_options(p, format_hint, &mut options);
     if let Some(f) = options.get("format") {
         f.as_str()
             .unwrap_or_default()
@@ -519,23 +529,7 @@ fn file_endpoint(
         }
     };
     let mut options = Map::new();
-    for key in FILE_OPTIONS {
-        if let Some(v) = p.remove(*key) {
-            options.insert(key.to_string(), v);
-        }
-    }
-    if let Some(Value::Array(items)) = p.get("column") {
-        if items.iter().any(Value::is_object) {
-            if let Some(v) = p.remove("column") {
-                options.insert("column".into(), v);
-            }
-        }
-    }
-    if !options.contains_key("format") {
-        if let Some(f) = format_hint {
-            options.insert("format".into(), Value::String(f.into()));
-        }
-    }
+    move_file_options(p, format_hint, &mut options);
     match options.get("format") {
         Some(Value::String(f)) => {
             f.parse::<FileFormat>()

@@ -456,7 +456,15 @@ async fn run_split(
             return Err(format!("starting the read: {e}"));
         }
     };
-    let mut result = pump(feed.as_mut(), writer.as_mut(), &tschema, split, shared).await;
+    let mut result = pump(
+        feed.as_mut(),
+        writer.as_mut(),
+        &tschema,
+        wspec.batch_size,
+        split,
+        shared,
+    )
+    .await;
     // `close` commits what the writer holds back (a file part becomes
     // visible); after a failure the writer is dropped instead, which
     // discards it.
@@ -483,6 +491,7 @@ async fn pump(
     feed: &mut dyn SplitFeed,
     writer: &mut dyn ferry_connectors::SinkWriter,
     tschema: &SchemaRef,
+    batch_size: usize,
     split: &Split,
     shared: &Shared,
 ) -> Result<(), String> {
@@ -501,18 +510,35 @@ async fn pump(
         shared.throttle.wait(bytes, rows).await;
         let batch = RecordBatch::try_new(tschema.clone(), batch.columns().to_vec())
             .map_err(|e| format!("renaming columns: {e}"))?;
-        let outcome = writer
-            .write(&batch)
-            .await
-            .map_err(|e| format!("writing: {e}"))?;
-        counters
-            .written
-            .fetch_add(outcome.written, Ordering::Relaxed);
-        if let Some(share) = (bytes * outcome.written).checked_div(rows) {
-            counters.bytes_written.fetch_add(share, Ordering::Relaxed);
+        // `batchSize` caps the rows per write (one transaction each); a
+        // larger batch from the reader is written in slices (zero-copy).
+        let step = match batch_size {
+            0 => batch.num_rows().max(1),
+            n => n,
+        };
+        let mut written = 0;
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = step.min(batch.num_rows() - offset);
+            let chunk = batch.slice(offset, len);
+            let mut outcome = writer
+                .write(&chunk)
+                .await
+                .map_err(|e| format!("writing: {e}"))?;
+            for d in &mut outcome.dirty {
+                d.row += offset;
+            }
+            counters
+                .written
+                .fetch_add(outcome.written, Ordering::Relaxed);
+            if let Some(share) = (bytes * outcome.written).checked_div(rows) {
+                counters.bytes_written.fetch_add(share, Ordering::Relaxed);
+            }
+            shared.record_dirty(split.index, &outcome.dirty)?;
+            written += outcome.written;
+            offset += len;
         }
-        shared.record_dirty(split.index, &outcome.dirty)?;
-        feed.committed(outcome.written).await?;
+        feed.committed(written).await?;
     }
 }
 

@@ -213,18 +213,8 @@ struct Api {
 
 impl Api {
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
+        self.call(self.http.get(format!("{}{path}", self.base)))
             .await
-            .with_context(|| format!("cannot reach the broker's admin API at {}", self.base))?;
-        if !resp.status().is_success() {
-            bail!("{}", api_error(resp).await);
-        }
-        resp.json()
-            .await
-            .context("the admin API answered with something unexpected")
     }
 
     async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
@@ -232,10 +222,15 @@ impl Api {
         path: &str,
         body: &B,
     ) -> Result<T> {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(body)
+        self.call(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T> {
+        let resp = req
             .send()
             .await
             .with_context(|| format!("cannot reach the broker's admin API at {}", self.base))?;

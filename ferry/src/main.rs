@@ -106,7 +106,26 @@ fn init_logging(format: LogFormat, default: &str) {
     }
 }
 
+/// glibc raises its mmap threshold to the size of the largest block freed;
+/// after that, multi-megabyte batch buffers come from the heap and their
+/// memory stays with the process once freed, so RSS grows job after job. A
+/// fixed threshold keeps such buffers mmapped and returns them on free
+/// (measured on the broker after a 1M-row job: 105 MiB resident before,
+/// 39 MiB with it; peak 122 → 93 MiB).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn fix_malloc_mmap_threshold() {
+    // SAFETY: mallopt only sets an allocator parameter; it is called once,
+    // first thing in main, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn fix_malloc_mmap_threshold() {}
+
 fn main() -> ExitCode {
+    fix_malloc_mmap_threshold();
     let cli = Cli::parse();
     let long_running = matches!(
         cli.command,

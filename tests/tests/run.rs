@@ -120,7 +120,7 @@ fn dirty_records_go_to_a_file_and_error_limit_ends_the_job() {
     let job = |limit: u32| {
         format!(
             "reader:\n  name: postgres\n  parameter:\n    url: {url}\n    table: {s}.s\n\
-             writer:\n  name: postgres\n  parameter:\n    url: {url}\n    table: {t}.d\n\
+             writer:\n  name: postgres\n  parameter:\n    url: {url}\n    table: {t}.d\n    batchSize: 7\n\
              setting:\n  errorLimit: {{record: {limit}}}\n",
             url = pg_url(),
             s = src.name,
@@ -135,6 +135,9 @@ fn dirty_records_go_to_a_file_and_error_limit_ends_the_job() {
     assert_eq!(dirty.lines().count(), 10);
     let first: serde_json::Value = serde_json::from_str(dirty.lines().next().unwrap()).unwrap();
     assert_eq!(first["column"], "code", "{first}");
+    // Row 100 of the one batch read; written in slices of batchSize = 7,
+    // the dirty file still counts rows within the batch read.
+    assert_eq!(first["row"], 99, "{first}");
     assert!(
         first["record"]["code"]
             .as_str()

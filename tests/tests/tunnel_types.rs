@@ -56,7 +56,7 @@ fn sqlite(db: &Path, sql: &str) -> String {
         .arg(db)
         .arg(sql)
         .output()
-        .expect("sqlite3 runs");
+        .expect("the sqlite3 CLI runs (apt-get install sqlite3; .ci/run installs it)");
     assert!(
         out.status.success(),
         "sqlite3 failed: {}\nSQL: {sql}",
