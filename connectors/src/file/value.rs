@@ -81,6 +81,17 @@ pub fn to_text(array: &dyn Array) -> Result<StringArray, ArrowError> {
                 out.append_option(v.map(format_duration_us));
             }
         }
+        // An instant is written in UTC whatever zone name it carries (the
+        // values are UTC either way); arrow's formatter only knows offsets
+        // without the chrono-tz database, so `UTC` becomes `+00:00` here.
+        DataType::Timestamp(unit, Some(tz)) if tz.as_ref() != "+00:00" => {
+            let utc = array
+                .to_data()
+                .into_builder()
+                .data_type(DataType::Timestamp(*unit, Some("+00:00".into())))
+                .build()?;
+            return to_text(arrow_array::make_array(utc).as_ref());
+        }
         _ => {
             let opts = FormatOptions::default();
             let f = ArrayFormatter::try_new(array, &opts)?;
