@@ -74,6 +74,11 @@ impl Catalog {
         options.extend(config.options.clone());
         let url = match sub {
             None => config.url.clone(),
+            Some(_) if config.kind != "file" => {
+                return Err(format!(
+                    "data source `{name}` is not a file source: a job may not give it a `path`"
+                ))
+            }
             Some(Value::String(sub)) => {
                 if sub.starts_with('/') || sub.contains("://") || sub.split('/').any(|c| c == "..")
                 {
@@ -98,5 +103,62 @@ impl Catalog {
             .map_err(|e| format!("data source `{name}`: {e}"))?;
         open.insert(key, source.clone());
         Ok(source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog() -> Catalog {
+        let mut m = BTreeMap::new();
+        for (name, kind, url) in [
+            ("logs", "file", "/var/log/shop"),
+            ("db", "postgres", "postgres://u:secret@h/db"),
+        ] {
+            m.insert(
+                name.to_string(),
+                SourceConfig {
+                    kind: kind.into(),
+                    url: url.into(),
+                    options: Map::new(),
+                },
+            );
+        }
+        Catalog::new(m)
+    }
+
+    fn opts(pairs: &[(&str, &str)]) -> Map<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_job_cannot_leave_or_redirect_a_source() {
+        let c = catalog();
+        for bad in ["../etc/passwd", "/etc/passwd", "a/../../b", "s3://other/x"] {
+            let e = c
+                .source("logs", &opts(&[("path", bad)]))
+                .await
+                .err()
+                .unwrap();
+            assert!(e.contains("leaves data source `logs`"), "{bad}: {e}");
+        }
+        let e = c
+            .source("db", &opts(&[("path", "other")]))
+            .await
+            .err()
+            .unwrap();
+        assert!(e.contains("not a file source"), "{e}");
+        let e = c.source("nope", &Map::new()).await.err().unwrap();
+        assert!(
+            e.contains("no data source `nope`") && e.contains("db, logs"),
+            "{e}"
+        );
+        // Only names and kinds are advertised.
+        let ad = format!("{:?}", c.advertised());
+        assert!(ad.contains("logs") && !ad.contains("secret") && !ad.contains("/var/log"));
     }
 }

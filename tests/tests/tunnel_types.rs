@@ -13,6 +13,20 @@ use ferry_broker::jobs::{JobState, JobStatus};
 use ferry_engine::summary::Summary;
 use ferry_tests::db::{pg_url, MyDb, PgSchema};
 
+/// Cells as `storage-class:value` (SQLite's `typeof`), NULL as is.
+fn typed(class: &str, cells: &[&str]) -> Vec<String> {
+    cells
+        .iter()
+        .map(|x| {
+            if *x == "NULL" {
+                x.to_string()
+            } else {
+                format!("{class}:{x}")
+            }
+        })
+        .collect()
+}
+
 /// Separator between cells in one aggregated query result.
 const SEP: char = '\u{1e}';
 
@@ -845,50 +859,10 @@ async fn mysql_every_type_to_sqlite_cell_by_cell() {
         .lines()
         .map(String::from)
         .collect();
-    let int = |c: &[&str]| -> Vec<String> {
-        c.iter()
-            .map(|x| {
-                if *x == "NULL" {
-                    x.to_string()
-                } else {
-                    format!("integer:{x}")
-                }
-            })
-            .collect()
-    };
-    let text = |c: &[&str]| -> Vec<String> {
-        c.iter()
-            .map(|x| {
-                if *x == "NULL" {
-                    x.to_string()
-                } else {
-                    format!("text:{x}")
-                }
-            })
-            .collect()
-    };
-    let blob = |c: &[&str]| -> Vec<String> {
-        c.iter()
-            .map(|x| {
-                if *x == "NULL" {
-                    x.to_string()
-                } else {
-                    format!("blob:{x}")
-                }
-            })
-            .collect()
-    };
-    let real = |c: &[&str]| -> Vec<String> {
-        c.iter()
-            .map(|x| {
-                if *x == "NULL" {
-                    x.to_string()
-                } else {
-                    format!("real:{x}")
-                }
-            })
-            .collect()
-    };
+    let int = |c: &[&str]| typed("integer", c);
+    let text = |c: &[&str]| typed("text", c);
+    let blob = |c: &[&str]| typed("blob", c);
+    let real = |c: &[&str]| typed("real", c);
     let checks: Vec<(&str, Vec<String>)> = vec![
         ("ti", int(&["-128", "127", "0", n, n])),
         ("tiu", int(&["0", "255", "1", n, n])),
