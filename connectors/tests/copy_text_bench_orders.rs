@@ -3,8 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::time::Instant;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
@@ -12,7 +10,7 @@ use arrow_array::types::{
 };
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
-use ferry_connectors::copy_text::{bench_orders_schema, read_file, CopyTextDecoder};
+use ferry_connectors::copy_text::{bench_orders_schema, read_file};
 use time::macros::format_description;
 
 /// The generator script, or `None` (with a note) if it or python3 is missing; under
@@ -178,64 +176,4 @@ fn generated_bench_orders_round_trip() {
         .collect();
     assert!(notes.iter().any(|n| n.contains("\nsecond line\tcol\\path")));
     assert!(notes.iter().any(|n| n.contains('🚚') || n.contains('東')));
-}
-
-/// Decode throughput on a 100k-row sample (release mode, on demand):
-/// `cargo test --release -p ferry-connectors --test copy_text_bench_orders -- --ignored --nocapture`
-/// Uses `$FERRY_COPY_TEXT_SAMPLE` if set, else generates the sample in a temporary folder.
-#[test]
-#[ignore = "throughput measurement; run in release mode"]
-fn decode_throughput_100k() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = match std::env::var_os("FERRY_COPY_TEXT_SAMPLE") {
-        Some(path) => PathBuf::from(path),
-        None => {
-            let Some(script) = generator() else { return };
-            let path = dir.path().join("sample.tsv");
-            generate(&script, 100_000, &path);
-            path
-        }
-    };
-    let input = std::fs::read(&path).unwrap();
-    let mb = input.len() as f64 / 1e6;
-    let schema = bench_orders_schema();
-
-    let mut best = f64::MAX;
-    let mut rows = 0;
-    for _ in 0..5 {
-        let started = Instant::now();
-        let mut decoder = CopyTextDecoder::new(Arc::clone(&schema), 8192).unwrap();
-        rows = 0;
-        // 1 MiB chunks, each starting with what the previous call left unconsumed.
-        let mut pos = 0;
-        while pos < input.len() {
-            let end = (pos + (1 << 20)).min(input.len());
-            let used = decoder.decode(&input[pos..end]).unwrap();
-            assert!(used > 0, "no complete line in 1 MiB at byte {pos}");
-            pos += used;
-            while let Some(b) = decoder.next_batch().unwrap() {
-                rows += b.num_rows();
-            }
-        }
-        while let Some(b) = decoder.finish().unwrap() {
-            rows += b.num_rows();
-        }
-        best = best.min(started.elapsed().as_secs_f64());
-    }
-    let started = Instant::now();
-    let batches = read_file(&path, Arc::clone(&schema), 8192).unwrap();
-    let file_secs = started.elapsed().as_secs_f64();
-    assert_eq!(
-        batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
-        rows
-    );
-    eprintln!(
-        "copy_text decode: {rows} rows, {mb:.1} MB: in memory best of 5 {:.1} ms = {:.0} MB/s \
-         ({:.2} M rows/s); read_file {:.1} ms = {:.0} MB/s",
-        best * 1e3,
-        mb / best,
-        rows as f64 / best / 1e6,
-        file_secs * 1e3,
-        mb / file_secs
-    );
 }

@@ -890,16 +890,3 @@ async fn hundred_thousand_rows_round_trip() {
         t.elapsed()
     );
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "throughput; run with --release --ignored"]
-async fn copy_throughput() {
-    let Some(db) = Db::new().await else { return };
-    let n = 200_000;
-    let (r, w) = big_round_trip(&db, n, 8192).await;
-    println!(
-        "COPY read {:.0} rows/s, write {:.0} rows/s",
-        n as f64 / r.as_secs_f64(),
-        n as f64 / w.as_secs_f64()
-    );
-}
