@@ -1,8 +1,9 @@
 //! The broker's HTTP admin API.
 //!
-//! Bound to loopback by default (`admin_listen`). Operator authentication
-//! (token or mTLS) is not there yet: do not expose this port beyond the
-//! broker host.
+//! Bound to loopback by default (`admin_listen`). With `admin_token_file`
+//! every `/v1` route wants `Authorization: Bearer <token>` (compared in
+//! constant time); a broker whose admin API listens beyond loopback must
+//! have one. `/healthz` stays open for load balancers.
 //!
 //! - `GET /v1/agents`: connected agents and their data sources;
 //! - `POST /v1/jobs` `{"job": "<YAML or JSON>", "vars": {..}, "compression": "zstd:1"}`:
@@ -37,14 +38,53 @@ struct Health {
     refused_timeout: u64,
 }
 
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+pub(crate) fn router(shared: Arc<Shared>, token: Option<String>) -> Router {
+    let v1 = Router::new()
         .route("/v1/agents", get(agents))
         .route("/v1/jobs", post(submit).get(list_jobs))
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/jobs/{id}/cancel", post(cancel))
+        .with_state(shared.clone());
+    let v1 = match token {
+        Some(t) => v1.layer(axum::middleware::from_fn_with_state(
+            Arc::new(t),
+            require_token,
+        )),
+        None => v1,
+    };
+    Router::new()
         .route("/healthz", get(health))
         .with_state(shared)
+        .merge(v1)
+}
+
+async fn require_token(
+    State(token): State<Arc<String>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let presented = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => next.run(req).await,
+        Some(_) => error(StatusCode::UNAUTHORIZED, "wrong admin token"),
+        None => error(
+            StatusCode::UNAUTHORIZED,
+            "this broker's admin API needs `Authorization: Bearer <token>` (ferry: --token-file or FERRY_ADMIN_TOKEN)",
+        ),
+    }
+}
+
+/// Equal without an early exit, so the time taken says nothing about how
+/// much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn agents(State(shared): State<Arc<Shared>>) -> Json<Vec<AgentInfo>> {

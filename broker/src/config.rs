@@ -4,6 +4,8 @@
 //! listen = "0.0.0.0:7800"          # UDP, QUIC
 //! admin_listen = "127.0.0.1:7801"  # HTTP admin API; loopback unless you mean it
 //! jobs_dir = "jobs"                # dirty-record files of submitted jobs
+//! admin_token_file = "admin.token" # operators send `Authorization: Bearer <token>`;
+//!                                  # required when admin_listen is not loopback
 //!
 //! [tls]                            # every path is required: no "skip verify"
 //! ca = "pki/ca.pem"
@@ -42,6 +44,10 @@ pub struct BrokerConfig {
     /// HTTP address of the admin API.
     #[serde(default = "default_admin")]
     pub admin_listen: SocketAddr,
+    /// A file holding the admin API's bearer token (at least 16 characters).
+    /// Without it the API is open, which is allowed only on loopback.
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
     /// Where jobs' dirty-record files go.
     #[serde(default = "default_jobs_dir")]
     pub jobs_dir: PathBuf,
@@ -117,12 +123,48 @@ impl BrokerConfig {
         if config.jobs_dir.is_relative() {
             config.jobs_dir = base.join(&config.jobs_dir);
         }
+        if let Some(t) = config.admin_token_file.as_mut() {
+            if t.is_relative() {
+                *t = base.join(&*t);
+            }
+        }
         config.check()?;
         Ok(config)
     }
 
+    /// The admin API's bearer token, read from `admin_token_file`.
+    pub fn admin_token(&self) -> Result<Option<String>, ConfigError> {
+        let Some(path) = &self.admin_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let token = text.trim().to_string();
+        if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ConfigError::Invalid {
+                field: "admin_token_file",
+                reason: format!(
+                    "{} must hold one token of at least 16 characters without spaces",
+                    path.display()
+                ),
+            });
+        }
+        Ok(Some(token))
+    }
+
     /// Checks values that the type system does not.
     pub fn check(&self) -> Result<(), ConfigError> {
+        if !self.admin_listen.ip().is_loopback() && self.admin_token_file.is_none() {
+            return Err(ConfigError::Invalid {
+                field: "admin_token_file",
+                reason: format!(
+                    "is required when admin_listen ({}) is not a loopback address: the admin API submits jobs",
+                    self.admin_listen
+                ),
+            });
+        }
         if self.limits.max_handshakes == 0 {
             return Err(ConfigError::Invalid {
                 field: "limits.max_handshakes",
@@ -208,6 +250,31 @@ mod tests {
         assert_eq!(c.tls.cert, PathBuf::from("/abs/b.pem"));
         assert_eq!(c.admin_listen, default_admin());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_admin_api_beyond_loopback_needs_a_token() {
+        let mut c = parse(
+            "listen = \"127.0.0.1:7800\"\nadmin_listen = \"0.0.0.0:7801\"\n[tls]\nca = \"a\"\ncert = \"a\"\nkey = \"b\"\ncrl = \"c\"\n",
+        )
+        .unwrap();
+        let e = c.check().unwrap_err().to_string();
+        assert!(
+            e.contains("admin_token_file") && e.contains("0.0.0.0:7801"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t");
+        std::fs::write(&f, "short\n").unwrap();
+        c.admin_token_file = Some(f.clone());
+        c.check().unwrap();
+        let e = c.admin_token().unwrap_err().to_string();
+        assert!(e.contains("at least 16"), "{e}");
+        std::fs::write(&f, "  0123456789abcdef-long-enough \n").unwrap();
+        assert_eq!(
+            c.admin_token().unwrap().as_deref(),
+            Some("0123456789abcdef-long-enough")
+        );
     }
 
     #[test]

@@ -78,6 +78,7 @@ impl Broker {
         data_handler: DataHandler,
     ) -> Result<Self, BrokerError> {
         config.check()?;
+        let admin_token = config.admin_token()?;
         let quic = build_quic_config(&config)?;
         let endpoint = ferry_tunnel::server_endpoint(config.listen, quic)?;
         let admin = tokio::net::TcpListener::bind(config.admin_listen)
@@ -107,7 +108,7 @@ impl Broker {
             )),
             tokio::spawn(crate::revocation::watch(shared.clone(), endpoint.clone())),
             tokio::spawn({
-                let app = crate::admin::router(shared.clone());
+                let app = crate::admin::router(shared.clone(), admin_token);
                 async move {
                     if let Err(e) = axum::serve(admin, app).await {
                         tracing::error!("admin API stopped: {e}");

@@ -22,6 +22,8 @@ pub struct JobArgs {
     /// The broker's admin API address.
     #[arg(long, global = true, default_value = "127.0.0.1:7801")]
     admin: SocketAddr,
+    #[command(flatten)]
+    token: AdminToken,
     #[command(subcommand)]
     command: JobCommand,
 }
@@ -61,10 +63,46 @@ enum JobCommand {
     Cancel { id: String },
 }
 
+/// The admin API's bearer token, when the broker has one.
+#[derive(Args)]
+pub struct AdminToken {
+    /// File holding the broker's admin token (its `admin_token_file`).
+    #[arg(long, global = true, env = "FERRY_ADMIN_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+}
+
+impl AdminToken {
+    /// An HTTP client that sends the token, if one was given. The token may
+    /// also come from `FERRY_ADMIN_TOKEN` (never from the command line,
+    /// where other users could read it).
+    pub fn client(&self) -> Result<reqwest::Client> {
+        let token = match (&self.token_file, std::env::var("FERRY_ADMIN_TOKEN")) {
+            (Some(path), _) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the admin token {}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, Ok(t)) => Some(t.trim().to_string()),
+            (None, Err(_)) => None,
+        };
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = token {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+                .context("the admin token holds characters a header cannot carry")?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        Ok(reqwest::Client::builder()
+            .default_headers(headers)
+            .build()?)
+    }
+}
+
 pub async fn run(args: JobArgs) -> Result<()> {
     let api = Api {
         base: format!("http://{}", args.admin),
-        http: reqwest::Client::new(),
+        http: args.token.client()?,
     };
     match args.command {
         JobCommand::Submit {

@@ -79,6 +79,8 @@ enum BrokerCommand {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        token: job_cmd::AdminToken,
     },
 }
 
@@ -193,9 +195,12 @@ async fn broker(command: BrokerCommand) -> Result<()> {
             broker.shutdown().await;
             Ok(())
         }
-        BrokerCommand::Agents { admin, json } => {
+        BrokerCommand::Agents { admin, json, token } => {
             let url = format!("http://{admin}/v1/agents");
-            let agents: serde_json::Value = reqwest::get(&url)
+            let agents: serde_json::Value = token
+                .client()?
+                .get(&url)
+                .send()
                 .await
                 .with_context(|| format!("cannot reach the broker's admin API at {url}"))?
                 .error_for_status()

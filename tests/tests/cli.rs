@@ -200,9 +200,11 @@ fn job_submit_through_broker_and_agent_processes() {
         assert!(ferry(dir, args).status.success());
     }
     let (port, admin) = (free_port(), free_port());
+    // The admin API wants a bearer token from this file.
+    std::fs::write(dir.join("admin.token"), "s3cr3t-operator-token-0123\n").unwrap();
     std::fs::write(
         dir.join("broker.toml"),
-        format!("listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/broker.pem\"\nkey = \"pki/broker.key\"\ncrl = \"pki/crl.pem\"\n"),
+        format!("listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nadmin_token_file = \"admin.token\"\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/broker.pem\"\nkey = \"pki/broker.key\"\ncrl = \"pki/crl.pem\"\n"),
     )
     .unwrap();
     std::fs::write(
@@ -236,7 +238,17 @@ fn job_submit_through_broker_and_agent_processes() {
     let admin = format!("127.0.0.1:{admin}");
     let start = Instant::now();
     loop {
-        let out = ferry(dir, &["broker", "agents", "--admin", &admin]);
+        let out = ferry(
+            dir,
+            &[
+                "broker",
+                "agents",
+                "--admin",
+                &admin,
+                "--token-file",
+                "admin.token",
+            ],
+        );
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         if text.contains("cli-01") && text.contains("shop") {
             assert!(text.lines().next().unwrap().contains("SOURCES"), "{text}");
@@ -250,7 +262,18 @@ fn job_submit_through_broker_and_agent_processes() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let out = ferry(dir, &["job", "--admin", &admin, "submit", "good.yaml"]);
+    let out = ferry(
+        dir,
+        &[
+            "job",
+            "--admin",
+            &admin,
+            "--token-file",
+            "admin.token",
+            "submit",
+            "good.yaml",
+        ],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -269,7 +292,18 @@ fn job_submit_through_broker_and_agent_processes() {
         "5000|12502500"
     );
 
-    let out = ferry(dir, &["job", "--admin", &admin, "submit", "bad.yaml"]);
+    let out = ferry(
+        dir,
+        &[
+            "job",
+            "--admin",
+            &admin,
+            "--token-file",
+            "admin.token",
+            "submit",
+            "bad.yaml",
+        ],
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -277,14 +311,70 @@ fn job_submit_through_broker_and_agent_processes() {
         "{stderr}"
     );
 
-    let out = ferry(dir, &["job", "--admin", &admin, "list"]);
+    let out = ferry(
+        dir,
+        &[
+            "job",
+            "--admin",
+            &admin,
+            "--token-file",
+            "admin.token",
+            "list",
+        ],
+    );
     let list = String::from_utf8_lossy(&out.stdout);
     assert!(
         list.contains("job-1") && list.contains("succeeded"),
         "{list}"
     );
     assert!(list.contains("job-2") && list.contains("failed"), "{list}");
-    let out = ferry(dir, &["job", "--admin", &admin, "status", "job-3"]);
+    let out = ferry(
+        dir,
+        &[
+            "job",
+            "--admin",
+            &admin,
+            "--token-file",
+            "admin.token",
+            "status",
+            "job-3",
+        ],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no job `job-3`"));
+
+    // An operator without the token, or with a wrong one, is refused.
+    let out = ferry(dir, &["job", "--admin", &admin, "list"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("401") && stderr.contains("Authorization: Bearer"),
+        "{stderr}"
+    );
+    std::fs::write(dir.join("wrong.token"), "not-the-operator-token").unwrap();
+    let out = ferry(
+        dir,
+        &[
+            "job",
+            "--admin",
+            &admin,
+            "--token-file",
+            "wrong.token",
+            "submit",
+            "good.yaml",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("wrong admin token"),
+        "{out:?}"
+    );
+    // The token also comes from the environment.
+    let out = Command::new(ferry_bin())
+        .current_dir(dir)
+        .args(["job", "--admin", &admin, "list"])
+        .env("FERRY_ADMIN_TOKEN", "s3cr3t-operator-token-0123")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
 }
