@@ -42,6 +42,47 @@ impl Catalog {
             .collect()
     }
 
+    /// Checks a read against the source's policy: its table must be one
+    /// the source lists, and free-form SQL needs `allow_query_sql`.
+    pub fn permit(&self, name: &str, spec: &ferry_connectors::ReadSpec) -> Result<(), String> {
+        let Some(config) = self.configs.get(name) else {
+            return Ok(()); // `source` reports the unknown name.
+        };
+        let free_sql = |what: &str| {
+            format!(
+                "data source `{name}` does not allow free-form SQL ({what}); set allow_query_sql = true for it in the agent's config to permit it"
+            )
+        };
+        if !config.allow_query_sql {
+            if spec
+                .query_sql
+                .as_deref()
+                .is_some_and(|q| !q.trim().is_empty())
+            {
+                return Err(free_sql("querySql"));
+            }
+            if let Some(w) = &spec.where_clause {
+                let lower = w.to_ascii_lowercase();
+                let select = lower
+                    .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                    .any(|word| word == "select");
+                if select || w.contains(';') {
+                    return Err(free_sql("a `where` with a subquery or `;`"));
+                }
+            }
+        }
+        if !config.tables.is_empty() && spec.query_sql.is_none() {
+            let table = spec.table.as_deref().unwrap_or_default();
+            if !config.tables.iter().any(|p| table_matches(p, table)) {
+                return Err(format!(
+                    "data source `{name}` does not allow reading table `{table}` (allowed: {})",
+                    config.tables.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The source named `name` for a job with connector options
     /// `job_options`, opened (and kept) on first use.
     ///
@@ -106,6 +147,18 @@ impl Catalog {
     }
 }
 
+/// `pattern` is a table name, `schema.*`, or `*` (case-sensitive, quotes
+/// and backticks ignored).
+fn table_matches(pattern: &str, table: &str) -> bool {
+    let clean = |s: &str| s.replace(['"', '`'], "");
+    let (pattern, table) = (clean(pattern), clean(table));
+    match pattern.strip_suffix('*') {
+        Some("") => true,
+        Some(prefix) => table.starts_with(prefix) && !table[prefix.len()..].contains('.'),
+        None => pattern == table,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +175,12 @@ mod tests {
                     kind: kind.into(),
                     url: url.into(),
                     options: Map::new(),
+                    tables: if name == "db" {
+                        vec!["orders".into(), "audit.*".into()]
+                    } else {
+                        vec![]
+                    },
+                    allow_query_sql: false,
                 },
             );
         }
@@ -133,6 +192,49 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
             .collect()
+    }
+
+    #[test]
+    fn policy_tables_and_free_sql() {
+        let c = catalog();
+        let spec = |table: &str, q: Option<&str>, w: Option<&str>| ferry_connectors::ReadSpec {
+            table: Some(table.into()),
+            query_sql: q.map(String::from),
+            where_clause: w.map(String::from),
+            ..Default::default()
+        };
+        assert!(c
+            .permit("db", &spec("orders", None, Some("id > 5")))
+            .is_ok());
+        assert!(c.permit("db", &spec("audit.log", None, None)).is_ok());
+        let e = c.permit("db", &spec("users", None, None)).unwrap_err();
+        assert!(
+            e.contains("table `users`") && e.contains("orders, audit.*"),
+            "{e}"
+        );
+        assert!(c.permit("db", &spec("audit.x.y", None, None)).is_err());
+        let e = c
+            .permit("db", &spec("orders", Some("SELECT * FROM users"), None))
+            .unwrap_err();
+        assert!(
+            e.contains("querySql") && e.contains("allow_query_sql"),
+            "{e}"
+        );
+        for w in [
+            "id IN (SELECT id FROM users)",
+            "1=1; DROP TABLE x",
+            "x=(Select 1)",
+        ] {
+            assert!(
+                c.permit("db", &spec("orders", None, Some(w))).is_err(),
+                "{w}"
+            );
+        }
+        // `selected` is a word of its own, not a subquery.
+        assert!(c
+            .permit("db", &spec("orders", None, Some("selected = 1")))
+            .is_ok());
+        assert!(table_matches("*", "anything.at_all"));
     }
 
     #[tokio::test]

@@ -18,6 +18,8 @@
 //! kind = "mysql"                       # mysql, postgres, sqlite, file
 //! url = "mysql://reader:secret@10.0.0.5:3306/shop"
 //! options = { zeroDate = "null" }      # connector options (optional)
+//! tables = ["orders", "audit.*"]       # what jobs may read (default: any table)
+//! allow_query_sql = false              # free-form querySql / subqueries (default: off)
 //! ```
 //! The broker learns each source's name and kind, never its URL.
 //! Relative paths are taken from the config file's directory.
@@ -72,6 +74,13 @@ pub struct SourceConfig {
     /// Connector options (as a job's reader parameters would give them).
     #[serde(default)]
     pub options: serde_json::Map<String, serde_json::Value>,
+    /// Tables jobs may read (`orders`, `shop.*`, `*`); empty: any table.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Whether jobs may send free-form SQL: `querySql`, or a `where` with a
+    /// subquery or a `;`. Off unless set: a free query reads any table.
+    #[serde(default)]
+    pub allow_query_sql: bool,
 }
 
 impl std::fmt::Debug for SourceConfig {
@@ -81,6 +90,8 @@ impl std::fmt::Debug for SourceConfig {
             .field("kind", &self.kind)
             .field("url", &"<redacted>")
             .field("options", &self.options)
+            .field("tables", &self.tables)
+            .field("allow_query_sql", &self.allow_query_sql)
             .finish()
     }
 }

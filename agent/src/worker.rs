@@ -136,6 +136,7 @@ impl Worker {
         let spec: ReadSpec =
             serde_json::from_str(spec).map_err(|e| format!("invalid read spec: {e}"))?;
         let options = parse_options(options)?;
+        self.catalog.permit(datasource, &spec)?;
         let source = self.catalog.source(datasource, &options).await?;
         let schema = source.schema(&spec).await.map_err(|e| e.to_string())?;
         let splits = source
@@ -167,6 +168,7 @@ impl Worker {
         let split: Split =
             serde_json::from_str(split).map_err(|e| format!("invalid split: {e}"))?;
         let options = parse_options(options)?;
+        self.catalog.permit(datasource, &spec)?;
         let source = self.catalog.source(datasource, &options).await?;
         let schema: SchemaRef = source.schema(&spec).await.map_err(|e| e.to_string())?;
         let header = StreamHeader {

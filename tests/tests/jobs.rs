@@ -38,7 +38,7 @@ async fn postgres_to_postgres_through_the_tunnel() {
         name: "shop",
         kind: "postgres",
         url: &pg_url(),
-        options: "",
+        extra: "",
     }])
     .await;
     let job = pg_to_pg_job(&rig.datasource("shop"), &src.name, &dst.name, "");
@@ -79,7 +79,7 @@ async fn unknown_source_or_group_fails_with_a_clear_error() {
         name: "shop",
         kind: "postgres",
         url: &pg_url(),
-        options: "",
+        extra: "",
     }])
     .await;
     let job = pg_to_pg_job(&rig.datasource("nope"), "public", &dst.name, "");
@@ -119,7 +119,7 @@ async fn a_read_that_fails_on_the_agent_fails_the_job() {
         name: "legacy",
         kind: "mysql",
         url: &my.url(),
-        options: "{ zeroDate = \"error\" }",
+        extra: "options = { zeroDate = \"error\" }",
     }])
     .await;
     let job = format!(
@@ -133,5 +133,80 @@ async fn a_read_that_fails_on_the_agent_fails_the_job() {
     assert_eq!(s.state, JobState::Failed, "{s:?}");
     let e = s.error.unwrap();
     assert!(e.contains("zero") && e.contains("agent `rig-"), "{e}");
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_refuses_reads_outside_its_policy() {
+    let Some(src) = PgSchema::new("ferry_job_src") else {
+        return;
+    };
+    let Some(dst) = PgSchema::new("ferry_job_dst") else {
+        return;
+    };
+    src.sql(
+        "CREATE TABLE orders (id int PRIMARY KEY, v text);
+         CREATE TABLE secrets (id int PRIMARY KEY, password text);
+         INSERT INTO orders VALUES (1, 'a'), (2, 'b');
+         INSERT INTO secrets VALUES (1, 'hunter2');",
+    );
+    let policy = format!("tables = [\"{}.orders\"]", src.name);
+    let rig = Rig::start(&[RigSource {
+        name: "shop",
+        kind: "postgres",
+        url: &pg_url(),
+        extra: &policy,
+    }])
+    .await;
+    let ds = rig.datasource("shop");
+    let job = |reader_extra: &str, table: &str| {
+        format!(
+            "reader:\n  name: postgresqlreader\n  parameter:\n    datasource: {ds}\n{reader_extra}\
+             writer:\n  name: postgresqlwriter\n  parameter:\n    url: {url}\n    table: {d}.{table}\n    createTable: true\n",
+            url = pg_url(),
+            d = dst.name
+        )
+    };
+    // A table the agent does not list.
+    let s = rig
+        .run(&job(&format!("    table: {}.secrets\n", src.name), "t1"))
+        .await;
+    assert_eq!(s.state, JobState::Failed);
+    let e = s.error.unwrap();
+    assert!(
+        e.contains("does not allow reading table") && e.contains("secrets"),
+        "{e}"
+    );
+    // Free-form SQL, off by default: querySql, or a subquery in `where`.
+    let s = rig
+        .run(&job(
+            &format!(
+                "    querySql: \"SELECT password FROM {}.secrets\"\n",
+                src.name
+            ),
+            "t2",
+        ))
+        .await;
+    let e = s.error.unwrap();
+    assert!(
+        e.contains("querySql") && e.contains("allow_query_sql"),
+        "{e}"
+    );
+    let s = rig
+        .run(&job(
+            &format!(
+                "    table: {s}.orders\n    where: \"id IN (SELECT id FROM {s}.secrets)\"\n",
+                s = src.name
+            ),
+            "t3",
+        ))
+        .await;
+    assert!(s.error.unwrap().contains("subquery"));
+    // What the policy allows works.
+    let s = rig
+        .run(&job(&format!("    table: {}.orders\n", src.name), "t4"))
+        .await;
+    assert_eq!(s.state, JobState::Succeeded, "{s:?}");
+    assert_eq!(dst.sql("SELECT count(*) FROM t4").trim(), "2");
     rig.stop().await;
 }

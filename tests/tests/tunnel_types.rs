@@ -165,7 +165,7 @@ fn mysql_rig_source(url: &str) -> RigSource<'_> {
         name: "legacy",
         kind: "mysql",
         url,
-        options: "",
+        extra: "",
     }
 }
 
@@ -503,7 +503,7 @@ async fn postgres_every_type_to_postgres_cell_by_cell() {
         name: "warehouse",
         kind: "postgres",
         url: &src_url,
-        options: "",
+        extra: "",
     }])
     .await;
     // The writer's session is moved to America/New_York by preSql (sqlx
@@ -750,7 +750,7 @@ async fn postgres_values_without_a_mapping_fail_the_job() {
         name: "warehouse",
         kind: "postgres",
         url: &pg_url(),
-        options: "",
+        extra: "",
     }])
     .await;
     for (table, column) in [
@@ -1006,7 +1006,7 @@ async fn postgres_every_type_to_sqlite_cell_by_cell() {
         name: "warehouse",
         kind: "postgres",
         url: &pg_url(),
-        options: "",
+        extra: "",
     }])
     .await;
     let job = |table: &str, column: &str| {

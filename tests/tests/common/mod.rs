@@ -168,8 +168,9 @@ pub struct RigSource<'a> {
     pub name: &'a str,
     pub kind: &'a str,
     pub url: &'a str,
-    /// TOML inline table of connector options, e.g. `{ zeroDate = "error" }`.
-    pub options: &'a str,
+    /// More TOML lines for the source, e.g. `options = { zeroDate = "error" }`
+    /// or `tables = ["orders"]`.
+    pub extra: &'a str,
 }
 
 impl Rig {
@@ -188,14 +189,9 @@ impl Rig {
             .pki
             .agent_toml(&cert, &broker.local_addr().to_string(), "localhost");
         for s in sources {
-            let options = if s.options.is_empty() {
-                "{}"
-            } else {
-                s.options
-            };
             text.push_str(&format!(
-                "\n[sources.{}]\nkind = \"{}\"\nurl = \"{}\"\noptions = {options}\n",
-                s.name, s.kind, s.url
+                "\n[sources.{}]\nkind = \"{}\"\nurl = \"{}\"\n{}\n",
+                s.name, s.kind, s.url, s.extra
             ));
         }
         let agent_config: AgentConfig = toml_from(&text);
