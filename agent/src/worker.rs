@@ -83,6 +83,9 @@ impl Worker {
             } => {
                 let me = self.clone();
                 let id = task_id.clone();
+                // Registered under the lock the task takes to deregister, so
+                // a task that ends at once cannot leave a stale entry.
+                let mut tasks = self.lock_tasks();
                 let handle = tokio::spawn(async move {
                     let r = me
                         .run_task(&task_id, &datasource, &spec, &options, &split, compression)
@@ -96,7 +99,7 @@ impl Worker {
                         }
                     }
                 });
-                self.lock_tasks().insert(id, handle.abort_handle());
+                tasks.insert(id, handle.abort_handle());
             }
             ControlMessage::TaskCancel { task_id, reason } => {
                 if let Some(h) = self.lock_tasks().remove(&task_id) {

@@ -109,7 +109,7 @@ fn quickstart_syncs_through_the_tunnel_into_lake_and_warehouse() {
     assert!(text.contains("Bytes on the wire     : "), "{text}");
     assert!(!text.contains("standalone, no tunnel"), "{text}");
     // The lake has yesterday's partition, and the job file to read it back works.
-    let vars = ferry_engine_bizdate();
+    let vars = ferry_engine::config::default_vars()["bizdate"].clone();
     for table in ["ods_raw_log_d", "ods_user_info_d"] {
         let part = dir
             .path()
@@ -133,10 +133,4 @@ fn quickstart_syncs_through_the_tunnel_into_lake_and_warehouse() {
         "{back_text}"
     );
     assert!(dir.path().join("broker.toml").exists() && dir.path().join("pki/ca.key").exists());
-}
-
-/// Yesterday as YYYYMMDD (UTC), the quickstart's partition.
-fn ferry_engine_bizdate() -> String {
-    let d = time::OffsetDateTime::now_utc().date() - time::Duration::days(1);
-    format!("{:04}{:02}{:02}", d.year(), u8::from(d.month()), d.day())
 }

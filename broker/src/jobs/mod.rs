@@ -175,7 +175,8 @@ pub(crate) async fn submit(
             error: None,
         }),
         progress: progress.clone(),
-        wire: Arc::new(AtomicU64::new(0)),
+        // The reading's own counter: the API reads it live.
+        wire: reading.wire_counter(),
     });
     lock(&jobs.entries).insert(n, entry.clone());
     info!(job = %id, source = %format!("{group}/{name}"), target = %job.writer.kind, "job submitted");
@@ -186,19 +187,8 @@ pub(crate) async fn submit(
     };
     let id2 = id.clone();
     shared.tasks.spawn(async move {
-        // Mirror the reading's wire counter into the entry while running.
-        let wire = entry.wire.clone();
-        let r2 = reading.clone();
-        let mirror = tokio::spawn(async move {
-            loop {
-                wire.store(ferry_engine::Reading::wire_bytes(r2.as_ref()), Ordering::Relaxed);
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            }
-        });
-        let result = ferry_engine::run_job(&job, reading.clone(), sink, &opts, progress.clone()).await;
-        mirror.abort();
-        let wire_now = ferry_engine::Reading::wire_bytes(reading.as_ref());
-        entry.wire.store(wire_now, Ordering::Relaxed);
+        let result = ferry_engine::run_job(&job, reading, sink, &opts, progress.clone()).await;
+        let wire_now = entry.wire.load(Ordering::Relaxed);
         let mut st = lock(&entry.status);
         st.progress = progress.snapshot(wire_now);
         match result {

@@ -68,6 +68,11 @@ impl TunnelReading {
         }
     }
 
+    /// Bytes that crossed the tunnel for this job so far, shared.
+    pub(crate) fn wire_counter(&self) -> Arc<AtomicU64> {
+        self.wire.clone()
+    }
+
     /// The next agent to give work to.
     fn agent(&self) -> Result<AgentHandle, String> {
         let agents = self.shared.registry.offering(&self.group, &self.datasource);
