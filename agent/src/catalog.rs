@@ -181,6 +181,7 @@ mod tests {
                         vec![]
                     },
                     allow_query_sql: false,
+                    secrets: Default::default(),
                 },
             );
         }

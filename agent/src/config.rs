@@ -16,13 +16,32 @@
 //!
 //! [sources.orders_db]                  # data sources jobs may name as <group>/orders_db
 //! kind = "mysql"                       # mysql, postgres, sqlite, file
-//! url = "mysql://reader:secret@10.0.0.5:3306/shop"
+//! url = "mysql://reader@10.0.0.5:3306/shop"
+//! password = { env = "ORDERS_DB_PASSWORD" }  # or { file = "orders.pw" }, or "literal"
 //! options = { zeroDate = "null" }      # connector options (optional)
 //! tables = ["orders", "audit.*"]       # what jobs may read (default: any table)
 //! allow_query_sql = false              # free-form querySql / subqueries (default: off)
+//!
+//! [sources.lake]
+//! kind = "file"
+//! url = { env = "LAKE_URL" }           # the whole URL may be secret too
+//! options = { endpoint = "http://minio:9000", region = "us-east-1" }
+//! secret_options = { accessKey = { env = "S3_ACCESS_KEY" }, secretKey = { file = "s3.secret" } }
 //! ```
 //! The broker learns each source's name and kind, never its URL.
 //! Relative paths are taken from the config file's directory.
+//!
+//! Secrets (`url`, `password`, `secret_options` values) are a string, `{ env
+//! = "NAME" }` (an environment variable) or `{ file = "PATH" }` (the file's
+//! contents, one trailing newline removed; a warning is logged when the file
+//! is readable by group or others). They are read once, by
+//! [`AgentConfig::load`]: a variable that is not set or a file that cannot be
+//! read is a config error naming the source and the variable or file, never
+//! the value. `password` goes into the URL's user info, percent-encoded; it
+//! is for `mysql` and `postgres` sources whose URL names a user and holds no
+//! password itself. `secret_options` are merged into `options` (a name may
+//! not be in both). Neither the URL nor a secret option appears in `Debug`
+//! output or in an error.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -64,34 +83,362 @@ pub struct AgentConfig {
 }
 
 /// One data source of the agent's catalog.
+///
+/// Deserialized as written; the secrets it refers to (`{ env = ... }`,
+/// `{ file = ... }`, `password`, `secret_options`) are read by
+/// [`AgentConfig::load`] (or [`AgentConfig::resolve_secrets`]), after which
+/// `url` and `options` hold the values to connect with.
 #[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "RawSource")]
 pub struct SourceConfig {
     /// Connector kind (`mysql`, `postgres`, `sqlite`, ...).
     pub kind: String,
     /// Where it is, with credentials. Never sent to the broker.
     pub url: String,
     /// Connector options (as a job's reader parameters would give them).
-    #[serde(default)]
     pub options: serde_json::Map<String, serde_json::Value>,
     /// Tables jobs may read (`orders`, `shop.*`, `*`); empty: any table.
-    #[serde(default)]
     pub tables: Vec<String>,
     /// Whether jobs may send free-form SQL: `querySql`, or a `where` with a
     /// subquery or a `;`. Off unless set: a free query reads any table.
-    #[serde(default)]
     pub allow_query_sql: bool,
+    /// Secrets not read yet, and which options hold secrets.
+    #[serde(skip)]
+    pub(crate) secrets: SourceSecrets,
+}
+
+/// The secret parts of a source before [`AgentConfig::load`] reads them.
+#[derive(Clone, Default)]
+pub(crate) struct SourceSecrets {
+    url: Option<Secret>,
+    password: Option<Secret>,
+    options: std::collections::BTreeMap<String, Secret>,
+    /// Options that came from `secret_options`: redacted in `Debug`.
+    redact: std::collections::BTreeSet<String>,
+}
+
+impl SourceSecrets {
+    fn pending(&self) -> bool {
+        self.url.is_some() || self.password.is_some() || !self.options.is_empty()
+    }
+}
+
+/// The source as written in the file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    kind: String,
+    url: Secret,
+    #[serde(default)]
+    password: Option<Secret>,
+    #[serde(default)]
+    options: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    secret_options: std::collections::BTreeMap<String, Secret>,
+    #[serde(default)]
+    tables: Vec<String>,
+    #[serde(default)]
+    allow_query_sql: bool,
+}
+
+impl From<RawSource> for SourceConfig {
+    fn from(raw: RawSource) -> Self {
+        let (url, url_secret) = match raw.url {
+            Secret::Literal(u) => (u, None),
+            other => (String::new(), Some(other)),
+        };
+        SourceConfig {
+            kind: raw.kind,
+            url,
+            options: raw.options,
+            tables: raw.tables,
+            allow_query_sql: raw.allow_query_sql,
+            secrets: SourceSecrets {
+                url: url_secret,
+                password: raw.password,
+                options: raw.secret_options,
+                redact: Default::default(),
+            },
+        }
+    }
+}
+
+/// A secret value in the config: the value itself, an environment
+/// variable, or a file.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    Literal(String),
+    Env(String),
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Literal(_) => f.write_str("<redacted>"),
+            Secret::Env(name) => write!(f, "{{ env = {name:?} }}"),
+            Secret::File(path) => write!(f, "{{ file = {:?} }}", path.display().to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Secret;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string, { env = \"NAME\" } or { file = \"PATH\" }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret::Literal(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Secret, A::Error> {
+                use serde::de::Error;
+                let mut found = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    let value: String = map.next_value()?;
+                    let secret = match key.as_str() {
+                        "env" if !value.is_empty() => Secret::Env(value),
+                        "file" if !value.is_empty() => Secret::File(PathBuf::from(value)),
+                        "env" | "file" => {
+                            return Err(A::Error::custom(format!("`{key}` must not be empty")))
+                        }
+                        _ => return Err(A::Error::unknown_field(&key, &["env", "file"])),
+                    };
+                    if found.replace(secret).is_some() {
+                        return Err(A::Error::custom("give one of `env` or `file`, not both"));
+                    }
+                }
+                found.ok_or_else(|| {
+                    A::Error::custom("expected { env = \"NAME\" } or { file = \"PATH\" }")
+                })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Secret::Literal(v) => s.serialize_str(v),
+            Secret::Env(name) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("env", name)?;
+                m.end()
+            }
+            Secret::File(path) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("file", path)?;
+                m.end()
+            }
+        }
+    }
+}
+
+/// Kinds whose URL carries a user and password.
+const PASSWORD_KINDS: &[&str] = &["mysql", "postgres"];
+
+impl Secret {
+    /// The value: read from the environment or a file (relative to `base`).
+    /// Errors name `what`, the source and the variable or file, never a value.
+    fn read(
+        &self,
+        source: &str,
+        what: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<String, ConfigError> {
+        let invalid = |reason: String| source_error(source, reason);
+        match self {
+            Secret::Literal(v) => Ok(v.clone()),
+            Secret::Env(name) => match env(name) {
+                Some(v) if !v.is_empty() => Ok(v),
+                Some(_) => Err(invalid(format!(
+                    "environment variable `{name}` (for `{what}`) is empty"
+                ))),
+                None => Err(invalid(format!(
+                    "environment variable `{name}` (for `{what}`) is not set"
+                ))),
+            },
+            Secret::File(path) => {
+                let path = if path.is_relative() {
+                    base.join(path)
+                } else {
+                    path.clone()
+                };
+                let cannot = |e: std::io::Error| {
+                    invalid(format!(
+                        "cannot read {} (for `{what}`): {e}",
+                        path.display()
+                    ))
+                };
+                let meta = std::fs::metadata(&path).map_err(cannot)?;
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = meta.permissions().mode();
+                    if mode & 0o077 != 0 {
+                        tracing::warn!(
+                            source,
+                            file = %path.display(),
+                            mode = format!("{:o}", mode & 0o777),
+                            "secret file for `{what}` is accessible to group or others; chmod 600 it"
+                        );
+                    }
+                }
+                #[cfg(not(unix))]
+                let _ = meta;
+                let text = std::fs::read_to_string(&path).map_err(cannot)?;
+                let text = text
+                    .strip_suffix('\n')
+                    .map(|t| t.strip_suffix('\r').unwrap_or(t))
+                    .unwrap_or(&text);
+                if text.is_empty() {
+                    return Err(invalid(format!(
+                        "{} (for `{what}`) is empty",
+                        path.display()
+                    )));
+                }
+                Ok(text.to_string())
+            }
+        }
+    }
+}
+
+fn source_error(source: &str, reason: String) -> ConfigError {
+    ConfigError::Invalid {
+        field: "sources",
+        reason: format!("`{source}`: {reason}"),
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `url` with `password` put into its user info. The reason of an error
+/// never holds the URL (it may hold secrets itself).
+fn with_password(url: &str, password: &str) -> Result<String, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or("`url` is not of the form scheme://user@host/...")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return Err("`password` is given but `url` names no user (scheme://user@host/...)".into());
+    };
+    if userinfo.contains(':') {
+        return Err(
+            "`url` already holds a password and `password` is given too: keep one of them".into(),
+        );
+    }
+    if userinfo.is_empty() {
+        return Err("`password` is given but `url` names no user (scheme://user@host/...)".into());
+    }
+    Ok(format!(
+        "{scheme}://{userinfo}:{}@{host}{tail}",
+        percent_encode(password)
+    ))
+}
+
+impl SourceConfig {
+    /// Reads this source's secrets into `url` and `options`.
+    fn resolve(
+        &mut self,
+        name: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let secrets = std::mem::take(&mut self.secrets);
+        let mut redact = secrets.redact;
+        if let Some(url) = &secrets.url {
+            self.url = url.read(name, "url", base, env)?;
+        }
+        for (key, secret) in &secrets.options {
+            if self.options.contains_key(key) {
+                return Err(source_error(
+                    name,
+                    format!("`{key}` is in both `options` and `secret_options`"),
+                ));
+            }
+            let value = secret.read(name, &format!("secret_options.{key}"), base, env)?;
+            self.options
+                .insert(key.clone(), serde_json::Value::String(value));
+            redact.insert(key.clone());
+        }
+        if let Some(password) = &secrets.password {
+            if !PASSWORD_KINDS.contains(&self.kind.as_str()) {
+                return Err(source_error(
+                    name,
+                    format!(
+                        "kind `{}` takes no `password` (only {} do); give credentials in `url` or `secret_options`",
+                        self.kind,
+                        PASSWORD_KINDS.join(" and ")
+                    ),
+                ));
+            }
+            let password = password.read(name, "password", base, env)?;
+            self.url = with_password(&self.url, &password).map_err(|e| source_error(name, e))?;
+        }
+        self.secrets.redact = redact;
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for SourceConfig {
-    // The URL may hold a password: keep it out of logs and panics.
+    // The URL may hold a password, options may hold keys: keep them out of
+    // logs and panics.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let options: serde_json::Map<String, serde_json::Value> = self
+            .options
+            .iter()
+            .map(|(k, v)| {
+                let lower = k.to_ascii_lowercase();
+                let secret = self.secrets.redact.contains(k)
+                    || ["secret", "password", "token", "credential"]
+                        .iter()
+                        .any(|w| lower.contains(w));
+                let v = if secret {
+                    serde_json::Value::String("<redacted>".into())
+                } else {
+                    v.clone()
+                };
+                (k.clone(), v)
+            })
+            .collect();
         f.debug_struct("SourceConfig")
             .field("kind", &self.kind)
             .field("url", &"<redacted>")
-            .field("options", &self.options)
+            .field("options", &options)
             .field("tables", &self.tables)
             .field("allow_query_sql", &self.allow_query_sql)
+            .field("secrets", &self.secrets)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SourceSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Env and file names only; a literal shows as <redacted>.
+        f.debug_struct("unresolved")
+            .field("url", &self.url)
+            .field("password", &self.password)
+            .field("options", &self.options)
             .finish()
     }
 }
@@ -137,6 +484,15 @@ impl AgentConfig {
     /// Reads and checks a config file; relative paths are resolved against
     /// the file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, &|name| std::env::var(name).ok())
+    }
+
+    /// [`AgentConfig::load`] with `env` as the environment secrets are read
+    /// from.
+    pub fn load_with_env(
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
@@ -155,8 +511,23 @@ impl AgentConfig {
                 *p = base.join(&*p);
             }
         }
+        config.resolve_secrets(base, env)?;
         config.check()?;
         Ok(config)
+    }
+
+    /// Reads the sources' secrets (`{ env = ... }`, `{ file = ... }` with
+    /// paths relative to `base`, `password`, `secret_options`) into their
+    /// `url` and `options`. [`AgentConfig::load`] does this.
+    pub fn resolve_secrets(
+        &mut self,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        for (name, source) in &mut self.sources {
+            source.resolve(name, base, env)?;
+        }
+        Ok(())
     }
 
     /// Checks values the type system does not.
@@ -181,6 +552,13 @@ impl AgentConfig {
                         "`{name}`: a data source name is 1-128 letters, digits, `_`, `.` or `-`"
                     ),
                 });
+            }
+            if source.secrets.pending() {
+                return Err(source_error(
+                    name,
+                    "holds secrets that were not read: load the config with AgentConfig::load"
+                        .into(),
+                ));
             }
             if source.kind.trim().is_empty() || source.url.trim().is_empty() {
                 return Err(ConfigError::Invalid {
@@ -280,5 +658,260 @@ mod tests {
         let c = parse("broker = \"broker.example.com\"\n[tls]\nca=\"a\"\ncert=\"c\"\nkey=\"k\"\n");
         let e = c.check().unwrap_err().to_string();
         assert!(e.contains("`broker`") && e.contains("host:port"), "{e}");
+    }
+
+    const HEAD: &str = "broker = \"b:1\"\n[tls]\nca=\"a\"\ncert=\"c\"\nkey=\"k\"\n";
+
+    /// Writes `text` (after HEAD) as agent.toml in a new directory and loads
+    /// it with `env` as the environment.
+    fn load(
+        dir: &tempfile::TempDir,
+        text: &str,
+        env: &[(&str, &str)],
+    ) -> Result<AgentConfig, ConfigError> {
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, format!("{HEAD}{text}")).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        AgentConfig::load_with_env(&path, &move |name| {
+            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn password_literal_env_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load(
+            &dir,
+            "[sources.a]\nkind = \"mysql\"\nurl = \"mysql://reader@h:3306/shop\"\npassword = \"lit\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.sources["a"].url, "mysql://reader:lit@h:3306/shop");
+
+        let c = load(
+            &dir,
+            "[sources.a]\nkind = \"postgres\"\nurl = \"postgres://u@h/db?sslmode=disable\"\n\
+             password = { env = \"PW\" }\n",
+            &[("PW", "fromenv")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.sources["a"].url,
+            "postgres://u:fromenv@h/db?sslmode=disable"
+        );
+
+        // Relative to the config's directory; one trailing newline trimmed.
+        std::fs::write(dir.path().join("pw"), "fromfile\n").unwrap();
+        let c = load(
+            &dir,
+            "[sources.a]\nkind = \"mysql\"\nurl = \"mysql://u@h/db\"\npassword = { file = \"pw\" }\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.sources["a"].url, "mysql://u:fromfile@h/db");
+        std::fs::write(dir.path().join("pw"), "two\n\n").unwrap();
+        let c = load(
+            &dir,
+            "[sources.a]\nkind = \"mysql\"\nurl = \"mysql://u@h/db\"\npassword = { file = \"pw\" }\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.sources["a"].url, "mysql://u:two%0A@h/db");
+    }
+
+    #[test]
+    fn whole_url_and_secret_options() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ak"), "AKIA1\n").unwrap();
+        let c = load(
+            &dir,
+            "[sources.lake]\nkind = \"file\"\nurl = { env = \"LAKE\" }\n\
+             options = { region = \"r1\" }\n\
+             secret_options = { secretKey = { env = \"S3_SECRET\" }, accessKey = { file = \"ak\" } }\n",
+            &[("LAKE", "s3://bucket/p"), ("S3_SECRET", "sup3rs3cret")],
+        )
+        .unwrap();
+        let s = &c.sources["lake"];
+        assert_eq!(s.url, "s3://bucket/p");
+        assert_eq!(s.options["secretKey"], "sup3rs3cret");
+        assert_eq!(s.options["accessKey"], "AKIA1");
+        assert_eq!(s.options["region"], "r1");
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("sup3rs3cret") && !debug.contains("AKIA1"),
+            "{debug}"
+        );
+        assert!(!debug.contains("bucket"), "{debug}");
+
+        let e = load(
+            &dir,
+            "[sources.lake]\nkind = \"file\"\nurl = \"/x\"\noptions = { secretKey = \"a\" }\n\
+             secret_options = { secretKey = { env = \"S3_SECRET\" } }\n",
+            &[("S3_SECRET", "sup3rs3cret")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`lake`") && e.contains("secretKey") && e.contains("both"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_secrets_name_the_source_and_variable_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = load(
+            &dir,
+            "[sources.orders_db]\nkind = \"mysql\"\nurl = \"mysql://u@h/db\"\n\
+             password = { env = \"ORDERS_DB_PASSWORD\" }\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "invalid agent config: `sources` `orders_db`: environment variable `ORDERS_DB_PASSWORD` (for `password`) is not set"
+        );
+        let e = load(
+            &dir,
+            "[sources.orders_db]\nkind = \"mysql\"\nurl = { file = \"nope.url\" }\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`orders_db`") && e.contains("nope.url") && e.contains("(for `url`)"),
+            "{e}"
+        );
+        let e = load(
+            &dir,
+            "[sources.a]\nkind = \"mysql\"\nurl = \"x\"\npassword = { env = \"A\", file = \"b\" }\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not both"), "{e}");
+        let e = load(
+            &dir,
+            "[sources.a]\nkind = \"mysql\"\nurl = \"x\"\npassword = { vault = \"A\" }\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown field `vault`"), "{e}");
+    }
+
+    #[test]
+    fn password_conflicts_and_kinds_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = load(
+            &dir,
+            "[sources.orders_db]\nkind = \"mysql\"\nurl = \"mysql://u:inurl-s3cret@h/db\"\n\
+             password = { env = \"PW\" }\n",
+            &[("PW", "env-s3cret")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`orders_db`") && e.contains("already holds a password"),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret"), "{e}");
+
+        let e = load(
+            &dir,
+            "[sources.local]\nkind = \"sqlite\"\nurl = \"sqlite:///d.db\"\npassword = \"pw-s3cret\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`local`") && e.contains("kind `sqlite` takes no `password`"),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret"), "{e}");
+        let e = load(
+            &dir,
+            "[sources.logs]\nkind = \"file\"\nurl = \"/var/log\"\npassword = \"pw\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("kind `file` takes no `password`"), "{e}");
+
+        let e = load(
+            &dir,
+            "[sources.a]\nkind = \"postgres\"\nurl = \"postgres://h/db\"\npassword = \"pw-s3cret\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("names no user") && !e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn percent_encoded_password_reads_back_through_sqlx() {
+        use std::str::FromStr;
+        let password = "p@ss:w/rd%41#?x y&é";
+        let dir = tempfile::tempdir().unwrap();
+        let c = load(
+            &dir,
+            "[sources.my]\nkind = \"mysql\"\nurl = \"mysql://reader@10.0.0.5:3306/shop\"\n\
+             password = { env = \"MY\" }\n\
+             [sources.pg]\nkind = \"postgres\"\nurl = \"postgres://loader@[::1]:5432/dw?sslmode=disable\"\n\
+             password = { env = \"MY\" }\n",
+            &[("MY", password)],
+        )
+        .unwrap();
+        let my = &c.sources["my"].url;
+        assert!(
+            my.starts_with(
+                "mysql://reader:p%40ss%3Aw%2Frd%2541%23%3Fx%20y%26%C3%A9@10.0.0.5:3306/shop"
+            ),
+            "{my}"
+        );
+        let o = sqlx::mysql::MySqlConnectOptions::from_str(my).unwrap();
+        assert_eq!(o.get_username(), "reader");
+        assert_eq!(o.get_host(), "10.0.0.5");
+        assert_eq!(o.get_database(), Some("shop"));
+        // MySqlConnectOptions has no password getter: its Debug shows it.
+        assert!(format!("{o:?}").contains(&format!("{password:?}")), "{o:?}");
+        let pg = &c.sources["pg"].url;
+        let o = sqlx::postgres::PgConnectOptions::from_str(pg).unwrap();
+        assert_eq!(o.get_username(), "loader");
+        assert_eq!(o.get_database(), Some("dw"));
+        assert_eq!(o.get_port(), 5432);
+        assert!(format!("{o:?}").contains(&format!("{password:?}")), "{o:?}");
+    }
+
+    #[test]
+    fn debug_and_errors_never_show_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load(
+            &dir,
+            "[sources.a]\nkind = \"mysql\"\nurl = \"mysql://u@h/db\"\npassword = \"lit-s3cret\"\n\
+             secret_options = { token = \"tok-s3cret\" }\n",
+            &[],
+        )
+        .unwrap();
+        let debug = format!("{c:?} {:#?}", c.sources["a"]);
+        assert!(!debug.contains("s3cret"), "{debug}");
+        // Before loading: a literal shows as <redacted>, env/file by name.
+        let raw = parse(&format!(
+            "{}[sources.a]\nkind = \"mysql\"\nurl = \"mysql://u@h/db\"\npassword = \"lit-s3cret\"\n\
+             secret_options = {{ k = {{ env = \"K_VAR\" }} }}\n",
+            HEAD
+        ));
+        let debug = format!("{raw:?}");
+        assert!(
+            !debug.contains("s3cret") && debug.contains("K_VAR"),
+            "{debug}"
+        );
+        // Unread secrets are refused rather than connecting with an empty URL.
+        let e = raw.check().unwrap_err().to_string();
+        assert!(e.contains("`a`") && e.contains("AgentConfig::load"), "{e}");
     }
 }

@@ -7,8 +7,15 @@
 //!
 //! - `GET /v1/agents`: connected agents and their data sources;
 //! - `POST /v1/jobs` `{"job": "<YAML or JSON>", "vars": {..}, "compression": "zstd:1"}`:
-//!   submit; `GET /v1/jobs`, `GET /v1/jobs/{id}`, `POST /v1/jobs/{id}/cancel`;
-//! - `GET /healthz`.
+//!   submit; `GET /v1/jobs`, `GET /v1/jobs/{id}` (with its tasks),
+//!   `GET /v1/jobs/{id}/logs?after=N&limit=M`, `POST /v1/jobs/{id}/cancel`;
+//! - `GET /v1/openapi.json`: this API, described (OpenAPI 3.1);
+//! - `GET /metrics`: Prometheus metrics (OpenMetrics text), behind the
+//!   token like `/v1`;
+//! - `GET /healthz`, open.
+//!
+//! The description lives in `broker/openapi.json`; a test checks it against
+//! this router and the types the handlers return.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -43,7 +50,10 @@ pub(crate) fn router(shared: Arc<Shared>, token: Option<String>) -> Router {
         .route("/v1/agents", get(agents))
         .route("/v1/jobs", post(submit).get(list_jobs))
         .route("/v1/jobs/{id}", get(job))
+        .route("/v1/jobs/{id}/logs", get(logs))
         .route("/v1/jobs/{id}/cancel", post(cancel))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
         .with_state(shared.clone());
     let v1 = match token {
         Some(t) => v1.layer(axum::middleware::from_fn_with_state(
@@ -141,10 +151,6 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 async fn submit(State(shared): State<Arc<Shared>>, Json(req): Json<SubmitRequest>) -> Response {
     let mut vars = ferry_engine::config::default_vars();
     vars.extend(req.vars);
-    let job = match ferry_engine::Job::parse(&req.job, &vars) {
-        Ok(j) => j,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-    };
     let compression = match req.compression.as_deref() {
         None => Compression::Zstd { level: 1 },
         Some(c) => match Compression::parse(c) {
@@ -152,27 +158,119 @@ async fn submit(State(shared): State<Arc<Shared>>, Json(req): Json<SubmitRequest
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("compression: {e}")),
         },
     };
-    match crate::jobs::submit(&shared, job, compression).await {
+    match crate::jobs::submit(&shared, &req.job, vars, compression).await {
         Ok(id) => (StatusCode::CREATED, Json(Submitted { id })).into_response(),
+        Err(crate::jobs::SubmitError::State(e)) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, format!("state store: {e}"))
+        }
         Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }
 
-async fn list_jobs(State(shared): State<Arc<Shared>>) -> Json<Vec<JobStatus>> {
-    Json(shared.jobs.list())
+fn store_error(e: ferry_state::StateError) -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, format!("state store: {e}"))
+}
+
+async fn list_jobs(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.jobs.list().await {
+        Ok(jobs) => Json::<Vec<JobStatus>>(jobs).into_response(),
+        Err(e) => store_error(e),
+    }
 }
 
 async fn job(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    match shared.jobs.get(&id) {
-        Some(s) => Json(s).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("no job `{id}`")),
+    match shared.jobs.get(&id).await {
+        Ok(Some(s)) => Json(s).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no job `{id}`")),
+        Err(e) => store_error(e),
     }
+}
+
+/// `?after=` (an entry id; 0: from the start) and `?limit=` (at most 1000).
+#[derive(Debug, Deserialize)]
+pub struct LogsQuery {
+    #[serde(default)]
+    pub after: i64,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// A page of a job's log.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LogPage {
+    pub entries: Vec<ferry_state::LogRecord>,
+    /// Pass as `after` for the next page (the last entry's id, or `after`).
+    pub next: i64,
+    /// Whether the job still runs (more entries may come).
+    pub running: bool,
+}
+
+async fn logs(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<LogsQuery>,
+) -> Response {
+    let limit = q.limit.unwrap_or(1000).clamp(1, 1000);
+    let entries = match shared.jobs.logs(&id, q.after, limit).await {
+        Ok(Some(e)) => e,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no job `{id}`")),
+        Err(e) => return store_error(e),
+    };
+    let running = match shared.jobs.get(&id).await {
+        Ok(Some(s)) => s.state == crate::jobs::JobState::Running,
+        _ => false,
+    };
+    let next = entries.last().map_or(q.after, |e| e.id);
+    Json(LogPage {
+        entries,
+        next,
+        running,
+    })
+    .into_response()
 }
 
 async fn cancel(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
     if shared.jobs.cancel(&id) {
-        StatusCode::ACCEPTED.into_response()
-    } else {
-        error(StatusCode::NOT_FOUND, format!("no job `{id}`"))
+        return StatusCode::ACCEPTED.into_response();
     }
+    match shared.jobs.get(&id).await {
+        Ok(Some(s)) => error(
+            StatusCode::CONFLICT,
+            format!("job `{id}` is not running here (it is {:?})", s.state),
+        ),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no job `{id}`")),
+        Err(e) => store_error(e),
+    }
+}
+
+/// This API's OpenAPI description.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
+}
+
+/// The metrics text, gauges from live state.
+pub(crate) fn render_metrics(shared: &Shared) -> String {
+    let (jobs_running, tasks_active) = shared.jobs.running();
+    shared.metrics.render(crate::metrics::Live {
+        agents: shared.registry.len(),
+        tasks_active,
+        jobs_running,
+    })
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        render_metrics(&shared),
+    )
+        .into_response()
 }

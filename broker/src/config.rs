@@ -4,6 +4,9 @@
 //! listen = "0.0.0.0:7800"          # UDP, QUIC
 //! admin_listen = "127.0.0.1:7801"  # HTTP admin API; loopback unless you mean it
 //! jobs_dir = "jobs"                # dirty-record files of submitted jobs
+//! state = "jobs/state.db"          # durable jobs, tasks, checkpoints, sessions, logs:
+//!                                  # an SQLite file (the default) or postgres://…
+//!                                  # (`ferry broker run --state` overrides it)
 //! admin_token_file = "admin.token" # operators send `Authorization: Bearer <token>`;
 //!                                  # required when admin_listen is not loopback
 //!
@@ -51,6 +54,10 @@ pub struct BrokerConfig {
     /// Where jobs' dirty-record files go.
     #[serde(default = "default_jobs_dir")]
     pub jobs_dir: PathBuf,
+    /// The state store: an SQLite file path (default `<jobs_dir>/state.db`)
+    /// or a `postgres://` URL.
+    #[serde(default)]
+    pub state: Option<String>,
     pub tls: TlsSection,
     #[serde(default)]
     pub limits: Limits,
@@ -123,6 +130,16 @@ impl BrokerConfig {
         if config.jobs_dir.is_relative() {
             config.jobs_dir = base.join(&config.jobs_dir);
         }
+        if let Some(st) = config.state.as_mut() {
+            // A bare relative file path is the config file's neighbour, as
+            // every other path here.
+            if !st.contains("://")
+                && !st.starts_with("sqlite:")
+                && Path::new(st.as_str()).is_relative()
+            {
+                *st = base.join(st.as_str()).display().to_string();
+            }
+        }
         if let Some(t) = config.admin_token_file.as_mut() {
             if t.is_relative() {
                 *t = base.join(&*t);
@@ -130,6 +147,14 @@ impl BrokerConfig {
         }
         config.check()?;
         Ok(config)
+    }
+
+    /// Where the state store is (see `state`).
+    pub fn state_location(&self) -> String {
+        match &self.state {
+            Some(s) => s.clone(),
+            None => self.jobs_dir.join("state.db").display().to_string(),
+        }
     }
 
     /// The admin API's bearer token, read from `admin_token_file`.

@@ -12,13 +12,19 @@
 //! - [`registry`]: who is connected; newest session of an agent wins;
 //! - [`data`]: data streams (header, batches, acks);
 //! - [`revocation`]: reloads the CRL without a restart and drops revoked agents;
-//! - [`admin`]: the HTTP admin API (list of agents).
+//! - [`jobs`]: jobs: planning through agents, tasks, failover, resume;
+//! - [`metrics`]: `/metrics` for Prometheus;
+//! - [`admin`]: the HTTP admin API (agents, jobs, logs, metrics).
+//!
+//! Durable state (jobs, tasks, checkpoints, sessions, job logs) is in
+//! [`ferry_state`]: SQLite by default, PostgreSQL on request.
 
 pub mod admin;
 pub mod config;
 pub mod data;
 pub mod jobs;
 pub mod listener;
+pub mod metrics;
 pub mod registry;
 pub mod revocation;
 pub mod server;

@@ -30,6 +30,8 @@ pub enum BrokerError {
     },
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error("state store: {0}")]
+    State(#[from] ferry_state::StateError),
 }
 
 /// Counters of refused connection attempts.
@@ -53,6 +55,29 @@ pub(crate) struct Shared {
     /// Plan requests and tasks waiting for agents.
     pub dispatch: Arc<crate::jobs::dispatch::Dispatch>,
     pub jobs: crate::jobs::Jobs,
+    /// Durable jobs, tasks, checkpoints, sessions and job logs.
+    pub state: ferry_state::StateStore,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Sees every control frame an agent sends (tests prove with it what
+    /// crosses the tunnel).
+    pub tap: std::sync::RwLock<Option<ControlTap>>,
+}
+
+/// A function given each control frame's payload as it arrives.
+pub type ControlTap = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+impl Shared {
+    /// Shows `frame` to the tap, if one is set; gives it back.
+    pub(crate) fn tapped<'f>(
+        &self,
+        frame: &'f ferry_protocol::frame::Frame,
+    ) -> &'f ferry_protocol::frame::Frame {
+        let tap = self.tap.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(t) = tap {
+            t(&frame.payload);
+        }
+        frame
+    }
 }
 
 pub(crate) fn build_quic_config(config: &BrokerConfig) -> Result<quinn::ServerConfig, BrokerError> {
@@ -72,13 +97,17 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Binds the QUIC and admin listeners and starts serving.
+    /// Opens the state store, binds the QUIC and admin listeners, starts
+    /// serving, and picks up the jobs a previous run left unfinished.
     pub async fn start(
         config: BrokerConfig,
         data_handler: DataHandler,
     ) -> Result<Self, BrokerError> {
         config.check()?;
         let admin_token = config.admin_token()?;
+        let state = ferry_state::StateStore::open(&config.state_location()).await?;
+        let stale = state.close_stale_sessions().await?;
+        info!(state = %state.location(), backend = %state.backend(), stale_sessions = stale, "state store open");
         let quic = build_quic_config(&config)?;
         let endpoint = ferry_tunnel::server_endpoint(config.listen, quic)?;
         let admin = tokio::net::TcpListener::bind(config.admin_listen)
@@ -99,7 +128,10 @@ impl Broker {
             stats: Stats::default(),
             tasks: TaskTracker::new(),
             dispatch: Arc::default(),
-            jobs: crate::jobs::Jobs::default(),
+            jobs: crate::jobs::Jobs::new(state.clone()),
+            state,
+            metrics: Arc::default(),
+            tap: std::sync::RwLock::new(None),
         });
         let tasks = vec![
             tokio::spawn(crate::listener::accept_loop(
@@ -118,6 +150,10 @@ impl Broker {
         ];
         let local = endpoint.local_addr().ok();
         info!(listen = ?local, admin = %admin_addr, "broker listening");
+        let resumed = crate::jobs::resume_unfinished(&shared).await?;
+        if resumed > 0 {
+            info!(jobs = resumed, "picked up unfinished jobs");
+        }
         Ok(Self {
             shared,
             endpoint,
@@ -148,13 +184,25 @@ impl Broker {
         &self.shared.jobs
     }
 
-    /// Starts `job` (reader on an agent of its group, writer here).
+    /// Starts the job `text` (YAML or JSON; `${vars}` from `vars`, which
+    /// are kept with the job so a resumed run sees the same values).
     pub async fn submit(
         &self,
-        job: ferry_engine::Job,
+        text: &str,
+        vars: std::collections::BTreeMap<String, String>,
         compression: ferry_protocol::data::Compression,
     ) -> Result<String, crate::jobs::SubmitError> {
-        crate::jobs::submit(&self.shared, job, compression).await
+        crate::jobs::submit(&self.shared, text, vars, compression).await
+    }
+
+    /// Hands every control frame agents send from now on to `tap`.
+    pub fn tap_control(&self, tap: ControlTap) {
+        *self.shared.tap.write().unwrap_or_else(|p| p.into_inner()) = Some(tap);
+    }
+
+    /// The broker's metrics in the OpenMetrics text format.
+    pub fn metrics_text(&self) -> String {
+        crate::admin::render_metrics(&self.shared)
     }
 
     /// Re-reads the CRL now (the watcher also does this on its own).
@@ -172,7 +220,7 @@ impl Broker {
             tasks,
             ..
         } = self;
-        shared.jobs.cancel_all("the broker is shutting down");
+        shared.jobs.stop_all();
         shared
             .registry
             .close_all(CloseCode::ShuttingDown, "broker shutting down");

@@ -190,11 +190,14 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: quinn::Connection, admitted
     }
     info!(agent = %agent, group = %identity.group, %remote, session_id, version, serial = %identity.serial, "agent connected");
     let identity = Arc::new(identity);
+    // The session's row in the state store, written when the catalog
+    // arrives (right after the handshake) so it lists the sources.
+    let mut stored: Option<i64> = None;
 
     let cause = loop {
         tokio::select! {
             frame = reader.next() => match frame {
-                Ok(Some(frame)) => match ControlMessage::from_frame(&frame) {
+                Ok(Some(frame)) => match ControlMessage::from_frame(shared.tapped(&frame)) {
                     Ok(ControlMessage::Heartbeat { seq, sent_unix_ms }) => {
                         shared.registry.heartbeat(&agent, session_id);
                         let ack = ControlMessage::HeartbeatAck { seq, sent_unix_ms };
@@ -211,6 +214,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: quinn::Connection, admitted
                     }
                     Ok(ControlMessage::Catalog { sources }) => {
                         info!(agent = %agent, sources = %sources.iter().map(|s| format!("{}({})", s.name, s.kind)).collect::<Vec<_>>().join(", "), "agent's data sources");
+                        if stored.is_none() {
+                            stored = record_session(&shared, &identity, remote, &sources).await;
+                        }
                         shared.registry.set_sources(&agent, session_id, sources);
                     }
                     Ok(ControlMessage::PlanReply { request_id, schema, splits, estimated_rows }) => {
@@ -274,6 +280,18 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: quinn::Connection, admitted
         }
     };
     let still_current = shared.registry.unregister(&agent, session_id);
+    if stored.is_none() {
+        stored = record_session(&shared, &identity, remote, &[]).await;
+    }
+    if let Some(id) = stored {
+        if let Err(e) = shared
+            .state
+            .agent_disconnected(id, &cause.to_string())
+            .await
+        {
+            warn!(agent = %agent, "state store: recording the session's end: {e}");
+        }
+    }
     match &cause {
         CloseCause::Closed {
             code: CloseCode::Superseded,
@@ -285,5 +303,30 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: quinn::Connection, admitted
             info!(agent = %agent, session_id, "session replaced by a newer one");
         }
         _ => info!(agent = %agent, session_id, %remote, cause = %cause, "agent disconnected"),
+    }
+}
+
+async fn record_session(
+    shared: &Shared,
+    identity: &AgentIdentity,
+    remote: std::net::SocketAddr,
+    sources: &[ferry_protocol::control::SourceInfo],
+) -> Option<i64> {
+    let names = serde_json::to_string(sources).unwrap_or_else(|_| "[]".into());
+    match shared
+        .state
+        .agent_connected(
+            &identity.agent_id,
+            &identity.group,
+            &remote.to_string(),
+            &names,
+        )
+        .await
+    {
+        Ok(id) => Some(id),
+        Err(e) => {
+            warn!(agent = %identity.agent_id, "state store: recording the session: {e}");
+            None
+        }
     }
 }

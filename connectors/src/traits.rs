@@ -59,6 +59,24 @@ pub trait Sink: Send + Sync {
 
     /// Once per job after every task succeeded: runs `post_sql`.
     async fn finish(&self, spec: &WriteSpec) -> Result<(), ConnectorError>;
+
+    /// Instead of [`prepare`](Self::prepare) for a job picked up again
+    /// (after a broker restart): the target was prepared already, so it is
+    /// only checked (or created, if a crash came first) — `pre_sql` does not
+    /// run twice.
+    async fn reattach(&self, spec: &WriteSpec, schema: &SchemaRef) -> Result<(), ConnectorError> {
+        let mut spec = spec.clone();
+        spec.pre_sql.clear();
+        self.prepare(&spec, schema).await
+    }
+
+    /// Whether a task may be written again from its start after some of
+    /// its batches were committed, without the target ending up with
+    /// them twice: true where a write replaces by key, or where nothing
+    /// of a task is visible before its writer closes.
+    fn replay_safe(&self, spec: &WriteSpec) -> bool {
+        spec.write_mode != crate::spec::WriteMode::Insert
+    }
 }
 
 /// Writes batches of one task.

@@ -21,6 +21,7 @@
 //! setting:
 //!   speed: {channel: 4, byte: 0, record: 0}     # 0 = unlimited
 //!   errorLimit: {record: 0, percentage: 0.0}
+//!   retry: {attempts: 5, backoffMs: 500}       # a task whose agent dropped
 //! ```
 //! Files (kind `file`; names `filereader`, `txtfilereader`, `csvwriter`,
 //! `jsonreader`, `parquetwriter`, `logreader`, `s3reader`, … — see
@@ -134,11 +135,32 @@ pub struct ErrorLimit {
     pub percentage: Option<f64>,
 }
 
+/// `setting.retry`: how often a task whose reader was lost (its agent
+/// dropped, the tunnel broke) is started again, on any live agent.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Retry {
+    /// Attempts per task, the first one included (1: no retry).
+    pub attempts: u32,
+    /// Wait before the first retry; doubles per attempt, at most 30 s.
+    pub backoff_ms: u64,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            attempts: 5,
+            backoff_ms: 500,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct Setting {
     pub speed: Speed,
     pub error_limit: ErrorLimit,
+    pub retry: Retry,
 }
 
 /// A parsed, validated job.
@@ -262,6 +284,12 @@ impl Job {
         let s = &self.setting;
         if s.speed.channel == 0 {
             return Err(field("setting.speed.channel", "must be at least 1"));
+        }
+        if s.retry.attempts == 0 {
+            return Err(field(
+                "setting.retry.attempts",
+                "must be at least 1 (1: no retry)",
+            ));
         }
         if let Some(p) = s.error_limit.percentage {
             if !(0.0..=1.0).contains(&p) {

@@ -22,5 +22,8 @@ pub mod throttle;
 
 pub use config::{Job, JobError};
 pub use local::run_standalone;
-pub use run::{run_job, Progress, ProgressSnapshot, Reading, RunError, RunOptions, SplitFeed};
+pub use run::{
+    run_job, Progress, ProgressSnapshot, ReadError, Reading, Resume, RunError, RunObserver,
+    RunOptions, SplitFeed,
+};
 pub use summary::Summary;

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Job;
 use crate::registry::{open_sink, open_source};
-use crate::run::{run_job, Progress, Reading, RunError, RunOptions, SplitFeed};
+use crate::run::{run_job, Progress, ReadError, Reading, RunError, RunOptions, SplitFeed};
 use crate::summary::Summary;
 
 /// A [`Source`] in this process as a job's [`Reading`].
@@ -63,7 +63,8 @@ impl Reading for LocalReading {
         spec: &ReadSpec,
         schema: SchemaRef,
         split: &Split,
-    ) -> Result<Box<dyn SplitFeed>, String> {
+        _attempt: u32,
+    ) -> Result<Box<dyn SplitFeed>, ReadError> {
         let (tx, rx) = mpsc::channel::<RecordBatch>(2);
         let (source, spec, split) = (self.source.clone(), spec.clone(), split.clone());
         let reader = tokio::spawn(async move { source.read(&spec, schema, &split, tx).await });
@@ -78,19 +79,19 @@ struct LocalFeed {
 
 #[async_trait]
 impl SplitFeed for LocalFeed {
-    async fn next(&mut self) -> Result<Option<RecordBatch>, String> {
+    async fn next(&mut self) -> Result<Option<RecordBatch>, ReadError> {
         match self.rx.recv().await {
             Some(b) => Ok(Some(b)),
             // The reader is done; its result says whether the read was whole.
             None => match (&mut self.reader).await {
                 Ok(Ok(_)) => Ok(None),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(format!("reader task: {e}")),
+                Ok(Err(e)) => Err(e.to_string().into()),
+                Err(e) => Err(format!("reader task: {e}").into()),
             },
         }
     }
 
-    async fn committed(&mut self, _rows: u64) -> Result<(), String> {
+    async fn committed(&mut self, _rows: u64) -> Result<(), ReadError> {
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 //! broker's implementation). Any task failure stops the job; dirty records
 //! go to a JSON-lines file and count against `errorLimit`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +29,40 @@ use crate::config::Job;
 use crate::summary::Summary;
 use crate::throttle::Throttle;
 
+/// Why a read stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadError {
+    pub message: String,
+    /// The reader was lost (its agent dropped, the tunnel broke), not the
+    /// read refused: the task may start again, elsewhere.
+    pub transient: bool,
+}
+
+impl ReadError {
+    /// A reader lost on the way.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            transient: true,
+        }
+    }
+}
+
+impl From<String> for ReadError {
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            transient: false,
+        }
+    }
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Where a job's batches come from.
 #[async_trait]
 pub trait Reading: Send + Sync {
@@ -40,13 +75,14 @@ pub trait Reading: Send + Sync {
     fn estimated_rows(&self) -> Option<u64> {
         None
     }
-    /// Starts reading one split.
+    /// Starts reading one split; `attempt` counts from 1.
     async fn open(
         &self,
         spec: &ReadSpec,
         schema: SchemaRef,
         split: &Split,
-    ) -> Result<Box<dyn SplitFeed>, String>;
+        attempt: u32,
+    ) -> Result<Box<dyn SplitFeed>, ReadError>;
     /// Bytes that crossed a network between reader and writer so far.
     fn wire_bytes(&self) -> u64 {
         0
@@ -57,22 +93,122 @@ pub trait Reading: Send + Sync {
 #[async_trait]
 pub trait SplitFeed: Send {
     /// The next batch, or `None` once the split is read completely.
-    async fn next(&mut self) -> Result<Option<RecordBatch>, String>;
+    async fn next(&mut self) -> Result<Option<RecordBatch>, ReadError>;
     /// The writer committed the last batch `next` returned (`rows` of it
     /// were written, the rest were dirty).
-    async fn committed(&mut self, rows: u64) -> Result<(), String>;
+    async fn committed(&mut self, rows: u64) -> Result<(), ReadError>;
+    /// Where the batches come from (an agent's id), for the job's log.
+    fn origin(&self) -> Option<&str> {
+        None
+    }
     /// The split ended: `Ok` after the last batch was committed, or the
     /// job's error. Releases the reader.
     async fn close(self: Box<Self>, outcome: Result<(), &str>) -> Result<(), String>;
 }
 
 /// How to run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunOptions {
     /// Where dirty records go (created on the first one).
     pub dirty_path: PathBuf,
     /// Print a progress line on stderr every second.
     pub progress: bool,
+    /// Who hears about planning, commits and task ends.
+    pub observer: Option<Arc<dyn RunObserver>>,
+    /// Picks up a job that ran before (see [`Resume`]).
+    pub resume: Option<Resume>,
+}
+
+impl RunOptions {
+    /// A fresh run with dirty records in `dirty_path`, no progress line.
+    pub fn new(dirty_path: PathBuf) -> Self {
+        Self {
+            dirty_path,
+            progress: false,
+            observer: None,
+            resume: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("dirty_path", &self.dirty_path)
+            .field("progress", &self.progress)
+            .field("observer", &self.observer.is_some())
+            .field("resume", &self.resume)
+            .finish()
+    }
+}
+
+/// Where a job that ran before stands: its target was prepared and its
+/// splits planned (the [`Reading`] gives the same plan again).
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    /// Splits written completely, with their rows: not run again.
+    pub done: BTreeMap<u32, u64>,
+    /// Splits a writer had started on: some of their batches may be in the
+    /// target already, so they run again only where the sink is
+    /// [replay-safe](ferry_connectors::Sink::replay_safe).
+    pub started: BTreeSet<u32>,
+}
+
+/// Hears what a run does, to persist it (the broker's state store) or
+/// count it (metrics). An `Err` from a persisting method fails the task:
+/// a run whose progress cannot be recorded could not be resumed.
+#[async_trait]
+pub trait RunObserver: Send + Sync {
+    /// The target is prepared and the splits are planned (a resumed run
+    /// does not plan again).
+    async fn planned(
+        &self,
+        schema: &SchemaRef,
+        splits: &[Split],
+        estimated_rows: Option<u64>,
+    ) -> Result<(), String> {
+        let _ = (schema, splits, estimated_rows);
+        Ok(())
+    }
+    /// A split's reader and writer are open, before anything is written;
+    /// `attempt` counts from 1, `origin` is where it reads (an agent).
+    async fn split_started(
+        &self,
+        split: &Split,
+        attempt: u32,
+        origin: Option<&str>,
+    ) -> Result<(), String> {
+        let _ = (split, attempt, origin);
+        Ok(())
+    }
+    /// The `batches`-th batch of this attempt at the split was committed
+    /// in the target; `total` rows by this attempt so far.
+    async fn committed(&self, split: &Split, batches: u64, total: u64) -> Result<(), String> {
+        let _ = (split, batches, total);
+        Ok(())
+    }
+    /// The split's reader was lost; it starts again as `attempt`.
+    async fn split_retrying(&self, split: &Split, attempt: u32, error: &str) {
+        let _ = (split, attempt, error);
+    }
+    /// The split is written completely.
+    async fn split_done(&self, split: &Split, rows: u64, elapsed: Duration) -> Result<(), String> {
+        let _ = (split, rows, elapsed);
+        Ok(())
+    }
+    /// The split failed for good (the job fails with it).
+    async fn split_failed(&self, split: &Split, error: &str, elapsed: Duration) {
+        let _ = (split, error, elapsed);
+    }
+    /// A batch arrived from the reader.
+    fn batch_read(&self, rows: u64, bytes: u64) {
+        let _ = (rows, bytes);
+    }
+    /// One write and its commit: rows written (`bytes` their share of
+    /// the batch), dirty rows, and how long the target took.
+    fn batch_written(&self, rows: u64, bytes: u64, dirty: u64, took: Duration) {
+        let _ = (rows, bytes, dirty, took);
+    }
 }
 
 /// A job that could not start.
@@ -142,6 +278,12 @@ pub struct ProgressSnapshot {
     pub estimated_rows: Option<u64>,
     /// Seconds left at the current rate, when the total is known.
     pub eta_secs: Option<f64>,
+    /// Records written per second, on average since the start.
+    #[serde(default)]
+    pub records_per_sec: f64,
+    /// Bytes read per second, on average since the start.
+    #[serde(default)]
+    pub bytes_per_sec: f64,
 }
 
 impl ProgressSnapshot {
@@ -208,6 +350,8 @@ impl Progress {
             splits_done: self.splits_done.load(Ordering::Relaxed),
             estimated_rows: estimate,
             eta_secs,
+            records_per_sec: written as f64 / elapsed.max(1e-3),
+            bytes_per_sec: self.bytes_read.load(Ordering::Relaxed) as f64 / elapsed.max(1e-3),
         }
     }
 
@@ -238,6 +382,7 @@ struct Shared {
     dirty_file: Mutex<Option<std::io::BufWriter<std::fs::File>>>,
     dirty_path: PathBuf,
     dirty_limit: Option<u64>,
+    observer: Option<Arc<dyn RunObserver>>,
 }
 
 impl Shared {
@@ -339,15 +484,40 @@ pub async fn run_job(
         .plan(&rspec, channel * 4)
         .await
         .map_err(reader("planning splits"))?;
-    sink.prepare(&job.writer.spec, &tschema)
-        .await
-        .map_err(conn("preparing the target"))?;
-    info!(splits = splits.len(), channel, "job planned");
+    let resume = opts.resume.clone();
+    match &resume {
+        None => sink
+            .prepare(&job.writer.spec, &tschema)
+            .await
+            .map_err(conn("preparing the target"))?,
+        Some(_) => sink
+            .reattach(&job.writer.spec, &tschema)
+            .await
+            .map_err(conn("checking the target again"))?,
+    }
+    if resume.is_none() {
+        if let Some(o) = &opts.observer {
+            o.planned(&schema, &splits, reading.estimated_rows())
+                .await
+                .map_err(reader("recording the plan"))?;
+        }
+    }
+    info!(
+        splits = splits.len(),
+        channel,
+        resumed = resume.is_some(),
+        "job planned"
+    );
     progress
         .splits_total
         .store(splits.len() as u64, Ordering::Relaxed);
     if let Some(n) = reading.estimated_rows() {
         progress.estimate.store(n, Ordering::Relaxed);
+    }
+    let resume = resume.unwrap_or_default();
+    for rows in resume.done.values() {
+        progress.written.fetch_add(*rows, Ordering::Relaxed);
+        progress.splits_done.fetch_add(1, Ordering::Relaxed);
     }
 
     let shared = Arc::new(Shared {
@@ -356,6 +526,7 @@ pub async fn run_job(
         dirty_file: Mutex::new(None),
         dirty_path: opts.dirty_path.clone(),
         dirty_limit: job.setting.error_limit.record,
+        observer: opts.observer.clone(),
     });
     let line = opts.progress.then(|| {
         let (progress, reading) = (progress.clone(), reading.clone());
@@ -372,28 +543,27 @@ pub async fn run_job(
     let slots = Arc::new(Semaphore::new(channel));
     let mut tasks = JoinSet::new();
     for split in splits.iter().cloned() {
+        if resume.done.contains_key(&split.index) {
+            continue;
+        }
         let permit = slots.clone().acquire_owned().await.ok();
         if progress.failed() {
             break;
         }
-        let (reading, sink, shared) = (reading.clone(), sink.clone(), shared.clone());
-        let (rspec, wspec) = (rspec.clone(), job.writer.spec.clone());
-        let (schema, tschema) = (schema.clone(), tschema.clone());
+        let task = Task {
+            reading: reading.clone(),
+            sink: sink.clone(),
+            rspec: rspec.clone(),
+            wspec: job.writer.spec.clone(),
+            schema: schema.clone(),
+            tschema: tschema.clone(),
+            retry: job.setting.retry.clone(),
+            shared: shared.clone(),
+            // A split a crash interrupted may have batches in the target.
+            maybe_partial: resume.started.contains(&split.index),
+        };
         tasks.spawn(async move {
-            let r = run_split(
-                reading, sink, &rspec, &wspec, schema, tschema, &split, &shared,
-            )
-            .await;
-            match r {
-                Ok(()) => {
-                    shared.progress.splits_done.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => shared.progress.fail(format!(
-                    "split {} of {}: {e}",
-                    split.index + 1,
-                    split.total
-                )),
-            }
+            task.run(&split).await;
             drop(permit);
         });
     }
@@ -434,56 +604,180 @@ pub async fn run_job(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_split(
+/// One split of a job, with everything its attempts need.
+struct Task {
     reading: Arc<dyn Reading>,
     sink: Arc<dyn Sink>,
-    rspec: &ReadSpec,
-    wspec: &ferry_connectors::WriteSpec,
+    rspec: ReadSpec,
+    wspec: ferry_connectors::WriteSpec,
     schema: SchemaRef,
     tschema: SchemaRef,
-    split: &Split,
-    shared: &Shared,
-) -> Result<(), String> {
-    let mut writer = sink
-        .writer(wspec, &tschema)
-        .await
-        .map_err(|e| format!("opening the writer: {e}"))?;
-    let mut feed = match reading.open(rspec, schema, split).await {
-        Ok(f) => f,
-        Err(e) => {
-            drop(writer);
-            return Err(format!("starting the read: {e}"));
+    retry: crate::config::Retry,
+    shared: Arc<Shared>,
+    maybe_partial: bool,
+}
+
+/// What one attempt at a split counted, taken back if it is retried.
+#[derive(Default)]
+struct Counts {
+    batches: u64,
+    read: u64,
+    bytes_read: u64,
+    written: u64,
+    bytes_written: u64,
+}
+
+impl Task {
+    /// Runs the split until it is written, fails for good, or the job fails.
+    async fn run(&self, split: &Split) {
+        let shared = &self.shared;
+        let observer = shared.observer.as_deref();
+        let started = Instant::now();
+        let name = format!("split {} of {}", split.index + 1, split.total);
+        // Batches of an earlier attempt (or of a run a crash interrupted)
+        // may be in the target.
+        let mut committed_before = self.maybe_partial;
+        let replay_safe = self.sink.replay_safe(&self.wspec);
+        let mut attempt = 1;
+        loop {
+            if committed_before && !replay_safe {
+                let msg = format!(
+                    "{name} was being written when its reader or the broker was lost; some of its \
+                     rows may be in the target already and writeMode insert would write them again \
+                     (use writeMode replace or update, or a file target, to let Ferry retry it)"
+                );
+                if let Some(o) = observer {
+                    o.split_failed(split, &msg, started.elapsed()).await;
+                }
+                shared.progress.fail(msg);
+                return;
+            }
+            let mut counts = Counts::default();
+            let result = self.attempt(split, attempt, &mut counts).await;
+            let p = &shared.progress;
+            match result {
+                Ok(()) if p.failed() => return,
+                Ok(()) => {
+                    if let Some(o) = observer {
+                        if let Err(e) = o.split_done(split, counts.written, started.elapsed()).await
+                        {
+                            p.fail(format!("{name}: recording its end: {e}"));
+                            return;
+                        }
+                    }
+                    p.splits_done.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(_) if p.failed() => return,
+                Err(e) if e.transient && attempt < self.retry.attempts => {
+                    committed_before |= counts.written > 0;
+                    // What this attempt counted is read and written again.
+                    p.read.fetch_sub(counts.read, Ordering::Relaxed);
+                    p.bytes_read.fetch_sub(counts.bytes_read, Ordering::Relaxed);
+                    p.written.fetch_sub(counts.written, Ordering::Relaxed);
+                    p.bytes_written
+                        .fetch_sub(counts.bytes_written, Ordering::Relaxed);
+                    let wait = Duration::from_millis(
+                        self.retry
+                            .backoff_ms
+                            .saturating_mul(1 << (attempt - 1).min(16))
+                            .min(30_000),
+                    );
+                    attempt += 1;
+                    warn!(
+                        split = split.index,
+                        attempt,
+                        ?wait,
+                        "{name}: {}; starting it again",
+                        e.message
+                    );
+                    if let Some(o) = observer {
+                        o.split_retrying(split, attempt, &e.message).await;
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => {
+                    let msg = if e.transient && attempt > 1 {
+                        format!("{name}: {} (after {attempt} attempts)", e.message)
+                    } else {
+                        format!("{name}: {}", e.message)
+                    };
+                    if let Some(o) = observer {
+                        o.split_failed(split, &msg, started.elapsed()).await;
+                    }
+                    p.fail(msg);
+                    return;
+                }
+            }
         }
-    };
-    let mut result = pump(
-        feed.as_mut(),
-        writer.as_mut(),
-        &tschema,
-        wspec.batch_size,
-        split,
-        shared,
-    )
-    .await;
-    // `close` commits what the writer holds back (a file part becomes
-    // visible); after a failure the writer is dropped instead, which
-    // discards it.
-    if result.is_ok() && !shared.progress.failed() {
-        if let Err(e) = writer.close().await {
-            result = Err(format!("committing the writer: {e}"));
-        }
-    } else {
-        drop(writer);
     }
-    let closed = feed
-        .close(result.as_ref().map(|_| ()).map_err(|e| e.as_str()))
+
+    /// One attempt: a writer and a reader from the split's start.
+    async fn attempt(
+        &self,
+        split: &Split,
+        attempt: u32,
+        counts: &mut Counts,
+    ) -> Result<(), ReadError> {
+        let shared = &self.shared;
+        let mut writer = self
+            .sink
+            .writer(&self.wspec, &self.tschema)
+            .await
+            .map_err(|e| ReadError::from(format!("opening the writer: {e}")))?;
+        let mut feed = match self
+            .reading
+            .open(&self.rspec, self.schema.clone(), split, attempt)
+            .await
+        {
+            Ok(f) => f,
+            Err(e) => {
+                drop(writer);
+                return Err(ReadError {
+                    message: format!("starting the read: {}", e.message),
+                    transient: e.transient,
+                });
+            }
+        };
+        // Recorded before anything is written, so a crash after a commit
+        // knows the split may be partly in the target.
+        if let Some(o) = shared.observer.as_deref() {
+            if let Err(e) = o.split_started(split, attempt, feed.origin()).await {
+                drop(writer);
+                let _ = feed.close(Err("the job failed")).await;
+                return Err(format!("recording the start: {e}").into());
+            }
+        }
+        let mut result = pump(
+            feed.as_mut(),
+            writer.as_mut(),
+            &self.tschema,
+            self.wspec.batch_size,
+            split,
+            shared,
+            counts,
+        )
         .await;
-    match (result, closed) {
-        (Err(e), _) => Err(e),
-        // A job that already failed elsewhere cancels its readers; not a new error.
-        (Ok(()), Err(_)) if shared.progress.failed() => Ok(()),
-        (Ok(()), Err(e)) => Err(e),
-        (Ok(()), Ok(())) => Ok(()),
+        // `close` commits what the writer holds back (a file part becomes
+        // visible); after a failure the writer is dropped instead, which
+        // discards it.
+        if result.is_ok() && !shared.progress.failed() {
+            if let Err(e) = writer.close().await {
+                result = Err(format!("committing the writer: {e}").into());
+            }
+        } else {
+            drop(writer);
+        }
+        let closed = feed
+            .close(result.as_ref().map(|_| ()).map_err(|e| e.message.as_str()))
+            .await;
+        match (result, closed) {
+            (Err(e), _) => Err(e),
+            // A job that already failed elsewhere cancels its readers; not a new error.
+            (Ok(()), Err(_)) if shared.progress.failed() => Ok(()),
+            (Ok(()), Err(e)) => Err(e.into()),
+            (Ok(()), Ok(())) => Ok(()),
+        }
     }
 }
 
@@ -494,22 +788,36 @@ async fn pump(
     batch_size: usize,
     split: &Split,
     shared: &Shared,
-) -> Result<(), String> {
+    counts: &mut Counts,
+) -> Result<(), ReadError> {
     let counters = &shared.progress;
+    let observer = shared.observer.as_deref();
     loop {
         if counters.failed() {
             return Ok(());
         }
-        let Some(batch) = feed.next().await.map_err(|e| format!("reading: {e}"))? else {
-            return Ok(());
+        let batch = match feed.next().await {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                return Err(ReadError {
+                    message: format!("reading: {}", e.message),
+                    transient: e.transient,
+                })
+            }
         };
         let rows = batch.num_rows() as u64;
         let bytes = batch_bytes(&batch);
         counters.read.fetch_add(rows, Ordering::Relaxed);
         counters.bytes_read.fetch_add(bytes, Ordering::Relaxed);
+        counts.read += rows;
+        counts.bytes_read += bytes;
+        if let Some(o) = observer {
+            o.batch_read(rows, bytes);
+        }
         shared.throttle.wait(bytes, rows).await;
         let batch = RecordBatch::try_new(tschema.clone(), batch.columns().to_vec())
-            .map_err(|e| format!("renaming columns: {e}"))?;
+            .map_err(|e| ReadError::from(format!("renaming columns: {e}")))?;
         // `batchSize` caps the rows per write (one transaction each); a
         // larger batch from the reader is written in slices (zero-copy).
         let step = match batch_size {
@@ -521,24 +829,36 @@ async fn pump(
         while offset < batch.num_rows() {
             let len = step.min(batch.num_rows() - offset);
             let chunk = batch.slice(offset, len);
+            let began = Instant::now();
             let mut outcome = writer
                 .write(&chunk)
                 .await
-                .map_err(|e| format!("writing: {e}"))?;
+                .map_err(|e| ReadError::from(format!("writing: {e}")))?;
+            let took = began.elapsed();
             for d in &mut outcome.dirty {
                 d.row += offset;
             }
             counters
                 .written
                 .fetch_add(outcome.written, Ordering::Relaxed);
-            if let Some(share) = (bytes * outcome.written).checked_div(rows) {
-                counters.bytes_written.fetch_add(share, Ordering::Relaxed);
+            let share = (bytes * outcome.written).checked_div(rows).unwrap_or(0);
+            counters.bytes_written.fetch_add(share, Ordering::Relaxed);
+            counts.written += outcome.written;
+            counts.bytes_written += share;
+            if let Some(o) = observer {
+                o.batch_written(outcome.written, share, outcome.dirty.len() as u64, took);
             }
             shared.record_dirty(split.index, &outcome.dirty)?;
             written += outcome.written;
             offset += len;
         }
         feed.committed(written).await?;
+        counts.batches += 1;
+        if let Some(o) = observer {
+            o.committed(split, counts.batches, counts.written)
+                .await
+                .map_err(|e| ReadError::from(format!("recording a checkpoint: {e}")))?;
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! `ferry job submit|status|list|cancel`: jobs through a running broker.
+//! `ferry job submit|status|list|cancel|logs`: jobs through a running broker.
 //!
 //! The job file is checked here first (so a config error names its field
 //! without a round trip), then sent as text with its variables; the broker
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use ferry_broker::admin::{ApiError, SubmitRequest, Submitted};
+use ferry_broker::admin::{ApiError, LogPage, SubmitRequest, Submitted};
 use ferry_broker::jobs::{JobState, JobStatus};
 use ferry_engine::Job;
 
@@ -61,6 +61,14 @@ enum JobCommand {
     },
     /// Stop a running job.
     Cancel { id: String },
+    /// Print a job's log (planning, tasks and the agents that ran them,
+    /// retries, the end).
+    Logs {
+        id: String,
+        /// Keep printing new entries until the job ends.
+        #[arg(long, short)]
+        follow: bool,
+    },
 }
 
 /// The admin API's bearer token, when the broker has one.
@@ -168,6 +176,33 @@ pub async fn run(args: JobArgs) -> Result<()> {
             }
             Ok(())
         }
+        JobCommand::Logs { id, follow } => {
+            let mut after = 0;
+            loop {
+                let page: LogPage = api
+                    .get(&format!("/v1/jobs/{id}/logs?after={after}"))
+                    .await?;
+                for e in &page.entries {
+                    let at = time::OffsetDateTime::from_unix_timestamp_nanos(
+                        i128::from(e.at_ms) * 1_000_000,
+                    )
+                    .ok()
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .unwrap_or_else(|| e.at_ms.to_string());
+                    println!("{at} {:<5} {}", e.level.to_uppercase(), e.message);
+                }
+                after = page.next;
+                if !follow || (!page.running && page.entries.is_empty()) {
+                    return Ok(());
+                }
+                if page.entries.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
         JobCommand::Cancel { id } => {
             let resp = api
                 .http
@@ -189,6 +224,7 @@ fn state_name(s: JobState) -> &'static str {
         JobState::Running => "running",
         JobState::Succeeded => "succeeded",
         JobState::Failed => "failed",
+        JobState::Cancelled => "cancelled",
     }
 }
 
@@ -196,6 +232,12 @@ fn print_status(s: &JobStatus) {
     println!("Job                   : {}", s.id);
     println!("Source                : {}", s.source);
     println!("Target                : {}", s.target);
+    if s.resumes > 0 {
+        println!(
+            "Resumed               : {} time(s) after a broker restart",
+            s.resumes
+        );
+    }
     match &s.summary {
         Some(summary) => println!("{summary}"),
         None => {
@@ -204,6 +246,24 @@ fn print_status(s: &JobStatus) {
             if let Some(e) = &s.error {
                 println!("Error                 : {e}");
             }
+        }
+    }
+    if !s.tasks.is_empty() {
+        println!();
+        println!(
+            "{:>6} {:<8} {:<20} {:>8} {:>12}  ERROR",
+            "SPLIT", "STATE", "AGENT", "ATTEMPTS", "ROWS"
+        );
+        for t in &s.tasks {
+            println!(
+                "{:>6} {:<8} {:<20} {:>8} {:>12}  {}",
+                t.split + 1,
+                t.state,
+                t.agent.as_deref().unwrap_or("-"),
+                t.attempts,
+                t.rows,
+                t.error.as_deref().unwrap_or("")
+            );
         }
     }
 }

@@ -70,6 +70,10 @@ enum BrokerCommand {
     Run {
         #[arg(long, short)]
         config: PathBuf,
+        /// The state store: an SQLite file or postgres://… (overrides the
+        /// config's `state`; default `<jobs_dir>/state.db`).
+        #[arg(long, env = "FERRY_STATE", value_name = "PATH|URL")]
+        state: Option<String>,
     },
     /// List the agents connected to a running broker.
     Agents {
@@ -181,8 +185,11 @@ async fn shutdown_signal() {
 
 async fn broker(command: BrokerCommand) -> Result<()> {
     match command {
-        BrokerCommand::Run { config } => {
-            let config = BrokerConfig::load(&config)?;
+        BrokerCommand::Run { config, state } => {
+            let mut config = BrokerConfig::load(&config)?;
+            if state.is_some() {
+                config.state = state;
+            }
             let broker = ferry_broker::Broker::start(config, ferry_broker::data::refuse_all())
                 .await
                 .context("broker did not start")?;

@@ -115,13 +115,12 @@ pub async fn run(dir: PathBuf) -> Result<()> {
     for (name, text) in &jobs {
         std::fs::write(jobs_dir.join(format!("{name}.yaml")), text)?;
         let vars = ferry_engine::config::default_vars();
-        let job = ferry_engine::Job::parse(text, &vars).with_context(|| format!("job {name}"))?;
         let id = broker
-            .submit(job, Compression::Zstd { level: 1 })
+            .submit(text, vars, Compression::Zstd { level: 1 })
             .await
             .with_context(|| format!("submitting {name}"))?;
         let status = loop {
-            let s = broker.jobs().get(&id).context("job vanished")?;
+            let s = broker.jobs().get(&id).await?.context("job vanished")?;
             if s.state != JobState::Running {
                 break s;
             }

@@ -38,12 +38,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "job".into());
     let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
-    let opts = RunOptions {
-        dirty_path: args
-            .dirty_file
+    let mut opts = RunOptions::new(
+        args.dirty_file
             .unwrap_or_else(|| PathBuf::from(format!("ferry-dirty-{stem}-{stamp}.jsonl"))),
-        progress: !args.quiet && std::io::stderr().is_terminal(),
-    };
+    );
+    opts.progress = !args.quiet && std::io::stderr().is_terminal();
     let summary = ferry_engine::run_standalone(&job, &opts).await?;
     println!("{summary}");
     if let Some(e) = &summary.failed {

@@ -93,6 +93,59 @@ impl Drop for PgSchema {
     }
 }
 
+/// A PostgreSQL database of its own (for a broker's state store), dropped
+/// on drop.
+pub struct PgDatabase {
+    pub name: String,
+}
+
+impl PgDatabase {
+    /// `None` means "skip" (server unreachable, not under CI).
+    pub fn new(prefix: &str) -> Option<Self> {
+        let d = Self {
+            name: unique(prefix),
+        };
+        if let Err(e) = pg_admin(&format!("CREATE DATABASE {}", d.name)) {
+            crate::missing(&format!("PostgreSQL at {} ({e})", pg_url()));
+            return None;
+        }
+        Some(d)
+    }
+
+    /// Its URL: the server of [`pg_url`], this database.
+    pub fn url(&self) -> String {
+        let base = pg_url();
+        let server = base.rsplit_once('/').map_or(base.as_str(), |(s, _)| s);
+        format!("{server}/{}", self.name)
+    }
+}
+
+fn pg_admin(sql: &str) -> Result<String, String> {
+    let mut c = Command::new("psql");
+    c.args([
+        "-X",
+        "-q",
+        "-A",
+        "-t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-d",
+        &pg_url(),
+        "-c",
+        sql,
+    ]);
+    run(c, "psql")
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = pg_admin(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ));
+    }
+}
+
 /// A MariaDB database, dropped on drop.
 pub struct MyDb {
     pub name: String,

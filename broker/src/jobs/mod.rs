@@ -1,28 +1,38 @@
 //! Jobs submitted to the broker: the writing half runs here, the reading
-//! half on an agent of the job's group.
+//! half on agents of the job's group.
 //!
 //! A job names its reader's data source as `group/name`; the broker asks an
-//! agent of that group to plan it and to read each split
-//! ([`reading::TunnelReading`]), and writes through the job's sink with the
-//! same runner as `ferry run` ([`ferry_engine::run_job`]). Job state is
-//! kept in memory for now: a broker restart forgets its jobs.
+//! agent of that group to plan it and any live agent of the group to read
+//! each split ([`reading::TunnelReading`]), and writes through the job's
+//! sink with the same runner as `ferry run` ([`ferry_engine::run_job`]).
+//!
+//! Everything a restart needs is in the state store ([`ferry_state`]): the
+//! job as submitted (text and variables), its plan, each split's state and
+//! checkpoint, and the job's log ([`observer::JobObserver`] writes them as
+//! the run goes). A broker that starts finds its unfinished jobs there and
+//! picks them up again ([`resume_unfinished`]): finished splits are not
+//! read again, the others start over where the target allows it.
 
 pub mod dispatch;
+pub mod observer;
 pub mod reading;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use ferry_connectors::Split;
 use ferry_engine::config::Location;
-use ferry_engine::{Job, Progress, ProgressSnapshot, RunOptions, Summary};
+use ferry_engine::{Job, Progress, ProgressSnapshot, Resume, RunOptions, Summary};
 use ferry_protocol::data::Compression;
+use ferry_state::{JobRecord, NewJob, SplitRecord, SplitState, StateError, StateStore};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use crate::server::Shared;
+use observer::{JobLog, JobObserver};
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +41,42 @@ pub enum JobState {
     Running,
     Succeeded,
     Failed,
+    Cancelled,
+}
+
+impl JobState {
+    fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "running" => JobState::Running,
+            "succeeded" => JobState::Succeeded,
+            "failed" => JobState::Failed,
+            "cancelled" => JobState::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// One task of a job: the reading and writing of one split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    /// The split's index, from 0.
+    pub split: u32,
+    pub state: SplitState,
+    /// The agent reading it (the last one, after a retry).
+    pub agent: Option<String>,
+    pub attempts: u32,
+    /// Rows committed in the target by the current attempt.
+    pub rows: u64,
+    pub error: Option<String>,
 }
 
 /// What the API shows of a job.
@@ -44,7 +90,15 @@ pub struct JobStatus {
     pub target: String,
     #[serde(with = "time::serde::rfc3339")]
     pub submitted: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub ended: Option<OffsetDateTime>,
+    /// Times a broker (re)start picked the job up again.
+    #[serde(default)]
+    pub resumes: u32,
     pub progress: ProgressSnapshot,
+    /// One per split, once the job is planned.
+    #[serde(default)]
+    pub tasks: Vec<TaskStatus>,
     /// Present once the job ended.
     pub summary: Option<Summary>,
     /// Why it failed.
@@ -54,6 +108,8 @@ pub struct JobStatus {
 /// A job refused at submission.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
+    #[error("{0}")]
+    Job(#[from] ferry_engine::JobError),
     #[error("the job's reader must name an agent's data source as `datasource: group/name`; a `url` job runs standalone with `ferry run`")]
     NotBrokered,
     #[error("the job's writer must be a `url` the broker can reach; a writer on an agent is not supported yet")]
@@ -65,41 +121,140 @@ pub enum SubmitError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
-struct Entry {
+/// Why the API could not answer about jobs.
+pub type JobsError = StateError;
+
+/// A job running on this broker.
+pub(crate) struct Entry {
+    pub number: u64,
     status: Mutex<JobStatus>,
     progress: Arc<Progress>,
     wire: Arc<AtomicU64>,
+    /// The broker is stopping: the job stays "running" in the store, for
+    /// the next start to pick up.
+    stopping: AtomicBool,
+    cancelled: AtomicBool,
 }
 
-/// The broker's jobs.
-#[derive(Default)]
+impl Entry {
+    pub(crate) fn update_task(&self, index: u32, f: impl FnOnce(&mut TaskStatus)) {
+        let mut st = lock(&self.status);
+        if let Some(t) = st.tasks.get_mut(index as usize) {
+            f(t);
+        }
+    }
+
+    pub(crate) fn set_tasks(&self, tasks: Vec<TaskStatus>) {
+        lock(&self.status).tasks = tasks;
+    }
+
+    fn running_tasks(&self) -> usize {
+        lock(&self.status)
+            .tasks
+            .iter()
+            .filter(|t| t.state == SplitState::Running)
+            .count()
+    }
+}
+
+/// The broker's jobs: live ones in memory, all of them in the state store.
 pub struct Jobs {
-    next: AtomicU64,
-    entries: Mutex<BTreeMap<u64, Arc<Entry>>>,
+    store: StateStore,
+    live: Mutex<BTreeMap<u64, Arc<Entry>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+fn number_of(id: &str) -> Option<u64> {
+    id.strip_prefix("job-")?.parse().ok()
+}
+
+fn time_of(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// What the store keeps of an ended job besides its state.
+#[derive(Serialize, Deserialize)]
+struct Ending {
+    summary: Option<Summary>,
+    progress: ProgressSnapshot,
+}
+
+fn task_of(s: &SplitRecord) -> TaskStatus {
+    TaskStatus {
+        split: s.index,
+        state: s.state,
+        agent: s.agent.clone(),
+        attempts: s.attempts,
+        rows: s.rows_committed,
+        error: s.error.clone(),
+    }
+}
+
 impl Jobs {
-    /// Every job, oldest first.
-    pub fn list(&self) -> Vec<JobStatus> {
-        let entries: Vec<Arc<Entry>> = lock(&self.entries).values().cloned().collect();
-        entries.iter().map(|e| snapshot(e)).collect()
+    pub(crate) fn new(store: StateStore) -> Self {
+        Self {
+            store,
+            live: Mutex::new(BTreeMap::new()),
+        }
     }
 
-    pub fn get(&self, id: &str) -> Option<JobStatus> {
-        let entry = self.entry(id)?;
-        Some(snapshot(&entry))
+    /// The newest 500 jobs, oldest first.
+    pub async fn list(&self) -> Result<Vec<JobStatus>, JobsError> {
+        let records = self.store.jobs(500).await?;
+        Ok(records
+            .iter()
+            .map(|r| match self.entry(r.number) {
+                Some(e) => snapshot(&e),
+                None => status_of(r, Vec::new()),
+            })
+            .collect())
     }
 
-    /// Stops a running job; `false` if there is no such job.
+    /// One job, with its tasks.
+    pub async fn get(&self, id: &str) -> Result<Option<JobStatus>, JobsError> {
+        let Some(n) = number_of(id) else {
+            return Ok(None);
+        };
+        if let Some(e) = self.entry(n) {
+            return Ok(Some(snapshot(&e)));
+        }
+        let Some(r) = self.store.job(n).await? else {
+            return Ok(None);
+        };
+        let tasks = self.store.splits(n).await?.iter().map(task_of).collect();
+        Ok(Some(status_of(&r, tasks)))
+    }
+
+    /// The job's log after entry `after`, at most `limit` entries; `None`
+    /// if there is no such job.
+    pub async fn logs(
+        &self,
+        id: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Option<Vec<ferry_state::LogRecord>>, JobsError> {
+        let Some(n) = number_of(id) else {
+            return Ok(None);
+        };
+        if self.store.job(n).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(self.store.logs(n, after, limit).await?))
+    }
+
+    /// Stops a running job; `false` if it is not running here.
     pub fn cancel(&self, id: &str) -> bool {
-        match self.entry(id) {
+        match number_of(id).and_then(|n| self.entry(n)) {
             Some(e) => {
+                e.cancelled.store(true, Ordering::Relaxed);
                 e.progress.fail("cancelled by an operator".into());
                 true
             }
@@ -107,18 +262,25 @@ impl Jobs {
         }
     }
 
-    /// Stops every running job (broker shutdown).
-    pub fn cancel_all(&self, reason: &str) {
-        for e in lock(&self.entries).values() {
-            if lock(&e.status).state == JobState::Running {
-                e.progress.fail(reason.to_string());
-            }
+    /// Stops every running job because the broker stops; they stay
+    /// unfinished in the store and resume at the next start.
+    pub(crate) fn stop_all(&self) {
+        for e in lock(&self.live).values() {
+            e.stopping.store(true, Ordering::Relaxed);
+            e.progress
+                .fail("the broker stopped; the job resumes when it starts again".into());
         }
     }
 
-    fn entry(&self, id: &str) -> Option<Arc<Entry>> {
-        let n: u64 = id.strip_prefix("job-")?.parse().ok()?;
-        lock(&self.entries).get(&n).cloned()
+    /// Jobs running on this broker, and their tasks being written.
+    pub(crate) fn running(&self) -> (usize, usize) {
+        let live = lock(&self.live);
+        let tasks = live.values().map(|e| e.running_tasks()).sum();
+        (live.len(), tasks)
+    }
+
+    fn entry(&self, number: u64) -> Option<Arc<Entry>> {
+        lock(&self.live).get(&number).cloned()
     }
 }
 
@@ -130,84 +292,339 @@ fn snapshot(e: &Entry) -> JobStatus {
     s
 }
 
-/// Starts `job` in the background; returns its id.
+fn status_of(r: &JobRecord, tasks: Vec<TaskStatus>) -> JobStatus {
+    let ending: Option<Ending> = r
+        .summary_json
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok());
+    let (summary, progress) = match ending {
+        Some(e) => (e.summary, e.progress),
+        None => (None, ProgressSnapshot::default()),
+    };
+    JobStatus {
+        id: format!("job-{}", r.number),
+        // A state this broker does not know (a newer one wrote it) shows as failed.
+        state: JobState::parse(&r.state).unwrap_or(JobState::Failed),
+        source: r.source.clone(),
+        target: r.target.clone(),
+        submitted: time_of(r.submitted_ms),
+        ended: r.ended_ms.map(time_of),
+        resumes: r.resumes,
+        progress,
+        tasks,
+        summary,
+        error: r.error.clone(),
+    }
+}
+
+/// A job's plan as the store keeps it.
+pub(crate) struct StoredPlan {
+    pub schema: arrow_schema::SchemaRef,
+    pub splits: Vec<Split>,
+    pub estimated_rows: Option<u64>,
+}
+
+/// Submits the job `text` (YAML or JSON, `${vars}` filled from `vars`):
+/// records it and starts it in the background; returns its id.
 pub(crate) async fn submit(
     shared: &Arc<Shared>,
-    job: Job,
+    text: &str,
+    vars: BTreeMap<String, String>,
     compression: Compression,
 ) -> Result<String, SubmitError> {
+    let job = Job::parse(text, &vars)?;
     let Location::DataSource { group, name } = &job.reader.location else {
         return Err(SubmitError::NotBrokered);
     };
     if !matches!(job.writer.location, Location::Url(_)) {
         return Err(SubmitError::WriterOnAgent);
     }
-    let (group, name) = (group.clone(), name.clone());
     let sink = ferry_engine::registry::open_sink(&job.writer).await?;
     let dir = shared.config.jobs_dir.clone();
     std::fs::create_dir_all(&dir).map_err(|source| SubmitError::Dir {
         path: dir.clone(),
         source,
     })?;
+    let source = format!("{group}/{name}");
+    let submitted = OffsetDateTime::now_utc();
+    let number = shared
+        .state
+        .insert_job(&NewJob {
+            spec: text.to_string(),
+            vars_json: serde_json::to_string(&vars).unwrap_or_default(),
+            compression: serde_json::to_string(&compression).unwrap_or_default(),
+            source: source.clone(),
+            target: job.writer.kind.clone(),
+            submitted_ms: (submitted.unix_timestamp_nanos() / 1_000_000) as i64,
+        })
+        .await?;
+    let id = format!("job-{number}");
+    info!(job = %id, %source, target = %job.writer.kind, "job submitted");
+    let log = JobLog::new(shared.state.clone(), number);
+    log.info(format!(
+        "submitted: {source} → {} (channel {}, compression {compression:?})",
+        job.writer.kind, job.setting.speed.channel
+    ))
+    .await;
+    launch(
+        shared,
+        Launch {
+            number,
+            job,
+            sink,
+            compression,
+            submitted,
+            resumes: 0,
+            plan: None,
+            resume: None,
+            tasks: Vec::new(),
+        },
+    );
+    Ok(id)
+}
 
-    let jobs = &shared.jobs;
-    let n = jobs.next.fetch_add(1, Ordering::Relaxed) + 1;
-    let id = format!("job-{n}");
+struct Launch {
+    number: u64,
+    job: Job,
+    sink: Arc<dyn ferry_connectors::Sink>,
+    compression: Compression,
+    submitted: OffsetDateTime,
+    resumes: u32,
+    plan: Option<StoredPlan>,
+    resume: Option<Resume>,
+    tasks: Vec<TaskStatus>,
+}
+
+/// Runs a job in the background: a new one, or one picked up again.
+fn launch(shared: &Arc<Shared>, l: Launch) {
+    let Launch {
+        number,
+        job,
+        sink,
+        compression,
+        submitted,
+        resumes,
+        plan,
+        resume,
+        tasks,
+    } = l;
+    let id = format!("job-{number}");
+    let Location::DataSource { group, name } = job.reader.location.clone() else {
+        return;
+    };
     let progress = Arc::new(Progress::new());
+    let log = JobLog::new(shared.state.clone(), number);
     let reading = Arc::new(reading::TunnelReading::new(
         shared.clone(),
-        &id,
-        &group,
-        &name,
-        &job.reader.options,
-        compression,
-        job.setting.speed.channel.max(1) * 4,
+        reading::TunnelJob {
+            job_id: id.clone(),
+            attempt_prefix: if resumes == 0 {
+                id.clone()
+            } else {
+                format!("{id}.r{resumes}")
+            },
+            group: group.clone(),
+            datasource: name.clone(),
+            options: &job.reader.options,
+            compression,
+            max_splits: job.setting.speed.channel.max(1) * 4,
+            plan,
+            log: log.clone(),
+        },
     ));
     let entry = Arc::new(Entry {
+        number,
         status: Mutex::new(JobStatus {
             id: id.clone(),
             state: JobState::Running,
             source: format!("{group}/{name}"),
             target: job.writer.kind.clone(),
-            submitted: OffsetDateTime::now_utc(),
+            submitted,
+            ended: None,
+            resumes,
             progress: ProgressSnapshot::default(),
+            tasks,
             summary: None,
             error: None,
         }),
         progress: progress.clone(),
         // The reading's own counter: the API reads it live.
         wire: reading.wire_counter(),
+        stopping: AtomicBool::new(false),
+        cancelled: AtomicBool::new(false),
     });
-    lock(&jobs.entries).insert(n, entry.clone());
-    info!(job = %id, source = %format!("{group}/{name}"), target = %job.writer.kind, "job submitted");
-
+    lock(&shared.jobs.live).insert(number, entry.clone());
+    let observer = Arc::new(JobObserver::new(
+        entry.clone(),
+        shared.state.clone(),
+        shared.metrics.clone(),
+        log.clone(),
+    ));
     let opts = RunOptions {
-        dirty_path: dir.join(format!("{id}.dirty.jsonl")),
+        dirty_path: shared.config.jobs_dir.join(format!("{id}.dirty.jsonl")),
         progress: false,
+        observer: Some(observer),
+        resume,
     };
-    let id2 = id.clone();
+    let shared2 = shared.clone();
     shared.tasks.spawn(async move {
         let result = ferry_engine::run_job(&job, reading, sink, &opts, progress.clone()).await;
         let wire_now = entry.wire.load(Ordering::Relaxed);
-        let mut st = lock(&entry.status);
-        st.progress = progress.snapshot(wire_now);
-        match result {
+        let snap = progress.snapshot(wire_now);
+        let (state, summary, error) = match result {
             Ok(summary) => {
-                st.state = if summary.succeeded() {
+                let state = if summary.succeeded() {
                     JobState::Succeeded
                 } else {
                     JobState::Failed
                 };
-                st.error = summary.failed.clone();
-                info!(job = %id2, state = ?st.state, records = summary.records_written, wire_bytes = summary.wire_bytes, "job ended");
-                st.summary = Some(summary);
+                let error = summary.failed.clone();
+                (state, Some(summary), error)
+            }
+            Err(e) => (JobState::Failed, None, Some(e.to_string())),
+        };
+        let state = if entry.cancelled.load(Ordering::Relaxed) {
+            JobState::Cancelled
+        } else {
+            state
+        };
+        lock(&shared2.jobs.live).remove(&number);
+        if entry.stopping.load(Ordering::Relaxed) {
+            log.info("the broker stopped; the job resumes when it starts again")
+                .await;
+            return;
+        }
+        match &summary {
+            Some(s) => log.info(format!(
+                "ended {}: {} records written, {} dirty, {} wire bytes, {:.1} s",
+                state.as_str(),
+                s.records_written,
+                s.dirty_records,
+                s.wire_bytes,
+                (s.end - s.start).as_seconds_f64()
+            )),
+            None => log.info(format!("ended {}", state.as_str())),
+        }
+        .await;
+        if let Some(e) = &error {
+            log.error(format!("error: {e}")).await;
+        }
+        shared2.metrics.job_ended(state.as_str());
+        if state == JobState::Failed {
+            shared2.metrics.error("job_failed");
+        }
+        let ending = serde_json::to_string(&Ending {
+            summary: summary.clone(),
+            progress: snap.clone(),
+        })
+        .ok();
+        if let Err(e) = shared2
+            .state
+            .finish_job(number, state.as_str(), ending.as_deref(), error.as_deref())
+            .await
+        {
+            shared2.metrics.error("state_store");
+            warn!(job = number, "recording the job's end: {e}");
+        }
+        info!(job = number, state = state.as_str(), "job ended");
+        let mut st = lock(&entry.status);
+        st.state = state;
+        st.progress = snap;
+        st.summary = summary;
+        st.error = error;
+        st.ended = Some(OffsetDateTime::now_utc());
+    });
+}
+
+/// Picks up the jobs a previous broker left unfinished (it stopped or
+/// crashed); called once at start.
+pub(crate) async fn resume_unfinished(shared: &Arc<Shared>) -> Result<usize, StateError> {
+    let records = shared.state.unfinished_jobs().await?;
+    let n = records.len();
+    for r in records {
+        let number = r.number;
+        let log = JobLog::new(shared.state.clone(), number);
+        match prepare_resume(shared, &r).await {
+            Ok(l) => {
+                shared.state.reopen_job(number).await?;
+                let done = l.resume.as_ref().map_or(0, |r| r.done.len());
+                let total = l.plan.as_ref().map_or(0, |p| p.splits.len());
+                log.info(format!(
+                    "picked up again after a broker restart: {done} of {total} splits were done"
+                ))
+                .await;
+                info!(job = number, done, total, "resuming job");
+                launch(shared, l);
             }
             Err(e) => {
-                warn!(job = %id2, "job failed: {e}");
-                st.state = JobState::Failed;
-                st.error = Some(e.to_string());
+                log.error(format!("cannot be picked up again: {e}")).await;
+                warn!(job = number, "cannot resume: {e}");
+                shared
+                    .state
+                    .finish_job(number, "failed", None, Some(&e))
+                    .await?;
             }
         }
-    });
-    Ok(id)
+    }
+    Ok(n)
+}
+
+async fn prepare_resume(shared: &Arc<Shared>, r: &JobRecord) -> Result<Launch, String> {
+    let vars: BTreeMap<String, String> =
+        serde_json::from_str(&r.vars_json).map_err(|e| format!("stored variables: {e}"))?;
+    let job = Job::parse(&r.spec, &vars).map_err(|e| format!("the job no longer parses: {e}"))?;
+    let compression: Compression =
+        serde_json::from_str(&r.compression).map_err(|e| format!("stored compression: {e}"))?;
+    let sink = ferry_engine::registry::open_sink(&job.writer)
+        .await
+        .map_err(|e| format!("opening the writer: {e}"))?;
+    let (plan, resume, tasks) = match &r.schema_json {
+        None => (None, None, Vec::new()),
+        Some(schema) => {
+            let schema: arrow_schema::Schema =
+                serde_json::from_str(schema).map_err(|e| format!("stored schema: {e}"))?;
+            let records = shared
+                .state
+                .splits(r.number)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut splits = Vec::with_capacity(records.len());
+            let mut resume = Resume::default();
+            for s in &records {
+                let split: Split = serde_json::from_str(&s.split_json)
+                    .map_err(|e| format!("stored split {}: {e}", s.index))?;
+                splits.push(split);
+                match s.state {
+                    SplitState::Done => {
+                        resume.done.insert(s.index, s.rows_committed);
+                    }
+                    _ if s.attempts > 0 => {
+                        resume.started.insert(s.index);
+                    }
+                    _ => {}
+                }
+            }
+            let tasks = records.iter().map(task_of).collect();
+            (
+                Some(StoredPlan {
+                    schema: Arc::new(schema),
+                    splits,
+                    estimated_rows: r.estimated_rows,
+                }),
+                Some(resume),
+                tasks,
+            )
+        }
+    };
+    Ok(Launch {
+        number: r.number,
+        job,
+        sink,
+        compression,
+        submitted: time_of(r.submitted_ms),
+        resumes: r.resumes + 1,
+        plan,
+        resume,
+        tasks,
+    })
 }

@@ -4,6 +4,12 @@
 //! the data source. Each split becomes a task assigned to one of those
 //! agents (round robin); the agent opens a data stream for it, and the
 //! writer acks each batch once it is committed.
+//!
+//! Losing the agent (its connection closes, its stream breaks without a
+//! report of a failed read, it does not open the stream in time) is a
+//! transient error: the runner starts the split again, and `open` picks
+//! whichever agent of the group is live then, waiting for one to connect
+//! if none is. A read the agent reports as failed is not retried.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,7 +19,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::{Schema, SchemaRef};
 use async_trait::async_trait;
 use ferry_connectors::{ReadSpec, Split};
-use ferry_engine::{Reading, SplitFeed};
+use ferry_engine::{ReadError, Reading, SplitFeed};
 use ferry_protocol::control::{ControlMessage, ErrorCode};
 use ferry_protocol::data::Compression;
 use tokio::sync::mpsc;
@@ -28,11 +34,33 @@ use crate::server::Shared;
 const PLAN_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long an agent has to open a task's data stream.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long planning waits for an agent of the group to be connected.
+const PLAN_AGENT_WAIT: Duration = Duration::from_secs(15);
+/// How long a task waits for one (after a broker restart agents need a
+/// reconnect; after an agent dropped, another may come).
+const TASK_AGENT_WAIT: Duration = Duration::from_secs(60);
+
+/// What a [`TunnelReading`] reads, for which job.
+pub(crate) struct TunnelJob<'a> {
+    pub job_id: String,
+    /// Task ids start with it: unique per run of the job, so a task of a
+    /// run before a restart is never taken for one of this run.
+    pub attempt_prefix: String,
+    pub group: String,
+    pub datasource: String,
+    pub options: &'a serde_json::Map<String, serde_json::Value>,
+    pub compression: Compression,
+    pub max_splits: usize,
+    /// The plan a previous run recorded (a resumed job is not planned again).
+    pub plan: Option<super::StoredPlan>,
+    pub log: super::observer::JobLog,
+}
 
 /// Reads a job's data source through agents of its group.
 pub struct TunnelReading {
     shared: Arc<Shared>,
     job_id: String,
+    attempt_prefix: String,
     group: String,
     datasource: String,
     /// The job's reader options, as JSON.
@@ -40,31 +68,32 @@ pub struct TunnelReading {
     compression: Compression,
     max_splits: usize,
     plan: Mutex<Option<(Vec<Split>, Option<u64>)>>,
+    stored_schema: Option<SchemaRef>,
     next_agent: AtomicUsize,
     wire: Arc<AtomicU64>,
+    log: super::observer::JobLog,
 }
 
 impl TunnelReading {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        job_id: &str,
-        group: &str,
-        datasource: &str,
-        options: &serde_json::Map<String, serde_json::Value>,
-        compression: Compression,
-        max_splits: usize,
-    ) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, job: TunnelJob<'_>) -> Self {
+        let (stored_schema, plan) = match job.plan {
+            Some(p) => (Some(p.schema), Some((p.splits, p.estimated_rows))),
+            None => (None, None),
+        };
         Self {
             shared,
-            job_id: job_id.to_string(),
-            group: group.to_string(),
-            datasource: datasource.to_string(),
-            options: serde_json::Value::Object(options.clone()).to_string(),
-            compression,
-            max_splits,
-            plan: Mutex::new(None),
+            job_id: job.job_id,
+            attempt_prefix: job.attempt_prefix,
+            group: job.group,
+            datasource: job.datasource,
+            options: serde_json::Value::Object(job.options.clone()).to_string(),
+            compression: job.compression,
+            max_splits: job.max_splits,
+            plan: Mutex::new(plan),
+            stored_schema,
             next_agent: AtomicUsize::new(0),
             wire: Arc::new(AtomicU64::new(0)),
+            log: job.log,
         }
     }
 
@@ -73,22 +102,31 @@ impl TunnelReading {
         self.wire.clone()
     }
 
-    /// The next agent to give work to.
-    fn agent(&self) -> Result<AgentHandle, String> {
-        let agents = self.shared.registry.offering(&self.group, &self.datasource);
-        if agents.is_empty() {
-            let n = self.shared.registry.group_agents(&self.group);
-            return Err(if n == 0 {
-                format!("no agent of group `{}` is connected", self.group)
-            } else {
-                format!(
-                    "none of the {n} connected agent(s) of group `{}` has a data source `{}`",
-                    self.group, self.datasource
-                )
-            });
+    /// The next agent to give work to, waiting up to `wait` for one.
+    async fn agent(&self, wait: Duration) -> Result<AgentHandle, String> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let agents = self.shared.registry.offering(&self.group, &self.datasource);
+            if !agents.is_empty() {
+                let i = self.next_agent.fetch_add(1, Ordering::Relaxed);
+                return Ok(agents[i % agents.len()].clone());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let n = self.shared.registry.group_agents(&self.group);
+                return Err(if n == 0 {
+                    format!(
+                        "no agent of group `{}` is connected (waited {wait:?})",
+                        self.group
+                    )
+                } else {
+                    format!(
+                        "none of the {n} connected agent(s) of group `{}` has a data source `{}`",
+                        self.group, self.datasource
+                    )
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let i = self.next_agent.fetch_add(1, Ordering::Relaxed);
-        Ok(agents[i % agents.len()].clone())
     }
 
     fn lock_plan(&self) -> std::sync::MutexGuard<'_, Option<(Vec<Split>, Option<u64>)>> {
@@ -99,7 +137,10 @@ impl TunnelReading {
 #[async_trait]
 impl Reading for TunnelReading {
     async fn schema(&self, spec: &ReadSpec) -> Result<SchemaRef, String> {
-        let agent = self.agent()?;
+        if let Some(s) = &self.stored_schema {
+            return Ok(s.clone());
+        }
+        let agent = self.agent(PLAN_AGENT_WAIT).await?;
         let spec = serde_json::to_string(spec).map_err(|e| e.to_string())?;
         let dispatch = &self.shared.dispatch;
         let (request_id, answer) = dispatch.expect_plan();
@@ -139,6 +180,9 @@ impl Reading for TunnelReading {
             return Err(format!("agent `{agent_id}` planned no splits"));
         }
         info!(job = %self.job_id, agent = %agent_id, splits = splits.len(), "planned by agent");
+        self.log
+            .info(format!("agent `{agent_id}` planned the read"))
+            .await;
         *self.lock_plan() = Some((splits, estimated_rows));
         Ok(Arc::new(schema))
     }
@@ -162,9 +206,13 @@ impl Reading for TunnelReading {
         spec: &ReadSpec,
         schema: SchemaRef,
         split: &Split,
-    ) -> Result<Box<dyn SplitFeed>, String> {
-        let agent = self.agent()?;
-        let task_id = format!("{}-split-{}", self.job_id, split.index);
+        attempt: u32,
+    ) -> Result<Box<dyn SplitFeed>, ReadError> {
+        let agent = self
+            .agent(TASK_AGENT_WAIT)
+            .await
+            .map_err(ReadError::transient)?;
+        let task_id = format!("{}-s{}-a{attempt}", self.attempt_prefix, split.index);
         let dispatch = self.shared.dispatch.clone();
         let mut events = dispatch.expect_task(&task_id);
         let assign = ControlMessage::TaskAssign {
@@ -175,30 +223,43 @@ impl Reading for TunnelReading {
             split: serde_json::to_string(split).map_err(|e| e.to_string())?,
             compression: self.compression,
         };
-        let fail = |e: String| {
+        let fail = |e: ReadError| {
             dispatch.forget_task(&task_id);
             Err(e)
         };
         if agent.outbox.send(assign).await.is_err() {
-            return fail(format!("agent `{}` disconnected", agent.agent_id));
+            return fail(ReadError::transient(format!(
+                "agent `{}` disconnected",
+                agent.agent_id
+            )));
         }
-        let ds = match tokio::time::timeout(STREAM_TIMEOUT, events.recv()).await {
+        // The agent's session ending (its outbox closes) means no stream will come.
+        let event = tokio::select! {
+            e = tokio::time::timeout(STREAM_TIMEOUT, events.recv()) => e,
+            _ = agent.outbox.closed() => Ok(None),
+        };
+        let ds = match event {
             Ok(Some(TaskEvent::Stream(ds))) => ds,
             Ok(Some(TaskEvent::Failed { agent_id, message })) => {
-                return fail(format!("agent `{agent_id}`: {message}"))
+                return fail(format!("agent `{agent_id}`: {message}").into())
             }
-            Ok(None) => return fail("task dropped".into()),
+            Ok(None) => {
+                return fail(ReadError::transient(format!(
+                    "agent `{}` disconnected before it opened the task's data stream",
+                    agent.agent_id
+                )))
+            }
             Err(_) => {
-                return fail(format!(
+                return fail(ReadError::transient(format!(
                     "agent `{}` did not open the task's data stream within {STREAM_TIMEOUT:?}",
                     agent.agent_id
-                ))
+                )))
             }
         };
         if let Err(e) = same_shape(&schema, &ds.header().schema) {
             let msg = format!("the agent's stream does not match the plan: {e}");
             ds.fail(ErrorCode::SchemaMismatch, &msg).await;
-            return fail(msg);
+            return fail(msg.into());
         }
         Ok(Box::new(TunnelFeed {
             ds: Some(*ds),
@@ -207,6 +268,7 @@ impl Reading for TunnelReading {
             last_seq: None,
             wire_seen: 0,
             wire: self.wire.clone(),
+            metrics: self.shared.metrics.clone(),
             task_id,
             agent: agent.clone(),
             dispatch,
@@ -249,6 +311,7 @@ struct TunnelFeed {
     last_seq: Option<u64>,
     wire_seen: u64,
     wire: Arc<AtomicU64>,
+    metrics: Arc<crate::metrics::Metrics>,
     task_id: String,
     agent: AgentHandle,
     dispatch: Arc<super::dispatch::Dispatch>,
@@ -258,23 +321,30 @@ impl TunnelFeed {
     fn count_wire(&mut self) {
         if let Some(ds) = &self.ds {
             let now = ds.wire_bytes();
-            self.wire
-                .fetch_add(now.saturating_sub(self.wire_seen), Ordering::Relaxed);
+            let new = now.saturating_sub(self.wire_seen);
+            self.wire.fetch_add(new, Ordering::Relaxed);
+            self.metrics.wire_bytes.inc_by(new);
             self.wire_seen = now;
         }
     }
 
     /// After a stream error, the agent's own report (a failed read) says
-    /// more than "stream reset"; wait briefly for it.
-    async fn explain(&mut self, stream_error: String) -> String {
+    /// more than "stream reset"; wait briefly for it. Without one, the
+    /// agent or the path to it was lost: transient.
+    async fn explain(&mut self, stream_error: String) -> ReadError {
         let wait = Duration::from_secs(2);
         loop {
             match tokio::time::timeout(wait, self.events.recv()).await {
                 Ok(Some(TaskEvent::Failed { agent_id, message })) => {
-                    return format!("agent `{agent_id}`: {message}")
+                    return format!("agent `{agent_id}`: {message}").into()
                 }
                 Ok(Some(TaskEvent::Stream(_))) => continue,
-                Ok(None) | Err(_) => return stream_error,
+                Ok(None) | Err(_) => {
+                    return ReadError::transient(format!(
+                        "agent `{}`: {stream_error}",
+                        self.agent.agent_id
+                    ))
+                }
             }
         }
     }
@@ -282,15 +352,15 @@ impl TunnelFeed {
 
 #[async_trait]
 impl SplitFeed for TunnelFeed {
-    async fn next(&mut self) -> Result<Option<RecordBatch>, String> {
+    async fn next(&mut self) -> Result<Option<RecordBatch>, ReadError> {
         let Some(ds) = self.ds.as_mut() else {
             return Ok(None);
         };
         let r = tokio::select! {
-            r = ds.next_batch() => r.map_err(|e| e.to_string()),
+            r = ds.next_batch() => r.map_err(|e| Err(e.to_string())),
             ev = self.events.recv() => match ev {
-                Some(TaskEvent::Failed { agent_id, message }) => Err(format!("agent `{agent_id}`: {message}")),
-                _ => Err("task dropped".to_string()),
+                Some(TaskEvent::Failed { agent_id, message }) => Err(Ok(ReadError::from(format!("agent `{agent_id}`: {message}")))),
+                _ => Err(Ok(ReadError::transient("task dropped"))),
             },
         };
         self.count_wire();
@@ -303,15 +373,25 @@ impl SplitFeed for TunnelFeed {
                 self.ended = true;
                 Ok(None)
             }
-            Err(e) => Err(self.explain(e).await),
+            Err(Ok(e)) => Err(e),
+            Err(Err(stream_error)) => Err(self.explain(stream_error).await),
         }
     }
 
-    async fn committed(&mut self, rows: u64) -> Result<(), String> {
+    async fn committed(&mut self, rows: u64) -> Result<(), ReadError> {
         match (self.ds.as_mut(), self.last_seq) {
-            (Some(ds), Some(seq)) => ds.ack(seq, rows).await.map_err(|e| e.to_string()),
+            // The ack only tells the agent how far the writer got; losing
+            // it with the agent is the agent's loss, seen on the next read.
+            (Some(ds), Some(seq)) => ds
+                .ack(seq, rows)
+                .await
+                .map_err(|e| ReadError::transient(e.to_string())),
             _ => Ok(()),
         }
+    }
+
+    fn origin(&self) -> Option<&str> {
+        Some(&self.agent.agent_id)
     }
 
     async fn close(mut self: Box<Self>, outcome: Result<(), &str>) -> Result<(), String> {

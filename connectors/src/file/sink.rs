@@ -134,6 +134,18 @@ fn token() -> u64 {
 
 #[async_trait]
 impl Sink for FileSink {
+    async fn reattach(&self, _spec: &WriteSpec, schema: &SchemaRef) -> Result<(), ConnectorError> {
+        // `truncate` and `nonConflict` acted on the first start; the parts
+        // since written are the job's own.
+        self.check_types(schema)
+    }
+
+    /// A task's part is renamed into place only when its writer closes; a
+    /// dropped writer leaves nothing behind.
+    fn replay_safe(&self, _spec: &WriteSpec) -> bool {
+        true
+    }
+
     async fn prepare(&self, _spec: &WriteSpec, schema: &SchemaRef) -> Result<(), ConnectorError> {
         self.check_types(schema)?;
         let dir = &self.names.dir;

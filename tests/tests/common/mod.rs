@@ -76,6 +76,8 @@ impl Setup {
             .broker_toml(&self.broker_cert, &listen.to_string(), "127.0.0.1:0");
         let mut c: BrokerConfig = toml_from(&text);
         c.limits.handshake_timeout_secs = 3;
+        // Its own state store: a broker picks up the unfinished jobs it finds.
+        c.jobs_dir = self.pki.dir.path().join("broker-jobs");
         c
     }
 
@@ -237,10 +239,13 @@ impl Rig {
     /// Submits `job` (YAML) and waits until it ends.
     pub async fn run(&self, job: &str) -> ferry_broker::jobs::JobStatus {
         let vars = ferry_engine::config::default_vars();
-        let job = ferry_engine::Job::parse(job, &vars).expect("job parses");
         let id = self
             .broker
-            .submit(job, ferry_protocol::data::Compression::Zstd { level: 1 })
+            .submit(
+                job,
+                vars,
+                ferry_protocol::data::Compression::Zstd { level: 1 },
+            )
             .await
             .expect("job submitted");
         self.wait(&id, Duration::from_secs(300)).await
@@ -250,7 +255,13 @@ impl Rig {
     pub async fn wait(&self, id: &str, timeout: Duration) -> ferry_broker::jobs::JobStatus {
         let start = Instant::now();
         loop {
-            let s = self.broker.jobs().get(id).expect("job exists");
+            let s = self
+                .broker
+                .jobs()
+                .get(id)
+                .await
+                .expect("state store answers")
+                .expect("job exists");
             if s.state != ferry_broker::jobs::JobState::Running {
                 return s;
             }
