@@ -1,6 +1,7 @@
 //! Shared setup for the in-process tunnel tests.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -177,6 +178,17 @@ pub struct RigSource<'a> {
 
 impl Rig {
     pub async fn start(sources: &[RigSource<'_>]) -> Self {
+        Self::start_with(sources, &BTreeMap::new(), None).await
+    }
+
+    /// [`Rig::start`], with the agent's config loaded from a file by the
+    /// real loader, its secrets (`{ env = "NAME" }`) taken from `env`, and
+    /// `tap` seeing every control frame the agent sends from its first.
+    pub async fn start_with(
+        sources: &[RigSource<'_>],
+        env: &BTreeMap<String, String>,
+        tap: Option<ferry_broker::server::ControlTap>,
+    ) -> Self {
         let setup = Setup::new();
         let jobs = tempfile::tempdir().unwrap();
         let mut config = setup.broker_config("127.0.0.1:0".parse().unwrap());
@@ -184,6 +196,9 @@ impl Rig {
         let broker = Broker::start(config, ferry_broker::data::refuse_all())
             .await
             .expect("broker starts");
+        if let Some(t) = tap {
+            broker.tap_control(t);
+        }
         let n: u32 = rand::random();
         let (agent_id, group) = (format!("rig-{n:08x}"), format!("idc-{n:08x}"));
         let cert = setup.pki.agent(&agent_id, &group);
@@ -196,7 +211,10 @@ impl Rig {
                 s.name, s.kind, s.url, s.extra
             ));
         }
-        let agent_config: AgentConfig = toml_from(&text);
+        let path = setup.pki.dir.path().join(format!("{agent_id}.toml"));
+        std::fs::write(&path, &text).expect("agent config written");
+        let agent_config = AgentConfig::load_with_env(&path, &|name| env.get(name).cloned())
+            .expect("agent config loads");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let agent = tokio::spawn(async move {
             let _ = ferry_agent::run(agent_config, async {
