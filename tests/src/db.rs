@@ -59,24 +59,7 @@ impl PgSchema {
     }
 
     fn try_sql(&self, sql: &str) -> Result<String, String> {
-        let mut c = Command::new("psql");
-        c.args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            &pg_url(),
-            "-c",
-            sql,
-        ]);
-        c.env(
-            "PGOPTIONS",
-            format!("-c search_path={},public -c TimeZone=UTC", self.name),
-        );
-        run(c, "psql")
+        psql(sql, Some(&self.name))
     }
 
     /// Runs SQL with this schema first on the search path; returns the
@@ -121,6 +104,12 @@ impl PgDatabase {
 }
 
 fn pg_admin(sql: &str) -> Result<String, String> {
+    psql(sql, None)
+}
+
+/// Runs `sql` with `psql` on [`pg_url`], with `schema` first on the search
+/// path when given; unaligned, tuples-only output.
+fn psql(sql: &str, schema: Option<&str>) -> Result<String, String> {
     let mut c = Command::new("psql");
     c.args([
         "-X",
@@ -134,6 +123,12 @@ fn pg_admin(sql: &str) -> Result<String, String> {
         "-c",
         sql,
     ]);
+    if let Some(schema) = schema {
+        c.env(
+            "PGOPTIONS",
+            format!("-c search_path={schema},public -c TimeZone=UTC"),
+        );
+    }
     run(c, "psql")
 }
 

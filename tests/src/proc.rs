@@ -28,6 +28,25 @@ pub fn ferry_bin() -> PathBuf {
     bin
 }
 
+/// Runs `ferry ARGS` in `dir` to completion.
+pub fn ferry(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(ferry_bin())
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run ferry")
+}
+
+/// A port free for both UDP (the broker's QUIC) and TCP (its admin API).
+pub fn free_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port");
+    let port = s.local_addr().expect("local address").port();
+    match std::net::TcpListener::bind(("127.0.0.1", port)) {
+        Ok(_) => port,
+        Err(_) => free_port(),
+    }
+}
+
 /// A child process killed (SIGKILL) when dropped, with its stdout and
 /// stderr collected line by line.
 pub struct Proc {

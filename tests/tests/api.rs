@@ -78,6 +78,12 @@ fn check(doc: &Value, schema: &Value, v: &Value, at: &str) {
     }
 }
 
+async fn get_json(http: &reqwest::Client, url: String) -> Value {
+    let resp = http.get(&url).send().await.expect("GET");
+    assert!(resp.status().is_success(), "GET {url}: {}", resp.status());
+    resp.json().await.expect("a JSON answer")
+}
+
 fn response_schema<'a>(doc: &'a Value, path: &str, method: &str, status: u16) -> &'a Value {
     let r = &doc["paths"][path][method]["responses"][status.to_string()];
     assert!(
@@ -175,14 +181,7 @@ async fn the_api_matches_its_description_and_the_tunnel_carries_no_secret() {
     }
 
     // Every documented route answers as described.
-    let doc: Value = http
-        .get(format!("{base}/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = get_json(&http, format!("{base}/v1/openapi.json")).await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     assert_eq!(
         doc,
@@ -219,27 +218,13 @@ async fn the_api_matches_its_description_and_the_tunnel_carries_no_secret() {
     assert!(gets >= 7, "{gets} JSON answers checked");
 
     // The job as the API shows it: every task done, on the rig's agent.
-    let job: Value = http
-        .get(format!("{base}/v1/jobs/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job: Value = get_json(&http, format!("{base}/v1/jobs/{id}")).await;
     let tasks = job["tasks"].as_array().unwrap();
     assert!(!tasks.is_empty());
     assert!(tasks
         .iter()
         .all(|t| t["state"] == "done" && t["agent"] == rig.agent_id.as_str()));
-    let logs: Value = http
-        .get(format!("{base}/v1/jobs/{id}/logs?after=0&limit=2"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let logs: Value = get_json(&http, format!("{base}/v1/jobs/{id}/logs?after=0&limit=2")).await;
     assert_eq!(logs["entries"].as_array().unwrap().len(), 2, "{logs}");
     assert_eq!(logs["next"], logs["entries"][1]["id"]);
 

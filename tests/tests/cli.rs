@@ -6,24 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferry_tests::proc::{ferry_bin, Proc};
-
-fn ferry(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(ferry_bin())
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run ferry")
-}
-
-fn free_port() -> u16 {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let t = std::net::TcpListener::bind(("127.0.0.1", s.local_addr().unwrap().port()));
-    match t {
-        Ok(_) => s.local_addr().unwrap().port(),
-        Err(_) => free_port(),
-    }
-}
+use ferry_tests::proc::{ferry, ferry_bin, free_port, Proc};
 
 #[test]
 fn readme_flow_certs_broker_agent_listed() {

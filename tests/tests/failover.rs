@@ -18,27 +18,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferry_tests::db::{pg_url, PgSchema};
-use ferry_tests::proc::{ferry_bin, Proc};
+use ferry_tests::proc::{ferry, ferry_bin, free_port, Proc};
 use serde_json::Value;
 
 const ROWS: u64 = 150_000;
-
-fn ferry(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(ferry_bin())
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run ferry")
-}
-
-fn free_port() -> u16 {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let t = std::net::TcpListener::bind(("127.0.0.1", s.local_addr().unwrap().port()));
-    match t {
-        Ok(_) => s.local_addr().unwrap().port(),
-        Err(_) => free_port(),
-    }
-}
 
 /// Certificates, a broker config and agent configs in a temp dir; the
 /// source and target schemas.
