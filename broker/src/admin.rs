@@ -8,7 +8,8 @@
 //! - `GET /v1/agents`: connected agents and their data sources;
 //! - `POST /v1/jobs` `{"job": "<YAML or JSON>", "vars": {..}, "compression": "zstd:1"}`:
 //!   submit; `GET /v1/jobs`, `GET /v1/jobs/{id}` (with its tasks),
-//!   `GET /v1/jobs/{id}/logs?after=N&limit=M`, `POST /v1/jobs/{id}/cancel`;
+//!   `GET /v1/jobs/{id}/logs?after=N&limit=M`, `POST /v1/jobs/{id}/cancel`,
+//!   `POST /v1/jobs/{id}/resume` (a failed or cancelled job);
 //! - `GET /v1/openapi.json`: this API, described (OpenAPI 3.1);
 //! - `GET /metrics`: Prometheus metrics (OpenMetrics text), behind the
 //!   token like `/v1`;
@@ -52,6 +53,7 @@ pub(crate) fn router(shared: Arc<Shared>, token: Option<String>) -> Router {
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/jobs/{id}/logs", get(logs))
         .route("/v1/jobs/{id}/cancel", post(cancel))
+        .route("/v1/jobs/{id}/resume", post(resume))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .with_state(shared.clone());
@@ -240,6 +242,19 @@ async fn cancel(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Re
         ),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no job `{id}`")),
         Err(e) => store_error(e),
+    }
+}
+
+async fn resume(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    use crate::jobs::ResumeError;
+    match crate::jobs::resume(&shared, &id).await {
+        Ok(()) => (StatusCode::ACCEPTED, Json(Submitted { id })).into_response(),
+        Err(e @ ResumeError::NotFound(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ (ResumeError::Running(_) | ResumeError::Succeeded(_))) => {
+            error(StatusCode::CONFLICT, e.to_string())
+        }
+        Err(e @ ResumeError::Unusable { .. }) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(ResumeError::State(e)) => store_error(e),
     }
 }
 

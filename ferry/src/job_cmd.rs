@@ -1,4 +1,4 @@
-//! `ferry job submit|status|list|cancel|logs`: jobs through a running broker.
+//! `ferry job submit|status|list|cancel|resume|logs`: jobs through a running broker.
 //!
 //! The job file is checked here first (so a config error names its field
 //! without a round trip), then sent as text with its variables; the broker
@@ -61,6 +61,17 @@ enum JobCommand {
     },
     /// Stop a running job.
     Cancel { id: String },
+    /// Start a failed or cancelled job again: the splits it finished are
+    /// not read again. Follows it like `submit`.
+    Resume {
+        id: String,
+        /// Return at once.
+        #[arg(long)]
+        detach: bool,
+        /// No progress line.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Print a job's log (planning, tasks and the agents that ran them,
     /// retries, the end).
     Logs {
@@ -175,6 +186,17 @@ pub async fn run(args: JobArgs) -> Result<()> {
                 }
             }
             Ok(())
+        }
+        JobCommand::Resume { id, detach, quiet } => {
+            let Submitted { id } = api
+                .post(&format!("/v1/jobs/{id}/resume"), &serde_json::json!({}))
+                .await?;
+            if detach {
+                println!("{id}");
+                return Ok(());
+            }
+            eprintln!("resumed {id} on {}", api.base);
+            follow(&api, &id, !quiet && std::io::stderr().is_terminal()).await
         }
         JobCommand::Logs { id, follow } => {
             let mut after = 0;

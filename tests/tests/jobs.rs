@@ -210,3 +210,90 @@ async fn the_agent_refuses_reads_outside_its_policy() {
     assert_eq!(dst.sql("SELECT count(*) FROM t4").trim(), "2");
     rig.stop().await;
 }
+
+/// `POST /v1/jobs/{id}/resume` (what `ferry job resume` calls): a job that
+/// failed mid-way starts again from its state; the splits it finished are
+/// not read again, and the target ends equal to the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_resumed_by_hand_skips_the_splits_it_finished() {
+    let Some(src) = PgSchema::new("ferry_resume_src") else {
+        return;
+    };
+    let Some(dst) = PgSchema::new("ferry_resume_dst") else {
+        return;
+    };
+    src.sql(
+        "CREATE TABLE orders (id int PRIMARY KEY, v text);
+         INSERT INTO orders SELECT g, 'v' || g FROM generate_series(1, 20000) g;",
+    );
+    // The target refuses one row of the last splits until an operator
+    // fixes it.
+    dst.sql(
+        "CREATE TABLE orders (id int PRIMARY KEY, v text CONSTRAINT not_yet CHECK (v <> 'v17000'));",
+    );
+    let rig = Rig::start(&[RigSource {
+        name: "shop",
+        kind: "postgres",
+        url: &pg_url(),
+        extra: "",
+    }])
+    .await;
+    let job = format!(
+        "reader:\n  name: postgresqlreader\n  parameter:\n    datasource: {}\n    table: {}.orders\n    splitPk: id\n\
+         writer:\n  name: postgresqlwriter\n  parameter:\n    url: {}\n    table: {}.orders\n    writeMode: replace\n\
+         setting:\n  speed: {{channel: 1}}\n  errorLimit: {{record: 0}}\n",
+        rig.datasource("shop"),
+        src.name,
+        pg_url(),
+        dst.name
+    );
+    let failed = rig.run(&job).await;
+    assert_eq!(failed.state, JobState::Failed, "{failed:?}");
+    let done_before: Vec<u32> = failed
+        .tasks
+        .iter()
+        .filter(|t| t.state == ferry_state::SplitState::Done)
+        .map(|t| t.split)
+        .collect();
+    assert!(!done_before.is_empty(), "{failed:?}");
+
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", rig.broker.admin_addr());
+    let resume = |id: String| {
+        let http = http.clone();
+        let url = format!("{base}/v1/jobs/{id}/resume");
+        async move { http.post(url).send().await.unwrap().status().as_u16() }
+    };
+    // The operator fixes the target, then resumes.
+    dst.sql("ALTER TABLE orders DROP CONSTRAINT not_yet");
+    assert_eq!(resume(failed.id.clone()).await, 202);
+    let end = rig
+        .wait(&failed.id, std::time::Duration::from_secs(120))
+        .await;
+    assert_eq!(end.state, JobState::Succeeded, "{end:?}");
+    assert_eq!(end.resumes, 1);
+    for t in &end.tasks {
+        if done_before.contains(&t.split) {
+            assert_eq!(t.attempts, 1, "split {} was read again: {end:?}", t.split);
+        }
+    }
+    let q = "SELECT count(*), md5(string_agg(id || v, ',' ORDER BY id)) FROM orders";
+    assert_eq!(dst.sql(q), src.sql(q));
+    // A job that succeeded has nothing to resume; an unknown one is not found.
+    assert_eq!(resume(failed.id.clone()).await, 409);
+    assert_eq!(resume("job-999".into()).await, 404);
+    let logs = rig
+        .broker
+        .jobs()
+        .logs(&failed.id, 0, 1000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        logs.iter().any(|l| l
+            .message
+            .starts_with(&format!("resumed by an operator: {} of", done_before.len()))),
+        "{logs:?}"
+    );
+    rig.stop().await;
+}

@@ -128,6 +128,21 @@ pub enum SubmitError {
 /// Why the API could not answer about jobs.
 pub type JobsError = StateError;
 
+/// A job that cannot be resumed by hand.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    #[error("no job `{0}`")]
+    NotFound(String),
+    #[error("job `{0}` is running")]
+    Running(String),
+    #[error("job `{0}` succeeded: there is nothing left to do")]
+    Succeeded(String),
+    #[error("job `{id}` cannot be resumed: {message}")]
+    Unusable { id: String, message: String },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
 /// A job running on this broker.
 pub(crate) struct Entry {
     pub number: u64,
@@ -165,6 +180,8 @@ impl Entry {
 pub struct Jobs {
     store: StateStore,
     live: Mutex<BTreeMap<u64, Arc<Entry>>>,
+    /// Jobs an operator's resume is starting (not live yet).
+    resuming: Mutex<std::collections::BTreeSet<u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -203,6 +220,7 @@ impl Jobs {
         Self {
             store,
             live: Mutex::new(BTreeMap::new()),
+            resuming: Mutex::new(std::collections::BTreeSet::new()),
         }
     }
 
@@ -567,6 +585,53 @@ pub(crate) async fn resume_unfinished(shared: &Arc<Shared>) -> Result<usize, Sta
         }
     }
     Ok(n)
+}
+
+/// Starts a failed or cancelled job again, by an operator's request: the
+/// splits it finished are not read again (the same rules as after a
+/// restart decide about the others).
+pub(crate) async fn resume(shared: &Arc<Shared>, id: &str) -> Result<(), ResumeError> {
+    let jobs = &shared.jobs;
+    let number = number_of(id).ok_or_else(|| ResumeError::NotFound(id.to_string()))?;
+    {
+        let live = lock(&jobs.live);
+        let mut resuming = lock(&jobs.resuming);
+        if live.contains_key(&number) || !resuming.insert(number) {
+            return Err(ResumeError::Running(id.to_string()));
+        }
+    }
+    let result = async {
+        let r = jobs
+            .store
+            .job(number)
+            .await?
+            .ok_or_else(|| ResumeError::NotFound(id.to_string()))?;
+        match JobState::parse(&r.state) {
+            Some(JobState::Running) => return Err(ResumeError::Running(id.to_string())),
+            Some(JobState::Succeeded) => return Err(ResumeError::Succeeded(id.to_string())),
+            _ => {}
+        }
+        let l = prepare_resume(shared, &r)
+            .await
+            .map_err(|message| ResumeError::Unusable {
+                id: id.to_string(),
+                message,
+            })?;
+        shared.state.reopen_job(number).await?;
+        let done = l.resume.as_ref().map_or(0, |r| r.done.len());
+        let total = l.plan.as_ref().map_or(0, |p| p.splits.len());
+        JobLog::new(shared.state.clone(), number)
+            .info(format!(
+                "resumed by an operator: {done} of {total} splits were done"
+            ))
+            .await;
+        info!(job = number, done, total, "job resumed by an operator");
+        launch(shared, l);
+        Ok(())
+    }
+    .await;
+    lock(&jobs.resuming).remove(&number);
+    result
 }
 
 async fn prepare_resume(shared: &Arc<Shared>, r: &JobRecord) -> Result<Launch, String> {
