@@ -447,6 +447,7 @@ fn launch(shared: &Arc<Shared>, l: Launch) {
             compression,
             max_splits: job.setting.speed.channel.max(1) * 4,
             plan,
+            resumed: resumes > 0,
             log: log.clone(),
         },
     ));

@@ -53,6 +53,9 @@ pub(crate) struct TunnelJob<'a> {
     pub max_splits: usize,
     /// The plan a previous run recorded (a resumed job is not planned again).
     pub plan: Option<super::StoredPlan>,
+    /// A run after a restart: agents may still be reconnecting, so planning
+    /// waits as long for one as a task does.
+    pub resumed: bool,
     pub log: super::observer::JobLog,
 }
 
@@ -69,6 +72,7 @@ pub struct TunnelReading {
     max_splits: usize,
     plan: Mutex<Option<(Vec<Split>, Option<u64>)>>,
     stored_schema: Option<SchemaRef>,
+    plan_wait: Duration,
     next_agent: AtomicUsize,
     wire: Arc<AtomicU64>,
     log: super::observer::JobLog,
@@ -91,6 +95,11 @@ impl TunnelReading {
             max_splits: job.max_splits,
             plan: Mutex::new(plan),
             stored_schema,
+            plan_wait: if job.resumed {
+                TASK_AGENT_WAIT
+            } else {
+                PLAN_AGENT_WAIT
+            },
             next_agent: AtomicUsize::new(0),
             wire: Arc::new(AtomicU64::new(0)),
             log: job.log,
@@ -140,7 +149,7 @@ impl Reading for TunnelReading {
         if let Some(s) = &self.stored_schema {
             return Ok(s.clone());
         }
-        let agent = self.agent(PLAN_AGENT_WAIT).await?;
+        let agent = self.agent(self.plan_wait).await?;
         let spec = serde_json::to_string(spec).map_err(|e| e.to_string())?;
         let dispatch = &self.shared.dispatch;
         let (request_id, answer) = dispatch.expect_plan();
