@@ -218,10 +218,7 @@ async fn logs(
         Ok(None) => return error(StatusCode::NOT_FOUND, format!("no job `{id}`")),
         Err(e) => return store_error(e),
     };
-    let running = match shared.jobs.get(&id).await {
-        Ok(Some(s)) => s.state == crate::jobs::JobState::Running,
-        _ => false,
-    };
+    let running = shared.jobs.is_running(&id);
     let next = entries.last().map_or(q.after, |e| e.id);
     Json(LogPage {
         entries,

@@ -268,6 +268,11 @@ impl Jobs {
         Ok(Some(self.store.logs(n, after, limit).await?))
     }
 
+    /// Whether the job runs on this broker now.
+    pub fn is_running(&self, id: &str) -> bool {
+        number_of(id).is_some_and(|n| self.entry(n).is_some())
+    }
+
     /// Stops a running job; `false` if it is not running here.
     pub fn cancel(&self, id: &str) -> bool {
         match number_of(id).and_then(|n| self.entry(n)) {
@@ -564,17 +569,7 @@ pub(crate) async fn resume_unfinished(shared: &Arc<Shared>) -> Result<usize, Sta
         let number = r.number;
         let log = JobLog::new(shared.state.clone(), number);
         match prepare_resume(shared, &r).await {
-            Ok(l) => {
-                shared.state.reopen_job(number).await?;
-                let done = l.resume.as_ref().map_or(0, |r| r.done.len());
-                let total = l.plan.as_ref().map_or(0, |p| p.splits.len());
-                log.info(format!(
-                    "picked up again after a broker restart: {done} of {total} splits were done"
-                ))
-                .await;
-                info!(job = number, done, total, "resuming job");
-                launch(shared, l);
-            }
+            Ok(l) => relaunch(shared, l, "picked up again after a broker restart").await?,
             Err(e) => {
                 log.error(format!("cannot be picked up again: {e}")).await;
                 warn!(job = number, "cannot resume: {e}");
@@ -618,21 +613,27 @@ pub(crate) async fn resume(shared: &Arc<Shared>, id: &str) -> Result<(), ResumeE
                 id: id.to_string(),
                 message,
             })?;
-        shared.state.reopen_job(number).await?;
-        let done = l.resume.as_ref().map_or(0, |r| r.done.len());
-        let total = l.plan.as_ref().map_or(0, |p| p.splits.len());
-        JobLog::new(shared.state.clone(), number)
-            .info(format!(
-                "resumed by an operator: {done} of {total} splits were done"
-            ))
-            .await;
-        info!(job = number, done, total, "job resumed by an operator");
-        launch(shared, l);
+        relaunch(shared, l, "resumed by an operator").await?;
         Ok(())
     }
     .await;
     lock(&jobs.resuming).remove(&number);
     result
+}
+
+/// Marks a prepared job running again in the store, logs `why` with how
+/// far it had come, and runs it.
+async fn relaunch(shared: &Arc<Shared>, l: Launch, why: &str) -> Result<(), StateError> {
+    let number = l.number;
+    shared.state.reopen_job(number).await?;
+    let done = l.resume.as_ref().map_or(0, |r| r.done.len());
+    let total = l.plan.as_ref().map_or(0, |p| p.splits.len());
+    JobLog::new(shared.state.clone(), number)
+        .info(format!("{why}: {done} of {total} splits were done"))
+        .await;
+    info!(job = number, done, total, "resuming job: {why}");
+    launch(shared, l);
+    Ok(())
 }
 
 async fn prepare_resume(shared: &Arc<Shared>, r: &JobRecord) -> Result<Launch, String> {

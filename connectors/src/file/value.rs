@@ -23,7 +23,7 @@ use std::sync::Arc;
 use arrow_array::builder::{BinaryBuilder, DurationMicrosecondBuilder, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{DurationMicrosecondType, Float32Type, Float64Type};
-use arrow_array::{Array, ArrayRef, Float32Array, Float64Array, StringArray};
+use arrow_array::{Array, ArrayRef, StringArray};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_cast::CastOptions;
 use arrow_schema::{ArrowError, DataType, TimeUnit};
@@ -153,6 +153,29 @@ pub fn parse_duration_us(s: &str) -> Option<i64> {
     Some(if neg { -total } else { total })
 }
 
+/// Parses every value of `text` (trimmed; "" is NULL) as `T`'s native type.
+fn parse_each<T>(text: &StringArray, what: &str) -> Result<ArrayRef, BadValue>
+where
+    T: arrow_array::ArrowPrimitiveType,
+    T::Native: std::str::FromStr,
+{
+    let mut v = Vec::with_capacity(text.len());
+    for i in 0..text.len() {
+        if text.is_null(i) || text.value(i).is_empty() {
+            v.push(None);
+            continue;
+        }
+        let parsed = text.value(i).trim().parse::<T::Native>();
+        v.push(Some(parsed.map_err(|_| BadValue {
+            row: i,
+            message: format!("`{}` is not a valid {what}", text.value(i)),
+        })?));
+    }
+    Ok(Arc::new(
+        v.into_iter().collect::<arrow_array::PrimitiveArray<T>>(),
+    ))
+}
+
 /// Converts text to `target` by the rules above; the first value that does
 /// not parse is reported with its row.
 pub fn from_text(text: &StringArray, target: &DataType) -> Result<ArrayRef, BadValue> {
@@ -176,38 +199,8 @@ pub fn from_text(text: &StringArray, target: &DataType) -> Result<ArrayRef, BadV
             }
             Ok(Arc::new(b.finish()))
         }
-        DataType::Float32 => {
-            let mut v = Vec::with_capacity(n);
-            for i in 0..n {
-                v.push(if is_null(i) {
-                    None
-                } else {
-                    Some(
-                        text.value(i)
-                            .trim()
-                            .parse::<f32>()
-                            .map_err(|_| bad(i, "float"))?,
-                    )
-                });
-            }
-            Ok(Arc::new(Float32Array::from(v)))
-        }
-        DataType::Float64 => {
-            let mut v = Vec::with_capacity(n);
-            for i in 0..n {
-                v.push(if is_null(i) {
-                    None
-                } else {
-                    Some(
-                        text.value(i)
-                            .trim()
-                            .parse::<f64>()
-                            .map_err(|_| bad(i, "double"))?,
-                    )
-                });
-            }
-            Ok(Arc::new(Float64Array::from(v)))
-        }
+        DataType::Float32 => parse_each::<Float32Type>(text, "float"),
+        DataType::Float64 => parse_each::<Float64Type>(text, "double"),
         DataType::Duration(TimeUnit::Microsecond) => {
             let mut b = DurationMicrosecondBuilder::with_capacity(n);
             for i in 0..n {
