@@ -109,7 +109,10 @@ impl Broker {
         let stale = state.close_stale_sessions().await?;
         info!(state = %state.location(), backend = %state.backend(), stale_sessions = stale, "state store open");
         let quic = build_quic_config(&config)?;
-        let endpoint = ferry_tunnel::server_endpoint(config.listen, quic)?;
+        // Keyed by the broker's private key: after a restart, agents of the
+        // old process get a stateless reset and reconnect at once.
+        let reset_secret = std::fs::read(&config.tls.key).ok();
+        let endpoint = ferry_tunnel::server_endpoint(config.listen, quic, reset_secret.as_deref())?;
         let admin = tokio::net::TcpListener::bind(config.admin_listen)
             .await
             .map_err(|source| BrokerError::Admin {

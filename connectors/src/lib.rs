@@ -32,4 +32,4 @@ pub mod traits;
 
 pub use error::ConnectorError;
 pub use spec::{ReadSpec, Split, SplitBounds, WriteMode, WriteSpec};
-pub use traits::{DirtyRecord, Sink, SinkWriter, Source, WriteOutcome};
+pub use traits::{Checkpoint, DirtyRecord, Sink, SinkWriter, Source, WriteOutcome};

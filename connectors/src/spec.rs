@@ -43,6 +43,15 @@ pub struct Split {
     /// Number of splits of the job.
     pub total: u32,
     pub bounds: SplitBounds,
+    /// Where a resumed read starts: only rows whose split key is greater
+    /// (an [`IntRange`](SplitBounds::IntRange) split is read in key order,
+    /// so everything up to this key was committed before).
+    #[serde(
+        default,
+        with = "opt_i128_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub after: Option<i128>,
 }
 
 /// Which rows a split covers.
@@ -92,6 +101,23 @@ impl Split {
             index: 0,
             total: 1,
             bounds: SplitBounds::All,
+            after: None,
+        }
+    }
+
+    /// The split key column, for splits read in key order.
+    pub fn key_column(&self) -> Option<&str> {
+        match &self.bounds {
+            SplitBounds::IntRange { column, .. } => Some(column),
+            _ => None,
+        }
+    }
+
+    /// This split, read from after `key` (see [`Split::after`]).
+    pub fn resumed_after(&self, key: i128) -> Self {
+        Self {
+            after: Some(key),
+            ..self.clone()
         }
     }
 }
@@ -138,13 +164,15 @@ pub fn int_splits(column: &str, min: i128, max: i128, n: usize) -> Vec<Split> {
             index: i as u32,
             total,
             bounds,
+            after: None,
         })
         .collect()
 }
 
-/// The SQL conditions of a read: the job's `where` (parenthesised) and the
-/// split's key range. `quote` quotes an identifier in the source's dialect.
-/// Bounds are integers, so they are written as literals.
+/// The SQL conditions of a read: the job's `where` (parenthesised), the
+/// split's key range and, for a resumed split, `key > after`. `quote`
+/// quotes an identifier in the source's dialect. Bounds are integers, so
+/// they are written as literals.
 pub fn read_conditions(
     spec: &ReadSpec,
     split: Option<&Split>,
@@ -168,8 +196,11 @@ pub fn read_conditions(
                 conds.push(format!("{c} < {hi}"));
             }
             // One range covering everything still leaves NULL keys to their own split.
-            if lo.is_none() && hi.is_none() {
+            if lo.is_none() && hi.is_none() && split.and_then(|s| s.after).is_none() {
                 conds.push(format!("{c} IS NOT NULL"));
+            }
+            if let Some(after) = split.and_then(|s| s.after) {
+                conds.push(format!("{c} > {after}"));
             }
         }
         Some(SplitBounds::NullKey { column }) => conds.push(format!("{} IS NULL", quote(column))),
@@ -184,6 +215,15 @@ pub fn where_suffix(conds: &[String]) -> String {
         String::new()
     } else {
         format!(" WHERE {}", conds.join(" AND "))
+    }
+}
+
+/// ` ORDER BY key` for a split read in key order (integer ranges), so a
+/// batch's last key says which rows were sent before it; empty otherwise.
+pub fn order_suffix(split: Option<&Split>, quote: impl Fn(&str) -> String) -> String {
+    match split.and_then(Split::key_column) {
+        Some(c) => format!(" ORDER BY {}", quote(c)),
+        None => String::new(),
     }
 }
 
@@ -229,9 +269,30 @@ pub struct WriteSpec {
     /// Create the table from the source schema if it does not exist.
     #[serde(default)]
     pub create_table: bool,
+    /// Where a database target keeps each split's checkpoint, committed in
+    /// the transaction of every batch (default: `ferry_checkpoints` in the
+    /// target table's schema).
+    #[serde(default)]
+    pub checkpoint_table: Option<String>,
 }
 
 impl WriteSpec {
+    /// The checkpoint table, qualified like the target table.
+    pub fn checkpoint_table(&self) -> String {
+        if let Some(t) = self
+            .checkpoint_table
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            return t.to_string();
+        }
+        match schema_prefix(&self.table) {
+            Some(schema) => format!("{schema}.ferry_checkpoints"),
+            None => "ferry_checkpoints".to_string(),
+        }
+    }
+
     /// Target column names: `columns` positionally (empty or `["*"]`: the
     /// schema's own names).
     pub fn target_names(
@@ -253,6 +314,21 @@ impl WriteSpec {
         }
         Ok(self.columns.iter().map(|c| c.trim().to_string()).collect())
     }
+}
+
+/// `s` of a qualified name `s.t` (quotes and backticks respected).
+fn schema_prefix(table: &str) -> Option<&str> {
+    let mut quote = None;
+    let mut last_dot = None;
+    for (i, c) in table.char_indices() {
+        match (quote, c) {
+            (None, '"' | '`') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '.') => last_dot = Some(i),
+            _ => {}
+        }
+    }
+    last_dot.map(|i| &table[..i])
 }
 
 #[cfg(test)]
@@ -328,8 +404,40 @@ mod tests {
             read_conditions(&ReadSpec::default(), Some(&one[0]), q),
             vec!["\"id\" IS NOT NULL"]
         );
+        let resumed = s[0].resumed_after(20);
+        assert_eq!(
+            read_conditions(&spec, Some(&resumed), q)[1..],
+            ["\"id\" < 51", "\"id\" > 20"]
+        );
+        assert_eq!(order_suffix(Some(&resumed), q), " ORDER BY \"id\"");
+        assert_eq!(order_suffix(Some(&s[2]), q), "");
+        assert_eq!(
+            read_conditions(&ReadSpec::default(), Some(&one[0].resumed_after(-3)), q),
+            vec!["\"id\" > -3"]
+        );
+        let json = serde_json::to_string(&resumed).unwrap();
+        assert!(json.contains(r#""after":"20""#), "{json}");
+        assert_eq!(serde_json::from_str::<Split>(&json).unwrap(), resumed);
         assert_eq!(where_suffix(&[]), "");
         assert_eq!(where_suffix(&["x".into(), "y".into()]), " WHERE x AND y");
+    }
+
+    #[test]
+    fn checkpoint_table_sits_beside_the_target() {
+        let w = |t: &str| WriteSpec {
+            table: t.into(),
+            ..Default::default()
+        };
+        assert_eq!(w("orders").checkpoint_table(), "ferry_checkpoints");
+        assert_eq!(w("ods.orders").checkpoint_table(), "ods.ferry_checkpoints");
+        assert_eq!(
+            w(r#""a.b"."t.x""#).checkpoint_table(),
+            r#""a.b".ferry_checkpoints"#
+        );
+        assert_eq!(w("`d`.`t`").checkpoint_table(), "`d`.ferry_checkpoints");
+        let mut own = w("ods.orders");
+        own.checkpoint_table = Some(" meta.cp ".into());
+        assert_eq!(own.checkpoint_table(), "meta.cp");
     }
 
     #[test]

@@ -57,6 +57,47 @@ pub trait Sink: Send + Sync {
         schema: &SchemaRef,
     ) -> Result<Box<dyn SinkWriter>, ConnectorError>;
 
+    /// A writer for split `split` of job `job` (a key unique across
+    /// brokers): its [`SinkWriter::write_at`] commits the split's
+    /// checkpoint with each batch, and a file part is named for the split,
+    /// so writing the split again replaces it.
+    async fn task_writer(
+        &self,
+        spec: &WriteSpec,
+        schema: &SchemaRef,
+        job: &str,
+        split: u32,
+    ) -> Result<Box<dyn SinkWriter>, ConnectorError> {
+        let _ = (job, split);
+        self.writer(spec, schema).await
+    }
+
+    /// Whether this target commits checkpoints with the rows (see
+    /// [`checkpoint`](Self::checkpoint)): database targets do.
+    fn records_checkpoints(&self, spec: &WriteSpec) -> bool {
+        let _ = spec;
+        false
+    }
+
+    /// The last checkpoint of split `split` of job `job` committed in the
+    /// target; `None` when nothing of the split was committed.
+    async fn checkpoint(
+        &self,
+        spec: &WriteSpec,
+        job: &str,
+        split: u32,
+    ) -> Result<Option<Checkpoint>, ConnectorError> {
+        let _ = (spec, job, split);
+        Ok(None)
+    }
+
+    /// Removes what the target holds of job `job`'s progress (its
+    /// checkpoints), once the job succeeded.
+    async fn forget(&self, spec: &WriteSpec, job: &str) -> Result<(), ConnectorError> {
+        let _ = (spec, job);
+        Ok(())
+    }
+
     /// Once per job after every task succeeded: runs `post_sql`.
     async fn finish(&self, spec: &WriteSpec) -> Result<(), ConnectorError>;
 
@@ -87,11 +128,42 @@ pub trait SinkWriter: Send {
     /// and the other rows are written.
     async fn write(&mut self, batch: &RecordBatch) -> Result<WriteOutcome, ConnectorError>;
 
+    /// [`write`](Self::write), committing `checkpoint` (where the split
+    /// stands after this batch) in the same transaction as the rows, on
+    /// writers from [`Sink::task_writer`] of a target that
+    /// [records checkpoints](Sink::records_checkpoints). Others ignore it.
+    /// `checkpoint.written` counts the rows written before this batch; the
+    /// stored checkpoint adds those this call writes.
+    async fn write_at(
+        &mut self,
+        batch: &RecordBatch,
+        checkpoint: &Checkpoint,
+    ) -> Result<WriteOutcome, ConnectorError> {
+        let _ = checkpoint;
+        self.write(batch).await
+    }
+
     /// Ends the task's writing: commits anything held back (a file part
     /// becomes visible) and releases the connection. Called only when the
     /// task succeeded; a failed task drops the writer, which must discard
     /// what is not committed.
     async fn close(self: Box<Self>) -> Result<(), ConnectorError>;
+}
+
+/// Where a split stands: what of it is committed in the target.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Batches committed (transactions), across attempts.
+    pub seq: u64,
+    /// Source rows consumed: written or dirty.
+    pub rows: u64,
+    /// Rows written.
+    pub written: u64,
+    /// The split key of the last row consumed, for a split read in key
+    /// order whose keys are unique; the split resumes after it. `None`
+    /// when the split has no such key: then it can only be written again
+    /// from its start.
+    pub last_key: Option<i128>,
 }
 
 /// What one `write` did.

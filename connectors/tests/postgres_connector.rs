@@ -18,7 +18,7 @@ use arrow_buffer::{i256, IntervalMonthDayNano};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use ferry_connectors::postgres::{PostgresSink, PostgresSource};
 use ferry_connectors::{
-    ConnectorError, ReadSpec, Sink, Source, Split, SplitBounds, WriteMode, WriteSpec,
+    Checkpoint, ConnectorError, ReadSpec, Sink, Source, Split, SplitBounds, WriteMode, WriteSpec,
 };
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgPool, Row};
@@ -664,6 +664,99 @@ async fn tinyint_one_zero_into_boolean_and_others_dirty() {
         .await,
         3
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_ordered_splits_resume_after_a_checkpoint_committed_with_the_rows() {
+    let Some(db) = Db::new().await else { return };
+    let (src_t, dst_t) = (db.t("src"), db.t("dst"));
+    // Inserted out of key order, so only ORDER BY gives key order.
+    db.exec(&format!(
+        "CREATE TABLE {src_t} (id bigint PRIMARY KEY, v text);
+         INSERT INTO {src_t} SELECT g, 'v' || g FROM generate_series(1, 5000) g ORDER BY md5(g::text);
+         CREATE TABLE {dst_t} (id bigint, v text);"
+    ))
+    .await;
+    let src = PostgresSource::connect(&url()).await.unwrap();
+    let spec = ReadSpec {
+        split_pk: Some("id".into()),
+        fetch_size: 400,
+        ..read_spec(&src_t)
+    };
+    let splits = src.plan(&spec, 2).await.unwrap();
+    let schema = src.schema(&spec).await.unwrap();
+    let ids = |b: &[RecordBatch]| -> Vec<i64> {
+        b.iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect()
+    };
+    let (_, first) = read_split(&src, &spec, schema.clone(), &splits[0])
+        .await
+        .unwrap();
+    let got = ids(&first);
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "read in key order");
+    assert_eq!(got.len(), 2500);
+
+    // The writer commits rows and checkpoint together; the checkpoint
+    // counts dirty rows as consumed and adds what each write wrote.
+    let sink = PostgresSink::connect(&url()).await.unwrap();
+    let wspec = WriteSpec {
+        table: dst_t.clone(),
+        ..Default::default()
+    };
+    sink.prepare(&wspec, &schema).await.unwrap();
+    assert_eq!(sink.checkpoint(&wspec, "job-a", 0).await.unwrap(), None);
+    let mut w = sink.task_writer(&wspec, &schema, "job-a", 0).await.unwrap();
+    let at = |seq, rows, written, key| Checkpoint {
+        seq,
+        rows,
+        written,
+        last_key: Some(key),
+    };
+    w.write_at(&first[0], &at(1, 400, 0, 400)).await.unwrap();
+    w.write_at(&first[1], &at(2, 800, 400, 800)).await.unwrap();
+    drop(w); // the "crash": nothing else of the split is written
+    let cp = sink.checkpoint(&wspec, "job-a", 0).await.unwrap().unwrap();
+    assert_eq!(cp, at(2, 800, 800, 800));
+    assert_eq!(
+        sink.checkpoint(&wspec, "job-b", 0).await.unwrap(),
+        None,
+        "checkpoints are per job"
+    );
+
+    // The resumed read starts after the checkpoint's key.
+    let resumed = splits[0].resumed_after(cp.last_key.unwrap());
+    let (n, rest) = read_split(&src, &spec, schema.clone(), &resumed)
+        .await
+        .unwrap();
+    assert_eq!(n, 1700);
+    assert_eq!(ids(&rest).first(), Some(&801));
+    let mut w = sink.task_writer(&wspec, &schema, "job-a", 0).await.unwrap();
+    let mut cp = cp;
+    for b in &rest {
+        let last = ids(std::slice::from_ref(b)).last().copied().unwrap();
+        cp = at(
+            cp.seq + 1,
+            cp.rows + b.num_rows() as u64,
+            cp.written,
+            last.into(),
+        );
+        let o = w.write_at(b, &cp).await.unwrap();
+        cp.written += o.written;
+    }
+    w.close().await.unwrap();
+    let q = format!("SELECT count(*) FROM (SELECT DISTINCT id FROM {dst_t}) d");
+    assert_eq!(db.count(&q).await, 2500);
+    assert_eq!(
+        db.count(&format!("SELECT count(*) FROM {dst_t}")).await,
+        2500
+    );
+    assert_eq!(
+        sink.checkpoint(&wspec, "job-a", 0).await.unwrap(),
+        Some(at(cp.seq, 2500, 2500, 2500))
+    );
+    sink.forget(&wspec, "job-a").await.unwrap();
+    assert_eq!(sink.checkpoint(&wspec, "job-a", 0).await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,7 @@ pub mod throttle;
 pub use config::{Job, JobError};
 pub use local::run_standalone;
 pub use run::{
-    run_job, Progress, ProgressSnapshot, ReadError, Reading, Resume, RunError, RunObserver,
-    RunOptions, SplitFeed,
+    new_job_key, run_job, Progress, ProgressSnapshot, ReadError, Reading, Resume, RunError,
+    RunObserver, RunOptions, SplitFeed,
 };
 pub use summary::Summary;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use arrow_array::RecordBatch;
 use arrow_schema::{Schema, SchemaRef};
 use async_trait::async_trait;
-use ferry_connectors::{ConnectorError, DirtyRecord, ReadSpec, Sink, Split};
+use ferry_connectors::{Checkpoint, ConnectorError, DirtyRecord, ReadSpec, Sink, Split};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
@@ -117,6 +117,10 @@ pub struct RunOptions {
     pub observer: Option<Arc<dyn RunObserver>>,
     /// Picks up a job that ran before (see [`Resume`]).
     pub resume: Option<Resume>,
+    /// The job's key, unique across brokers and runs: the target keeps
+    /// each split's checkpoint under it. A resumed job passes the key it
+    /// ran with; `None` makes a fresh one.
+    pub job_key: Option<String>,
 }
 
 impl RunOptions {
@@ -127,8 +131,14 @@ impl RunOptions {
             progress: false,
             observer: None,
             resume: None,
+            job_key: None,
         }
     }
+}
+
+/// A fresh job key (a random UUID).
+pub fn new_job_key() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -138,6 +148,7 @@ impl std::fmt::Debug for RunOptions {
             .field("progress", &self.progress)
             .field("observer", &self.observer.is_some())
             .field("resume", &self.resume)
+            .field("job_key", &self.job_key)
             .finish()
     }
 }
@@ -149,8 +160,9 @@ pub struct Resume {
     /// Splits written completely, with their rows: not run again.
     pub done: BTreeMap<u32, u64>,
     /// Splits a writer had started on: some of their batches may be in the
-    /// target already, so they run again only where the sink is
-    /// [replay-safe](ferry_connectors::Sink::replay_safe).
+    /// target already. They resume after their last checkpoint where the
+    /// target keeps one, else run again from their start only where the
+    /// sink is [replay-safe](ferry_connectors::Sink::replay_safe).
     pub started: BTreeSet<u32>,
 }
 
@@ -181,10 +193,10 @@ pub trait RunObserver: Send + Sync {
         let _ = (split, attempt, origin);
         Ok(())
     }
-    /// The `batches`-th batch of this attempt at the split was committed
-    /// in the target; `total` rows by this attempt so far.
-    async fn committed(&self, split: &Split, batches: u64, total: u64) -> Result<(), String> {
-        let _ = (split, batches, total);
+    /// A batch of the split was committed in the target; `checkpoint`
+    /// says where the split stands (across attempts).
+    async fn committed(&self, split: &Split, checkpoint: &Checkpoint) -> Result<(), String> {
+        let _ = (split, checkpoint);
         Ok(())
     }
     /// The split's reader was lost; it starts again as `attempt`.
@@ -381,6 +393,8 @@ struct Shared {
     throttle: Throttle,
     dirty_file: Mutex<Option<std::io::BufWriter<std::fs::File>>>,
     dirty_path: PathBuf,
+    /// A resumed job adds to the dirty records of its earlier runs.
+    dirty_append: bool,
     dirty_limit: Option<u64>,
     observer: Option<Arc<dyn RunObserver>>,
 }
@@ -392,12 +406,18 @@ impl Shared {
         }
         let mut guard = self.dirty_file.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
-            let f = std::fs::File::create(&self.dirty_path).map_err(|e| {
-                format!(
-                    "cannot create dirty-record file {}: {e}",
-                    self.dirty_path.display()
-                )
-            })?;
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(self.dirty_append)
+                .truncate(!self.dirty_append)
+                .open(&self.dirty_path)
+                .map_err(|e| {
+                    format!(
+                        "cannot create dirty-record file {}: {e}",
+                        self.dirty_path.display()
+                    )
+                })?;
             *guard = Some(std::io::BufWriter::new(f));
         }
         if let Some(w) = guard.as_mut() {
@@ -515,6 +535,7 @@ pub async fn run_job(
         progress.estimate.store(n, Ordering::Relaxed);
     }
     let resume = resume.unwrap_or_default();
+    let job_key: Arc<str> = opts.job_key.clone().unwrap_or_else(new_job_key).into();
     for rows in resume.done.values() {
         progress.written.fetch_add(*rows, Ordering::Relaxed);
         progress.splits_done.fetch_add(1, Ordering::Relaxed);
@@ -525,6 +546,7 @@ pub async fn run_job(
         throttle: Throttle::new(job.setting.speed.byte, job.setting.speed.record),
         dirty_file: Mutex::new(None),
         dirty_path: opts.dirty_path.clone(),
+        dirty_append: opts.resume.is_some(),
         dirty_limit: job.setting.error_limit.record,
         observer: opts.observer.clone(),
     });
@@ -559,6 +581,7 @@ pub async fn run_job(
             tschema: tschema.clone(),
             retry: job.setting.retry.clone(),
             shared: shared.clone(),
+            job_key: job_key.clone(),
             // A split a crash interrupted may have batches in the target.
             maybe_partial: resume.started.contains(&split.index),
         };
@@ -587,6 +610,9 @@ pub async fn run_job(
     if !progress.failed() {
         if let Err(e) = sink.finish(&job.writer.spec).await {
             progress.fail(format!("postSql: {e}"));
+        } else if let Err(e) = sink.forget(&job.writer.spec, &job_key).await {
+            // Rows are all in; a stale checkpoint only takes a little room.
+            warn!("the job succeeded, but its checkpoints stay in the target: {e}");
         }
     }
     Ok(Summary {
@@ -614,17 +640,31 @@ struct Task {
     tschema: SchemaRef,
     retry: crate::config::Retry,
     shared: Arc<Shared>,
+    job_key: Arc<str>,
     maybe_partial: bool,
 }
 
-/// What one attempt at a split counted, taken back if it is retried.
+/// What one attempt at a split counted, taken back if it is retried. An
+/// attempt that resumes after a checkpoint starts from its counts.
 #[derive(Default)]
 struct Counts {
+    /// Transactions committed.
     batches: u64,
+    /// Rows consumed (written or dirty).
     read: u64,
+    /// Rows received (counted as read in the job's progress).
+    seen: u64,
     bytes_read: u64,
     written: u64,
     bytes_written: u64,
+}
+
+/// Where an attempt starts.
+enum Start {
+    /// From the split's first row.
+    Fresh,
+    /// After a checkpoint with a key: `key > last_key`.
+    After(Checkpoint),
 }
 
 impl Task {
@@ -637,23 +677,20 @@ impl Task {
         // Batches of an earlier attempt (or of a run a crash interrupted)
         // may be in the target.
         let mut committed_before = self.maybe_partial;
-        let replay_safe = self.sink.replay_safe(&self.wspec);
         let mut attempt = 1;
         loop {
-            if committed_before && !replay_safe {
-                let msg = format!(
-                    "{name} was being written when its reader or the broker was lost; some of its \
-                     rows may be in the target already and writeMode insert would write them again \
-                     (use writeMode replace or update, or a file target, to let Ferry retry it)"
-                );
-                if let Some(o) = observer {
-                    o.split_failed(split, &msg, started.elapsed()).await;
+            let start = match self.start(&name, split, committed_before).await {
+                Ok(s) => s,
+                Err(msg) => {
+                    if let Some(o) = observer {
+                        o.split_failed(split, &msg, started.elapsed()).await;
+                    }
+                    shared.progress.fail(msg);
+                    return;
                 }
-                shared.progress.fail(msg);
-                return;
-            }
+            };
             let mut counts = Counts::default();
-            let result = self.attempt(split, attempt, &mut counts).await;
+            let result = self.attempt(split, attempt, start, &mut counts).await;
             let p = &shared.progress;
             match result {
                 Ok(()) if p.failed() => return,
@@ -670,9 +707,10 @@ impl Task {
                 }
                 Err(_) if p.failed() => return,
                 Err(e) if e.transient && attempt < self.retry.attempts => {
-                    committed_before |= counts.written > 0;
-                    // What this attempt counted is read and written again.
-                    p.read.fetch_sub(counts.read, Ordering::Relaxed);
+                    committed_before |= counts.batches > 0;
+                    // What this attempt counted is read and written again,
+                    // or counted again from the checkpoint it resumes after.
+                    p.read.fetch_sub(counts.seen, Ordering::Relaxed);
                     p.bytes_read.fetch_sub(counts.bytes_read, Ordering::Relaxed);
                     p.written.fetch_sub(counts.written, Ordering::Relaxed);
                     p.bytes_written
@@ -712,22 +750,83 @@ impl Task {
         }
     }
 
-    /// One attempt: a writer and a reader from the split's start.
+    /// Where the next attempt starts, from the checkpoint the target holds
+    /// for the split; an error when it cannot start without writing rows
+    /// twice.
+    async fn start(
+        &self,
+        name: &str,
+        split: &Split,
+        committed_before: bool,
+    ) -> Result<Start, String> {
+        if !committed_before {
+            return Ok(Start::Fresh);
+        }
+        let replay_safe = self.sink.replay_safe(&self.wspec);
+        if !self.sink.records_checkpoints(&self.wspec) {
+            return if replay_safe {
+                Ok(Start::Fresh)
+            } else {
+                Err(format!(
+                    "{name} was being written when its reader or the broker was lost; some of its \
+                     rows may be in the target already and writeMode insert would write them again \
+                     (use writeMode replace or update to let Ferry retry it)"
+                ))
+            };
+        }
+        let cp = self
+            .sink
+            .checkpoint(&self.wspec, &self.job_key, split.index)
+            .await
+            .map_err(|e| format!("{name}: reading its checkpoint in the target: {e}"))?;
+        match cp {
+            // Nothing of the split was committed.
+            None => Ok(Start::Fresh),
+            Some(cp) if cp.last_key.is_some() => {
+                info!(
+                    split = split.index,
+                    rows = cp.rows,
+                    last_key = ?cp.last_key,
+                    "{name}: resuming after its last checkpoint"
+                );
+                Ok(Start::After(cp))
+            }
+            Some(_) if replay_safe => Ok(Start::Fresh),
+            Some(cp) => Err(format!(
+                "{name} was being written when its reader or the broker was lost, with {} rows \
+                 committed; it is not read in order of a unique integer key (`splitPk`), so \
+                 Ferry cannot tell which rows the target holds and writeMode insert would write \
+                 them again (split on a unique integer key, or use writeMode replace or update)",
+                cp.rows
+            )),
+        }
+    }
+
+    /// One attempt: a writer and a reader from the split's start or from
+    /// after its checkpoint.
     async fn attempt(
         &self,
         split: &Split,
         attempt: u32,
+        start: Start,
         counts: &mut Counts,
     ) -> Result<(), ReadError> {
         let shared = &self.shared;
+        let (read_split, from) = match start {
+            Start::Fresh => (split.clone(), Checkpoint::default()),
+            Start::After(cp) => match cp.last_key {
+                Some(k) => (split.resumed_after(k), cp),
+                None => (split.clone(), Checkpoint::default()),
+            },
+        };
         let mut writer = self
             .sink
-            .writer(&self.wspec, &self.tschema)
+            .task_writer(&self.wspec, &self.tschema, &self.job_key, split.index)
             .await
             .map_err(|e| ReadError::from(format!("opening the writer: {e}")))?;
         let mut feed = match self
             .reading
-            .open(&self.rspec, self.schema.clone(), split, attempt)
+            .open(&self.rspec, self.schema.clone(), &read_split, attempt)
             .await
         {
             Ok(f) => f,
@@ -748,12 +847,24 @@ impl Task {
                 return Err(format!("recording the start: {e}").into());
             }
         }
+        // What the checkpoint says is in the target counts as done.
+        counts.batches = from.seq;
+        counts.read = from.rows;
+        counts.seen = from.rows;
+        counts.written = from.written;
+        shared.progress.read.fetch_add(from.rows, Ordering::Relaxed);
+        shared
+            .progress
+            .written
+            .fetch_add(from.written, Ordering::Relaxed);
+        let keys = KeyOrder::new(&self.schema, &read_split);
         let mut result = pump(
             feed.as_mut(),
             writer.as_mut(),
             &self.tschema,
             self.wspec.batch_size,
             split,
+            keys,
             shared,
             counts,
         )
@@ -781,12 +892,100 @@ impl Task {
     }
 }
 
+/// Follows the split key through a key-ordered split's batches: the last
+/// key written is a checkpoint to resume after only while every key is
+/// greater than the one before (the source sends them in order and they
+/// are unique). Once that fails, checkpoints carry no key.
+struct KeyOrder {
+    /// The key's column in the reader's batches.
+    column: Option<usize>,
+    last: Option<i128>,
+    ordered: bool,
+}
+
+impl KeyOrder {
+    fn new(schema: &Schema, split: &Split) -> Self {
+        let column = split.key_column().and_then(|k| {
+            let fields = schema.fields();
+            fields
+                .iter()
+                .position(|f| f.name() == k)
+                .or_else(|| fields.iter().position(|f| f.name().eq_ignore_ascii_case(k)))
+                .filter(|&i| fields[i].data_type().is_integer())
+        });
+        Self {
+            ordered: column.is_some(),
+            column,
+            last: split.after,
+        }
+    }
+
+    /// Follows the keys of `batch`; the checkpoint key after it.
+    fn follow(&mut self, batch: &RecordBatch) -> Option<i128> {
+        let column = self.column?;
+        if !self.ordered {
+            return None;
+        }
+        let Some(keys) = int_keys(batch.column(column).as_ref()) else {
+            self.ordered = false;
+            return None;
+        };
+        for key in keys {
+            match (key, self.last) {
+                (Some(k), Some(last)) if k <= last => {
+                    self.ordered = false;
+                    break;
+                }
+                (Some(k), _) => self.last = Some(k),
+                (None, _) => {
+                    self.ordered = false;
+                    break;
+                }
+            }
+        }
+        if self.ordered {
+            self.last
+        } else {
+            warn!("the split key is not unique and ascending in this split: its checkpoints carry no key");
+            None
+        }
+    }
+}
+
+/// The values of an integer column, widened.
+fn int_keys(a: &dyn arrow_array::Array) -> Option<Vec<Option<i128>>> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    use arrow_schema::DataType as D;
+    macro_rules! keys {
+        ($t:ty) => {
+            a.as_primitive::<$t>()
+                .iter()
+                .map(|v| v.map(i128::from))
+                .collect()
+        };
+    }
+    Some(match a.data_type() {
+        D::Int8 => keys!(Int8Type),
+        D::Int16 => keys!(Int16Type),
+        D::Int32 => keys!(Int32Type),
+        D::Int64 => keys!(Int64Type),
+        D::UInt8 => keys!(UInt8Type),
+        D::UInt16 => keys!(UInt16Type),
+        D::UInt32 => keys!(UInt32Type),
+        D::UInt64 => keys!(UInt64Type),
+        _ => return None,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn pump(
     feed: &mut dyn SplitFeed,
     writer: &mut dyn ferry_connectors::SinkWriter,
     tschema: &SchemaRef,
     batch_size: usize,
     split: &Split,
+    mut keys: KeyOrder,
     shared: &Shared,
     counts: &mut Counts,
 ) -> Result<(), ReadError> {
@@ -810,28 +1009,35 @@ async fn pump(
         let bytes = batch_bytes(&batch);
         counters.read.fetch_add(rows, Ordering::Relaxed);
         counters.bytes_read.fetch_add(bytes, Ordering::Relaxed);
-        counts.read += rows;
+        counts.seen += rows;
         counts.bytes_read += bytes;
         if let Some(o) = observer {
             o.batch_read(rows, bytes);
         }
         shared.throttle.wait(bytes, rows).await;
-        let batch = RecordBatch::try_new(tschema.clone(), batch.columns().to_vec())
+        let renamed = RecordBatch::try_new(tschema.clone(), batch.columns().to_vec())
             .map_err(|e| ReadError::from(format!("renaming columns: {e}")))?;
         // `batchSize` caps the rows per write (one transaction each); a
         // larger batch from the reader is written in slices (zero-copy).
         let step = match batch_size {
-            0 => batch.num_rows().max(1),
+            0 => renamed.num_rows().max(1),
             n => n,
         };
         let mut written = 0;
         let mut offset = 0;
-        while offset < batch.num_rows() {
-            let len = step.min(batch.num_rows() - offset);
-            let chunk = batch.slice(offset, len);
+        let mut checkpoint = Checkpoint::default();
+        while offset < renamed.num_rows() {
+            let len = step.min(renamed.num_rows() - offset);
+            let chunk = renamed.slice(offset, len);
+            checkpoint = Checkpoint {
+                seq: counts.batches + 1,
+                rows: counts.read + len as u64,
+                written: counts.written,
+                last_key: keys.follow(&batch.slice(offset, len)),
+            };
             let began = Instant::now();
             let mut outcome = writer
-                .write(&chunk)
+                .write_at(&chunk, &checkpoint)
                 .await
                 .map_err(|e| ReadError::from(format!("writing: {e}")))?;
             let took = began.elapsed();
@@ -843,8 +1049,11 @@ async fn pump(
                 .fetch_add(outcome.written, Ordering::Relaxed);
             let share = (bytes * outcome.written).checked_div(rows).unwrap_or(0);
             counters.bytes_written.fetch_add(share, Ordering::Relaxed);
+            counts.batches += 1;
+            counts.read += len as u64;
             counts.written += outcome.written;
             counts.bytes_written += share;
+            checkpoint.written = counts.written;
             if let Some(o) = observer {
                 o.batch_written(outcome.written, share, outcome.dirty.len() as u64, took);
             }
@@ -853,11 +1062,12 @@ async fn pump(
             offset += len;
         }
         feed.committed(written).await?;
-        counts.batches += 1;
         if let Some(o) = observer {
-            o.committed(split, counts.batches, counts.written)
-                .await
-                .map_err(|e| ReadError::from(format!("recording a checkpoint: {e}")))?;
+            if renamed.num_rows() > 0 {
+                o.committed(split, &checkpoint)
+                    .await
+                    .map_err(|e| ReadError::from(format!("recording a checkpoint: {e}")))?;
+            }
         }
     }
 }

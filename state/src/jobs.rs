@@ -17,6 +17,8 @@ pub struct NewJob {
     pub source: String,
     pub target: String,
     pub submitted_ms: i64,
+    /// A key unique across brokers: the target's checkpoints are kept under it.
+    pub job_key: String,
 }
 
 /// A stored job.
@@ -40,6 +42,8 @@ pub struct JobRecord {
     pub error: Option<String>,
     /// Times the job was picked up again ([`StateStore::reopen_job`]).
     pub resumes: u32,
+    /// See [`NewJob::job_key`]; `None` for jobs stored before it existed.
+    pub job_key: Option<String>,
 }
 
 /// The final states [`StateStore::finish_job`] takes.
@@ -47,7 +51,7 @@ const FINAL_STATES: [&str; 3] = ["succeeded", "failed", "cancelled"];
 
 const COLUMNS: &str = "number, spec, vars_json, compression, source, target, state, \
                        submitted_ms, ended_ms, schema_json, estimated_rows, summary_json, \
-                       error, resumes";
+                       error, resumes, job_key";
 
 fn job_record(row: &AnyRow) -> Result<JobRecord, StateError> {
     let c = Cols::new(row, "jobs");
@@ -66,6 +70,7 @@ fn job_record(row: &AnyRow) -> Result<JobRecord, StateError> {
         summary_json: c.opt_text("summary_json")?,
         error: c.opt_text("error")?,
         resumes: c.u32("resumes")?,
+        job_key: c.opt_text("job_key")?,
     })
 }
 
@@ -74,8 +79,8 @@ impl StateStore {
     /// increasing, also across restarts; users see it as `job-{n}`).
     pub async fn insert_job(&self, job: &NewJob) -> Result<u64, StateError> {
         let row = sqlx::query(
-            "INSERT INTO jobs (spec, vars_json, compression, source, target, state, submitted_ms) \
-             VALUES ($1, $2, $3, $4, $5, 'running', $6) RETURNING number",
+            "INSERT INTO jobs (spec, vars_json, compression, source, target, state, submitted_ms, job_key) \
+             VALUES ($1, $2, $3, $4, $5, 'running', $6, $7) RETURNING number",
         )
         .bind(&job.spec)
         .bind(&job.vars_json)
@@ -83,6 +88,7 @@ impl StateStore {
         .bind(&job.source)
         .bind(&job.target)
         .bind(job.submitted_ms)
+        .bind(&job.job_key)
         .fetch_one(&self.pool)
         .await
         .map_err(StateError::db(|| "inserting a job".to_owned()))?;

@@ -20,16 +20,30 @@ const ACCEPTED: &str = "expected sqlite:///absolute/path.db, sqlite://relative/p
 /// Migrations, embedded in the binary. Each file of `migrations/<backend>/`
 /// is listed here (a test checks that none is forgotten); versions are the
 /// files' number prefixes, as `sqlx migrate` would read them.
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-)];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/postgres/0001_init.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "checkpoint keys",
+        include_str!("../migrations/sqlite/0002_checkpoint_keys.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "checkpoint keys",
+        include_str!("../migrations/postgres/0002_checkpoint_keys.sql"),
+    ),
+];
 
 /// What a URL given to [`StateStore::open`] names.
 #[derive(Debug, PartialEq, Eq)]

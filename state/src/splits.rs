@@ -62,6 +62,8 @@ pub struct SplitRecord {
     pub rows_committed: u64,
     /// Sequence number of the last batch committed in the target.
     pub last_seq: Option<u64>,
+    /// Split key of the last row committed (key-ordered splits), as text.
+    pub last_key: Option<String>,
     /// Why the last attempt failed (kept until the next start).
     pub error: Option<String>,
     pub updated_ms: i64,
@@ -72,7 +74,7 @@ impl StateStore {
     pub async fn splits(&self, number: u64) -> Result<Vec<SplitRecord>, StateError> {
         let rows = sqlx::query(
             "SELECT split_index, split_json, state, agent, attempts, rows_committed, last_seq, \
-             error, updated_ms FROM splits WHERE job = $1 ORDER BY split_index",
+             last_key, error, updated_ms FROM splits WHERE job = $1 ORDER BY split_index",
         )
         .bind(to_db(number, "job number")?)
         .fetch_all(&self.pool)
@@ -94,6 +96,7 @@ impl StateStore {
                     attempts: c.u32("attempts")?,
                     rows_committed: c.u64("rows_committed")?,
                     last_seq: c.opt_u64("last_seq")?,
+                    last_key: c.opt_text("last_key")?,
                     error: c.opt_text("error")?,
                     updated_ms: c.i64("updated_ms")?,
                 })
@@ -126,17 +129,19 @@ impl StateStore {
     }
 
     /// A batch of the split was committed in the target: its sequence
-    /// number, and the split's rows committed so far. One UPDATE by primary
-    /// key: this runs after every committed batch.
+    /// number, the split's rows committed so far and the split key of its
+    /// last row (key-ordered splits). One UPDATE by primary key: this runs
+    /// after every committed batch.
     pub async fn checkpoint(
         &self,
         number: u64,
         index: u32,
         seq: u64,
         rows_committed: u64,
+        last_key: Option<i128>,
     ) -> Result<(), StateError> {
         let result = sqlx::query(
-            "UPDATE splits SET last_seq = $3, rows_committed = $4, updated_ms = $5 \
+            "UPDATE splits SET last_seq = $3, rows_committed = $4, updated_ms = $5, last_key = $6 \
              WHERE job = $1 AND split_index = $2",
         )
         .bind(to_db(number, "job number")?)
@@ -144,6 +149,7 @@ impl StateStore {
         .bind(to_db(seq, "batch sequence number")?)
         .bind(to_db(rows_committed, "rows committed")?)
         .bind(now_ms())
+        .bind(last_key.map(|k| k.to_string()))
         .execute(&self.pool)
         .await
         .map_err(StateError::db(|| {

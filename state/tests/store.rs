@@ -22,6 +22,7 @@ fn new_job(source: &str) -> NewJob {
         source: source.to_owned(),
         target: "file".to_owned(),
         submitted_ms: 1_700_000_000_000,
+        job_key: format!("key-{source}"),
     }
 }
 
@@ -78,6 +79,7 @@ async fn exercise(url: &str, raw_url: &str, backend: Backend) {
             summary_json: None,
             error: None,
             resumes: 0,
+            job_key: Some(submitted.job_key),
         }
     );
     assert_eq!(store.job(second + 1000).await.unwrap(), None);
@@ -127,8 +129,11 @@ async fn exercise(url: &str, raw_url: &str, backend: Backend) {
         .split_started(first, 0, Some("agent-a"))
         .await
         .unwrap();
-    store.checkpoint(first, 0, 1, 10).await.unwrap();
-    store.checkpoint(first, 0, 2, 25).await.unwrap();
+    store.checkpoint(first, 0, 1, 10, Some(-7)).await.unwrap();
+    store
+        .checkpoint(first, 0, 2, 25, Some(i128::from(u64::MAX) + 1))
+        .await
+        .unwrap();
     let split = &store.splits(first).await.unwrap()[0];
     assert_eq!(split.state, SplitState::Running);
     assert_eq!(split.agent.as_deref(), Some("agent-a"));
@@ -136,6 +141,7 @@ async fn exercise(url: &str, raw_url: &str, backend: Backend) {
         (split.attempts, split.last_seq, split.rows_committed),
         (1, Some(2), 25)
     );
+    assert_eq!(split.last_key.as_deref(), Some("18446744073709551616"));
     store.split_done(first, 0, 30).await.unwrap();
     let split = &store.splits(first).await.unwrap()[0];
     assert_eq!(
@@ -161,11 +167,11 @@ async fn exercise(url: &str, raw_url: &str, backend: Backend) {
     assert_eq!((split.attempts, split.error.as_deref()), (2, None));
     assert_eq!(split.agent.as_deref(), Some("agent-b"));
     assert!(matches!(
-        store.checkpoint(first, 7, 1, 1).await,
+        store.checkpoint(first, 7, 1, 1, None).await,
         Err(StateError::NotFound { what }) if what == format!("split 7 of job {first}")
     ));
     assert!(matches!(
-        store.checkpoint(first, 0, u64::MAX, 1).await,
+        store.checkpoint(first, 0, u64::MAX, 1, None).await,
         Err(StateError::Invalid(_))
     ));
 

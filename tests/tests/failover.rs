@@ -8,10 +8,10 @@
 //!   store (SQLite, then PostgreSQL); it picks the job up and finishes it,
 //!   without running `preSql` a second time.
 //!
-//! The target has a key and the job writes with `writeMode: replace`, so a
-//! split started again after some of its batches were committed writes
-//! them again over themselves (see `Sink::replay_safe`; insert mode is
-//! refused a retry instead, and exactly-once for it is the next issue).
+//! The target has no key and the job writes with `writeMode: insert`, so a
+//! row written twice would show: a split started again after some of its
+//! batches were committed resumes after the checkpoint committed with its
+//! last batch (the target's `ferry_checkpoints`), reading `id > last key`.
 
 use std::path::Path;
 use std::process::Command;
@@ -43,7 +43,7 @@ impl Site {
              ANALYZE t;"
         ));
         dst.sql(
-            "CREATE TABLE t (id int PRIMARY KEY, v text, n numeric(12,2));
+            "CREATE TABLE t (id int, v text, n numeric(12,2));
              CREATE TABLE runs (at timestamptz);",
         );
         let tmp = tempfile::tempdir().unwrap();
@@ -93,7 +93,7 @@ impl Site {
             dir.join("job.yaml"),
             format!(
                 "reader:\n  name: postgresqlreader\n  parameter:\n    datasource: idc-fo/shop\n    table: {s}.t\n    splitPk: id\n    fetchSize: 1000\n\
-                 writer:\n  name: postgresqlwriter\n  parameter:\n    url: {url}\n    table: {d}.t\n    writeMode: replace\n\
+                 writer:\n  name: postgresqlwriter\n  parameter:\n    url: {url}\n    table: {d}.t\n    writeMode: insert\n\
                  \x20   preSql: [\"INSERT INTO {d}.runs VALUES (now())\"]\n\
                  setting:\n  speed: {{channel: 2, record: 30000}}\n  retry: {{attempts: 6, backoffMs: 200}}\n",
                 s = src.name,
@@ -307,6 +307,13 @@ fn a_killed_agents_tasks_move_to_another_agent_of_the_group() {
     assert!(logs.contains("on agent `fo-b`"), "{logs}");
     assert!(logs.contains("ended succeeded"), "{logs}");
     assert_eq!(site.dst.sql("SELECT count(*) FROM runs").trim(), "1");
+    assert_eq!(
+        site.dst
+            .sql("SELECT count(*) FROM ferry_checkpoints")
+            .trim(),
+        "0",
+        "a finished job's checkpoints are removed"
+    );
 }
 
 fn broker_restart_mid_job(site: &Site) {

@@ -45,10 +45,24 @@ pub fn quic_server_config(
 }
 
 /// A server endpoint bound to `bind`.
-pub fn server_endpoint(bind: SocketAddr, config: ServerConfig) -> Result<Endpoint, EndpointError> {
+///
+/// `reset_secret` (the server's private key, say) keys the endpoint's
+/// stateless resets. Derived from a secret that outlives the process, the
+/// key is the same after a restart: an agent still sending on a connection
+/// the old process held gets a reset it recognises and reconnects at once,
+/// instead of waiting out its idle timeout. `None`: a random key.
+pub fn server_endpoint(
+    bind: SocketAddr,
+    config: ServerConfig,
+    reset_secret: Option<&[u8]>,
+) -> Result<Endpoint, EndpointError> {
     let socket = udp_socket(bind)?;
+    let endpoint_config = match reset_secret {
+        Some(secret) => EndpointConfig::new(Arc::new(reset_key(secret))),
+        None => EndpointConfig::default(),
+    };
     Endpoint::new(
-        EndpointConfig::default(),
+        endpoint_config,
         Some(config),
         socket,
         Arc::new(TokioRuntime),
@@ -76,6 +90,15 @@ pub fn client_endpoint(
     .map_err(|source| EndpointError::Bind { addr: bind, source })?;
     endpoint.set_default_client_config(client);
     Ok(endpoint)
+}
+
+/// The stateless-reset key derived from `secret`: HMAC-SHA256 under a
+/// purpose-specific salt (HKDF's extract step), so the key reveals nothing
+/// of the secret.
+fn reset_key(secret: &[u8]) -> ring::hmac::Key {
+    use ring::hmac;
+    let salt = hmac::Key::new(hmac::HMAC_SHA256, b"ferry quic stateless reset v1");
+    hmac::Key::new(hmac::HMAC_SHA256, hmac::sign(&salt, secret).as_ref())
 }
 
 fn udp_socket(bind: SocketAddr) -> Result<UdpSocket, EndpointError> {

@@ -74,8 +74,13 @@ pub struct TaskStatus {
     /// The agent reading it (the last one, after a retry).
     pub agent: Option<String>,
     pub attempts: u32,
-    /// Rows committed in the target by the current attempt.
+    /// Rows of the split committed in the target (an attempt that resumes
+    /// after a checkpoint counts those before it).
     pub rows: u64,
+    /// Split key of the last row committed: a resumed attempt reads the
+    /// rows after it (key-ordered splits only).
+    #[serde(default)]
+    pub last_key: Option<String>,
     pub error: Option<String>,
 }
 
@@ -211,6 +216,7 @@ fn task_of(s: &SplitRecord) -> TaskStatus {
         agent: s.agent.clone(),
         attempts: s.attempts,
         rows: s.rows_committed,
+        last_key: s.last_key.clone(),
         error: s.error.clone(),
     }
 }
@@ -370,6 +376,7 @@ pub(crate) async fn submit(
     })?;
     let source = format!("{group}/{name}");
     let submitted = OffsetDateTime::now_utc();
+    let job_key = ferry_engine::new_job_key();
     let number = shared
         .state
         .insert_job(&NewJob {
@@ -379,6 +386,7 @@ pub(crate) async fn submit(
             source: source.clone(),
             target: job.writer.kind.clone(),
             submitted_ms: (submitted.unix_timestamp_nanos() / 1_000_000) as i64,
+            job_key: job_key.clone(),
         })
         .await?;
     let id = format!("job-{number}");
@@ -401,6 +409,7 @@ pub(crate) async fn submit(
             plan: None,
             resume: None,
             tasks: Vec::new(),
+            job_key,
         },
     );
     Ok(id)
@@ -416,6 +425,8 @@ struct Launch {
     plan: Option<StoredPlan>,
     resume: Option<Resume>,
     tasks: Vec<TaskStatus>,
+    /// The key the target's checkpoints of this job are kept under.
+    job_key: String,
 }
 
 /// Runs a job in the background: a new one, or one picked up again.
@@ -430,6 +441,7 @@ fn launch(shared: &Arc<Shared>, l: Launch) {
         plan,
         resume,
         tasks,
+        job_key,
     } = l;
     let id = format!("job-{number}");
     let Location::DataSource { group, name } = job.reader.location.clone() else {
@@ -489,6 +501,7 @@ fn launch(shared: &Arc<Shared>, l: Launch) {
         progress: false,
         observer: Some(observer),
         resume,
+        job_key: Some(job_key),
     };
     let shared2 = shared.clone();
     shared.tasks.spawn(async move {
@@ -693,5 +706,7 @@ async fn prepare_resume(shared: &Arc<Shared>, r: &JobRecord) -> Result<Launch, S
         plan,
         resume,
         tasks,
+        // Jobs stored before job keys existed have no checkpoints to find.
+        job_key: r.job_key.clone().unwrap_or_else(ferry_engine::new_job_key),
     })
 }

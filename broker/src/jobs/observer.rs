@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use arrow_schema::SchemaRef;
 use async_trait::async_trait;
-use ferry_connectors::Split;
+use ferry_connectors::{Checkpoint, Split};
 use ferry_engine::RunObserver;
 use ferry_state::{SplitState, StateStore};
 use tracing::{error, info, warn};
@@ -115,6 +115,7 @@ impl RunObserver for JobObserver {
                     agent: None,
                     attempts: 0,
                     rows: 0,
+                    last_key: None,
                     error: None,
                 })
                 .collect(),
@@ -170,14 +171,17 @@ impl RunObserver for JobObserver {
         Ok(())
     }
 
-    async fn committed(&self, split: &Split, batches: u64, total: u64) -> Result<(), String> {
+    async fn committed(&self, split: &Split, cp: &Checkpoint) -> Result<(), String> {
         self.stored(
             "recording a checkpoint",
             self.store
-                .checkpoint(self.number(), split.index, batches, total)
+                .checkpoint(self.number(), split.index, cp.seq, cp.written, cp.last_key)
                 .await,
         )?;
-        self.entry.update_task(split.index, |t| t.rows = total);
+        self.entry.update_task(split.index, |t| {
+            t.rows = cp.written;
+            t.last_key = cp.last_key.map(|k| k.to_string());
+        });
         Ok(())
     }
 

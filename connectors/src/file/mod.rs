@@ -558,6 +558,7 @@ impl Source for FileSource {
                 index: i as u32,
                 total,
                 bounds: SplitBounds::File { path },
+                after: None,
             })
             .collect())
     }

@@ -11,6 +11,15 @@
 //! failed, or that is dropped without `close`, removes its in-progress file
 //! and leaves no part.
 //!
+//! Resumed jobs: a task of a job ([`Sink::task_writer`]) first reserves its
+//! part's name with an empty marker, `.<part>.ferry-<job>-<split>`, before
+//! anything is written. Written again (a retry, a broker restart), the
+//! split takes the same name, deletes in-progress files its earlier
+//! attempts left, and its rename replaces the part if an earlier attempt
+//! had committed it — so a resumed job leaves neither a half-written nor a
+//! duplicate part. Markers also keep other splits off reserved names; they
+//! are deleted when the job succeeds ([`Sink::forget`]).
+//!
 //! Value conversions per format (also in `docs/type-mapping.md`):
 //! * CSV: a header row (option `header`), every value in the text form of
 //!   [`super::value`] (binary as hex, durations `H:MM:SS.ffffff`), NULL as
@@ -93,6 +102,125 @@ impl FileSink {
         &self.names
     }
 
+    /// Names (without the directory) of every file in the target directory.
+    async fn dir_names(&self) -> Result<Vec<String>, ConnectorError> {
+        let dir = &self.names.dir;
+        let entries = match self.loc.op.list(dir).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(storage_error(dir, e)),
+        };
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.metadata().mode().is_file())
+            .filter_map(|e| e.path().rsplit('/').next().map(str::to_string))
+            .filter(|n| !n.is_empty())
+            .collect())
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), ConnectorError> {
+        let p = format!("{}{name}", self.names.dir);
+        self.loc
+            .op
+            .delete(&p)
+            .await
+            .map_err(|e| storage_error(&p, e))
+    }
+
+    /// The next part path no file and no other split's marker claims.
+    async fn free_part(&self, names: &[String]) -> Result<String, ConnectorError> {
+        let reserved: std::collections::HashSet<&str> = names
+            .iter()
+            .filter_map(|n| marked_part(n))
+            .chain(names.iter().map(String::as_str))
+            .collect();
+        loop {
+            let n = self.next.fetch_add(1, Ordering::SeqCst);
+            let p = self.names.path(n);
+            let name = p.rsplit('/').next().unwrap_or("");
+            if reserved.contains(name) {
+                continue;
+            }
+            // Listed a moment ago; another writer may have made it since.
+            let exists = self
+                .loc
+                .op
+                .exists(&p)
+                .await
+                .map_err(|e| storage_error(&p, e))?;
+            if !exists {
+                return Ok(p);
+            }
+        }
+    }
+
+    /// Opens a writer of the part `final_path`.
+    async fn open_part(
+        &self,
+        final_path: String,
+        schema: &SchemaRef,
+    ) -> Result<Box<dyn SinkWriter>, ConnectorError> {
+        let write_path = match self.loc.scheme {
+            Scheme::Fs => {
+                let name = final_path.rsplit('/').next().unwrap_or("");
+                in_progress(&self.names.dir, name, token())
+            }
+            _ => final_path.clone(),
+        };
+        let writer = self
+            .loc
+            .op
+            .writer_with(&write_path)
+            .chunk(FLUSH_BYTES)
+            .await
+            .map_err(|e| storage_error(&write_path, e))?;
+        let encoder = match self.opts.format {
+            FileFormat::Parquet => {
+                let compression = match self.opts.compress {
+                    Compress::Zstd => Compression::ZSTD(ZstdLevel::default()),
+                    Compress::Snappy => Compression::SNAPPY,
+                    Compress::None => Compression::UNCOMPRESSED,
+                };
+                let props = WriterProperties::builder()
+                    .set_compression(compression)
+                    .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+                    .build();
+                let w = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))
+                    .map_err(|e| ConnectorError::file(&final_path, None, e.to_string()))?;
+                Encoder::Parquet(Box::new(w))
+            }
+            FileFormat::Csv => Encoder::Csv { header_done: false },
+            _ => Encoder::Json,
+        };
+        Ok(Box::new(FileWriter {
+            op: self.loc.op.clone(),
+            opts: self.opts.clone(),
+            schema: schema.clone(),
+            final_path,
+            write_path,
+            writer: Some(writer),
+            encoder,
+            buf: Vec::new(),
+            failed: false,
+        }))
+    }
+}
+
+/// The suffix of a part's marker for split `split` of job `job`.
+fn marker_suffix(job: &str, split: u32) -> String {
+    format!(".ferry-{job}-{split:05}")
+}
+
+/// The part a marker (`.<part>.ferry-<job>-<split>`) reserves.
+fn marked_part(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix('.')?;
+    let at = rest.rfind(".ferry-")?;
+    let tail = &rest[at + ".ferry-".len()..];
+    let (_, split) = tail.rsplit_once('-')?;
+    (!split.is_empty() && split.bytes().all(|b| b.is_ascii_digit())).then_some(&rest[..at])
+}
+
+impl FileSink {
     fn check_types(&self, schema: &Schema) -> Result<(), ConnectorError> {
         for f in schema.fields() {
             let ok = match self.opts.format {
@@ -172,7 +300,10 @@ impl Sink for FileSink {
                 };
                 for e in entries {
                     let name = e.path().rsplit('/').next().unwrap_or("");
-                    if e.metadata().mode().is_file() && self.names.matches(name) {
+                    // Parts, in-progress files and markers of earlier jobs.
+                    let ours = self.names.matches(name)
+                        || marked_part(name).is_some_and(|p| self.names.matches(p));
+                    if e.metadata().mode().is_file() && ours {
                         let p = e.path().trim_start_matches('/').to_string();
                         tracing::info!(path = %p, "writeMode truncate: deleting");
                         self.loc
@@ -192,63 +323,56 @@ impl Sink for FileSink {
         _spec: &WriteSpec,
         schema: &SchemaRef,
     ) -> Result<Box<dyn SinkWriter>, ConnectorError> {
-        // The next part number whose file does not exist yet.
-        let final_path = loop {
-            let n = self.next.fetch_add(1, Ordering::SeqCst);
-            let p = self.names.path(n);
-            let exists = self
-                .loc
-                .op
-                .exists(&p)
-                .await
-                .map_err(|e| storage_error(&p, e))?;
-            if !exists {
-                break p;
+        let final_path = self.free_part(&[]).await?;
+        self.open_part(final_path, schema).await
+    }
+
+    async fn task_writer(
+        &self,
+        _spec: &WriteSpec,
+        schema: &SchemaRef,
+        job: &str,
+        split: u32,
+    ) -> Result<Box<dyn SinkWriter>, ConnectorError> {
+        let names = self.dir_names().await?;
+        let suffix = marker_suffix(job, split);
+        let mine = names
+            .iter()
+            .find(|n| n.ends_with(&suffix))
+            .and_then(|n| marked_part(n));
+        let final_path = match mine {
+            Some(part) => {
+                // Written before: its earlier attempts' in-progress files go.
+                let stale = format!(".{part}.inprogress-");
+                for n in names.iter().filter(|n| n.starts_with(&stale)) {
+                    tracing::info!(file = %n, split, "deleting an interrupted attempt's file");
+                    self.delete(n).await?;
+                }
+                format!("{}{part}", self.names.dir)
+            }
+            None => {
+                let p = self.free_part(&names).await?;
+                let part = p.rsplit('/').next().unwrap_or("");
+                let marker = format!("{}.{part}{suffix}", self.names.dir);
+                self.loc
+                    .op
+                    .write(&marker, Vec::<u8>::new())
+                    .await
+                    .map_err(|e| storage_error(&marker, e))?;
+                p
             }
         };
-        let write_path = match self.loc.scheme {
-            Scheme::Fs => {
-                let name = final_path.rsplit('/').next().unwrap_or("");
-                in_progress(&self.names.dir, name, token())
+        self.open_part(final_path, schema).await
+    }
+
+    async fn forget(&self, _spec: &WriteSpec, job: &str) -> Result<(), ConnectorError> {
+        let mine = format!(".ferry-{job}-");
+        for n in self.dir_names().await? {
+            if n.contains(&mine) && marked_part(&n).is_some() {
+                self.delete(&n).await?;
             }
-            _ => final_path.clone(),
-        };
-        let writer = self
-            .loc
-            .op
-            .writer_with(&write_path)
-            .chunk(FLUSH_BYTES)
-            .await
-            .map_err(|e| storage_error(&write_path, e))?;
-        let encoder = match self.opts.format {
-            FileFormat::Parquet => {
-                let compression = match self.opts.compress {
-                    Compress::Zstd => Compression::ZSTD(ZstdLevel::default()),
-                    Compress::Snappy => Compression::SNAPPY,
-                    Compress::None => Compression::UNCOMPRESSED,
-                };
-                let props = WriterProperties::builder()
-                    .set_compression(compression)
-                    .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-                    .build();
-                let w = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))
-                    .map_err(|e| ConnectorError::file(&final_path, None, e.to_string()))?;
-                Encoder::Parquet(Box::new(w))
-            }
-            FileFormat::Csv => Encoder::Csv { header_done: false },
-            _ => Encoder::Json,
-        };
-        Ok(Box::new(FileWriter {
-            op: self.loc.op.clone(),
-            opts: self.opts.clone(),
-            schema: schema.clone(),
-            final_path,
-            write_path,
-            writer: Some(writer),
-            encoder,
-            buf: Vec::new(),
-            failed: false,
-        }))
+        }
+        Ok(())
     }
 
     async fn finish(&self, _spec: &WriteSpec) -> Result<(), ConnectorError> {
@@ -500,5 +624,20 @@ impl Drop for FileWriter {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_name_their_part() {
+        let m = format!(".part-00003.parquet{}", marker_suffix("0a1b-2c", 7));
+        assert_eq!(m, ".part-00003.parquet.ferry-0a1b-2c-00007");
+        assert_eq!(marked_part(&m), Some("part-00003.parquet"));
+        assert_eq!(marked_part(".part-00003.parquet.inprogress-00ff"), None);
+        assert_eq!(marked_part("part-00003.parquet"), None);
+        assert_eq!(marked_part(".x.ferry-job-"), None);
     }
 }

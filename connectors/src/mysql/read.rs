@@ -95,10 +95,11 @@ pub(crate) fn select_sql(
     let table = table_of(spec)?;
     let conds = crate::spec::read_conditions(spec, Some(split), quote_ident);
     Ok(format!(
-        "SELECT {} FROM {}{}",
+        "SELECT {} FROM {}{}{}",
         column_list(schema),
         quote_table(table),
-        crate::spec::where_suffix(&conds)
+        crate::spec::where_suffix(&conds),
+        crate::spec::order_suffix(Some(split), quote_ident)
     ))
 }
 
@@ -685,10 +686,15 @@ mod tests {
                 lo: Some(-5),
                 hi: Some(10),
             },
+            after: None,
         };
         assert_eq!(
             select_sql(&spec, &schema, &split).unwrap(),
-            "SELECT `id` FROM `db`.`t` WHERE (x > 1) AND `id` >= -5 AND `id` < 10"
+            "SELECT `id` FROM `db`.`t` WHERE (x > 1) AND `id` >= -5 AND `id` < 10 ORDER BY `id`"
+        );
+        assert_eq!(
+            select_sql(&spec, &schema, &split.resumed_after(3)).unwrap(),
+            "SELECT `id` FROM `db`.`t` WHERE (x > 1) AND `id` >= -5 AND `id` < 10 AND `id` > 3 ORDER BY `id`"
         );
     }
 }

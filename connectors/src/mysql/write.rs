@@ -22,7 +22,7 @@ use super::value::{format_date, format_datetime, format_decimal, format_time, in
 use super::{quote_ident, quote_table, split_table, MySqlSink};
 use crate::error::ConnectorError;
 use crate::spec::{WriteMode, WriteSpec};
-use crate::traits::{DirtyRecord, Sink, SinkWriter, WriteOutcome};
+use crate::traits::{Checkpoint, DirtyRecord, Sink, SinkWriter, WriteOutcome};
 
 /// Most placeholders one statement may carry.
 const MAX_PLACEHOLDERS: usize = 65_535;
@@ -180,6 +180,7 @@ impl Sink for MySqlSink {
             let all = table_columns(&mut conn, &spec.table).await?;
             pick_columns(&spec.table, all, &names)?;
         }
+        ensure_checkpoints(&mut conn, spec).await?;
         run_sql(&mut conn, &spec.pre_sql).await
     }
 
@@ -188,6 +189,135 @@ impl Sink for MySqlSink {
         spec: &WriteSpec,
         schema: &SchemaRef,
     ) -> Result<Box<dyn SinkWriter>, ConnectorError> {
+        Ok(Box::new(self.open_writer(spec, schema).await?))
+    }
+
+    async fn task_writer(
+        &self,
+        spec: &WriteSpec,
+        schema: &SchemaRef,
+        job: &str,
+        split: u32,
+    ) -> Result<Box<dyn SinkWriter>, ConnectorError> {
+        let mut w = self.open_writer(spec, schema).await?;
+        w.checkpoint = Some(CheckpointSql {
+            upsert: format!(
+                "INSERT INTO {} (job, split, seq, rows_read, rows_written, last_key, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, CURRENT_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE \
+                 seq = VALUES(seq), rows_read = VALUES(rows_read), rows_written = VALUES(rows_written), \
+                 last_key = VALUES(last_key), updated_at = VALUES(updated_at)",
+                quote_table(&spec.checkpoint_table())
+            ),
+            job: job.to_string(),
+            split,
+        });
+        Ok(Box::new(w))
+    }
+
+    fn records_checkpoints(&self, _spec: &WriteSpec) -> bool {
+        true
+    }
+
+    async fn checkpoint(
+        &self,
+        spec: &WriteSpec,
+        job: &str,
+        split: u32,
+    ) -> Result<Option<Checkpoint>, ConnectorError> {
+        let table = spec.checkpoint_table();
+        let mut conn = acquire(&self.pool).await?;
+        let row = sqlx::query(&format!(
+            "SELECT seq, rows_read, rows_written, CAST(last_key AS CHAR) FROM {} WHERE job = ? AND split = ?",
+            quote_table(&table)
+        ))
+        .bind(job)
+        .bind(split)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| ConnectorError::query(format!("reading checkpoint table {table}"), e))?;
+        let Some(r) = row else { return Ok(None) };
+        let get = |i: usize| -> Result<i64, ConnectorError> {
+            r.try_get::<i64, _>(i)
+                .map_err(|e| ConnectorError::query(format!("reading checkpoint table {table}"), e))
+        };
+        let last_key = r
+            .try_get::<Option<String>, _>(3)
+            .map_err(|e| ConnectorError::query(format!("reading checkpoint table {table}"), e))?
+            .map(|k| {
+                k.parse::<i128>().map_err(|_| {
+                    ConnectorError::Schema(format!(
+                        "checkpoint table {table} holds a bad key `{k}`"
+                    ))
+                })
+            })
+            .transpose()?;
+        Ok(Some(Checkpoint {
+            seq: get(0)?.max(0) as u64,
+            rows: get(1)?.max(0) as u64,
+            written: get(2)?.max(0) as u64,
+            last_key,
+        }))
+    }
+
+    async fn forget(&self, spec: &WriteSpec, job: &str) -> Result<(), ConnectorError> {
+        let table = spec.checkpoint_table();
+        let mut conn = acquire(&self.pool).await?;
+        sqlx::query(&format!(
+            "DELETE FROM {} WHERE job = ?",
+            quote_table(&table)
+        ))
+        .bind(job)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| ConnectorError::query(format!("clearing checkpoints in {table}"), e))?;
+        Ok(())
+    }
+
+    async fn finish(&self, spec: &WriteSpec) -> Result<(), ConnectorError> {
+        let mut conn = acquire(&self.pool).await?;
+        run_sql(&mut conn, &spec.post_sql).await
+    }
+}
+
+/// Creates the checkpoint table unless it exists (InnoDB: it commits with
+/// the rows; a target table in a non-transactional engine cannot).
+async fn ensure_checkpoints(
+    conn: &mut MySqlConnection,
+    spec: &WriteSpec,
+) -> Result<(), ConnectorError> {
+    let name = spec.checkpoint_table();
+    let ddl = format!(
+        "CREATE TABLE IF NOT EXISTS {} (job VARCHAR(64) NOT NULL, split INT UNSIGNED NOT NULL, \
+         seq BIGINT NOT NULL, rows_read BIGINT NOT NULL, rows_written BIGINT NOT NULL, \
+         last_key VARCHAR(40) NULL, updated_at DATETIME(6) NOT NULL, PRIMARY KEY (job, split)) \
+         ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        quote_table(&name)
+    );
+    (&mut *conn).execute(ddl.as_str()).await.map_err(|e| {
+        ConnectorError::query(
+            format!(
+                "creating checkpoint table {name} (the writer's user needs CREATE there, \
+                 or name another with `checkpointTable`)"
+            ),
+            e,
+        )
+    })?;
+    Ok(())
+}
+
+/// The statement that records a split's checkpoint, and for which split.
+struct CheckpointSql {
+    upsert: String,
+    job: String,
+    split: u32,
+}
+
+impl MySqlSink {
+    async fn open_writer(
+        &self,
+        spec: &WriteSpec,
+        schema: &SchemaRef,
+    ) -> Result<MySqlWriter, ConnectorError> {
         let mut conn = acquire(&self.pool).await?;
         let names: Vec<String> = spec
             .target_names(schema)?
@@ -249,7 +379,7 @@ impl Sink for MySqlSink {
             String::new()
         };
         let max_bytes = ((max_packet.max(64 * 1024) as usize) / 2).min(64 << 20);
-        Ok(Box::new(MySqlWriter {
+        Ok(MySqlWriter {
             conn,
             metas,
             head,
@@ -260,12 +390,8 @@ impl Sink for MySqlSink {
             } else {
                 usize::MAX
             },
-        }))
-    }
-
-    async fn finish(&self, spec: &WriteSpec) -> Result<(), ConnectorError> {
-        let mut conn = acquire(&self.pool).await?;
-        run_sql(&mut conn, &spec.post_sql).await
+            checkpoint: None,
+        })
     }
 }
 
@@ -277,6 +403,7 @@ struct MySqlWriter {
     /// Bytes of values one statement may carry.
     max_bytes: usize,
     max_rows: usize,
+    checkpoint: Option<CheckpointSql>,
 }
 
 /// One value taken from an Arrow array, with its meaning.
@@ -630,6 +757,30 @@ fn record(metas: &[ColMeta], vals: &[Val]) -> serde_json::Value {
 #[async_trait]
 impl SinkWriter for MySqlWriter {
     async fn write(&mut self, batch: &RecordBatch) -> Result<WriteOutcome, ConnectorError> {
+        self.write_with(batch, None).await
+    }
+
+    async fn write_at(
+        &mut self,
+        batch: &RecordBatch,
+        checkpoint: &Checkpoint,
+    ) -> Result<WriteOutcome, ConnectorError> {
+        self.write_with(batch, Some(checkpoint)).await
+    }
+
+    async fn close(self: Box<Self>) -> Result<(), ConnectorError> {
+        drop(self.conn);
+        Ok(())
+    }
+}
+
+impl MySqlWriter {
+    /// One transaction: the rows of `batch` and, if given, the checkpoint.
+    async fn write_with(
+        &mut self,
+        batch: &RecordBatch,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<WriteOutcome, ConnectorError> {
         if batch.num_columns() != self.metas.len() {
             return Err(ConnectorError::Schema(format!(
                 "batch has {} columns, the target {}",
@@ -675,6 +826,7 @@ impl SinkWriter for MySqlWriter {
             metas,
             head,
             tail,
+            checkpoint: cp_sql,
             ..
         } = self;
         let mut tx = conn
@@ -718,16 +870,23 @@ impl SinkWriter for MySqlWriter {
                 Err(e) => return Err(ConnectorError::query("INSERT", e)),
             }
         }
+        if let Some((sql, cp)) = cp_sql.as_ref().zip(checkpoint) {
+            sqlx::query(&sql.upsert)
+                .bind(&sql.job)
+                .bind(sql.split)
+                .bind(cp.seq as i64)
+                .bind(cp.rows as i64)
+                .bind((cp.written + outcome.written) as i64)
+                .bind(cp.last_key.map(|k| k.to_string()))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| ConnectorError::query("recording the checkpoint", e))?;
+        }
         tx.commit()
             .await
             .map_err(|e| ConnectorError::query("COMMIT", e))?;
         outcome.dirty.sort_by_key(|d| d.row);
         Ok(outcome)
-    }
-
-    async fn close(self: Box<Self>) -> Result<(), ConnectorError> {
-        drop(self.conn);
-        Ok(())
     }
 }
 

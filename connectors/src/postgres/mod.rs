@@ -70,7 +70,7 @@ use tokio::sync::mpsc;
 
 use crate::error::ConnectorError;
 use crate::spec::{int_splits, ReadSpec, Split, WriteMode, WriteSpec};
-use crate::traits::{DirtyRecord, Sink, SinkWriter, Source, WriteOutcome};
+use crate::traits::{Checkpoint, DirtyRecord, Sink, SinkWriter, Source, WriteOutcome};
 
 /// Field metadata key naming the PostgreSQL flavour of a `Utf8` column.
 pub const META_TYPE: &str = "ferry.type";
@@ -641,9 +641,10 @@ impl Source for PostgresSource {
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
-            "COPY (SELECT {list} FROM {}{}) TO STDOUT (FORMAT binary)",
+            "COPY (SELECT {list} FROM {}{}{}) TO STDOUT (FORMAT binary)",
             Self::from_item(spec)?,
-            Self::where_sql(spec, Some(split))
+            Self::where_sql(spec, Some(split)),
+            crate::spec::order_suffix(Some(split), quote_ident)
         );
         tracing::debug!(%sql, split = split.index, "reading split");
         let mut conn = self.pool.acquire().await.map_err(q("acquire connection"))?;
@@ -724,7 +725,63 @@ impl Sink for PostgresSink {
                 }
             }
         }
+        self.ensure_checkpoints(spec).await?;
         self.run_all(&spec.pre_sql, "preSql").await
+    }
+
+    async fn task_writer(
+        &self,
+        spec: &WriteSpec,
+        schema: &SchemaRef,
+        job: &str,
+        split: u32,
+    ) -> Result<Box<dyn SinkWriter>, ConnectorError> {
+        let mut w = self.open_writer(spec, schema).await?;
+        let table = quote_qualified(&spec.checkpoint_table())?;
+        w.checkpoint = Some(CheckpointSql {
+            upsert: format!(
+                "INSERT INTO {table} (job, split, seq, rows_read, rows_written, last_key, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, now()) ON CONFLICT (job, split) DO UPDATE SET \
+                 seq = EXCLUDED.seq, rows_read = EXCLUDED.rows_read, rows_written = EXCLUDED.rows_written, \
+                 last_key = EXCLUDED.last_key, updated_at = EXCLUDED.updated_at"
+            ),
+            job: job.to_string(),
+            split: split as i32,
+        });
+        Ok(Box::new(w))
+    }
+
+    fn records_checkpoints(&self, _spec: &WriteSpec) -> bool {
+        true
+    }
+
+    async fn checkpoint(
+        &self,
+        spec: &WriteSpec,
+        job: &str,
+        split: u32,
+    ) -> Result<Option<Checkpoint>, ConnectorError> {
+        let table = quote_qualified(&spec.checkpoint_table())?;
+        let row = sqlx::query(&format!(
+            "SELECT seq, rows_read, rows_written, last_key FROM {table} WHERE job = $1 AND split = $2"
+        ))
+        .bind(job)
+        .bind(split as i32)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| ConnectorError::query(format!("reading checkpoint table {table}"), e))?;
+        row.map(|r| checkpoint_of(r.get(0), r.get(1), r.get(2), r.get(3)))
+            .transpose()
+    }
+
+    async fn forget(&self, spec: &WriteSpec, job: &str) -> Result<(), ConnectorError> {
+        let table = quote_qualified(&spec.checkpoint_table())?;
+        sqlx::query(&format!("DELETE FROM {table} WHERE job = $1"))
+            .bind(job)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| ConnectorError::query(format!("clearing checkpoints in {table}"), e))?;
+        Ok(())
     }
 
     async fn writer(
@@ -732,6 +789,44 @@ impl Sink for PostgresSink {
         spec: &WriteSpec,
         schema: &SchemaRef,
     ) -> Result<Box<dyn SinkWriter>, ConnectorError> {
+        Ok(Box::new(self.open_writer(spec, schema).await?))
+    }
+
+    async fn finish(&self, spec: &WriteSpec) -> Result<(), ConnectorError> {
+        self.run_all(&spec.post_sql, "postSql").await
+    }
+}
+
+impl PostgresSink {
+    /// Creates the checkpoint table unless it exists.
+    async fn ensure_checkpoints(&self, spec: &WriteSpec) -> Result<(), ConnectorError> {
+        let name = spec.checkpoint_table();
+        let table = quote_qualified(&name)?;
+        let ddl = format!(
+            "CREATE TABLE IF NOT EXISTS {table} (job text NOT NULL, split integer NOT NULL, \
+             seq bigint NOT NULL, rows_read bigint NOT NULL, rows_written bigint NOT NULL, \
+             last_key text, updated_at timestamptz NOT NULL, PRIMARY KEY (job, split))"
+        );
+        if let Err(e) = sqlx::raw_sql(&ddl).execute(&self.pool).await {
+            // Two jobs creating it at once: one of them loses the race.
+            if !relation_exists(&self.pool, &table).await? {
+                return Err(ConnectorError::query(
+                    format!(
+                        "creating checkpoint table {name} (the writer's user needs CREATE there, \
+                         or name another with `checkpointTable`)"
+                    ),
+                    e,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn open_writer(
+        &self,
+        spec: &WriteSpec,
+        schema: &SchemaRef,
+    ) -> Result<PostgresWriter, ConnectorError> {
         let qualified = quote_qualified(&spec.table)?;
         if !relation_exists(&self.pool, &qualified).await? {
             return Err(ConnectorError::NoSuchTable(spec.table.clone()));
@@ -843,18 +938,44 @@ impl Sink for PostgresSink {
             .execute("SET synchronous_commit = off")
             .await
             .map_err(q("SET synchronous_commit"))?;
-        Ok(Box::new(PostgresWriter {
+        Ok(PostgresWriter {
             conn: Some(conn),
             names,
             cols,
             copy_sql: format!("COPY {qualified} ({list}) FROM STDIN (FORMAT binary)"),
             upsert,
-        }))
+            checkpoint: None,
+        })
     }
+}
 
-    async fn finish(&self, spec: &WriteSpec) -> Result<(), ConnectorError> {
-        self.run_all(&spec.post_sql, "postSql").await
-    }
+/// A checkpoint row as stored (`last_key` as text: it holds any i128).
+fn checkpoint_of(
+    seq: i64,
+    rows: i64,
+    written: i64,
+    last_key: Option<String>,
+) -> Result<Checkpoint, ConnectorError> {
+    let last_key = last_key
+        .map(|k| {
+            k.parse::<i128>().map_err(|_| {
+                ConnectorError::Schema(format!("checkpoint table holds a bad key `{k}`"))
+            })
+        })
+        .transpose()?;
+    Ok(Checkpoint {
+        seq: seq.max(0) as u64,
+        rows: rows.max(0) as u64,
+        written: written.max(0) as u64,
+        last_key,
+    })
+}
+
+/// The statement that records a split's checkpoint, and for which split.
+struct CheckpointSql {
+    upsert: String,
+    job: String,
+    split: i32,
 }
 
 struct Upsert {
@@ -870,16 +991,44 @@ struct PostgresWriter {
     cols: Vec<PgCol>,
     copy_sql: String,
     upsert: Option<Upsert>,
+    checkpoint: Option<CheckpointSql>,
 }
 
 impl PostgresWriter {
+    /// One transaction: the rows in `buf` (if any) and the checkpoint.
     async fn commit(
         conn: &mut PoolConnection<Postgres>,
+        buf: Option<&[u8]>,
+        copy_sql: &str,
+        upsert: Option<&Upsert>,
+        checkpoint: Option<(&CheckpointSql, &Checkpoint)>,
+    ) -> Result<(), ConnectorError> {
+        let mut tx = conn.begin().await.map_err(q("begin"))?;
+        if let Some(buf) = buf {
+            Self::copy(&mut tx, buf, copy_sql, upsert).await?;
+        }
+        if let Some((sql, cp)) = checkpoint {
+            sqlx::query(&sql.upsert)
+                .bind(&sql.job)
+                .bind(sql.split)
+                .bind(cp.seq as i64)
+                .bind(cp.rows as i64)
+                .bind(cp.written as i64)
+                .bind(cp.last_key.map(|k| k.to_string()))
+                .execute(&mut *tx)
+                .await
+                .map_err(q("recording the checkpoint"))?;
+        }
+        tx.commit().await.map_err(q("commit"))?;
+        Ok(())
+    }
+
+    async fn copy(
+        tx: &mut sqlx::Transaction<'_, Postgres>,
         buf: &[u8],
         copy_sql: &str,
         upsert: Option<&Upsert>,
     ) -> Result<(), ConnectorError> {
-        let mut tx = conn.begin().await.map_err(q("begin"))?;
         let copy_sql = match upsert {
             Some(u) => {
                 (&mut *tx)
@@ -902,14 +1051,14 @@ impl PostgresWriter {
                 .await
                 .map_err(q("upsert from staging table"))?;
         }
-        tx.commit().await.map_err(q("commit"))?;
         Ok(())
     }
-}
 
-#[async_trait]
-impl SinkWriter for PostgresWriter {
-    async fn write(&mut self, batch: &RecordBatch) -> Result<WriteOutcome, ConnectorError> {
+    async fn write_with(
+        &mut self,
+        batch: &RecordBatch,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<WriteOutcome, ConnectorError> {
         if batch.num_columns() != self.cols.len() {
             return Err(ConnectorError::Schema(format!(
                 "batch has {} columns, the writer {}",
@@ -951,12 +1100,19 @@ impl SinkWriter for PostgresWriter {
             good += 1;
         }
         binary::put_trailer(&mut buf);
-        if good > 0 {
+        let stored = checkpoint.map(|c| Checkpoint {
+            written: c.written + good,
+            ..c.clone()
+        });
+        let cp = self.checkpoint.as_ref().zip(stored.as_ref());
+        if good > 0 || cp.is_some() {
             let conn = self
                 .conn
                 .as_mut()
                 .ok_or_else(|| ConnectorError::config("writer", "used after close"))?;
-            if let Err(e) = Self::commit(conn, &buf, &self.copy_sql, self.upsert.as_ref()).await {
+            let rows = (good > 0).then_some(buf.as_slice());
+            if let Err(e) = Self::commit(conn, rows, &self.copy_sql, self.upsert.as_ref(), cp).await
+            {
                 conn.close_on_drop();
                 self.conn = None;
                 return Err(e);
@@ -966,6 +1122,21 @@ impl SinkWriter for PostgresWriter {
             written: good,
             dirty,
         })
+    }
+}
+
+#[async_trait]
+impl SinkWriter for PostgresWriter {
+    async fn write(&mut self, batch: &RecordBatch) -> Result<WriteOutcome, ConnectorError> {
+        self.write_with(batch, None).await
+    }
+
+    async fn write_at(
+        &mut self,
+        batch: &RecordBatch,
+        checkpoint: &Checkpoint,
+    ) -> Result<WriteOutcome, ConnectorError> {
+        self.write_with(batch, Some(checkpoint)).await
     }
 
     async fn close(mut self: Box<Self>) -> Result<(), ConnectorError> {

@@ -69,7 +69,7 @@ use tokio::sync::mpsc;
 
 use crate::error::ConnectorError;
 use crate::spec::{int_splits, ReadSpec, Split, WriteMode, WriteSpec};
-use crate::traits::{DirtyRecord, Sink, SinkWriter, Source, WriteOutcome};
+use crate::traits::{Checkpoint, DirtyRecord, Sink, SinkWriter, Source, WriteOutcome};
 use value::SqlVal;
 
 /// Field metadata key naming the flavour of a `Utf8` column (`json`).
@@ -769,10 +769,11 @@ impl Source for SqliteSource {
             list.insert(0, "_rowid_".into());
         }
         let sql = format!(
-            "SELECT {} FROM {}{}",
+            "SELECT {} FROM {}{}{}",
             list.join(", "),
             plan.from,
-            Self::where_sql(spec, Some(split))
+            Self::where_sql(spec, Some(split)),
+            crate::spec::order_suffix(Some(split), quote_ident)
         );
         tracing::debug!(%sql, split = split.index, "reading split");
         let mut conn = self.pool.acquire().await.map_err(q("acquire connection"))?;
@@ -863,6 +864,17 @@ impl Sink for SqliteSink {
                 }
             }
         }
+        let (csch, cname) = split_name(&spec.checkpoint_table())?;
+        let ddl = format!(
+            "CREATE TABLE IF NOT EXISTS {} (job TEXT NOT NULL, split INTEGER NOT NULL, \
+             seq INTEGER NOT NULL, rows_read INTEGER NOT NULL, rows_written INTEGER NOT NULL, \
+             last_key TEXT, updated_at TEXT NOT NULL, PRIMARY KEY (job, split))",
+            qualified(&csch, &cname)
+        );
+        sqlx::raw_sql(&ddl)
+            .execute(&self.pool)
+            .await
+            .map_err(q("creating the checkpoint table"))?;
         self.run_all(&spec.pre_sql, "preSql").await
     }
 
@@ -871,6 +883,101 @@ impl Sink for SqliteSink {
         spec: &WriteSpec,
         schema: &SchemaRef,
     ) -> Result<Box<dyn SinkWriter>, ConnectorError> {
+        Ok(Box::new(self.open_writer(spec, schema).await?))
+    }
+
+    async fn task_writer(
+        &self,
+        spec: &WriteSpec,
+        schema: &SchemaRef,
+        job: &str,
+        split: u32,
+    ) -> Result<Box<dyn SinkWriter>, ConnectorError> {
+        let mut w = self.open_writer(spec, schema).await?;
+        let (sch, name) = split_name(&spec.checkpoint_table())?;
+        w.checkpoint = Some(CheckpointSql {
+            upsert: format!(
+                "INSERT INTO {} (job, split, seq, rows_read, rows_written, last_key, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
+                 ON CONFLICT (job, split) DO UPDATE SET seq = excluded.seq, \
+                 rows_read = excluded.rows_read, rows_written = excluded.rows_written, \
+                 last_key = excluded.last_key, updated_at = excluded.updated_at",
+                qualified(&sch, &name)
+            ),
+            job: job.to_string(),
+            split,
+        });
+        Ok(Box::new(w))
+    }
+
+    fn records_checkpoints(&self, _spec: &WriteSpec) -> bool {
+        true
+    }
+
+    async fn checkpoint(
+        &self,
+        spec: &WriteSpec,
+        job: &str,
+        split: u32,
+    ) -> Result<Option<Checkpoint>, ConnectorError> {
+        let (sch, name) = split_name(&spec.checkpoint_table())?;
+        let row = sqlx::query(&format!(
+            "SELECT seq, rows_read, rows_written, last_key FROM {} WHERE job = ? AND split = ?",
+            qualified(&sch, &name)
+        ))
+        .bind(job)
+        .bind(i64::from(split))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q("reading the checkpoint table"))?;
+        let Some(r) = row else { return Ok(None) };
+        let last_key = r
+            .get::<Option<String>, _>(3)
+            .map(|k| {
+                k.parse::<i128>().map_err(|_| {
+                    ConnectorError::Schema(format!("checkpoint table holds a bad key `{k}`"))
+                })
+            })
+            .transpose()?;
+        Ok(Some(Checkpoint {
+            seq: r.get::<i64, _>(0).max(0) as u64,
+            rows: r.get::<i64, _>(1).max(0) as u64,
+            written: r.get::<i64, _>(2).max(0) as u64,
+            last_key,
+        }))
+    }
+
+    async fn forget(&self, spec: &WriteSpec, job: &str) -> Result<(), ConnectorError> {
+        let (sch, name) = split_name(&spec.checkpoint_table())?;
+        sqlx::query(&format!(
+            "DELETE FROM {} WHERE job = ?",
+            qualified(&sch, &name)
+        ))
+        .bind(job)
+        .execute(&self.pool)
+        .await
+        .map_err(q("clearing checkpoints"))?;
+        Ok(())
+    }
+
+    async fn finish(&self, spec: &WriteSpec) -> Result<(), ConnectorError> {
+        self.run_all(&spec.post_sql, "postSql").await
+    }
+}
+
+/// The statement that records a split's checkpoint, and for which split.
+struct CheckpointSql {
+    upsert: String,
+    job: String,
+    split: u32,
+}
+
+impl SqliteSink {
+    async fn open_writer(
+        &self,
+        spec: &WriteSpec,
+        schema: &SchemaRef,
+    ) -> Result<SqliteWriter, ConnectorError> {
         let (sch, name) = split_name(&spec.table)?;
         let all = table_columns(&self.pool, &sch, &name).await?;
         if all.is_empty() {
@@ -946,17 +1053,14 @@ impl Sink for SqliteSink {
             }
         };
         let conn = self.pool.acquire().await.map_err(q("acquire connection"))?;
-        Ok(Box::new(SqliteWriter {
+        Ok(SqliteWriter {
             conn: Some(conn),
             names,
             cols,
             head: format!("{verb} INTO {table} ({list}) VALUES "),
             tail,
-        }))
-    }
-
-    async fn finish(&self, spec: &WriteSpec) -> Result<(), ConnectorError> {
-        self.run_all(&spec.post_sql, "postSql").await
+            checkpoint: None,
+        })
     }
 }
 
@@ -967,6 +1071,7 @@ struct SqliteWriter {
     cols: Vec<Col>,
     head: String,
     tail: String,
+    checkpoint: Option<CheckpointSql>,
 }
 
 impl SqliteWriter {
@@ -984,10 +1089,12 @@ impl SqliteWriter {
         s
     }
 
+    /// One transaction: `rows` and, if given, the checkpoint.
     async fn commit(
         &self,
         conn: &mut PoolConnection<Sqlite>,
         rows: &[Vec<SqlVal>],
+        checkpoint: Option<(&CheckpointSql, &Checkpoint)>,
     ) -> Result<(), ConnectorError> {
         let per = (MAX_VARIABLES / self.cols.len().max(1)).clamp(1, 500);
         (&mut **conn)
@@ -1013,6 +1120,18 @@ impl SqliteWriter {
             }
             query.execute(&mut **conn).await.map_err(q("INSERT"))?;
         }
+        if let Some((sql, cp)) = checkpoint {
+            sqlx::query(&sql.upsert)
+                .bind(&sql.job)
+                .bind(i64::from(sql.split))
+                .bind(cp.seq as i64)
+                .bind(cp.rows as i64)
+                .bind(cp.written as i64)
+                .bind(cp.last_key.map(|k| k.to_string()))
+                .execute(&mut **conn)
+                .await
+                .map_err(q("recording the checkpoint"))?;
+        }
         (&mut **conn).execute("COMMIT").await.map_err(q("commit"))?;
         Ok(())
     }
@@ -1021,6 +1140,29 @@ impl SqliteWriter {
 #[async_trait]
 impl SinkWriter for SqliteWriter {
     async fn write(&mut self, batch: &RecordBatch) -> Result<WriteOutcome, ConnectorError> {
+        self.write_with(batch, None).await
+    }
+
+    async fn write_at(
+        &mut self,
+        batch: &RecordBatch,
+        checkpoint: &Checkpoint,
+    ) -> Result<WriteOutcome, ConnectorError> {
+        self.write_with(batch, Some(checkpoint)).await
+    }
+
+    async fn close(mut self: Box<Self>) -> Result<(), ConnectorError> {
+        self.conn.take();
+        Ok(())
+    }
+}
+
+impl SqliteWriter {
+    async fn write_with(
+        &mut self,
+        batch: &RecordBatch,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<WriteOutcome, ConnectorError> {
         if batch.num_columns() != self.cols.len() {
             return Err(ConnectorError::Schema(format!(
                 "batch has {} columns, the writer {}",
@@ -1067,12 +1209,17 @@ impl SinkWriter for SqliteWriter {
             }
             rows.push(vals);
         }
-        if !rows.is_empty() {
+        let stored = checkpoint.map(|c| Checkpoint {
+            written: c.written + rows.len() as u64,
+            ..c.clone()
+        });
+        let cp = self.checkpoint.as_ref().zip(stored.as_ref());
+        if !rows.is_empty() || cp.is_some() {
             let mut conn = self
                 .conn
                 .take()
                 .ok_or_else(|| ConnectorError::config("writer", "used after close"))?;
-            if let Err(e) = self.commit(&mut conn, &rows).await {
+            if let Err(e) = self.commit(&mut conn, &rows, cp).await {
                 conn.close_on_drop();
                 return Err(e);
             }
@@ -1082,11 +1229,6 @@ impl SinkWriter for SqliteWriter {
             written: rows.len() as u64,
             dirty,
         })
-    }
-
-    async fn close(mut self: Box<Self>) -> Result<(), ConnectorError> {
-        self.conn.take();
-        Ok(())
     }
 }
 
