@@ -33,7 +33,7 @@ QUIC_PORT=${QUIC_PORT:-17910}
 ADMIN_PORT=${ADMIN_PORT:-17911}
 
 (cd "$ROOT" && cargo build --release -q -p ferry) || { echo "release build failed" >&2; exit 1; }
-FERRY=$ROOT/target/release/ferry
+FERRY=${CARGO_TARGET_DIR:-$ROOT/target}/release/ferry
 
 "$SHARED/gen_data.sh" "$ROWS" >&2 || { echo "gen_data.sh failed" >&2; exit 1; }
 # shellcheck disable=SC1090

@@ -612,6 +612,77 @@ async fn many_files_are_many_splits_and_globs_select() {
 }
 
 #[tokio::test]
+async fn a_split_written_again_replaces_its_own_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("lake");
+    let url = format!("{}/", d.display());
+    let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+    let rows = |v: Vec<i64>| {
+        RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(v))]).unwrap()
+    };
+    let sink = FileSink::open(&url, &opts(json!({"format": "csv"}))).unwrap();
+    let wspec = WriteSpec::default();
+    sink.prepare(&wspec, &schema).await.unwrap();
+
+    // Split 0 is committed, but the job did not hear of it (a crash).
+    let mut w = sink.task_writer(&wspec, &schema, "J", 0).await.unwrap();
+    w.write(&rows(vec![1, 2])).await.unwrap();
+    w.close().await.unwrap();
+    // Split 1 was being written when the broker died: its in-progress file stays.
+    let mut w = sink.task_writer(&wspec, &schema, "J", 1).await.unwrap();
+    w.write(&rows(vec![3])).await.unwrap();
+    std::mem::forget(w);
+    // What it had flushed when the process died.
+    std::fs::write(
+        d.join(".part-00001.csv.inprogress-00000000000000ab"),
+        "x\n3",
+    )
+    .unwrap();
+    let before = files_in(&d);
+    assert_eq!(before.len(), 4, "{before:?}");
+    assert!(before.contains(&"part-00000.csv".to_string()), "{before:?}");
+    assert!(before
+        .iter()
+        .any(|n| n.starts_with(".part-00001.csv.inprogress-")));
+
+    // The restarted broker: another sink, a split that is new takes a name
+    // no marker reserves, and both splits are written again.
+    let sink = FileSink::open(&url, &opts(json!({"format": "csv"}))).unwrap();
+    sink.reattach(&wspec, &schema).await.unwrap();
+    let mut w2 = sink.task_writer(&wspec, &schema, "J", 2).await.unwrap();
+    w2.write(&rows(vec![4])).await.unwrap();
+    w2.close().await.unwrap();
+    for (split, v) in [(0, vec![1, 2]), (1, vec![3])] {
+        let mut w = sink.task_writer(&wspec, &schema, "J", split).await.unwrap();
+        w.write(&rows(v)).await.unwrap();
+        w.close().await.unwrap();
+    }
+    sink.forget(&wspec, "J").await.unwrap();
+    assert_eq!(
+        files_in(&d),
+        vec!["part-00000.csv", "part-00001.csv", "part-00002.csv"],
+        "one part per split, no in-progress files, no markers"
+    );
+    let (_, paths, batch) = read_all(&url, &opts(json!({"format": "csv"})), &[])
+        .await
+        .unwrap();
+    assert_eq!(paths.len(), 3, "{paths:?}");
+    let mut xs: Vec<String> = (0..batch.num_rows())
+        .map(|i| arrow_cast_text(batch.column(0).as_ref(), i))
+        .collect();
+    xs.sort();
+    assert_eq!(xs, ["1", "2", "3", "4"]);
+}
+
+/// A cell as text, whatever type CSV inference gave the column.
+fn arrow_cast_text(a: &dyn Array, i: usize) -> String {
+    arrow_cast::display::ArrayFormatter::try_new(a, &Default::default())
+        .unwrap()
+        .value(i)
+        .to_string()
+}
+
+#[tokio::test]
 async fn write_modes_and_visibility() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("out");

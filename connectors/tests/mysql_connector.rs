@@ -17,7 +17,9 @@ use arrow_array::{
 use arrow_buffer::i256;
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use ferry_connectors::mysql::{MySqlReadOptions, MySqlSink, MySqlSource, ZeroDate};
-use ferry_connectors::{ConnectorError, ReadSpec, Sink, Source, Split, WriteMode, WriteSpec};
+use ferry_connectors::{
+    Checkpoint, ConnectorError, ReadSpec, Sink, Source, Split, WriteMode, WriteSpec,
+};
 use sqlx::{Connection, Executor, MySqlConnection, Row};
 use tokio::sync::mpsc;
 
@@ -830,6 +832,68 @@ fn kv_batch(schema: &SchemaRef, rows: &[(i32, &str, i64)]) -> RecordBatch {
         ],
     )
     .unwrap()
+}
+
+#[tokio::test]
+async fn resumed_split_reads_after_its_key_and_checkpoints_commit_with_rows() {
+    let Some(db) = setup().await else { return };
+    let mut c = db.conn().await;
+    c.execute("CREATE TABLE src (id INT PRIMARY KEY, v VARCHAR(10), n BIGINT)")
+        .await
+        .unwrap();
+    c.execute(
+        "INSERT INTO src VALUES (5, 'e', 5), (1, 'a', 1), (3, 'c', 3), (2, 'b', 2), (4, 'd', 4)",
+    )
+    .await
+    .unwrap();
+    c.execute("CREATE TABLE dst (id INT, v VARCHAR(1), n BIGINT)")
+        .await
+        .unwrap();
+    let src = MySqlSource::connect(&db.url).await.unwrap();
+    let mut spec = read_spec("src");
+    spec.split_pk = Some("id".into());
+    let plan = ferry_connectors::spec::int_splits("id", 1, 5, 1);
+    let schema = src.schema(&spec).await.unwrap();
+    let ids = |bs: &[RecordBatch]| -> Vec<i32> {
+        bs.iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int32Type>().values().to_vec())
+            .collect()
+    };
+    let all = read_split(&src, &spec, schema.clone(), &plan[0])
+        .await
+        .unwrap();
+    assert_eq!(ids(&all), [1, 2, 3, 4, 5], "key order");
+    let rest = read_split(&src, &spec, schema.clone(), &plan[0].resumed_after(2))
+        .await
+        .unwrap();
+    assert_eq!(ids(&rest), [3, 4, 5]);
+
+    let sink = MySqlSink::connect(&db.url).await.unwrap();
+    let wspec = WriteSpec {
+        table: "dst".into(),
+        ..Default::default()
+    };
+    sink.prepare(&wspec, &schema).await.unwrap();
+    assert!(sink.records_checkpoints(&wspec));
+    let mut w = sink.task_writer(&wspec, &schema, "job-x", 0).await.unwrap();
+    // One row too long for VARCHAR(1): dirty, but consumed.
+    let batch = kv_batch(&schema, &[(1, "a", 1), (2, "bb", 2)]);
+    let cp = Checkpoint {
+        seq: 1,
+        rows: 2,
+        written: 0,
+        last_key: Some(2),
+    };
+    let o = w.write_at(&batch, &cp).await.unwrap();
+    assert_eq!((o.written, o.dirty.len()), (1, 1));
+    drop(w);
+    assert_eq!(
+        sink.checkpoint(&wspec, "job-x", 0).await.unwrap(),
+        Some(Checkpoint { written: 1, ..cp })
+    );
+    assert_eq!(sink.checkpoint(&wspec, "job-x", 1).await.unwrap(), None);
+    sink.forget(&wspec, "job-x").await.unwrap();
+    assert_eq!(sink.checkpoint(&wspec, "job-x", 0).await.unwrap(), None);
 }
 
 #[tokio::test]

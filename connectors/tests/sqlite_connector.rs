@@ -10,7 +10,7 @@ use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray, UInt64A
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use ferry_connectors::sqlite::{SqliteSink, SqliteSource};
 use ferry_connectors::{
-    ConnectorError, ReadSpec, Sink, Source, Split, SplitBounds, WriteMode, WriteSpec,
+    Checkpoint, ConnectorError, ReadSpec, Sink, Source, Split, SplitBounds, WriteMode, WriteSpec,
 };
 use tokio::sync::mpsc;
 
@@ -299,6 +299,57 @@ fn kv_batch(schema: &SchemaRef, ids: &[i64], vals: &[&str]) -> RecordBatch {
         ],
     )
     .unwrap()
+}
+
+#[tokio::test]
+async fn checkpoints_commit_with_the_rows_and_are_kept_per_job_and_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = dir.path().join("cp.db");
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("v", DataType::Utf8, true),
+    ]));
+    let sink = SqliteSink::connect(&url(&b)).await.unwrap();
+    let spec = WriteSpec {
+        table: "kv".into(),
+        create_table: true,
+        checkpoint_table: Some("my_checkpoints".into()),
+        ..Default::default()
+    };
+    sink.prepare(&spec, &schema).await.unwrap();
+    assert!(sink.records_checkpoints(&spec));
+    let cp = |seq, rows, written, key: i128| Checkpoint {
+        seq,
+        rows,
+        written,
+        last_key: Some(key),
+    };
+    let mut w = sink.task_writer(&spec, &schema, "j1", 3).await.unwrap();
+    w.write_at(&kv_batch(&schema, &[1, 2], &["a", "b"]), &cp(1, 2, 0, 2))
+        .await
+        .unwrap();
+    // An empty write still moves the checkpoint (rows that were all dirty).
+    let empty = kv_batch(&schema, &[], &[]);
+    w.write_at(&empty, &cp(2, 5, 2, 9)).await.unwrap();
+    drop(w);
+    assert_eq!(
+        sink.checkpoint(&spec, "j1", 3).await.unwrap(),
+        Some(cp(2, 5, 2, 9))
+    );
+    assert_eq!(sink.checkpoint(&spec, "j1", 4).await.unwrap(), None);
+    assert_eq!(sink.checkpoint(&spec, "j2", 3).await.unwrap(), None);
+    // A plain writer records nothing.
+    let mut w = sink.writer(&spec, &schema).await.unwrap();
+    w.write_at(&kv_batch(&schema, &[7], &["x"]), &cp(9, 9, 9, 9))
+        .await
+        .unwrap();
+    w.close().await.unwrap();
+    assert_eq!(
+        sink.checkpoint(&spec, "j1", 3).await.unwrap(),
+        Some(cp(2, 5, 2, 9))
+    );
+    sink.forget(&spec, "j1").await.unwrap();
+    assert_eq!(sink.checkpoint(&spec, "j1", 3).await.unwrap(), None);
 }
 
 #[tokio::test]
