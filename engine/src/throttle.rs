@@ -4,9 +4,16 @@
 //! multiply the limit. Each batch asks for its cost before it is written;
 //! the caller sleeps until the budget allows it. Smooth enough at batch
 //! granularity and free when unlimited.
+//!
+//! Time the job spent stalled (a cut link, a restarting agent) is not owed
+//! back: the budget saved while idle is capped at [`BURST`], so the source
+//! never sees more than the limit plus one second's worth after an outage.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// The most unused budget a job can save up: one second's worth.
+pub const BURST: Duration = Duration::from_secs(1);
 
 /// A shared limiter; 0 means unlimited.
 #[derive(Debug)]
@@ -42,12 +49,30 @@ impl Throttle {
 
     /// Accounts for a batch and returns how long to wait before writing it.
     pub fn admit(&self, bytes: u64, records: u64) -> Duration {
+        self.admit_at(Instant::now(), bytes, records)
+    }
+
+    fn admit_at(&self, now: Instant, bytes: u64, records: u64) -> Duration {
         if self.is_unlimited() {
             return Duration::ZERO;
         }
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        // Behind schedule by more than BURST (the job was stalled): move
+        // the schedule's start so that only BURST of saved budget remains.
+        let idle = now
+            .saturating_duration_since(s.start)
+            .saturating_sub(self.due(&s));
+        if idle > BURST {
+            s.start += idle - BURST;
+        }
         s.bytes += bytes;
         s.records += records;
+        self.due(&s)
+            .saturating_sub(now.saturating_duration_since(s.start))
+    }
+
+    /// When the budget so far is used up, counted from the schedule's start.
+    fn due(&self, s: &State) -> Duration {
         let need = |done: u64, rate: u64| {
             if rate == 0 {
                 0.0
@@ -55,8 +80,8 @@ impl Throttle {
                 done as f64 / rate as f64
             }
         };
-        let due = need(s.bytes, self.bytes_per_s).max(need(s.records, self.records_per_s));
-        Duration::from_secs_f64(due).saturating_sub(s.start.elapsed())
+        let secs = need(s.bytes, self.bytes_per_s).max(need(s.records, self.records_per_s));
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
     }
 
     /// Waits as long as [`admit`](Self::admit) says.
@@ -86,6 +111,23 @@ mod tests {
         assert!(
             w > Duration::from_millis(1900) && w <= Duration::from_secs(2),
             "{w:?}"
+        );
+    }
+
+    #[test]
+    fn a_stall_is_not_made_up_for_beyond_one_second() {
+        let t = Throttle::new(0, 1000);
+        let t0 = t.state.lock().unwrap().start;
+        assert_eq!(t.admit_at(t0, 0, 1000), Duration::from_secs(1));
+        // Idle for 10 s after the budget of 1 s: only BURST (1000 records)
+        // may go at once; the next 1000 wait a second.
+        let later = t0 + Duration::from_secs(11);
+        assert_eq!(t.admit_at(later, 0, 1000), Duration::ZERO);
+        assert_eq!(t.admit_at(later, 0, 1000), Duration::from_secs(1));
+        // On schedule, nothing changes.
+        assert_eq!(
+            t.admit_at(later + Duration::from_secs(1), 0, 1000),
+            Duration::from_secs(1)
         );
     }
 
