@@ -3,13 +3,18 @@
 //! - [`pki`]: a throwaway CA with broker and agent certificates in a temp dir;
 //! - [`proc`]: the `ferry` binary and child processes that die with the test;
 //! - [`netns`]: network namespaces, veth links and firewall rules that are
-//!   removed again when the guard drops, also when a test fails;
-//! - [`relay`]: a UDP relay that can drop one direction (half-open handshakes).
+//!   removed again when the guard drops, also when a test fails, and an IDC
+//!   behind a masquerading router ([`netns::NatSite`]);
+//! - [`impair`]: a seeded UDP relay that delays, jitters, drops, reorders
+//!   and duplicates datagrams (a long, lossy link without netem);
+//! - [`relay`]: a UDP relay that can drop one direction (half-open handshakes);
+//! - [`db`]: PostgreSQL schemas and MariaDB databases of a test's own.
 //!
 //! Tests that need root or system tools fail with a message saying what is
 //! missing when `CI=true`; on a developer machine they print why they skip.
 
 pub mod db;
+pub mod impair;
 pub mod netns;
 pub mod pki;
 pub mod proc;

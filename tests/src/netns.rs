@@ -154,3 +154,138 @@ pub fn deny_inbound(ns: &Netns) {
     ]);
     ns.exec(&["iptables", "-A", "INPUT", "-j", "DROP"]);
 }
+
+/// Connects `a` and `b` with a veth pair named `dev_a` / `dev_b` (each at
+/// most 15 characters), addressed `addr_a/prefix` and `addr_b/prefix`, up.
+/// Removed with the namespaces.
+pub fn veth(a: &Netns, dev_a: &str, addr_a: &str, b: &Netns, dev_b: &str, addr_b: &str) {
+    let _ = Command::new("ip").args(["link", "del", dev_a]).output();
+    sh(&[
+        "ip", "link", "add", dev_a, "type", "veth", "peer", "name", dev_b,
+    ]);
+    sh(&["ip", "link", "set", dev_a, "netns", &a.name]);
+    sh(&["ip", "link", "set", dev_b, "netns", &b.name]);
+    a.exec(&["ip", "addr", "add", addr_a, "dev", dev_a]);
+    b.exec(&["ip", "addr", "add", addr_b, "dev", dev_b]);
+    a.exec(&["ip", "link", "set", dev_a, "up"]);
+    b.exec(&["ip", "link", "set", dev_b, "up"]);
+}
+
+/// An IDC behind NAT: `idc` (private addresses) reaches `cloud` only
+/// through `router`, which masquerades the IDC's addresses behind its own
+/// cloud-side address. `cloud` has no route to the IDC's subnet, and the
+/// router forwards nothing new from cloud to idc: nothing in `cloud` can
+/// open a connection into `idc`; replies to the IDC's own flows pass.
+///
+/// ```text
+///   idc   192.168.<n>.2/24 ── 192.168.<n>.1  router  198.18.<n>.1 ── 198.18.<n>.2/24  cloud
+/// ```
+pub struct NatSite {
+    pub idc: Netns,
+    pub router: Netns,
+    pub cloud: Netns,
+    /// The agent's address inside the IDC.
+    pub idc_ip: String,
+    /// The router's public address: what `cloud` sees the agent come from.
+    pub public_ip: String,
+    /// The broker's address in `cloud`.
+    pub cloud_ip: String,
+    /// The IDC's veth end (inside `idc`), to re-address or cut.
+    pub idc_dev: String,
+}
+
+impl NatSite {
+    /// Builds the three namespaces; `n` (1..=250) keeps concurrent sites
+    /// of one process apart.
+    pub fn new(n: u8) -> Self {
+        let pid = std::process::id();
+        let idc = Netns::new(&format!("natidc{n}"));
+        let router = Netns::new(&format!("natrt{n}"));
+        let cloud = Netns::new(&format!("natcl{n}"));
+        // veth names: at most 15 characters.
+        let tag = format!("{n}{}", pid % 100_000);
+        let (idc_dev, r_in) = (format!("ni{tag}"), format!("ri{tag}"));
+        let (r_out, cloud_dev) = (format!("ro{tag}"), format!("nc{tag}"));
+        let idc_ip = format!("192.168.{n}.2");
+        let public_ip = format!("198.18.{n}.1");
+        let cloud_ip = format!("198.18.{n}.2");
+        veth(
+            &idc,
+            &idc_dev,
+            &format!("{idc_ip}/24"),
+            &router,
+            &r_in,
+            &format!("192.168.{n}.1/24"),
+        );
+        veth(
+            &router,
+            &r_out,
+            &format!("{public_ip}/24"),
+            &cloud,
+            &cloud_dev,
+            &format!("{cloud_ip}/24"),
+        );
+        idc.exec(&[
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("192.168.{n}.1"),
+        ]);
+        router.exec(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+        router.exec(&[
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            &r_out,
+            "-j",
+            "MASQUERADE",
+        ]);
+        router.exec(&["iptables", "-P", "FORWARD", "DROP"]);
+        router.exec(&[
+            "iptables", "-A", "FORWARD", "-i", &r_in, "-o", &r_out, "-j", "ACCEPT",
+        ]);
+        router.exec(&[
+            "iptables",
+            "-A",
+            "FORWARD",
+            "-i",
+            &r_out,
+            "-o",
+            &r_in,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "ESTABLISHED,RELATED",
+            "-j",
+            "ACCEPT",
+        ]);
+        Self {
+            idc,
+            router,
+            cloud,
+            idc_ip,
+            public_ip,
+            cloud_ip,
+            idc_dev,
+        }
+    }
+
+    /// Packets the router refused to forward (new flows from cloud to idc).
+    pub fn forward_drops(&self) -> u64 {
+        let out = self
+            .router
+            .exec(&["iptables", "-L", "FORWARD", "-v", "-n", "-x"]);
+        // "Chain FORWARD (policy DROP 3 packets, 180 bytes)"
+        out.lines()
+            .next()
+            .and_then(|l| l.split("policy DROP ").nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+}
