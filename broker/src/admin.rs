@@ -154,9 +154,9 @@ async fn submit(State(shared): State<Arc<Shared>>, Json(req): Json<SubmitRequest
     let mut vars = ferry_engine::config::default_vars();
     vars.extend(req.vars);
     let compression = match req.compression.as_deref() {
-        None => Compression::Zstd { level: 1 },
+        None => None,
         Some(c) => match Compression::parse(c) {
-            Ok(c) => c,
+            Ok(c) => Some(c),
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("compression: {e}")),
         },
     };

@@ -189,11 +189,12 @@ impl Broker {
 
     /// Starts the job `text` (YAML or JSON; `${vars}` from `vars`, which
     /// are kept with the job so a resumed run sees the same values).
+    /// `compression` overrides the job's `setting.compression`.
     pub async fn submit(
         &self,
         text: &str,
         vars: std::collections::BTreeMap<String, String>,
-        compression: ferry_protocol::data::Compression,
+        compression: Option<ferry_protocol::data::Compression>,
     ) -> Result<String, crate::jobs::SubmitError> {
         crate::jobs::submit(&self.shared, text, vars, compression).await
     }

@@ -22,6 +22,7 @@
 //!   speed: {channel: 4, byte: 0, record: 0}     # 0 = unlimited
 //!   errorLimit: {record: 0, percentage: 0.0}
 //!   retry: {attempts: 5, backoffMs: 500}       # a task whose agent dropped
+//!   compression: zstd:1                         # on the tunnel: none | zstd:<1..22>
 //! ```
 //! Files (kind `file`; names `filereader`, `txtfilereader`, `csvwriter`,
 //! `jsonreader`, `parquetwriter`, `logreader`, `s3reader`, … — see
@@ -161,6 +162,9 @@ pub struct Setting {
     pub speed: Speed,
     pub error_limit: ErrorLimit,
     pub retry: Retry,
+    /// Compression on the tunnel, `none` or `zstd:<level>` (checked by the
+    /// broker; a submitter may override it; standalone runs have no tunnel).
+    pub compression: Option<String>,
 }
 
 /// A parsed, validated job.

@@ -63,10 +63,12 @@ impl fmt::Display for Summary {
         if self.wire_bytes == 0 {
             writeln!(f, "Bytes on the wire     : - (standalone, no tunnel)")?;
         } else {
+            // Against the data as read (Arrow in memory): what compression saved.
             writeln!(
                 f,
-                "Bytes on the wire     : {:.1} MB",
-                self.wire_bytes as f64 / 1e6
+                "Bytes on the wire     : {:.1} MB ({:.1}x smaller than read)",
+                self.wire_bytes as f64 / 1e6,
+                self.bytes_read as f64 / self.wire_bytes as f64
             )?;
         }
         writeln!(

@@ -37,9 +37,10 @@ enum JobCommand {
         /// Set a variable used as ${name} in the job (repeatable): -p bizdate=20240620.
         #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
         params: Vec<String>,
-        /// Compression on the tunnel: `none` or `zstd:<level>`.
-        #[arg(long, default_value = "zstd:1")]
-        compression: String,
+        /// Compression on the tunnel, `none` or `zstd:<level>` (default: the
+        /// job's `setting.compression`, else `zstd:1`).
+        #[arg(long)]
+        compression: Option<String>,
         /// Print the job id and return at once.
         #[arg(long)]
         detach: bool,
@@ -144,7 +145,7 @@ pub async fn run(args: JobArgs) -> Result<()> {
             let req = SubmitRequest {
                 job: text,
                 vars,
-                compression: Some(compression),
+                compression,
             };
             let Submitted { id } = api.post("/v1/jobs", &req).await?;
             if detach {

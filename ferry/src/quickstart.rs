@@ -116,7 +116,7 @@ pub async fn run(dir: PathBuf) -> Result<()> {
         std::fs::write(jobs_dir.join(format!("{name}.yaml")), text)?;
         let vars = ferry_engine::config::default_vars();
         let id = broker
-            .submit(text, vars, Compression::Zstd { level: 1 })
+            .submit(text, vars, Some(Compression::Zstd { level: 1 }))
             .await
             .with_context(|| format!("submitting {name}"))?;
         let status = loop {

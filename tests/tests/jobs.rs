@@ -297,3 +297,60 @@ async fn a_failed_job_resumed_by_hand_skips_the_splits_it_finished() {
     );
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compression_is_a_setting_of_the_job() {
+    let Some(src) = PgSchema::new("ferry_job_src") else {
+        return;
+    };
+    let Some(dst) = PgSchema::new("ferry_job_dst") else {
+        return;
+    };
+    src.sql(
+        "CREATE TABLE orders (id bigint, v text);
+         INSERT INTO orders SELECT g, repeat(md5((g % 50)::text), 4) FROM generate_series(1, 20000) g;",
+    );
+    let rig = Rig::start(&[RigSource {
+        name: "shop",
+        kind: "postgres",
+        url: &pg_url(),
+        extra: "",
+    }])
+    .await;
+    let mut wire = Vec::new();
+    for (i, level) in ["none", "zstd:9"].into_iter().enumerate() {
+        let job = format!(
+            "reader:\n  name: postgresqlreader\n  parameter:\n    datasource: {ds}\n    table: {s}.orders\n\
+             writer:\n  name: postgresqlwriter\n  parameter:\n    url: {url}\n    table: {d}.o{i}\n    createTable: true\n\
+             setting:\n  compression: \"{level}\"\n",
+            ds = rig.datasource("shop"),
+            s = src.name,
+            d = dst.name,
+            url = pg_url()
+        );
+        let status = rig.run(&job).await;
+        assert_eq!(status.state, JobState::Succeeded, "{status:?}");
+        let summary = status.summary.expect("summary");
+        assert_eq!(summary.records_written, 20000);
+        wire.push(summary.wire_bytes);
+    }
+    // Repetitive text: zstd makes it several times smaller than none.
+    assert!(wire[0] > 4 * wire[1], "none vs zstd:9 wire bytes: {wire:?}");
+    // A bad setting is refused at submission, naming it.
+    let bad = format!(
+        "reader:\n  name: postgresqlreader\n  parameter:\n    datasource: {ds}\n    table: {s}.orders\n\
+         writer:\n  name: postgresqlwriter\n  parameter:\n    url: {url}\n    table: {d}.o9\n    createTable: true\n\
+         setting:\n  compression: \"lz4\"\n",
+        ds = rig.datasource("shop"),
+        s = src.name,
+        d = dst.name,
+        url = pg_url()
+    );
+    let e = rig
+        .broker
+        .submit(&bad, ferry_engine::config::default_vars(), None)
+        .await
+        .expect_err("lz4 is not offered");
+    assert!(e.to_string().contains("setting.compression"), "{e}");
+    rig.stop().await;
+}

@@ -126,6 +126,8 @@ pub enum SubmitError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("setting.compression: {0}")]
+    Compression(String),
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -359,9 +361,17 @@ pub(crate) async fn submit(
     shared: &Arc<Shared>,
     text: &str,
     vars: BTreeMap<String, String>,
-    compression: Compression,
+    compression: Option<Compression>,
 ) -> Result<String, SubmitError> {
     let job = Job::parse(text, &vars)?;
+    // The submitter's choice, else the job's, else zstd level 1.
+    let compression = match (compression, job.setting.compression.as_deref()) {
+        (Some(c), _) => c,
+        (None, Some(text)) => {
+            Compression::parse(text).map_err(|e| SubmitError::Compression(e.to_string()))?
+        }
+        (None, None) => Compression::Zstd { level: 1 },
+    };
     let Location::DataSource { group, name } = &job.reader.location else {
         return Err(SubmitError::NotBrokered);
     };

@@ -259,11 +259,7 @@ impl Rig {
         let vars = ferry_engine::config::default_vars();
         let id = self
             .broker
-            .submit(
-                job,
-                vars,
-                ferry_protocol::data::Compression::Zstd { level: 1 },
-            )
+            .submit(job, vars, None)
             .await
             .expect("job submitted");
         self.wait(&id, Duration::from_secs(300)).await
