@@ -166,6 +166,42 @@ pub struct Checkpoint {
     pub last_key: Option<i128>,
 }
 
+impl Checkpoint {
+    /// A checkpoint as a target's checkpoint table stores it (`last_key`
+    /// as text: it holds any i128); `table` names it in errors.
+    pub(crate) fn from_stored(
+        table: &str,
+        seq: i64,
+        rows: i64,
+        written: i64,
+        last_key: Option<String>,
+    ) -> Result<Self, ConnectorError> {
+        let last_key = last_key
+            .map(|k| {
+                k.parse::<i128>().map_err(|_| {
+                    ConnectorError::Schema(format!(
+                        "checkpoint table {table} holds a bad key `{k}`"
+                    ))
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            seq: seq.max(0) as u64,
+            rows: rows.max(0) as u64,
+            written: written.max(0) as u64,
+            last_key,
+        })
+    }
+}
+
+/// A database writer's statement that records its split's checkpoint, and
+/// for which split.
+pub(crate) struct CheckpointSql {
+    pub upsert: String,
+    pub job: String,
+    pub split: u32,
+}
+
 /// What one `write` did.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct WriteOutcome {

@@ -22,7 +22,7 @@ use super::value::{format_date, format_datetime, format_decimal, format_time, in
 use super::{quote_ident, quote_table, split_table, MySqlSink};
 use crate::error::ConnectorError;
 use crate::spec::{WriteMode, WriteSpec};
-use crate::traits::{Checkpoint, DirtyRecord, Sink, SinkWriter, WriteOutcome};
+use crate::traits::{Checkpoint, CheckpointSql, DirtyRecord, Sink, SinkWriter, WriteOutcome};
 
 /// Most placeholders one statement may carry.
 const MAX_PLACEHOLDERS: usize = 65_535;
@@ -236,27 +236,15 @@ impl Sink for MySqlSink {
         .await
         .map_err(|e| ConnectorError::query(format!("reading checkpoint table {table}"), e))?;
         let Some(r) = row else { return Ok(None) };
-        let get = |i: usize| -> Result<i64, ConnectorError> {
-            r.try_get::<i64, _>(i)
-                .map_err(|e| ConnectorError::query(format!("reading checkpoint table {table}"), e))
-        };
-        let last_key = r
-            .try_get::<Option<String>, _>(3)
-            .map_err(|e| ConnectorError::query(format!("reading checkpoint table {table}"), e))?
-            .map(|k| {
-                k.parse::<i128>().map_err(|_| {
-                    ConnectorError::Schema(format!(
-                        "checkpoint table {table} holds a bad key `{k}`"
-                    ))
-                })
-            })
-            .transpose()?;
-        Ok(Some(Checkpoint {
-            seq: get(0)?.max(0) as u64,
-            rows: get(1)?.max(0) as u64,
-            written: get(2)?.max(0) as u64,
-            last_key,
-        }))
+        let bad = |e| ConnectorError::query(format!("reading checkpoint table {table}"), e);
+        Checkpoint::from_stored(
+            &table,
+            r.try_get(0).map_err(bad)?,
+            r.try_get(1).map_err(bad)?,
+            r.try_get(2).map_err(bad)?,
+            r.try_get(3).map_err(bad)?,
+        )
+        .map(Some)
     }
 
     async fn forget(&self, spec: &WriteSpec, job: &str) -> Result<(), ConnectorError> {
@@ -303,13 +291,6 @@ async fn ensure_checkpoints(
         )
     })?;
     Ok(())
-}
-
-/// The statement that records a split's checkpoint, and for which split.
-struct CheckpointSql {
-    upsert: String,
-    job: String,
-    split: u32,
 }
 
 impl MySqlSink {

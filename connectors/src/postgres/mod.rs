@@ -70,7 +70,9 @@ use tokio::sync::mpsc;
 
 use crate::error::ConnectorError;
 use crate::spec::{int_splits, ReadSpec, Split, WriteMode, WriteSpec};
-use crate::traits::{Checkpoint, DirtyRecord, Sink, SinkWriter, Source, WriteOutcome};
+use crate::traits::{
+    Checkpoint, CheckpointSql, DirtyRecord, Sink, SinkWriter, Source, WriteOutcome,
+};
 
 /// Field metadata key naming the PostgreSQL flavour of a `Utf8` column.
 pub const META_TYPE: &str = "ferry.type";
@@ -746,7 +748,7 @@ impl Sink for PostgresSink {
                  last_key = EXCLUDED.last_key, updated_at = EXCLUDED.updated_at"
             ),
             job: job.to_string(),
-            split: split as i32,
+            split,
         });
         Ok(Box::new(w))
     }
@@ -770,7 +772,7 @@ impl Sink for PostgresSink {
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| ConnectorError::query(format!("reading checkpoint table {table}"), e))?;
-        row.map(|r| checkpoint_of(r.get(0), r.get(1), r.get(2), r.get(3)))
+        row.map(|r| Checkpoint::from_stored(&table, r.get(0), r.get(1), r.get(2), r.get(3)))
             .transpose()
     }
 
@@ -949,35 +951,6 @@ impl PostgresSink {
     }
 }
 
-/// A checkpoint row as stored (`last_key` as text: it holds any i128).
-fn checkpoint_of(
-    seq: i64,
-    rows: i64,
-    written: i64,
-    last_key: Option<String>,
-) -> Result<Checkpoint, ConnectorError> {
-    let last_key = last_key
-        .map(|k| {
-            k.parse::<i128>().map_err(|_| {
-                ConnectorError::Schema(format!("checkpoint table holds a bad key `{k}`"))
-            })
-        })
-        .transpose()?;
-    Ok(Checkpoint {
-        seq: seq.max(0) as u64,
-        rows: rows.max(0) as u64,
-        written: written.max(0) as u64,
-        last_key,
-    })
-}
-
-/// The statement that records a split's checkpoint, and for which split.
-struct CheckpointSql {
-    upsert: String,
-    job: String,
-    split: i32,
-}
-
 struct Upsert {
     create: String,
     copy: String,
@@ -1010,7 +983,7 @@ impl PostgresWriter {
         if let Some((sql, cp)) = checkpoint {
             sqlx::query(&sql.upsert)
                 .bind(&sql.job)
-                .bind(sql.split)
+                .bind(sql.split as i32)
                 .bind(cp.seq as i64)
                 .bind(cp.rows as i64)
                 .bind(cp.written as i64)

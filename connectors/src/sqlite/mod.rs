@@ -69,7 +69,9 @@ use tokio::sync::mpsc;
 
 use crate::error::ConnectorError;
 use crate::spec::{int_splits, ReadSpec, Split, WriteMode, WriteSpec};
-use crate::traits::{Checkpoint, DirtyRecord, Sink, SinkWriter, Source, WriteOutcome};
+use crate::traits::{
+    Checkpoint, CheckpointSql, DirtyRecord, Sink, SinkWriter, Source, WriteOutcome,
+};
 use value::SqlVal;
 
 /// Field metadata key naming the flavour of a `Utf8` column (`json`).
@@ -931,20 +933,14 @@ impl Sink for SqliteSink {
         .await
         .map_err(q("reading the checkpoint table"))?;
         let Some(r) = row else { return Ok(None) };
-        let last_key = r
-            .get::<Option<String>, _>(3)
-            .map(|k| {
-                k.parse::<i128>().map_err(|_| {
-                    ConnectorError::Schema(format!("checkpoint table holds a bad key `{k}`"))
-                })
-            })
-            .transpose()?;
-        Ok(Some(Checkpoint {
-            seq: r.get::<i64, _>(0).max(0) as u64,
-            rows: r.get::<i64, _>(1).max(0) as u64,
-            written: r.get::<i64, _>(2).max(0) as u64,
-            last_key,
-        }))
+        Checkpoint::from_stored(
+            &spec.checkpoint_table(),
+            r.get(0),
+            r.get(1),
+            r.get(2),
+            r.get(3),
+        )
+        .map(Some)
     }
 
     async fn forget(&self, spec: &WriteSpec, job: &str) -> Result<(), ConnectorError> {
@@ -963,13 +959,6 @@ impl Sink for SqliteSink {
     async fn finish(&self, spec: &WriteSpec) -> Result<(), ConnectorError> {
         self.run_all(&spec.post_sql, "postSql").await
     }
-}
-
-/// The statement that records a split's checkpoint, and for which split.
-struct CheckpointSql {
-    upsert: String,
-    job: String,
-    split: u32,
 }
 
 impl SqliteSink {
