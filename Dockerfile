@@ -38,6 +38,6 @@ COPY --from=builder /usr/local/bin/ferry /usr/local/bin/ferry
 USER ferry:ferry
 WORKDIR /var/lib/ferry
 # The broker's QUIC port (UDP). The agent needs no port: it dials out.
-EXPOSE 7800/udp
+EXPOSE 7800/udp 7800/tcp
 ENTRYPOINT ["/usr/local/bin/ferry"]
 CMD ["--help"]

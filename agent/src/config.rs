@@ -14,6 +14,12 @@
 //! max_secs = 30
 //! stable_secs = 60
 //!
+//! [tcp_fallback]                       # optional: where UDP is blocked
+//! mode = "auto"                        # auto: QUIC, then TLS over TCP if QUIC gets no
+//!                                      # answer; always: TLS over TCP only; never: QUIC only
+//! address = "broker.example.com:443"   # the broker's TCP address (default: `broker`)
+//! quic_wait_secs = 5                   # how long an unanswered QUIC attempt is given
+//!
 //! [sources.orders_db]                  # data sources jobs may name as <group>/orders_db
 //! kind = "mysql"                       # mysql, postgres, sqlite, file
 //! url = "mysql://reader@10.0.0.5:3306/shop"
@@ -77,9 +83,49 @@ pub struct AgentConfig {
     pub reconnect: Reconnect,
     #[serde(default)]
     pub transport: TransportSettings,
+    /// TLS over TCP when QUIC cannot get through.
+    #[serde(default)]
+    pub tcp_fallback: TcpFallback,
     /// The data sources this agent reads, by name.
     #[serde(default)]
     pub sources: std::collections::BTreeMap<String, SourceConfig>,
+}
+
+/// When the agent uses TLS over TCP instead of QUIC.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackMode {
+    /// QUIC first; TLS over TCP when QUIC gets no answer at all (UDP
+    /// blocked). Every reconnect tries QUIC again first.
+    #[default]
+    Auto,
+    /// TLS over TCP only (a network known to drop UDP).
+    Always,
+    /// QUIC only.
+    Never,
+}
+
+/// The `[tcp_fallback]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TcpFallback {
+    pub mode: FallbackMode,
+    /// The broker's TCP `host:port`; default: the same as `broker` (the
+    /// broker listens on TCP at the port of its QUIC listener unless told
+    /// otherwise).
+    pub address: Option<String>,
+    /// Seconds a QUIC attempt may go without any answer before TCP is tried.
+    pub quic_wait_secs: u64,
+}
+
+impl Default for TcpFallback {
+    fn default() -> Self {
+        Self {
+            mode: FallbackMode::Auto,
+            address: None,
+            quic_wait_secs: 5,
+        }
+    }
 }
 
 /// One data source of the agent's catalog.
@@ -573,7 +619,29 @@ impl AgentConfig {
                 field: "transport",
                 reason: e.to_string(),
             })?;
+        if let Some(a) = &self.tcp_fallback.address {
+            if !a
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+            {
+                return Err(ConfigError::Invalid {
+                    field: "tcp_fallback.address",
+                    reason: format!("`{a}` is not host:port"),
+                });
+            }
+        }
+        if !(1..=60).contains(&self.tcp_fallback.quic_wait_secs) {
+            return Err(ConfigError::Invalid {
+                field: "tcp_fallback.quic_wait_secs",
+                reason: "must be between 1 and 60".into(),
+            });
+        }
         Ok(())
+    }
+
+    /// The broker's TCP address for the fallback.
+    pub fn broker_tcp(&self) -> &str {
+        self.tcp_fallback.address.as_deref().unwrap_or(&self.broker)
     }
 
     /// The host part of `broker` (brackets of an IPv6 literal removed).

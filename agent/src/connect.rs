@@ -1,4 +1,5 @@
-//! One connection attempt: resolve, QUIC + mutual TLS, Hello → Welcome.
+//! One connection attempt: resolve, QUIC + mutual TLS (or TLS over TCP
+//! where QUIC gets no answer), Hello → Welcome.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,11 +9,11 @@ use ferry_certs::{AgentIdentity, CertError};
 use ferry_protocol::control::{ControlMessage, RejectCode};
 use ferry_protocol::limits::Limits;
 use ferry_protocol::version::VersionRange;
-use ferry_tunnel::{CloseCause, EndpointError, FrameReader, FrameWriter, StreamError};
-use tracing::debug;
+use ferry_tunnel::{CloseCause, Connection, EndpointError, FrameReader, FrameWriter, StreamError};
+use tracing::{debug, warn};
 
 use crate::catalog::Catalog;
-use crate::config::{AgentConfig, ConfigError};
+use crate::config::{AgentConfig, ConfigError, FallbackMode};
 use crate::session::Session;
 
 /// How long TLS plus Hello/Welcome may take.
@@ -56,6 +57,8 @@ pub enum ConnectError {
     Unexpected { addr: SocketAddr, got: String },
     #[error("broker at {addr} did not complete the handshake within {timeout:?}")]
     Timeout { addr: SocketAddr, timeout: Duration },
+    #[error("broker at {addr}: no answer over QUIC within {waited:?} (UDP blocked on the way?)")]
+    NoAnswer { addr: SocketAddr, waited: Duration },
 }
 
 impl ConnectError {
@@ -120,9 +123,34 @@ impl Connector {
         Ok(ferry_certs::client_config(&self.config.tls_files(), &[&self.alpn])?.1)
     }
 
-    /// One attempt. Certificates are re-read from disk each time, so a
-    /// renewed certificate is picked up without a restart.
+    /// One attempt, over QUIC or TLS/TCP as `[tcp_fallback]` says: in
+    /// `auto` mode a QUIC attempt that gets no answer at all within
+    /// `quic_wait_secs` is followed at once by one over TLS/TCP.
+    /// Certificates are re-read from disk each time, so a renewed
+    /// certificate is picked up without a restart.
     pub async fn connect(&self) -> Result<Session, ConnectError> {
+        let fallback = &self.config.tcp_fallback;
+        match fallback.mode {
+            FallbackMode::Never => self.connect_quic(HANDSHAKE_TIMEOUT).await,
+            FallbackMode::Always => self.connect_tcp().await,
+            FallbackMode::Auto => {
+                let wait = Duration::from_secs(fallback.quic_wait_secs).min(HANDSHAKE_TIMEOUT);
+                match self.connect_quic(wait).await {
+                    Err(e @ ConnectError::NoAnswer { .. }) => {
+                        warn!(
+                            "{e}; falling back to TLS over TCP at {}",
+                            self.config.broker_tcp()
+                        );
+                        self.connect_tcp().await
+                    }
+                    other => other,
+                }
+            }
+        }
+    }
+
+    /// One attempt over QUIC; the peer must answer within `wait`.
+    async fn connect_quic(&self, wait: Duration) -> Result<Session, ConnectError> {
         let (tls, identity) = ferry_certs::client_config(&self.config.tls_files(), &[&self.alpn])?;
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| EndpointError::Tls(e.to_string()))?;
@@ -139,37 +167,66 @@ impl Connector {
             .endpoint
             .connect_with(client, addr, &server_name)
             .map_err(|source| ConnectError::Start { addr, source })?;
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-            let conn = connecting.await.map_err(|e| ConnectError::Closed {
+        let conn = tokio::time::timeout(wait, connecting)
+            .await
+            .map_err(|_| ConnectError::NoAnswer { addr, waited: wait })?
+            .map_err(|e| ConnectError::Closed {
                 addr,
                 cause: CloseCause::classify(&e),
             })?;
-            self.hello(addr, conn, identity).await
-        })
-        .await
-        .map_err(|_| ConnectError::Timeout {
-            addr,
-            timeout: HANDSHAKE_TIMEOUT,
-        })?
+        self.hello_within(addr, conn.into(), identity).await
+    }
+
+    /// One attempt over TLS on TCP, with the same certificates and ALPN.
+    async fn connect_tcp(&self) -> Result<Session, ConnectError> {
+        let (tls, identity) = ferry_certs::client_config(&self.config.tls_files(), &[&self.alpn])?;
+        let broker = self.config.broker_tcp();
+        let addr = resolve(broker).await?;
+        let server_name = rustls::pki_types::ServerName::try_from(self.config.server_name()?)
+            .map_err(|e| ConfigError::Invalid {
+                field: "server_name",
+                reason: e.to_string(),
+            })?;
+        let connecting =
+            ferry_tunnel::tcp::connect(addr, server_name, Arc::new(tls), &self.config.transport);
+        let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
+            .await
+            .map_err(|_| ConnectError::Timeout {
+                addr,
+                timeout: HANDSHAKE_TIMEOUT,
+            })?
+            .map_err(|cause| ConnectError::Closed { addr, cause })?;
+        self.hello_within(addr, conn.into(), identity).await
+    }
+
+    async fn hello_within(
+        &self,
+        addr: SocketAddr,
+        conn: Connection,
+        identity: AgentIdentity,
+    ) -> Result<Session, ConnectError> {
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, self.hello(addr, conn, identity))
+            .await
+            .map_err(|_| ConnectError::Timeout {
+                addr,
+                timeout: HANDSHAKE_TIMEOUT,
+            })?
     }
 
     async fn hello(
         &self,
         addr: SocketAddr,
-        conn: quinn::Connection,
+        conn: Connection,
         identity: AgentIdentity,
     ) -> Result<Session, ConnectError> {
-        let lost = |conn: &quinn::Connection, source: StreamError| match conn.close_reason() {
-            Some(e) => ConnectError::Closed {
-                addr,
-                cause: CloseCause::classify(&e),
-            },
+        let lost = |conn: &Connection, source: StreamError| match conn.close_reason() {
+            Some(cause) => ConnectError::Closed { addr, cause },
             None => ConnectError::Stream { addr, source },
         };
-        let (send, recv) = conn.open_bi().await.map_err(|e| ConnectError::Closed {
-            addr,
-            cause: CloseCause::classify(&e),
-        })?;
+        let (send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|cause| ConnectError::Closed { addr, cause })?;
         let mut writer = FrameWriter::new(send);
         let mut reader = FrameReader::new(recv, Limits::default().max_control_frame);
         let hello = ControlMessage::Hello {

@@ -34,7 +34,14 @@ pub async fn run(
             Ok(session) => {
                 backoff.connected();
                 let w = session.welcome();
-                info!(broker = %config.broker, session_id = w.session_id, version = w.version, "tunnel up");
+                match session.transport() {
+                    ferry_tunnel::Transport::Quic => {
+                        info!(broker = %config.broker, transport = "quic", session_id = w.session_id, version = w.version, "tunnel up")
+                    }
+                    t => {
+                        warn!(broker = %config.broker_tcp(), transport = %t, session_id = w.session_id, version = w.version, "tunnel up over TLS/TCP (fallback: QUIC could not get through; expect less throughput on lossy links)")
+                    }
+                }
                 let cause = tokio::select! {
                     c = session.closed() => c,
                     _ = &mut shutdown => {

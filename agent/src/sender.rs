@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     #[error("tunnel lost: {0}")]
-    Connection(#[from] quinn::ConnectionError),
+    Connection(#[from] ferry_tunnel::CloseCause),
     #[error(transparent)]
     Stream(#[from] StreamError),
     #[error(transparent)]
@@ -71,8 +71,8 @@ pub struct DataSender {
 
 impl DataSender {
     pub(crate) async fn start(
-        send: quinn::SendStream,
-        recv: quinn::RecvStream,
+        send: ferry_tunnel::SendStream,
+        recv: ferry_tunnel::RecvStream,
         header: StreamHeader,
         parallelism: usize,
         limits: Limits,
@@ -171,7 +171,7 @@ impl DataSender {
         for job in self.inflight.drain(..) {
             job.abort();
         }
-        let _ = self.writer.stream().reset(quinn::VarInt::from_u32(1));
+        self.writer.stream().reset();
     }
 
     /// Sends what is queued, then `End`, and waits until the broker has

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ferry_protocol::control::ControlMessage;
 use ferry_protocol::data::StreamHeader;
 use ferry_protocol::limits::Limits;
-use ferry_tunnel::{CloseCause, CloseCode, FrameReader, FrameWriter};
+use ferry_tunnel::{CloseCause, CloseCode, Connection, FrameReader, FrameWriter, Transport};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -26,14 +26,14 @@ pub struct Welcome {
 
 /// An open tunnel to the broker.
 pub struct Session {
-    conn: quinn::Connection,
+    conn: Connection,
     welcome: Welcome,
     control: mpsc::Sender<ControlMessage>,
 }
 
 impl Session {
     pub(crate) fn start(
-        conn: quinn::Connection,
+        conn: Connection,
         reader: FrameReader,
         writer: FrameWriter,
         welcome: Welcome,
@@ -64,8 +64,13 @@ impl Session {
         &self.welcome
     }
 
-    pub fn connection(&self) -> &quinn::Connection {
+    pub fn connection(&self) -> &Connection {
         &self.conn
+    }
+
+    /// QUIC, or TLS over TCP when the agent fell back to it.
+    pub fn transport(&self) -> Transport {
+        self.conn.transport()
     }
 
     /// Opens a data stream and sends its header. `parallelism` encoders
@@ -81,7 +86,7 @@ impl Session {
 
     /// Waits until the tunnel ends and says why.
     pub async fn closed(&self) -> CloseCause {
-        CloseCause::classify(&self.conn.closed().await)
+        self.conn.closed().await
     }
 
     /// Says goodbye and closes the tunnel.
@@ -106,7 +111,7 @@ fn unix_ms() -> u64 {
 }
 
 async fn control_loop(
-    conn: quinn::Connection,
+    conn: Connection,
     reader: FrameReader,
     writer: FrameWriter,
     outbox: mpsc::Receiver<ControlMessage>,
@@ -118,7 +123,7 @@ async fn control_loop(
 }
 
 async fn control_loop_inner(
-    conn: quinn::Connection,
+    conn: Connection,
     mut reader: FrameReader,
     mut writer: FrameWriter,
     mut outbox: mpsc::Receiver<ControlMessage>,

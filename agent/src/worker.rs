@@ -31,7 +31,7 @@ fn parse_options(options: &str) -> Result<serde_json::Map<String, serde_json::Va
 
 /// Runs the job work one session receives.
 pub struct Worker {
-    conn: quinn::Connection,
+    conn: ferry_tunnel::Connection,
     catalog: Arc<Catalog>,
     outbox: mpsc::Sender<ControlMessage>,
     tasks: Mutex<HashMap<String, AbortHandle>>,
@@ -39,7 +39,7 @@ pub struct Worker {
 
 impl Worker {
     pub(crate) fn new(
-        conn: quinn::Connection,
+        conn: ferry_tunnel::Connection,
         catalog: Arc<Catalog>,
         outbox: mpsc::Sender<ControlMessage>,
     ) -> Arc<Self> {

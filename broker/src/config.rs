@@ -2,6 +2,8 @@
 //!
 //! ```toml
 //! listen = "0.0.0.0:7800"          # UDP, QUIC
+//! # tcp_listen = "0.0.0.0:443"     # TCP, TLS: for agents whose network blocks UDP;
+//!                                  # default: the address of `listen`; "off": none
 //! admin_listen = "127.0.0.1:7801"  # HTTP admin API; loopback unless you mean it
 //! jobs_dir = "jobs"                # dirty-record files of submitted jobs
 //! state = "jobs/state.db"          # durable jobs, tasks, checkpoints, sessions, logs:
@@ -44,6 +46,10 @@ pub enum ConfigError {
 pub struct BrokerConfig {
     /// UDP address for agents' QUIC connections.
     pub listen: SocketAddr,
+    /// TCP address for agents that fall back to TLS over TCP: an address,
+    /// or `off`. Default: the address of `listen` (its port on TCP).
+    #[serde(default)]
+    pub tcp_listen: Option<String>,
     /// HTTP address of the admin API.
     #[serde(default = "default_admin")]
     pub admin_listen: SocketAddr,
@@ -114,6 +120,18 @@ fn default_crl_poll() -> u64 {
 }
 
 impl BrokerConfig {
+    /// Where the TLS/TCP fallback listens, if anywhere.
+    pub fn tcp_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.tcp_listen.as_deref().map(str::trim) {
+            None => Ok(Some(self.listen)),
+            Some("off") => Ok(None),
+            Some(a) => a.parse().map(Some).map_err(|_| ConfigError::Invalid {
+                field: "tcp_listen",
+                reason: format!("`{a}` is neither an address (ip:port) nor `off`"),
+            }),
+        }
+    }
+
     /// Reads and checks a config file; relative paths are resolved against
     /// the file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -181,6 +199,7 @@ impl BrokerConfig {
 
     /// Checks values that the type system does not.
     pub fn check(&self) -> Result<(), ConfigError> {
+        self.tcp_listen_addr()?;
         if !self.admin_listen.ip().is_loopback() && self.admin_token_file.is_none() {
             return Err(ConfigError::Invalid {
                 field: "admin_token_file",

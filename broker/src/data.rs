@@ -62,8 +62,8 @@ pub struct DataStream {
 impl DataStream {
     pub(crate) async fn open(
         agent: Arc<AgentIdentity>,
-        send: quinn::SendStream,
-        recv: quinn::RecvStream,
+        send: ferry_tunnel::SendStream,
+        recv: ferry_tunnel::RecvStream,
         limits: Limits,
     ) -> Result<Self, DataError> {
         let mut reader = FrameReader::new(recv, limits.max_data_frame);
@@ -154,7 +154,7 @@ impl DataStream {
             let _ = self.writer.send(&frame).await;
         }
         let _ = self.writer.finish();
-        self.reader.stop(quinn::VarInt::from_u32(1));
+        self.reader.stop();
     }
 
     /// Frame bytes received on this stream so far (what crossed the wire,

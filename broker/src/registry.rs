@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use ferry_certs::AgentIdentity;
 use ferry_protocol::control::{ControlMessage, SourceInfo};
-use ferry_tunnel::CloseCode;
+use ferry_tunnel::{CloseCode, Connection, Transport};
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
@@ -28,6 +28,8 @@ pub struct AgentInfo {
     pub group: String,
     pub session_id: u64,
     pub remote_addr: SocketAddr,
+    /// `quic`, or `tls-tcp` when the agent fell back to TLS over TCP.
+    pub transport: Transport,
     #[serde(with = "time::serde::rfc3339")]
     pub connected_since: OffsetDateTime,
     pub protocol_version: u16,
@@ -43,7 +45,7 @@ pub struct AgentInfo {
 
 struct Entry {
     info: AgentInfo,
-    connection: quinn::Connection,
+    connection: Connection,
     /// Control messages to the session's control stream.
     outbox: mpsc::Sender<ControlMessage>,
 }
@@ -85,7 +87,7 @@ impl Registry {
         identity: &AgentIdentity,
         session_id: u64,
         protocol_version: u16,
-        connection: quinn::Connection,
+        connection: Connection,
         outbox: mpsc::Sender<ControlMessage>,
         max_agents: usize,
     ) -> Result<Option<AgentInfo>, RegistryFull> {
@@ -94,6 +96,7 @@ impl Registry {
             group: identity.group.clone(),
             session_id,
             remote_addr: connection.remote_address(),
+            transport: connection.transport(),
             connected_since: OffsetDateTime::now_utc(),
             protocol_version,
             certificate_serial: identity.serial.clone(),
@@ -226,7 +229,7 @@ impl Registry {
     }
 
     /// The live connection of an agent.
-    pub fn connection(&self, agent_id: &str) -> Option<quinn::Connection> {
+    pub fn connection(&self, agent_id: &str) -> Option<Connection> {
         self.lock().get(agent_id).map(|e| e.connection.clone())
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{error, info, warn};
 
-use crate::server::{build_quic_config, Shared};
+use crate::server::{build_quic_config, build_tcp_tls, Shared};
 
 fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
     let m = std::fs::metadata(path).ok()?;
@@ -45,8 +45,11 @@ pub(crate) fn reload(shared: &Shared, endpoint: &quinn::Endpoint) -> usize {
             return 0;
         }
     };
-    match build_quic_config(&shared.config) {
-        Ok(cfg) => endpoint.set_server_config(Some(cfg)),
+    match build_quic_config(&shared.config).and_then(|q| Ok((q, build_tcp_tls(&shared.config)?))) {
+        Ok((quic, tcp)) => {
+            endpoint.set_server_config(Some(quic));
+            *shared.tcp_tls.write().unwrap_or_else(|p| p.into_inner()) = tcp;
+        }
         Err(e) => {
             error!(crl = %path.display(), "TLS config not rebuilt, previous one stays in force: {e}");
             return 0;

@@ -1,4 +1,5 @@
-//! The running broker: QUIC endpoint, accept loop, CRL watcher, admin API.
+//! The running broker: QUIC endpoint and TLS/TCP listener with their
+//! accept loops, CRL watcher, admin API.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -23,6 +24,11 @@ pub enum BrokerError {
     Tls(#[from] ferry_certs::CertError),
     #[error(transparent)]
     Endpoint(#[from] ferry_tunnel::EndpointError),
+    #[error("cannot listen for agents over TLS/TCP on {addr}: {source} (set `tcp_listen` to another address or \"off\")")]
+    TcpListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot listen for the admin API on {addr}: {source}")]
     Admin {
         addr: SocketAddr,
@@ -61,6 +67,26 @@ pub(crate) struct Shared {
     /// Sees every control frame an agent sends (tests prove with it what
     /// crosses the tunnel).
     pub tap: std::sync::RwLock<Option<ControlTap>>,
+    /// TLS configuration of the TCP fallback (replaced when the CRL changes).
+    pub tcp_tls: std::sync::RwLock<Arc<rustls::ServerConfig>>,
+}
+
+impl Shared {
+    pub(crate) fn tcp_tls(&self) -> Arc<rustls::ServerConfig> {
+        self.tcp_tls
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+pub(crate) fn build_tcp_tls(
+    config: &BrokerConfig,
+) -> Result<Arc<rustls::ServerConfig>, BrokerError> {
+    Ok(Arc::new(ferry_certs::server_config(
+        &config.tls.files(),
+        &[ferry_protocol::ALPN],
+    )?))
 }
 
 /// A function given each control frame's payload as it arrives.
@@ -92,6 +118,7 @@ pub(crate) fn build_quic_config(config: &BrokerConfig) -> Result<quinn::ServerCo
 pub struct Broker {
     shared: Arc<Shared>,
     endpoint: quinn::Endpoint,
+    tcp_addr: Option<SocketAddr>,
     admin_addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -113,6 +140,30 @@ impl Broker {
         // old process get a stateless reset and reconnect at once.
         let reset_secret = std::fs::read(&config.tls.key).ok();
         let endpoint = ferry_tunnel::server_endpoint(config.listen, quic, reset_secret.as_deref())?;
+        let tcp_tls = build_tcp_tls(&config)?;
+        let tcp = match config.tcp_listen_addr()? {
+            Some(mut addr) => {
+                // On port 0 the fallback follows the port QUIC got, when free.
+                if addr.port() == 0 && addr.ip() == config.listen.ip() {
+                    if let Ok(quic) = endpoint.local_addr() {
+                        addr.set_port(quic.port());
+                    }
+                }
+                let listener = match tokio::net::TcpListener::bind(addr).await {
+                    Ok(l) => l,
+                    Err(_) if config.tcp_listen.is_none() && config.listen.port() == 0 => {
+                        addr.set_port(0);
+                        tokio::net::TcpListener::bind(addr)
+                            .await
+                            .map_err(|source| BrokerError::TcpListen { addr, source })?
+                    }
+                    Err(source) => return Err(BrokerError::TcpListen { addr, source }),
+                };
+                Some(listener)
+            }
+            None => None,
+        };
+        let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
         let admin = tokio::net::TcpListener::bind(config.admin_listen)
             .await
             .map_err(|source| BrokerError::Admin {
@@ -135,8 +186,9 @@ impl Broker {
             state,
             metrics: Arc::default(),
             tap: std::sync::RwLock::new(None),
+            tcp_tls: std::sync::RwLock::new(tcp_tls),
         });
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(crate::listener::accept_loop(
                 shared.clone(),
                 endpoint.clone(),
@@ -151,8 +203,14 @@ impl Broker {
                 }
             }),
         ];
+        if let Some(listener) = tcp {
+            tasks.push(tokio::spawn(crate::listener::tcp_accept_loop(
+                shared.clone(),
+                listener,
+            )));
+        }
         let local = endpoint.local_addr().ok();
-        info!(listen = ?local, admin = %admin_addr, "broker listening");
+        info!(listen = ?local, tcp_listen = ?tcp_addr, admin = %admin_addr, "broker listening");
         let resumed = crate::jobs::resume_unfinished(&shared).await?;
         if resumed > 0 {
             info!(jobs = resumed, "picked up unfinished jobs");
@@ -160,9 +218,15 @@ impl Broker {
         Ok(Self {
             shared,
             endpoint,
+            tcp_addr,
             admin_addr,
             tasks,
         })
+    }
+
+    /// The TCP address of the TLS/TCP fallback, if it listens.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
     }
 
     /// The UDP address agents connect to.

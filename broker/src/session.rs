@@ -13,7 +13,7 @@ use std::time::Duration;
 use ferry_certs::AgentIdentity;
 use ferry_protocol::control::{ControlMessage, RejectCode};
 use ferry_protocol::version::{negotiate, VersionRange};
-use ferry_tunnel::{CloseCause, CloseCode, FrameReader, FrameWriter, StreamError};
+use ferry_tunnel::{CloseCause, CloseCode, Connection, FrameReader, FrameWriter, StreamError};
 use tracing::{debug, info, warn};
 
 use crate::data::DataStream;
@@ -31,7 +31,7 @@ pub enum HandshakeError {
     #[error("control stream: {0}")]
     Stream(#[from] StreamError),
     #[error("connection lost during handshake: {0}")]
-    Connection(#[from] quinn::ConnectionError),
+    Connection(#[from] CloseCause),
     #[error("first control message must be hello, got {0}")]
     NotHello(String),
     #[error(
@@ -50,6 +50,12 @@ pub enum HandshakeError {
     Full(#[from] crate::registry::RegistryFull),
 }
 
+impl From<quinn::ConnectionError> for HandshakeError {
+    fn from(e: quinn::ConnectionError) -> Self {
+        HandshakeError::Connection(CloseCause::classify(&e))
+    }
+}
+
 impl HandshakeError {
     fn reject_code(&self) -> Option<RejectCode> {
         match self {
@@ -64,13 +70,10 @@ impl HandshakeError {
 }
 
 /// The agent's identity, from the certificate it presented in TLS.
-pub fn peer_identity(conn: &quinn::Connection) -> Result<AgentIdentity, HandshakeError> {
-    let any = conn
-        .peer_identity()
+pub fn peer_identity(conn: &Connection) -> Result<AgentIdentity, HandshakeError> {
+    let chain = conn
+        .peer_certificates()
         .ok_or_else(|| HandshakeError::Identity("no certificate".into()))?;
-    let chain = any
-        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-        .map_err(|_| HandshakeError::Identity("unexpected identity type".into()))?;
     let leaf = chain
         .first()
         .ok_or_else(|| HandshakeError::Identity("empty certificate chain".into()))?;
@@ -87,10 +90,7 @@ pub(crate) struct Admitted {
 }
 
 /// Runs the control-stream handshake on an established connection.
-pub(crate) async fn admit(
-    shared: &Shared,
-    conn: &quinn::Connection,
-) -> Result<Admitted, HandshakeError> {
+pub(crate) async fn admit(shared: &Shared, conn: &Connection) -> Result<Admitted, HandshakeError> {
     let identity = peer_identity(conn)?;
     let (send, recv) = conn.accept_bi().await?;
     let mut reader = FrameReader::new(recv, shared.protocol_limits.max_control_frame);
@@ -158,7 +158,7 @@ async fn hello(identity: &AgentIdentity, reader: &mut FrameReader) -> Result<u16
 }
 
 /// Serves an admitted session until the connection ends.
-pub(crate) async fn serve(shared: Arc<Shared>, conn: quinn::Connection, admitted: Admitted) {
+pub(crate) async fn serve(shared: Arc<Shared>, conn: Connection, admitted: Admitted) {
     let Admitted {
         identity,
         session_id,
@@ -188,7 +188,15 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: quinn::Connection, admitted
             return;
         }
     }
-    info!(agent = %agent, group = %identity.group, %remote, session_id, version, serial = %identity.serial, "agent connected");
+    let transport = conn.transport();
+    match transport {
+        ferry_tunnel::Transport::Quic => {
+            info!(agent = %agent, group = %identity.group, %remote, %transport, session_id, version, serial = %identity.serial, "agent connected")
+        }
+        _ => {
+            warn!(agent = %agent, group = %identity.group, %remote, %transport, session_id, version, serial = %identity.serial, "agent connected over TLS/TCP (its QUIC could not get through)")
+        }
+    }
     let identity = Arc::new(identity);
     // The session's row in the state store, written when the catalog
     // arrives (right after the handshake) so it lists the sources.
@@ -246,9 +254,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: quinn::Connection, admitted
                 }
                 Err(e) => {
                     // A read error follows a connection loss; report that instead.
-                    let err = conn.closed().await;
+                    let cause = conn.closed().await;
                     debug!(agent = %agent, "control stream ended: {e}");
-                    break CloseCause::classify(&err);
+                    break cause;
                 }
             },
             Some(msg) = outgoing.recv() => match msg.to_frame() {
@@ -275,7 +283,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: quinn::Connection, admitted
                         }
                     });
                 }
-                Err(e) => break CloseCause::classify(&e),
+                Err(cause) => break cause,
             },
         }
     };

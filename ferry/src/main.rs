@@ -236,13 +236,14 @@ fn print_agents(agents: &serde_json::Value) {
         serde_json::Value::Null => "-".into(),
         other => other.to_string(),
     };
-    let table: Vec<[String; 7]> = rows
+    let table: Vec<[String; 8]> = rows
         .iter()
         .map(|a| {
             [
                 s(a, "agent_id"),
                 s(a, "group"),
                 s(a, "remote_addr"),
+                s(a, "transport"),
                 s(a, "connected_since"),
                 s(a, "protocol_version"),
                 format!("{:.1}", a["rtt_ms"].as_f64().unwrap_or(0.0)),
@@ -263,6 +264,7 @@ fn print_agents(agents: &serde_json::Value) {
         "AGENT",
         "GROUP",
         "ADDRESS",
+        "TRANSPORT",
         "CONNECTED SINCE",
         "PROTOCOL",
         "RTT MS",

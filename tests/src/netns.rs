@@ -192,6 +192,8 @@ pub struct NatSite {
     pub cloud_ip: String,
     /// The IDC's veth end (inside `idc`), to re-address or cut.
     pub idc_dev: String,
+    /// The router's public veth end (inside `router`), to re-address.
+    pub router_dev: String,
 }
 
 impl NatSite {
@@ -272,7 +274,27 @@ impl NatSite {
             public_ip,
             cloud_ip,
             idc_dev,
+            router_dev: r_out,
         }
+    }
+
+    /// Makes the router drop every UDP datagram it would forward, the way
+    /// firewalls that allow only TCP out do.
+    pub fn block_udp(&self) {
+        self.router
+            .exec(&["iptables", "-I", "FORWARD", "1", "-p", "udp", "-j", "DROP"]);
+    }
+
+    /// UDP datagrams the router dropped after [`block_udp`](Self::block_udp).
+    pub fn udp_drops(&self) -> u64 {
+        let out = self
+            .router
+            .exec(&["iptables", "-L", "FORWARD", "-v", "-n", "-x"]);
+        // "    12     4000 DROP       17   --  *      *       0.0.0.0/0   0.0.0.0/0"
+        out.lines()
+            .filter(|l| l.contains("DROP") && (l.contains(" udp ") || l.contains(" 17 ")))
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
     }
 
     /// Packets the router refused to forward (new flows from cloud to idc).

@@ -238,8 +238,8 @@ fn compose_networks_keep_the_tunnel_outbound() {
         "the agent publishes no ports"
     );
 
-    // The broker: its QUIC port (UDP) to the world, the admin API on
-    // loopback only, nothing else.
+    // The broker: its QUIC port (UDP) and TLS/TCP fallback port to the
+    // world, the admin API on loopback only, nothing else.
     let broker_toml: ferry_broker::BrokerConfig =
         toml::from_str(&read("deploy/compose/broker.toml")).expect("broker.toml");
     let p = ports(c.service("broker"));
@@ -249,8 +249,17 @@ fn compose_networks_keep_the_tunnel_outbound() {
         "the broker must publish UDP {} (its `listen`), got {p:?}",
         broker_toml.listen.port()
     );
+    let tcp = broker_toml
+        .tcp_listen_addr()
+        .expect("tcp_listen")
+        .expect("the fallback listens")
+        .port();
+    assert!(
+        p.iter().any(|p| p.proto == "tcp" && p.container == tcp),
+        "the broker must publish TCP {tcp} (its TLS/TCP fallback), got {p:?}"
+    );
     for port in &p {
-        if port.container == broker_toml.admin_listen.port() {
+        if port.container == broker_toml.admin_listen.port() && port.proto == "tcp" {
             assert_eq!(
                 port.host_ip.as_deref(),
                 Some("127.0.0.1"),
@@ -258,7 +267,8 @@ fn compose_networks_keep_the_tunnel_outbound() {
             );
         } else {
             assert!(
-                port.proto == "udp" && port.container == broker_toml.listen.port(),
+                (port.proto == "udp" && port.container == broker_toml.listen.port())
+                    || (port.proto == "tcp" && port.container == tcp),
                 "the broker publishes an unexpected port {port:?}"
             );
         }

@@ -14,7 +14,9 @@
 //!
 //! Also through NAT: a link of 100 ms round trip losing 2 % of the
 //! datagrams each way (a seeded relay in `cloud`, `ferry_tests::impair`),
-//! and an agent whose address changes mid-job.
+//! an agent whose address changes mid-job, a router whose public address
+//! (and so every NAT mapping) changes mid-job, and a firewall that drops
+//! all UDP, where the agent falls back to TLS over TCP.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -54,6 +56,16 @@ struct Rig {
 
 impl Rig {
     fn start(n: u8, rows: u64, link: Option<(Impairment, Impairment)>) -> Option<Self> {
+        Self::start_with(n, rows, link, false)
+    }
+
+    /// `udp_blocked`: the router drops every UDP datagram before the agent starts.
+    fn start_with(
+        n: u8,
+        rows: u64,
+        link: Option<(Impairment, Impairment)>,
+        udp_blocked: bool,
+    ) -> Option<Self> {
         if let Err(why) = netns::available() {
             if ferry_tests::missing(&why) {
                 return None;
@@ -67,6 +79,9 @@ impl Rig {
         ));
         dst.sql("CREATE TABLE t (id bigint, v text, n numeric(12,2));");
         let site = NatSite::new(n);
+        if udp_blocked {
+            site.block_udp();
+        }
         let pki = Pki::new();
         let dir = pki.dir.path().to_path_buf();
         let broker_cert = pki.broker(&[&site.cloud_ip]);
@@ -92,7 +107,7 @@ impl Rig {
         std::fs::write(
             dir.join("agent.toml"),
             format!(
-                "{}{transport}\n[sources.src]\nkind = \"postgres\"\nurl = \"{}\"\n",
+                "{}{transport}\n[tcp_fallback]\nquic_wait_secs = 2\n[sources.src]\nkind = \"postgres\"\nurl = \"{}\"\n",
                 pki.agent_toml(&agent_cert, &dial.to_string(), &site.cloud_ip),
                 pg_socket_url()
             ),
@@ -330,4 +345,101 @@ fn a_job_goes_on_when_the_agent_is_readdressed() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// Waits until `rows` are written.
+fn wait_rows(rig: &Rig, id: &str, rows: u64) {
+    let start = Instant::now();
+    while rig.status(id)["progress"]["records_written"].as_u64() < Some(rows) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "job did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn agents(rig: &Rig) -> serde_json::Value {
+    let list = rig.cli(&["broker", "agents", "--admin", "127.0.0.1:7801", "--json"]);
+    assert!(list.status.success(), "{list:?}");
+    serde_json::from_slice(&list.stdout).unwrap()
+}
+
+#[test]
+fn a_job_goes_on_when_the_nat_mapping_changes() {
+    let Some(rig) = Rig::start(24, 60_000, None) else {
+        return;
+    };
+    let site = &rig.site;
+    let id = rig.submit("{channel: 2, record: 6000}");
+    wait_rows(&rig, &id, 10_000);
+    // The site's uplink gets a new public address (an ISP re-assigns it):
+    // MASQUERADE forgets every mapping of the old address, so the agent's
+    // next datagram leaves from a new address and port. The agent itself
+    // sees nothing change.
+    let n = site
+        .public_ip
+        .rsplit_once('.')
+        .map(|(net, _)| net.to_string())
+        .unwrap();
+    let new_public = format!("{n}.3");
+    let dev = site.router_dev.as_str();
+    site.router.exec(&[
+        "ip",
+        "addr",
+        "del",
+        &format!("{}/24", site.public_ip),
+        "dev",
+        dev,
+    ]);
+    site.router
+        .exec(&["ip", "addr", "add", &format!("{new_public}/24"), "dev", dev]);
+    let end = rig.wait_end(&id, Duration::from_secs(90));
+    assert_eq!(end["state"], "succeeded", "{end:#}\n{}", rig.agent.output());
+    rig.assert_target_equals_source();
+    // The broker follows the agent to its new public address...
+    let remote: SocketAddr = agents(&rig)[0]["remote_addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(remote.ip().to_string(), new_public);
+    // ... on the same connection.
+    let agent_log = rig.agent.output();
+    assert_eq!(
+        agent_log.matches("tunnel up").count(),
+        1,
+        "the broker followed the new mapping instead of a reconnect:\n{agent_log}"
+    );
+}
+
+#[test]
+fn the_agent_falls_back_to_tls_over_tcp_where_udp_is_blocked() {
+    let Some(rig) = Rig::start_with(25, 30_000, None, true) else {
+        return;
+    };
+    let site = &rig.site;
+    // The agent says so in its log...
+    let agent_log = rig.agent.output();
+    assert!(
+        agent_log.contains("no answer over QUIC") && agent_log.contains("tunnel up over TLS/TCP"),
+        "{agent_log}"
+    );
+    // ... and the broker in its agent list, which shows the router's address.
+    let a = &agents(&rig)[0];
+    assert_eq!(a["transport"], "tls-tcp", "{a}");
+    let remote: SocketAddr = a["remote_addr"].as_str().unwrap().parse().unwrap();
+    assert_eq!(remote.ip().to_string(), site.public_ip);
+    let table = rig.cli(&["broker", "agents", "--admin", "127.0.0.1:7801"]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("tls-tcp"),
+        "{table:?}"
+    );
+    assert!(site.udp_drops() > 0, "QUIC was tried and dropped");
+
+    let id = rig.submit("{channel: 2}");
+    let end = rig.wait_end(&id, Duration::from_secs(60));
+    assert_eq!(end["state"], "succeeded", "{end:#}");
+    rig.assert_target_equals_source();
+    assert!(rig.broker.output().contains("agent connected over TLS/TCP"));
 }

@@ -50,8 +50,8 @@ impl CloseCode {
     }
 
     /// Closes `conn` with this code and a human-readable reason.
-    pub fn close(self, conn: &quinn::Connection, reason: &str) {
-        conn.close(self.varint(), reason.as_bytes());
+    pub fn close(self, conn: &crate::Connection, reason: &str) {
+        conn.close(self, reason);
     }
 }
 
@@ -145,6 +145,8 @@ fn crypto_alert(code: u64) -> Option<u8> {
         None
     }
 }
+
+impl std::error::Error for CloseCause {}
 
 impl fmt::Display for CloseCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,11 +1,13 @@
-//! Ferry frames on QUIC streams, with the size limits of `ferry-protocol`.
+//! Ferry frames on tunnel streams (QUIC or TLS/TCP), with the size limits
+//! of `ferry-protocol`.
 
 use bytes::Bytes;
 use ferry_protocol::frame::{encode_header, Frame, FrameCodec};
 use ferry_protocol::ProtocolError;
 use futures::StreamExt;
-use quinn::{ReadError, RecvStream, SendStream, WriteError};
 use tokio_util::codec::FramedRead;
+
+use crate::conn::{RecvStream, SendStream};
 
 /// A failure while moving frames over a stream.
 #[derive(Debug, thiserror::Error)]
@@ -13,12 +15,12 @@ pub enum StreamError {
     /// The bytes were not a valid frame (or exceeded a limit).
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
-    /// Reading from the QUIC stream failed.
+    /// Reading from the stream failed (reset, connection lost).
     #[error("stream read failed: {0}")]
-    Read(#[from] ReadError),
-    /// Writing to the QUIC stream failed.
+    Read(#[source] std::io::Error),
+    /// Writing to the stream failed (stopped or reset by the peer, connection lost).
     #[error("stream write failed: {0}")]
-    Write(#[from] WriteError),
+    Write(#[source] std::io::Error),
     /// The stream ended in the middle of a frame.
     #[error("stream ended inside a frame")]
     TruncatedFrame,
@@ -28,19 +30,15 @@ pub enum StreamError {
 }
 
 impl StreamError {
-    /// Unwraps the underlying QUIC read error, if the frame reader saw one.
+    /// Separates the stream's own read errors from bad frames.
     fn from_codec(e: ProtocolError) -> Self {
-        if let ProtocolError::Io(io) = &e {
-            if let Some(inner) = io.get_ref() {
-                if let Some(re) = inner.downcast_ref::<ReadError>() {
-                    return StreamError::Read(re.clone());
-                }
+        match e {
+            ProtocolError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                StreamError::TruncatedFrame
             }
-            if io.kind() == std::io::ErrorKind::UnexpectedEof {
-                return StreamError::TruncatedFrame;
-            }
+            ProtocolError::Io(io) => StreamError::Read(io),
+            other => StreamError::Protocol(other),
         }
-        StreamError::Protocol(e)
     }
 }
 
@@ -84,8 +82,8 @@ impl FrameReader {
     }
 
     /// Asks the peer to stop sending on this stream.
-    pub fn stop(&mut self, code: quinn::VarInt) {
-        let _ = self.inner.get_mut().stop(code);
+    pub fn stop(&mut self) {
+        self.inner.get_mut().stop();
     }
 }
 
@@ -112,7 +110,10 @@ impl FrameWriter {
         })?;
         let header = Bytes::copy_from_slice(&encode_header(frame.kind, len));
         let mut chunks = [header, frame.payload.clone()];
-        self.inner.write_all_chunks(&mut chunks).await?;
+        self.inner
+            .write_all_chunks(&mut chunks)
+            .await
+            .map_err(StreamError::Write)?;
         self.wire_bytes += frame.wire_len() as u64;
         Ok(())
     }
@@ -127,7 +128,7 @@ impl FrameWriter {
         self.wire_bytes
     }
 
-    /// The underlying stream (priority, stopped()).
+    /// The underlying stream (reset, stopped()).
     pub fn stream(&mut self) -> &mut SendStream {
         &mut self.inner
     }

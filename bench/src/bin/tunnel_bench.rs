@@ -223,7 +223,11 @@ fn run(args: RunArgs) -> Result<()> {
         let summary = tx.finish().await?;
         let seconds = start.elapsed().as_secs_f64();
         let (cpu1, _) = self_usage();
-        let udp_tx = session.connection().stats().udp_tx.bytes;
+        let udp_tx = session
+            .connection()
+            .quic()
+            .map(|q| q.stats().udp_tx.bytes)
+            .unwrap_or(0);
         session.close("bench done").await;
         anyhow::Ok((seconds, summary, udp_tx, cpu1 - cpu0))
     })?;
