@@ -18,7 +18,8 @@
 #
 # Runs (each verified by row count + checksum against the source):
 #   1. link:  Ferry PG->PG on the shaped link, compression none, zstd:1, zstd:3,
-#             zstd:9 (cubic, the default controller).
+#             zstd:9 (cubic: the default was cubic when these were first measured;
+#             LINK_CONGESTION=bbr for the current default).
 #   2. ssh:   the peer: `COPY (select ...) TO STDOUT` | `COPY ... FROM STDIN`
 #             run inside fwan-idc, the target reached through
 #             `ssh -N -L 127.0.0.1:PORT:/var/run/postgresql/.s.PGSQL.5432`
@@ -48,7 +49,7 @@
 #      LINK_ROWS=ROWS  RELAY_ROWS=ROWS  (fewer rows: the runs read `id <= N`)
 #      COMPRESSIONS="none zstd:1 zstd:3 zstd:9"  SSH_MODES="plain compressed"
 #      RELAY_LOSSES="0 1 3" (percent)  RELAY_RTTS="50 150" (ms)
-#      CONGESTIONS="cubic bbr"  RELAY_COMPRESSION=zstd:1  RELAY_BASELINE=1  SEED=1
+#      CONGESTIONS="cubic bbr"  LINK_CONGESTION=cubic  RELAY_COMPRESSION=zstd:1  RELAY_BASELINE=1  SEED=1
 #      COPY_FORMAT=text|binary  SKIP_LINK=1  SKIP_SSH=1  SKIP_RELAY=1
 #      TRANSPORT="..." (extra TOML lines for both sides' [transport])  NO_BUILD=1 (use the built binaries)
 # Output: $BENCH_WORK/ferry-wan.ROWS.<time>/{runs.tsv,summary.txt,logs}
@@ -448,7 +449,7 @@ log "ferry wan: rows=$ROWS link_rows=$LINK_ROWS relay_rows=$RELAY_ROWS runs=$RUN
 for run in $(seq 1 "$RUNS"); do
   if [ "${SKIP_LINK:-0}" != 1 ]; then
     for comp in $COMPRESSIONS; do
-      ferry_run link "ferry direct" "$LINK_ROWS" "$comp" cubic 0 0 "$run"
+      ferry_run link "ferry direct" "$LINK_ROWS" "$comp" "${LINK_CONGESTION:-cubic}" 0 0 "$run"
     done
   fi
   if [ "${SKIP_SSH:-0}" != 1 ]; then

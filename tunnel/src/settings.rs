@@ -14,6 +14,13 @@
 //!   (default 1452, what fits an Ethernet path with IPv6 headers).
 //! - GSO (segmentation offload) on: the kernel splits one large send into
 //!   MTU-sized datagrams, which saves most of the per-packet syscall cost.
+//! - BBR congestion control: agents sit behind long, lossy links, and
+//!   loss-based controllers read random loss as congestion. Measured with
+//!   `bench/wan.sh` (20 Mbit/s tbf, seeded loss both ways, 500,000 rows,
+//!   zstd:1): at 150 ms RTT CUBIC fell below 6 % of its loss-free
+//!   throughput at 1 % loss and below 4 % at 3 %, where BBR kept 101 % and
+//!   96 %; on a clean link BBR was 6-11 % slower than CUBIC. `cubic` and
+//!   `new_reno` stay selectable for paths known to be clean.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,12 +33,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Congestion {
-    /// CUBIC (RFC 8312): the common default of TCP stacks.
-    #[default]
+    /// CUBIC (RFC 8312): the common default of TCP stacks; collapses
+    /// under random loss.
     Cubic,
     /// NewReno (RFC 6582): conservative.
     NewReno,
-    /// BBR: model-based; holds up better on lossy long paths (quinn marks it experimental).
+    /// BBR: model-based; keeps its rate under random loss (the default;
+    /// quinn marks it experimental).
+    #[default]
     Bbr,
 }
 
@@ -66,7 +75,7 @@ impl Default for TransportSettings {
             stream_window: 16 << 20,
             connection_window: 64 << 20,
             send_window: 64 << 20,
-            congestion: Congestion::Cubic,
+            congestion: Congestion::Bbr,
             max_mtu: 1452,
             gso: true,
         }
