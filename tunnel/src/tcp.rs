@@ -7,6 +7,9 @@
 //! control messages and one per data task, each with its own flow-control
 //! window, so a slow task does not stall the control stream.
 //!
+//! The server speaks first: one byte once it has accepted the client's
+//! certificate, so a refusal reaches the client as the TLS alert it is.
+//!
 //! What yamux lacks, and how it is made up here:
 //! - a close code and reason (QUIC's CONNECTION_CLOSE): a side that closes
 //!   opens one last stream, tagged [`TAG_CLOSE`], carrying the code and the
@@ -38,6 +41,13 @@ use tokio_yamux::{Session, StreamHandle};
 
 use crate::close::{CloseCause, CloseCode};
 use crate::settings::TransportSettings;
+
+/// The byte the server sends once it has accepted the client's
+/// certificate. In TLS 1.3 the client finishes its handshake before the
+/// server has checked its certificate; a client that wrote first could hit
+/// the closed socket (EPIPE) before reading the server's refusal. Reading
+/// this byte (or the alert in its place) first makes the refusal the error.
+const READY: u8 = 0xF7;
 
 /// First byte of an ordinary stream.
 pub const TAG_STREAM: u8 = 0;
@@ -95,10 +105,21 @@ pub async fn connect(
         .await
         .map_err(|e| classify_io(&e))?;
     let probe = tune(&tcp, settings);
-    let stream = tokio_rustls::TlsConnector::from(tls)
+    let mut stream = tokio_rustls::TlsConnector::from(tls)
         .connect(server_name, tcp)
         .await
         .map_err(|e| classify_io(&e))?;
+    let mut ready = [0u8; 1];
+    stream
+        .read_exact(&mut ready)
+        .await
+        .map_err(|e| classify_io(&e))?;
+    if ready[0] != READY {
+        return Err(CloseCause::Transport(format!(
+            "the peer at {addr} does not speak Ferry's TLS/TCP transport (first byte {:#04x})",
+            ready[0]
+        )));
+    }
     let certs = stream.get_ref().1.peer_certificates().map(|c| c.to_vec());
     Ok(TcpConnection::start(
         Session::new_client(stream, yamux_config(settings)),
@@ -116,10 +137,15 @@ pub async fn accept(
     settings: &TransportSettings,
 ) -> Result<TcpConnection, CloseCause> {
     let probe = tune(&tcp, settings);
-    let stream = tokio_rustls::TlsAcceptor::from(tls)
+    let mut stream = tokio_rustls::TlsAcceptor::from(tls)
         .accept(tcp)
         .await
         .map_err(|e| classify_io(&e))?;
+    stream
+        .write_all(&[READY])
+        .await
+        .map_err(|e| classify_io(&e))?;
+    stream.flush().await.map_err(|e| classify_io(&e))?;
     let certs = stream.get_ref().1.peer_certificates().map(|c| c.to_vec());
     Ok(TcpConnection::start(
         Session::new_server(stream, yamux_config(settings)),
