@@ -19,6 +19,8 @@
 //!                                      # answer; always: TLS over TCP only; never: QUIC only
 //! address = "broker.example.com:443"   # the broker's TCP address (default: `broker`)
 //! quic_wait_secs = 5                   # how long an unanswered QUIC attempt is given
+//! retry_quic_secs = 600                # after a fallback, reconnect over TCP this long
+//!                                      # before QUIC is tried again (0: try QUIC every time)
 //!
 //! [sources.orders_db]                  # data sources jobs may name as <group>/orders_db
 //! kind = "mysql"                       # mysql, postgres, sqlite, file
@@ -116,6 +118,11 @@ pub struct TcpFallback {
     pub address: Option<String>,
     /// Seconds a QUIC attempt may go without any answer before TCP is tried.
     pub quic_wait_secs: u64,
+    /// After QUIC got no answer, reconnects go straight to TLS over TCP for
+    /// this many seconds, so a network that drops UDP does not cost
+    /// `quic_wait_secs` on every reconnect; then QUIC is tried again. 0: try
+    /// QUIC first every time.
+    pub retry_quic_secs: u64,
 }
 
 impl Default for TcpFallback {
@@ -124,6 +131,7 @@ impl Default for TcpFallback {
             mode: FallbackMode::Auto,
             address: None,
             quic_wait_secs: 5,
+            retry_quic_secs: 600,
         }
     }
 }
@@ -634,6 +642,12 @@ impl AgentConfig {
             return Err(ConfigError::Invalid {
                 field: "tcp_fallback.quic_wait_secs",
                 reason: "must be between 1 and 60".into(),
+            });
+        }
+        if self.tcp_fallback.retry_quic_secs > 86_400 {
+            return Err(ConfigError::Invalid {
+                field: "tcp_fallback.retry_quic_secs",
+                reason: "must be at most 86400 (a day)".into(),
             });
         }
         Ok(())

@@ -2,15 +2,15 @@
 //! where QUIC gets no answer), Hello → Welcome.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ferry_certs::{AgentIdentity, CertError};
 use ferry_protocol::control::{ControlMessage, RejectCode};
 use ferry_protocol::limits::Limits;
 use ferry_protocol::version::VersionRange;
 use ferry_tunnel::{CloseCause, Connection, EndpointError, FrameReader, FrameWriter, StreamError};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::catalog::Catalog;
 use crate::config::{AgentConfig, ConfigError, FallbackMode};
@@ -88,6 +88,8 @@ pub struct Connector {
     endpoint: quinn::Endpoint,
     alpn: Vec<u8>,
     versions: VersionRange,
+    /// In `auto` mode, after QUIC got no answer: when QUIC is tried again.
+    tcp_until: Mutex<Option<Instant>>,
 }
 
 impl Connector {
@@ -115,6 +117,7 @@ impl Connector {
             endpoint,
             alpn: alpn.to_vec(),
             versions,
+            tcp_until: Mutex::new(None),
         })
     }
 
@@ -125,7 +128,8 @@ impl Connector {
 
     /// One attempt, over QUIC or TLS/TCP as `[tcp_fallback]` says: in
     /// `auto` mode a QUIC attempt that gets no answer at all within
-    /// `quic_wait_secs` is followed at once by one over TLS/TCP.
+    /// `quic_wait_secs` is followed at once by one over TLS/TCP, and later
+    /// attempts go straight to TLS/TCP for `retry_quic_secs`.
     /// Certificates are re-read from disk each time, so a renewed
     /// certificate is picked up without a restart.
     pub async fn connect(&self) -> Result<Session, ConnectError> {
@@ -134,6 +138,14 @@ impl Connector {
             FallbackMode::Never => self.connect_quic(HANDSHAKE_TIMEOUT).await,
             FallbackMode::Always => self.connect_tcp().await,
             FallbackMode::Auto => {
+                if let Some(until) = self.tcp_preferred() {
+                    info!(
+                        "QUIC got no answer recently; connecting over TLS/TCP at {} (QUIC is tried again in {}s)",
+                        self.config.broker_tcp(),
+                        until.saturating_duration_since(Instant::now()).as_secs()
+                    );
+                    return self.connect_tcp().await;
+                }
                 let wait = Duration::from_secs(fallback.quic_wait_secs).min(HANDSHAKE_TIMEOUT);
                 match self.connect_quic(wait).await {
                     Err(e @ ConnectError::NoAnswer { .. }) => {
@@ -141,12 +153,33 @@ impl Connector {
                             "{e}; falling back to TLS over TCP at {}",
                             self.config.broker_tcp()
                         );
-                        self.connect_tcp().await
+                        let session = self.connect_tcp().await?;
+                        // Remember only a fallback that worked: if TCP fails
+                        // too, the network is down, not UDP blocked.
+                        self.prefer_tcp_for(Duration::from_secs(fallback.retry_quic_secs));
+                        Ok(session)
                     }
                     other => other,
                 }
             }
         }
+    }
+
+    /// Until when reconnects skip QUIC, if they do now.
+    fn tcp_preferred(&self) -> Option<Instant> {
+        let mut until = self.tcp_until.lock().unwrap_or_else(|e| e.into_inner());
+        match *until {
+            Some(t) if Instant::now() < t => Some(t),
+            _ => {
+                *until = None;
+                None
+            }
+        }
+    }
+
+    fn prefer_tcp_for(&self, period: Duration) {
+        let t = Instant::now().checked_add(period);
+        *self.tcp_until.lock().unwrap_or_else(|e| e.into_inner()) = t.filter(|_| !period.is_zero());
     }
 
     /// One attempt over QUIC; the peer must answer within `wait`.

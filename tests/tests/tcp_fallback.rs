@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use ferry_agent::connect::Connector;
 use ferry_agent::{AgentConfig, ConnectError};
 use ferry_broker::data::{counting, refuse_all, Counters};
-use ferry_certs::{Refusal, RevokeSelector};
+use ferry_certs::Refusal;
 use ferry_protocol::data::{Compression, StreamHeader};
 use ferry_tests::pki::CertFiles;
-use ferry_tunnel::{CloseCause, CloseCode, Transport};
+use ferry_tunnel::{CloseCause, Transport};
 
 fn header(task: &str, compression: Compression) -> StreamHeader {
     StreamHeader {
@@ -100,23 +101,7 @@ async fn the_protocol_runs_over_tls_tcp_with_its_close_reasons() {
     assert_eq!(counters.rows.load(Ordering::Relaxed), 40_000);
 
     // The broker's close code crosses too: revoke the certificate.
-    s.pki
-        .ca
-        .revoke(&RevokeSelector::AgentId("tcp-01".into()))
-        .unwrap();
-    let cause = tokio::time::timeout(Duration::from_secs(10), session.closed())
-        .await
-        .expect("closed in time");
-    assert!(
-        matches!(
-            cause,
-            CloseCause::Closed {
-                code: CloseCode::Revoked,
-                ..
-            }
-        ),
-        "{cause}"
-    );
+    revoke_and_expect_close(&s, "tcp-01", &session).await;
     // And a new attempt is refused in TLS, by name.
     let err =
         match ferry_agent::connect(&config(&s, &agent, broker.local_addr(), tcp, "always")).await {
@@ -196,6 +181,58 @@ async fn the_agent_falls_back_when_quic_gets_no_answer() {
     broker.shutdown().await;
 }
 
+/// Datagrams that reached `silent` since the last call.
+fn datagrams(silent: &UdpSocket) -> usize {
+    silent.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    while silent.recv(&mut buf).is_ok() {
+        n += 1;
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_fallback_reconnects_skip_quic_for_a_while() {
+    let s = Setup::new();
+    let broker = s.broker(refuse_all()).await;
+    let tcp = broker.tcp_addr().unwrap();
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let agent = s.pki.agent("fb-03", "g");
+    let cfg = config(&s, &agent, silent.local_addr().unwrap(), tcp, "auto");
+    // Let a dropped attempt's last packets land before counting.
+    let settle = || tokio::time::sleep(Duration::from_millis(300));
+
+    let connector = Connector::new(&cfg).unwrap();
+    let first = connector.connect().await.expect("falls back");
+    assert_eq!(first.transport(), Transport::TlsTcp);
+    settle().await;
+    assert!(datagrams(&silent) > 0, "QUIC was tried first");
+    first.close("reconnect").await;
+    let second = connector.connect().await.expect("reconnects");
+    assert_eq!(second.transport(), Transport::TlsTcp);
+    settle().await;
+    assert_eq!(
+        datagrams(&silent),
+        0,
+        "the reconnect went straight to TLS/TCP"
+    );
+    second.close("done").await;
+
+    // retry_quic_secs = 0: QUIC is tried first on every attempt.
+    let mut every_time = cfg.clone();
+    every_time.tcp_fallback.retry_quic_secs = 0;
+    let connector = Connector::new(&every_time).unwrap();
+    for attempt in 0..2 {
+        let session = connector.connect().await.expect("falls back");
+        assert_eq!(session.transport(), Transport::TlsTcp);
+        settle().await;
+        assert!(datagrams(&silent) > 0, "attempt {attempt} tried QUIC");
+        session.close("done").await;
+    }
+    broker.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_is_refused_over_tls_tcp_by_name() {
     let s = Setup::new();
@@ -238,6 +275,7 @@ async fn bad_fallback_settings_are_named() {
     for (section, field) in [
         ("address = \"no-port\"", "tcp_fallback.address"),
         ("quic_wait_secs = 0", "tcp_fallback.quic_wait_secs"),
+        ("retry_quic_secs = 86401", "tcp_fallback.retry_quic_secs"),
     ] {
         let c: AgentConfig = toml_from(&format!("{base}\n[tcp_fallback]\n{section}\n"));
         let e = c.check().unwrap_err().to_string();
