@@ -278,6 +278,24 @@ impl NatSite {
         }
     }
 
+    /// Moves the agent's host to `192.168.<n>.<host>` (DHCP, a failover):
+    /// deleting the old address takes its routes along, so the default
+    /// route is added again. Returns the new address.
+    pub fn readdress_idc(&self, host: u8) -> String {
+        let new_ip = swap_address(&self.idc, &self.idc_dev, &self.idc_ip, host);
+        let gw = format!("{}.1", net_of(&self.idc_ip));
+        self.idc
+            .exec(&["ip", "route", "add", "default", "via", &gw]);
+        new_ip
+    }
+
+    /// Gives the router's uplink the public address `198.18.<n>.<host>` (an
+    /// ISP re-assigns it): MASQUERADE forgets every mapping of the old one.
+    /// Returns the new public address.
+    pub fn readdress_public(&self, host: u8) -> String {
+        swap_address(&self.router, &self.router_dev, &self.public_ip, host)
+    }
+
     /// Makes the router drop every UDP datagram it would forward, the way
     /// firewalls that allow only TCP out do.
     pub fn block_udp(&self) {
@@ -310,4 +328,17 @@ impl NatSite {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
     }
+}
+
+/// The first three octets of an IPv4 address.
+fn net_of(ip: &str) -> &str {
+    ip.rsplit_once('.').map_or(ip, |(net, _)| net)
+}
+
+/// Replaces `old`/24 on `dev` in `ns` with `<net of old>.<host>`/24.
+fn swap_address(ns: &Netns, dev: &str, old: &str, host: u8) -> String {
+    let new = format!("{}.{host}", net_of(old));
+    ns.exec(&["ip", "addr", "del", &format!("{old}/24"), "dev", dev]);
+    ns.exec(&["ip", "addr", "add", &format!("{new}/24"), "dev", dev]);
+    new
 }

@@ -288,37 +288,10 @@ fn a_job_goes_on_when_the_agent_is_readdressed() {
     let site = &rig.site;
     // About 10 s of work, so the move lands mid-job.
     let id = rig.submit("{channel: 2, record: 6000}");
-    let start = Instant::now();
-    while rig.status(&id)["progress"]["records_written"].as_u64() < Some(10_000) {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "job did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_rows(&rig, &id, 10_000);
     // The agent's host gets a new address (DHCP, a failover): its packets
     // leave from it, and the NAT maps them to a new public port.
-    let n = site
-        .idc_ip
-        .rsplit_once('.')
-        .map(|(net, _)| net.to_string())
-        .unwrap();
-    let new_ip = format!("{n}.3");
-    // Deleting the address takes its routes along; the new one gets a
-    // default route of its own.
-    let dev = site.idc_dev.as_str();
-    site.idc.exec(&[
-        "ip",
-        "addr",
-        "del",
-        &format!("{}/24", site.idc_ip),
-        "dev",
-        dev,
-    ]);
-    site.idc
-        .exec(&["ip", "addr", "add", &format!("{new_ip}/24"), "dev", dev]);
-    site.idc
-        .exec(&["ip", "route", "add", "default", "via", &format!("{n}.1")]);
+    site.readdress_idc(3);
     let end = rig.wait_end(&id, Duration::from_secs(90));
     assert_eq!(end["state"], "succeeded", "{end:#}\n{}", rig.agent.output());
     rig.assert_target_equals_source();
@@ -377,23 +350,7 @@ fn a_job_goes_on_when_the_nat_mapping_changes() {
     // MASQUERADE forgets every mapping of the old address, so the agent's
     // next datagram leaves from a new address and port. The agent itself
     // sees nothing change.
-    let n = site
-        .public_ip
-        .rsplit_once('.')
-        .map(|(net, _)| net.to_string())
-        .unwrap();
-    let new_public = format!("{n}.3");
-    let dev = site.router_dev.as_str();
-    site.router.exec(&[
-        "ip",
-        "addr",
-        "del",
-        &format!("{}/24", site.public_ip),
-        "dev",
-        dev,
-    ]);
-    site.router
-        .exec(&["ip", "addr", "add", &format!("{new_public}/24"), "dev", dev]);
+    let new_public = site.readdress_public(3);
     let end = rig.wait_end(&id, Duration::from_secs(90));
     assert_eq!(end["state"], "succeeded", "{end:#}\n{}", rig.agent.output());
     rig.assert_target_equals_source();

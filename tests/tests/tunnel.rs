@@ -326,24 +326,8 @@ async fn revoking_a_connected_agent_closes_its_session() {
         broker.registry().len() == 1
     })
     .await;
-    s.pki
-        .ca
-        .revoke(&RevokeSelector::AgentId("live-01".into()))
-        .unwrap();
     // No explicit reload: the broker's watcher polls the CRL file every second.
-    let cause = tokio::time::timeout(Duration::from_secs(10), session.closed())
-        .await
-        .expect("closed in time");
-    assert!(
-        matches!(
-            cause,
-            CloseCause::Closed {
-                code: CloseCode::Revoked,
-                ..
-            }
-        ),
-        "{cause}"
-    );
+    revoke_and_expect_close(&s, "live-01", &session).await;
     eventually("unregistered", Duration::from_secs(5), || {
         broker.registry().is_empty()
     })

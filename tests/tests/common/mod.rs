@@ -120,6 +120,29 @@ pub async fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bo
     panic!("timed out after {timeout:?} waiting for: {what}");
 }
 
+/// Revokes `agent_id`'s certificate and waits for the broker, which polls
+/// its CRL file, to close `session` with the Revoked code.
+pub async fn revoke_and_expect_close(s: &Setup, agent_id: &str, session: &ferry_agent::Session) {
+    use ferry_tunnel::{CloseCause, CloseCode};
+    s.pki
+        .ca
+        .revoke(&ferry_certs::RevokeSelector::AgentId(agent_id.into()))
+        .unwrap();
+    let cause = tokio::time::timeout(Duration::from_secs(10), session.closed())
+        .await
+        .expect("closed in time");
+    assert!(
+        matches!(
+            cause,
+            CloseCause::Closed {
+                code: CloseCode::Revoked,
+                ..
+            }
+        ),
+        "{cause}"
+    );
+}
+
 /// A small mixed-type batch.
 pub fn sample_batch(start: i64, rows: usize) -> arrow_array::RecordBatch {
     use arrow_array::{Decimal128Array, Int64Array, StringArray};
