@@ -23,6 +23,8 @@ ROOT=$(cd "$HERE/.." && pwd)
 SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
 # shellcheck disable=SC1091
 . "$SHARED/lib/common.sh"
+# shellcheck disable=SC1091
+. "$HERE/lib.sh"
 
 ROWS=${1:-1000000}
 RUNS=${RUNS:-3}
@@ -50,64 +52,16 @@ mkdir -p "$OUT"
 cd "$OUT" || exit 1
 
 # ---- PKI, configs, jobs ----
-"$FERRY" certs --dir pki init >/dev/null
-"$FERRY" certs --dir pki server --san 127.0.0.1,localhost >/dev/null
-"$FERRY" certs --dir pki agent --id bench-01 --group bench >/dev/null
-cat > broker.toml <<EOF
-listen = "127.0.0.1:$QUIC_PORT"
-admin_listen = "127.0.0.1:$ADMIN_PORT"
-jobs_dir = "jobs"
-[tls]
-ca = "pki/ca.pem"
-cert = "pki/broker.pem"
-key = "pki/broker.key"
-crl = "pki/crl.pem"
-[transport]
-${TRANSPORT:-}
-EOF
-cat > agent.toml <<EOF
-broker = "127.0.0.1:$QUIC_PORT"
-[tls]
-ca = "pki/ca.pem"
-cert = "pki/agents/bench-01.pem"
-key = "pki/agents/bench-01.key"
-[transport]
-${TRANSPORT:-}
-[sources.pg]
-kind = "postgres"
-url = "postgres://$PG_USER@$PG_HOST:$PG_PORT/$SRC_PG_DB"
+ferry_pki 127.0.0.1,localhost || { echo "ferry certs failed" >&2; exit 1; }
+ferry_configs "127.0.0.1:$QUIC_PORT" "127.0.0.1:$QUIC_PORT" jobs "${TRANSPORT:-}" "[sources.pg]
+kind = \"postgres\"
+url = \"postgres://$PG_USER@$PG_HOST:$PG_PORT/$SRC_PG_DB\"
 [sources.my]
-kind = "mysql"
-url = "mysql://$MY_USER@$MY_HOST:$MY_PORT/$SRC_MY_DB"
-EOF
-for src in pg my; do
-  case $src in pg) reader=postgresqlreader ;; my) reader=mysqlreader ;; esac
-  cat > "job_$src.yaml" <<EOF
-reader:
-  name: $reader
-  parameter:
-    datasource: bench/$src
-    table: $TABLE
-    column: [${COLS//,/, }]
-    splitPk: id
-writer:
-  name: postgresqlwriter
-  parameter:
-    url: postgres://$PG_USER@$PG_HOST:$PG_PORT/$DST_PG_DB
-    table: $TABLE
-    column: [${COLS//,/, }]
-setting:
-  speed: {channel: $CHANNEL}
-EOF
-done
-
-pg_dst() { $PSQL -d "$DST_PG_DB" "$@"; }
-prepare_target() {
-  pg_dst -c "SET client_min_messages=warning; DROP TABLE IF EXISTS public.$TABLE CASCADE;" >/dev/null
-  pg_dst -c "$PG_DDL" >/dev/null
-  pg_dst -c "CHECKPOINT" >/dev/null
-  sync
-}
+kind = \"mysql\"
+url = \"mysql://$MY_USER@$MY_HOST:$MY_PORT/$SRC_MY_DB\""
+DST_URL="postgres://$PG_USER@$PG_HOST:$PG_PORT/$DST_PG_DB"
+ferry_job job_pg.yaml postgresqlreader bench/pg "$DST_URL" "$CHANNEL"
+ferry_job job_my.yaml mysqlreader bench/my "$DST_URL" "$CHANNEL"
 hwm_kib() { awk '/^VmHWM:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 cpu_s() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 stop() { kill -TERM "$1" 2>/dev/null; for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done; kill -KILL "$1" 2>/dev/null; }

@@ -18,8 +18,9 @@
 #
 # Runs (each verified by row count + checksum against the source):
 #   1. link:  Ferry PG->PG on the shaped link, compression none, zstd:1, zstd:3,
-#             zstd:9 (cubic: the default was cubic when these were first measured;
-#             LINK_CONGESTION=bbr for the current default).
+#             zstd:9, over QUIC with BBR (the default; LINK_CONGESTION=cubic for
+#             the earlier one); and TLS_TCP_COMPRESSIONS over the TLS-over-TCP
+#             fallback (agent `[tcp_fallback] mode = "always"`, kernel TCP).
 #   2. ssh:   the peer: `COPY (select ...) TO STDOUT` | `COPY ... FROM STDIN`
 #             run inside fwan-idc, the target reached through
 #             `ssh -N -L 127.0.0.1:PORT:/var/run/postgresql/.s.PGSQL.5432`
@@ -49,7 +50,7 @@
 #      LINK_ROWS=ROWS  RELAY_ROWS=ROWS  (fewer rows: the runs read `id <= N`)
 #      COMPRESSIONS="none zstd:1 zstd:3 zstd:9"  SSH_MODES="plain compressed"
 #      RELAY_LOSSES="0 1 3" (percent)  RELAY_RTTS="50 150" (ms)
-#      CONGESTIONS="cubic bbr"  LINK_CONGESTION=cubic  RELAY_COMPRESSION=zstd:1  RELAY_BASELINE=1  SEED=1
+#      CONGESTIONS="cubic bbr"  LINK_CONGESTION=bbr  TLS_TCP_COMPRESSIONS="" (e.g. "zstd:1")  RELAY_COMPRESSION=zstd:1  RELAY_BASELINE=1  SEED=1
 #      COPY_FORMAT=text|binary  SKIP_LINK=1  SKIP_SSH=1  SKIP_RELAY=1
 #      TRANSPORT="..." (extra TOML lines for both sides' [transport])  NO_BUILD=1 (use the built binaries)
 # Output: $BENCH_WORK/ferry-wan.ROWS.<time>/{runs.tsv,summary.txt,logs}
@@ -68,6 +69,8 @@ fi
 [ -f "$SHARED/lib/common.sh" ] || { echo "shared bench harness not found at $SHARED; set SHARED_BENCH" >&2; exit 1; }
 # shellcheck disable=SC1091
 . "$SHARED/lib/common.sh"
+# shellcheck disable=SC1091
+. "$HERE/lib.sh"
 
 ROWS=${1:-1000000}
 RUNS=${RUNS:-1}
@@ -80,6 +83,8 @@ CHANNEL=${CHANNEL:-2}
 LINK_ROWS=${LINK_ROWS:-$ROWS}
 RELAY_ROWS=${RELAY_ROWS:-$ROWS}
 COMPRESSIONS=${COMPRESSIONS:-none zstd:1 zstd:3 zstd:9}
+TLS_TCP_COMPRESSIONS=${TLS_TCP_COMPRESSIONS:-}
+LINK_CONGESTION=${LINK_CONGESTION:-bbr}
 SSH_MODES=${SSH_MODES:-plain compressed}
 RELAY_LOSSES=${RELAY_LOSSES:-0 1 3}
 RELAY_RTTS=${RELAY_RTTS:-50 150}
@@ -198,60 +203,21 @@ qdisc_drops() {  # packets tbf dropped so far, both ends
 }
 
 # ---------------- PKI, agent/broker configs, jobs ----------------
-if [ ! -f pki/agents/bench-01.pem ]; then
-  "$FERRY" certs --dir pki init >/dev/null
-  "$FERRY" certs --dir pki server --san "$IP_CLOUD,127.0.0.1,localhost" >/dev/null
-  "$FERRY" certs --dir pki agent --id bench-01 --group bench >/dev/null
-fi
-write_configs() {  # $1 broker address the agent dials, $2 congestion, $3 jobs dir
-  cat > broker.toml <<EOF
-listen = "$IP_CLOUD:$QUIC_PORT"
-admin_listen = "127.0.0.1:$ADMIN_PORT"
-jobs_dir = "$3"
-[tls]
-ca = "pki/ca.pem"
-cert = "pki/broker.pem"
-key = "pki/broker.key"
-crl = "pki/crl.pem"
-[transport]
-congestion = "$2"
-${TRANSPORT:-}
-EOF
-  cat > agent.toml <<EOF
-broker = "$1"
-[tls]
-ca = "pki/ca.pem"
-cert = "pki/agents/bench-01.pem"
-key = "pki/agents/bench-01.key"
-[transport]
-congestion = "$2"
-${TRANSPORT:-}
+ferry_pki "$IP_CLOUD,127.0.0.1,localhost" || { echo "ferry certs failed" >&2; exit 1; }
+write_configs() {  # $1 broker address the agent dials, $2 congestion, $3 jobs dir, $4 quic|tls-tcp
+  local fallback=""
+  [ "$4" = tls-tcp ] && fallback='[tcp_fallback]
+mode = "always"'
+  ferry_configs "$IP_CLOUD:$QUIC_PORT" "$1" "$3" "congestion = \"$2\"
+${TRANSPORT:-}" "$fallback
 [sources.pg]
-kind = "postgres"
-url = "$PGURL_SRC"
-EOF
+kind = \"postgres\"
+url = \"$PGURL_SRC\""
 }
 write_job() {  # $1 rows: the job reads id <= rows when fewer than the table's
   local where=""
-  [ "$1" -lt "$ROWS" ] && where="    where: \"id <= $1\""
-  cat > "job.$1.yaml" <<EOF
-reader:
-  name: postgresqlreader
-  parameter:
-    datasource: bench/pg
-    table: $TABLE
-    column: [${COLS//,/, }]
-    splitPk: id
-$where
-writer:
-  name: postgresqlwriter
-  parameter:
-    url: $PGURL_DST
-    table: $TABLE
-    column: [${COLS//,/, }]
-setting:
-  speed: {channel: $CHANNEL}
-EOF
+  [ "$1" -lt "$ROWS" ] && where="id <= $1"
+  ferry_job "job.$1.yaml" postgresqlreader bench/pg "$PGURL_DST" "$CHANNEL" "$where"
 }
 
 # Source checksum and COPY-text bytes of the first N rows (ids are 1..ROWS).
@@ -268,13 +234,6 @@ source_facts() {
   write_job "$n"
 }
 
-pg_dst() { $PSQL -d "$DST_PG_DB" "$@"; }
-prepare_target() {
-  pg_dst -c "SET client_min_messages=warning; DROP TABLE IF EXISTS public.$TABLE CASCADE;" >/dev/null
-  pg_dst -c "$PG_DDL" >/dev/null
-  pg_dst -c "CHECKPOINT" >/dev/null
-  sync
-}
 verify() {  # $1 expected rows -> ok | count=N | checksum_mismatch
   local n s
   n=$(pg_count "$DST_PG_DB"); s=$(pg_checksum "$DST_PG_DB" 2>&1 | head -1)
@@ -303,7 +262,7 @@ record() { local IFS=$'\t'; printf '%s\n' "$*" >> "$RUNS_TSV"; }
 ferry_run() {
   local section=$1 path=$2 n=$3 comp=$4 cc=$5 rtt=$6 loss=$7 run=$8
   local tag dial rpid="" bpid apid t0 t1 rc status secs wire l0 l1 d0 d1 arss brss acpu bcpu id written
-  local rdu=0 rdd=0 lossp cap=$LINK_CAP
+  local rdu=0 rdd=0 lossp cap=$LINK_CAP transport
   [ "$section" = relay ] && cap=$CAP
   tag="$section.${path// /_}.${comp/:/}.$cc.${rtt}ms.${loss}pct.$run"
   source_facts "$n"
@@ -317,7 +276,9 @@ ferry_run() {
     rpid=$!; PIDS+=("$rpid")
     wait_listen "$NS_CLOUD" -u "$RELAY_PORT" || return 1
   fi
-  write_configs "$dial" "$cc" "jobs/$tag"
+  transport=quic
+  [ "$path" = "ferry tls-tcp" ] && transport=tls-tcp
+  write_configs "$dial" "$cc" "jobs/$tag" "$transport"
   cp broker.toml "logs/broker.$tag.toml"; cp agent.toml "logs/agent.$tag.toml"
   ip netns exec "$NS_CLOUD" "$FERRY" broker run -c broker.toml > "logs/broker.$tag.log" 2>&1 &
   bpid=$!; PIDS+=("$bpid")
@@ -364,6 +325,11 @@ ferry_run() {
   else
     written=$(pg_count "$DST_PG_DB"); status=$(verify "$n")
   fi
+  if [ "$transport" = tls-tcp ] && ! grep -q "tunnel up over TLS/TCP" "logs/agent.$tag.log"; then
+    status="failed:not_over_tls_tcp"
+  fi
+  # Over TLS/TCP the kernel's TCP congestion control applies, not [transport]'s.
+  [ "$transport" = tls-tcp ] && cc="tcp-$(ip netns exec "$NS_IDC" sysctl -n net.ipv4.tcp_congestion_control)"
   record "$section" "$path" "$comp" "$cc" "$rtt" "$loss" "$run" "$n" "$written" "$secs" "${wire:-0}" \
     $((l1 - l0)) $((d1 - d0)) "$arss" "$brss" "$acpu" "$bcpu" "${rdu:-0}" "${rdd:-0}" "$status"
   log "$tag: ${secs}s rows=$written/$n wire=${wire}B link=$((l1 - l0))B agent=${arss}KiB broker=${brss}KiB relay_drops=${rdu:-0}/${rdd:-0} $status"
@@ -440,7 +406,7 @@ ssh_run() {
   if [ "$rc" = 124 ]; then status=capped
   elif [ "$rc" != 0 ]; then status="failed:exit=$rc"
   else status=$(verify "$n"); fi
-  record ssh "ssh -L$([ "$mode" = compressed ] && echo ' -C')" "ssh:$([ "$mode" = compressed ] && echo zlib || echo none)" tcp-cubic 0 0 "$run" "$n" "$written" "$secs" 0 \
+  record ssh "ssh -L$([ "$mode" = compressed ] && echo ' -C')" "ssh:$([ "$mode" = compressed ] && echo zlib || echo none)" "tcp-$(ip netns exec "$NS_IDC" sysctl -n net.ipv4.tcp_congestion_control)" 0 0 "$run" "$n" "$written" "$secs" 0 \
     $((l1 - l0)) $((d1 - d0)) "$rss" 0 "$cpu" 0 0 0 "$status"
   log "$tag: ${secs}s rows=$written/$n link=$((l1 - l0))B ssh_client=${rss}KiB $status"
 }
@@ -449,7 +415,10 @@ log "ferry wan: rows=$ROWS link_rows=$LINK_ROWS relay_rows=$RELAY_ROWS runs=$RUN
 for run in $(seq 1 "$RUNS"); do
   if [ "${SKIP_LINK:-0}" != 1 ]; then
     for comp in $COMPRESSIONS; do
-      ferry_run link "ferry direct" "$LINK_ROWS" "$comp" "${LINK_CONGESTION:-cubic}" 0 0 "$run"
+      ferry_run link "ferry direct" "$LINK_ROWS" "$comp" "$LINK_CONGESTION" 0 0 "$run"
+    done
+    for comp in $TLS_TCP_COMPRESSIONS; do
+      ferry_run link "ferry tls-tcp" "$LINK_ROWS" "$comp" "$LINK_CONGESTION" 0 0 "$run"
     done
   fi
   if [ "${SKIP_SSH:-0}" != 1 ]; then
