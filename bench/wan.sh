@@ -21,6 +21,11 @@
 #             zstd:9, over QUIC with BBR (the default; LINK_CONGESTION=cubic for
 #             the earlier one); and TLS_TCP_COMPRESSIONS over the TLS-over-TCP
 #             fallback (agent `[tcp_fallback] mode = "always"`, kernel TCP).
+#             LINK_LOSSES="0 1 3" repeats them with that share of packets
+#             dropped in each direction (iptables `statistic --mode random`
+#             on each namespace's INPUT from the veth: after the tbf, silent to
+#             the sender, like loss on the path; not seeded, unlike the relay;
+#             it reaches TCP too, which the UDP relay cannot carry).
 #   2. ssh:   the peer: `COPY (select ...) TO STDOUT` | `COPY ... FROM STDIN`
 #             run inside fwan-idc, the target reached through
 #             `ssh -N -L 127.0.0.1:PORT:/var/run/postgresql/.s.PGSQL.5432`
@@ -41,16 +46,19 @@
 # the target holds, which gives a lower bound of rows/s.
 # Broker and agent are restarted for each run, so their peak RSS (VmHWM) is that run's.
 #
-# Needs root and: iproute2 (ip, tc), openssh-server + openssh-client, postgresql-client,
-# jq; install with `apt-get install -y iproute2 openssh-server openssh-client
-# postgresql-client jq`. The data comes from the shared harness (SHARED_BENCH,
+# Needs root and: iproute2 (ip, tc), iptables, openssh-server + openssh-client,
+# postgresql-client, jq; install with `apt-get install -y iproute2 iptables
+# openssh-server openssh-client postgresql-client jq`. The data comes from the shared harness (SHARED_BENCH,
 # default ../shared/bench next to the main checkout; gen_data.sh makes the table).
 #
 # Env: RUNS=1  CAP=240  LINK_CAP=900  RATE=20mbit  BURST=32kbit  TBF_LATENCY=400ms  CHANNEL=2
 #      LINK_ROWS=ROWS  RELAY_ROWS=ROWS  (fewer rows: the runs read `id <= N`)
 #      COMPRESSIONS="none zstd:1 zstd:3 zstd:9"  SSH_MODES="plain compressed"
 #      RELAY_LOSSES="0 1 3" (percent)  RELAY_RTTS="50 150" (ms)
-#      CONGESTIONS="cubic bbr"  LINK_CONGESTION=bbr  TLS_TCP_COMPRESSIONS="" (e.g. "zstd:1")  RELAY_COMPRESSION=zstd:1  RELAY_BASELINE=1  SEED=1
+#      CONGESTIONS="cubic bbr"  LINK_CONGESTION=bbr  TLS_TCP_COMPRESSIONS="" (e.g. "zstd:1")  LINK_LOSSES="0" (percent)
+#      TCP_CONGESTION= (the kernel's TCP congestion control in both namespaces, for
+#      TLS/TCP and SSH runs; default: the host's; a namespace may only pick one
+#      listed in the host's net.ipv4.tcp_allowed_congestion_control)  RELAY_COMPRESSION=zstd:1  RELAY_BASELINE=1  SEED=1
 #      COPY_FORMAT=text|binary  SKIP_LINK=1  SKIP_SSH=1  SKIP_RELAY=1
 #      TRANSPORT="..." (extra TOML lines for both sides' [transport])  NO_BUILD=1 (use the built binaries)
 # Output: $BENCH_WORK/ferry-wan.ROWS.<time>/{runs.tsv,summary.txt,logs}
@@ -82,8 +90,9 @@ TBF_LATENCY=${TBF_LATENCY:-400ms}
 CHANNEL=${CHANNEL:-2}
 LINK_ROWS=${LINK_ROWS:-$ROWS}
 RELAY_ROWS=${RELAY_ROWS:-$ROWS}
-COMPRESSIONS=${COMPRESSIONS:-none zstd:1 zstd:3 zstd:9}
+COMPRESSIONS=${COMPRESSIONS-none zstd:1 zstd:3 zstd:9}  # may be empty: TLS_TCP_COMPRESSIONS only
 TLS_TCP_COMPRESSIONS=${TLS_TCP_COMPRESSIONS:-}
+LINK_LOSSES=${LINK_LOSSES:-0}
 LINK_CONGESTION=${LINK_CONGESTION:-bbr}
 SSH_MODES=${SSH_MODES:-plain compressed}
 RELAY_LOSSES=${RELAY_LOSSES:-0 1 3}
@@ -109,8 +118,8 @@ PGURL_SRC="postgres://postgres@localhost/$SRC_PG_DB?host=$PGSOCK"
 PGURL_DST="postgres://postgres@localhost/$DST_PG_DB?host=$PGSOCK"
 
 [ "$(id -u)" = 0 ] || { echo "wan.sh needs root (network namespaces, tc)" >&2; exit 1; }
-for tool in ip tc ssh /usr/sbin/sshd ssh-keygen psql jq; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y iproute2 openssh-server openssh-client postgresql-client jq" >&2; exit 1; }
+for tool in ip tc iptables ssh /usr/sbin/sshd ssh-keygen psql jq; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y iproute2 iptables openssh-server openssh-client postgresql-client jq" >&2; exit 1; }
 done
 if [ "$LINK_ROWS" -gt "$ROWS" ] || [ "$RELAY_ROWS" -gt "$ROWS" ]; then
   echo "LINK_ROWS/RELAY_ROWS must not exceed ROWS" >&2; exit 1
@@ -185,6 +194,11 @@ ip -n "$NS_IDC" link set "$DEV_IDC" up
 ip -n "$NS_CLOUD" link set "$DEV_CLOUD" up
 ip netns exec "$NS_IDC" tc qdisc add dev "$DEV_IDC" root tbf rate "$RATE" burst "$BURST" latency "$TBF_LATENCY" || exit 1
 ip netns exec "$NS_CLOUD" tc qdisc add dev "$DEV_CLOUD" root tbf rate "$RATE" burst "$BURST" latency "$TBF_LATENCY" || exit 1
+if [ -n "${TCP_CONGESTION:-}" ]; then
+  for ns in "$NS_IDC" "$NS_CLOUD"; do
+    ip netns exec "$ns" sysctl -q -w "net.ipv4.tcp_congestion_control=$TCP_CONGESTION" || exit 1
+  done
+fi
 ip -n "$NS_IDC" route get "$IP_CLOUD" >/dev/null || { echo "no route $IP_IDC -> $IP_CLOUD" >&2; exit 1; }
 log "link: $NS_IDC $IP_IDC <-> $NS_CLOUD $IP_CLOUD, tbf rate $RATE burst $BURST latency $TBF_LATENCY both egresses"
 # Foreground helpers only: a function run in the background is a subshell, and
@@ -194,6 +208,17 @@ in_idc() { ip netns exec "$NS_IDC" "$@"; }
 in_cloud() { ip netns exec "$NS_CLOUD" "$@"; }
 link_bytes() {  # bytes that crossed the link so far, both directions (idc veth tx + rx)
   ip -n "$NS_IDC" -j -s link show "$DEV_IDC" | jq '.[0].stats64.tx.bytes + .[0].stats64.rx.bytes'
+}
+link_loss() {  # $1 percent of the packets each namespace receives from the veth to drop (0: none)
+  local pair ns dev p
+  for pair in "$NS_IDC:$DEV_IDC" "$NS_CLOUD:$DEV_CLOUD"; do
+    ns=${pair%%:*}; dev=${pair#*:}
+    ip netns exec "$ns" iptables -F INPUT || return 1
+    if [ "$1" != 0 ]; then
+      p=$(awk -v p="$1" 'BEGIN{printf "%g", p/100}')
+      ip netns exec "$ns" iptables -A INPUT -i "$dev" -m statistic --mode random --probability "$p" -j DROP || return 1
+    fi
+  done
 }
 qdisc_drops() {  # packets tbf dropped so far, both ends
   local a b
@@ -277,7 +302,7 @@ ferry_run() {
     wait_listen "$NS_CLOUD" -u "$RELAY_PORT" || return 1
   fi
   transport=quic
-  [ "$path" = "ferry tls-tcp" ] && transport=tls-tcp
+  case $path in "ferry tls-tcp"*) transport=tls-tcp ;; esac
   write_configs "$dial" "$cc" "jobs/$tag" "$transport"
   cp broker.toml "logs/broker.$tag.toml"; cp agent.toml "logs/agent.$tag.toml"
   ip netns exec "$NS_CLOUD" "$FERRY" broker run -c broker.toml > "logs/broker.$tag.log" 2>&1 &
@@ -414,12 +439,18 @@ ssh_run() {
 log "ferry wan: rows=$ROWS link_rows=$LINK_ROWS relay_rows=$RELAY_ROWS runs=$RUNS cap=${CAP}s link_cap=${LINK_CAP}s channel=$CHANNEL out=$OUT"
 for run in $(seq 1 "$RUNS"); do
   if [ "${SKIP_LINK:-0}" != 1 ]; then
-    for comp in $COMPRESSIONS; do
-      ferry_run link "ferry direct" "$LINK_ROWS" "$comp" "$LINK_CONGESTION" 0 0 "$run"
+    for loss in $LINK_LOSSES; do
+      link_loss "$loss" || { echo "iptables failed: apt-get install -y iptables" >&2; exit 1; }
+      suffix=""
+      [ "$loss" != 0 ] && suffix=" ($loss% loss)"
+      for comp in $COMPRESSIONS; do
+        ferry_run link "ferry direct$suffix" "$LINK_ROWS" "$comp" "$LINK_CONGESTION" 0 "$loss" "$run"
+      done
+      for comp in $TLS_TCP_COMPRESSIONS; do
+        ferry_run link "ferry tls-tcp$suffix" "$LINK_ROWS" "$comp" "$LINK_CONGESTION" 0 "$loss" "$run"
+      done
     done
-    for comp in $TLS_TCP_COMPRESSIONS; do
-      ferry_run link "ferry tls-tcp" "$LINK_ROWS" "$comp" "$LINK_CONGESTION" 0 0 "$run"
-    done
+    link_loss 0
   fi
   if [ "${SKIP_SSH:-0}" != 1 ]; then
     [ -n "$SSHD_PID" ] || start_sshd || { echo "sshd did not start" >&2; exit 1; }
