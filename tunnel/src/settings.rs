@@ -16,10 +16,10 @@
 //!   MTU-sized datagrams, which saves most of the per-packet syscall cost.
 //! - BBR congestion control: agents sit behind long, lossy links, and
 //!   loss-based controllers read random loss as congestion. Measured with
-//!   `bench/wan.sh` (20 Mbit/s tbf, seeded loss both ways, 500,000 rows,
-//!   zstd:1): at 150 ms RTT CUBIC fell below 6 % of its loss-free
-//!   throughput at 1 % loss and below 4 % at 3 %, where BBR kept 101 % and
-//!   96 %; on a clean link BBR was 6-11 % slower than CUBIC. `cubic` and
+//!   `bench/wan.sh` (20 Mbit/s tbf, seeded loss both ways, 1,000,000 rows,
+//!   zstd:1): at 150 ms RTT CUBIC fell below 5 % of its loss-free
+//!   throughput at 1 % loss and below 3 % at 3 %, where BBR kept 99 % and
+//!   98 %; on a clean link BBR was 1.6-2.4 % slower than CUBIC. `cubic` and
 //!   `new_reno` stay selectable for paths known to be clean.
 
 use std::sync::Arc;
