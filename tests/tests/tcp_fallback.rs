@@ -62,12 +62,7 @@ async fn the_protocol_runs_over_tls_tcp_with_its_close_reasons() {
     assert_eq!(session.welcome().agent_id, "tcp-01");
 
     // Listed as such, with the identity from the certificate.
-    eventually("registered", Duration::from_secs(5), || {
-        broker.registry().len() == 1
-    })
-    .await;
-    let url = format!("http://{}/v1/agents", broker.admin_addr());
-    let agents: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    let agents = listed_agents(&broker).await;
     assert_eq!(agents[0]["transport"], "tls-tcp", "{agents}");
     assert_eq!(agents[0]["certificate_serial"], agent.serial.as_str());
 

@@ -42,12 +42,7 @@ async fn agent_connects_is_listed_and_streams_batches() {
     assert_eq!(session.welcome().group, "idc-sh");
 
     // Listed by the registry and by the admin API, identity from the certificate.
-    eventually("agent registered", Duration::from_secs(5), || {
-        broker.registry().len() == 1
-    })
-    .await;
-    let url = format!("http://{}/v1/agents", broker.admin_addr());
-    let agents: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    let agents = listed_agents(&broker).await;
     let a = &agents[0];
     assert_eq!(a["agent_id"], "sh-01");
     assert_eq!(a["group"], "idc-sh");

@@ -120,6 +120,17 @@ pub async fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bo
     panic!("timed out after {timeout:?} waiting for: {what}");
 }
 
+/// Waits until `broker` has one agent registered, then returns its admin
+/// API's `GET /v1/agents`.
+pub async fn listed_agents(broker: &Broker) -> serde_json::Value {
+    eventually("agent registered", Duration::from_secs(5), || {
+        broker.registry().len() == 1
+    })
+    .await;
+    let url = format!("http://{}/v1/agents", broker.admin_addr());
+    reqwest::get(&url).await.unwrap().json().await.unwrap()
+}
+
 /// Revokes `agent_id`'s certificate and waits for the broker, which polls
 /// its CRL file, to close `session` with the Revoked code.
 pub async fn revoke_and_expect_close(s: &Setup, agent_id: &str, session: &ferry_agent::Session) {
