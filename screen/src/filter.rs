@@ -1037,3 +1037,489 @@ fn is_plain_number(text: &str) -> bool {
     }
     i == b.len() && text.len() <= 100
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cols() -> Vec<String> {
+        [
+            "id",
+            "name",
+            "Created_At",
+            "a\"b",
+            "x`y",
+            "Dup",
+            "dup2",
+            "DUP2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    fn ok(text: &str, dialect: Dialect) -> String {
+        let columns = cols();
+        match screen_where(text, dialect, Some(&columns)) {
+            Ok(sql) => {
+                // Rendering is stable.
+                assert_eq!(
+                    screen_where(&sql, dialect, Some(&columns)).as_deref(),
+                    Ok(sql.as_str()),
+                    "{dialect:?}: {text}"
+                );
+                sql
+            }
+            Err(e) => panic!("{dialect:?}: {text:?} refused: {e}"),
+        }
+    }
+
+    fn refused(text: &str, dialect: Dialect) -> String {
+        let columns = cols();
+        match screen_where(text, dialect, Some(&columns)) {
+            Ok(sql) => panic!("{dialect:?}: {text:?} accepted as {sql}"),
+            Err(e) => {
+                let message = e.to_string();
+                assert!(message.starts_with("`where`: "), "{message}");
+                message
+            }
+        }
+    }
+
+    fn has(text: &str, dialect: Dialect, needle: &str) {
+        let message = refused(text, dialect);
+        assert!(
+            message.contains(needle),
+            "{dialect:?}: {text:?}: {message:?} does not mention {needle:?}"
+        );
+    }
+
+    fn refused_all(text: &str, needle: &str) {
+        for dialect in [Dialect::Postgres, Dialect::MySql, Dialect::Sqlite] {
+            let message = refused(text, dialect);
+            assert!(
+                message.contains(needle),
+                "{dialect:?}: {text:?}: {message:?} does not mention {needle:?}"
+            );
+        }
+    }
+
+    use Dialect::{MySql, Postgres, Sqlite};
+
+    #[test]
+    fn columns_are_quoted_in_catalog_spelling() {
+        assert_eq!(ok("id = 1", Postgres), r#"("id" = 1)"#);
+        assert_eq!(ok("id = 1", MySql), "(`id` = 1)");
+        assert_eq!(ok("id = 1", Sqlite), r#"("id" = 1)"#);
+        // Case-insensitive unique match takes the catalog spelling.
+        assert_eq!(
+            ok("created_at IS NULL", Postgres),
+            r#"("Created_At" IS NULL)"#
+        );
+        assert_eq!(
+            ok("CREATED_AT IS NOT NULL", MySql),
+            "(`Created_At` IS NOT NULL)"
+        );
+        // Quotes inside names are doubled.
+        assert_eq!(ok(r#""a""b" = 1"#, Postgres), r#"("a""b" = 1)"#);
+        assert_eq!(ok("`x``y` = 1", MySql), "(`x``y` = 1)");
+        assert_eq!(ok("`x``y` = 1", Sqlite), r#"("x`y" = 1)"#);
+        // Exact match wins over case-insensitive ones; several inexact matches are ambiguous.
+        assert_eq!(ok(r#""DUP2" = 1"#, Postgres), r#"("DUP2" = 1)"#);
+        has(r#""Dup2" = 1"#, Postgres, "matches several columns");
+    }
+
+    #[test]
+    fn unknown_and_qualified_columns_are_refused() {
+        refused_all(
+            "secret_col = 1",
+            "column `secret_col` is not a column of the table",
+        );
+        refused_all("t.id = 1", "`t.id` is a qualified name");
+        refused_all("public.t.id = 1", "`public.t.id` is a qualified name");
+        has(
+            r#""other".col = 1"#,
+            Postgres,
+            "`other.col` is a qualified name",
+        );
+        has(
+            r#""other".col = 1"#,
+            Sqlite,
+            "`other.col` is a qualified name",
+        );
+        has("`other`.col = 1", MySql, "`other.col` is a qualified name");
+    }
+
+    #[test]
+    fn without_columns_any_plain_name_is_accepted_and_quoted() {
+        assert_eq!(
+            screen_where("whatever = 1 AND \"Odd\"\"Name\" > 2", Postgres, None).as_deref(),
+            Ok(r#"(("whatever" = 1) AND ("Odd""Name" > 2))"#)
+        );
+        assert_eq!(
+            screen_where("whatever = 1", MySql, None).as_deref(),
+            Ok("(`whatever` = 1)")
+        );
+        assert!(screen_where("t.c = 1", Postgres, None).is_err());
+        assert!(screen_where("@x = 1", MySql, None).is_err());
+    }
+
+    #[test]
+    fn literals() {
+        for d in [Postgres, MySql, Sqlite] {
+            assert_eq!(ok("id = 42", d), r#"("id" = 42)"#.replace('"', q(d)));
+            assert_eq!(
+                ok("id = 1.5e-3", d),
+                r#"("id" = 1.5e-3)"#.replace('"', q(d))
+            );
+            assert_eq!(ok("id = 1.25", d), r#"("id" = 1.25)"#.replace('"', q(d)));
+            assert_eq!(
+                ok("id IS NULL OR id = TRUE OR id = false", d),
+                r#"((("id" IS NULL) OR ("id" = TRUE)) OR ("id" = FALSE))"#.replace('"', q(d))
+            );
+            assert_eq!(
+                ok("name = NULL", d),
+                r#"("name" = NULL)"#.replace('"', q(d))
+            );
+        }
+        has("id = .5", Postgres, "the number `.5`");
+    }
+
+    fn q(d: Dialect) -> &'static str {
+        if d == MySql {
+            "`"
+        } else {
+            "\""
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped_per_dialect() {
+        // Postgres: standard string with a backslash (standard_conforming_strings).
+        assert_eq!(ok(r"name = 'a\b'", Postgres), r#"("name" = E'a\\b')"#);
+        assert_eq!(ok("name = 'it''s'", Postgres), r#"("name" = E'it''s')"#);
+        assert_eq!(
+            ok(r"name = E'a\\b\'c'", Postgres),
+            r#"("name" = E'a\\b''c')"#
+        );
+        assert_eq!(ok(r"name = E'\x41\n'", Postgres), "(\"name\" = E'A\n')");
+        assert_eq!(ok("name = 'żółć ✓'", Postgres), "(\"name\" = E'żółć ✓')");
+        assert_eq!(ok("name = ''", Postgres), "(\"name\" = E'')");
+        // MySQL: the tokenizer unescapes `\'`, we double backslashes and quotes.
+        assert_eq!(ok(r"name = 'a\'b'", MySql), "(`name` = 'a''b')");
+        assert_eq!(ok(r"name = 'a\\b'", MySql), r"(`name` = 'a\\b')");
+        assert_eq!(ok("name = 'it''s'", MySql), "(`name` = 'it''s')");
+        assert_eq!(ok(r"name LIKE 'a\%'", MySql), r"(`name` LIKE 'a\\%')");
+        assert_eq!(ok("name = 'żółć ✓'", MySql), "(`name` = 'żółć ✓')");
+        // SQLite: no backslash escapes at all.
+        assert_eq!(ok(r"name = 'a\'", Sqlite), r#"("name" = 'a\')"#);
+        assert_eq!(ok("name = 'it''s'", Sqlite), r#"("name" = 'it''s')"#);
+        assert_eq!(ok("name = 'żółć ✓'", Sqlite), "(\"name\" = 'żółć ✓')");
+        // An attacker's `\'` can't close a MySQL string in the output.
+        assert_eq!(
+            ok(r"name = '\' OR 1=1 -- '", MySql),
+            r"(`name` = ''' OR 1=1 -- ')"
+        );
+    }
+
+    #[test]
+    fn refused_strings() {
+        has(r"name = E'a\x00b'", Postgres, "not valid SQL");
+        has("name = 'a\u{0}b'", Sqlite, "NUL");
+        has("name = N'x'", MySql, "national strings");
+        has("name = X'41'", MySql, "hex strings");
+        has("name = $$x$$", Postgres, "dollar-quoted");
+        has("name = \"x\"", MySql, "double-quoted strings");
+        has("name = U&'x'", Postgres, "unicode strings");
+        has("name = _utf8'x'", MySql, "introducers");
+    }
+
+    #[test]
+    fn operators() {
+        assert_eq!(
+            ok(
+                "id + 1 * 2 - 3 / 4 % 5 >= 0 AND NOT id <> 2 OR id != 3",
+                Postgres
+            ),
+            r#"(((("id" + (1 * 2)) - ((3 / 4) % 5)) >= 0) AND (NOT ("id" <> 2))) OR ("id" <> 3))"#
+                .replace("(((\"id\"", "((((\"id\"")
+                .replace(
+                    ")) >= 0) AND (NOT (\"id\" <> 2))) OR",
+                    ")) >= 0) AND (NOT (\"id\" <> 2))) OR"
+                )
+        );
+        assert_eq!(ok("-id < +1", MySql), "((-`id`) < (+1))");
+        assert_eq!(
+            ok("id IN (1, 2) AND id NOT IN (3)", Sqlite),
+            r#"(("id" IN (1, 2)) AND ("id" NOT IN (3)))"#
+        );
+        assert_eq!(
+            ok("id BETWEEN 1 AND 2 OR id NOT BETWEEN 3 AND 4", Postgres),
+            r#"(("id" BETWEEN 1 AND 2) OR ("id" NOT BETWEEN 3 AND 4))"#
+        );
+        assert_eq!(
+            ok("name LIKE 'a!%%' ESCAPE '!' AND name NOT LIKE 'b%'", MySql),
+            "((`name` LIKE 'a!%%' ESCAPE '!') AND (`name` NOT LIKE 'b%'))"
+        );
+        assert_eq!(ok("name ILIKE 'a%'", Postgres), r#"("name" ILIKE E'a%')"#);
+        assert_eq!(
+            ok("name NOT ILIKE 'a%'", Postgres),
+            r#"("name" NOT ILIKE E'a%')"#
+        );
+        assert_eq!(
+            ok("name || 'x' = 'y'", Sqlite),
+            r#"(("name" || 'x') = 'y')"#
+        );
+        assert_eq!(
+            ok("(id = 1) IS TRUE AND (id = 2) IS NOT FALSE", Postgres),
+            r#"((("id" = 1) IS TRUE) AND (("id" = 2) IS NOT FALSE))"#
+        );
+        assert_eq!(
+            ok("CASE WHEN id > 1 THEN 'a' ELSE 'b' END = 'a'", Sqlite),
+            r#"((CASE WHEN ("id" > 1) THEN 'a' ELSE 'b' END) = 'a')"#
+        );
+        has("name || 'x' = 'y'", MySql, "`||` is not allowed in MySQL");
+        has("name ILIKE 'a'", MySql, "`ILIKE`");
+        has("id IN ()", Postgres, "not valid SQL");
+    }
+
+    #[test]
+    fn casts_and_typed_literals() {
+        assert_eq!(
+            ok("id::int = 1", Postgres),
+            r#"(CAST("id" AS integer) = 1)"#
+        );
+        assert_eq!(
+            ok(
+                "CAST(name AS numeric(10,2)) > 1 AND name::varchar(5) = 'x'",
+                Postgres
+            ),
+            r#"((CAST("name" AS numeric(10,2)) > 1) AND (CAST("name" AS varchar(5)) = E'x'))"#
+        );
+        assert_eq!(
+            ok(
+                "CAST(created_at AS timestamp with time zone) > now()",
+                Postgres
+            ),
+            r#"(CAST("Created_At" AS timestamptz) > now())"#
+        );
+        assert_eq!(
+            ok("CAST(id AS double precision) > CAST(id AS boolean)", Sqlite),
+            r#"(CAST("id" AS double precision) > CAST("id" AS boolean))"#
+        );
+        assert_eq!(
+            ok("CAST(id AS UNSIGNED) = CAST(name AS DECIMAL(10,2))", MySql),
+            "(CAST(`id` AS UNSIGNED) = CAST(`name` AS DECIMAL(10,2)))"
+        );
+        assert_eq!(
+            ok("CAST(name AS CHAR(3)) = CAST(name AS DATETIME)", MySql),
+            "(CAST(`name` AS CHAR(3)) = CAST(`name` AS DATETIME))"
+        );
+        assert_eq!(
+            ok("created_at >= DATE '2024-01-01'", Postgres),
+            r#"("Created_At" >= DATE E'2024-01-01')"#
+        );
+        assert_eq!(
+            ok("created_at >= TIMESTAMP '2024-01-01 10:00:00'", MySql),
+            "(`Created_At` >= TIMESTAMP '2024-01-01 10:00:00')"
+        );
+        has("id::regclass = 1", Postgres, "casts to `REGCLASS`");
+        has("CAST(id AS json) = 1", Postgres, "casts to `JSON`");
+        has("id::int = 1", MySql, "`::`");
+        has("created_at > DATE '2024-01-01'", Sqlite, "typed literals");
+    }
+
+    #[test]
+    fn intervals() {
+        assert_eq!(
+            ok("created_at > now() - INTERVAL '1 day'", Postgres),
+            r#"("Created_At" > (now() - INTERVAL E'1 day'))"#
+        );
+        assert_eq!(
+            ok("created_at > now() - INTERVAL 1 DAY", MySql),
+            "(`Created_At` > (now() - INTERVAL 1 DAY))"
+        );
+        assert_eq!(
+            ok("created_at > date_sub(curdate(), INTERVAL 7 DAY)", MySql),
+            "(`Created_At` > date_sub(curdate(), INTERVAL 7 DAY))"
+        );
+        has("created_at > INTERVAL '1 day'", Sqlite, "INTERVAL");
+    }
+
+    #[test]
+    fn functions() {
+        assert_eq!(
+            ok("LOWER(name) = upper('x') AND length(name) > 1", Postgres),
+            r#"((lower("name") = upper(E'x')) AND (length("name") > 1))"#
+        );
+        assert_eq!(
+            ok(
+                "coalesce(name, 'a') = nullif(name, '') AND abs(id) > round(id, 2)",
+                MySql
+            ),
+            "((coalesce(`name`, 'a') = nullif(`name`, '')) AND (abs(`id`) > round(`id`, 2)))"
+        );
+        assert_eq!(
+            ok("floor(id) < ceil(id) AND ceiling(id) > 0", Sqlite),
+            r#"((floor("id") < ceil("id")) AND (ceiling("id") > 0))"#
+        );
+        assert_eq!(
+            ok("concat(name, 'x') = replace(name, 'a', 'b')", MySql),
+            "(concat(`name`, 'x') = replace(`name`, 'a', 'b'))"
+        );
+        assert_eq!(
+            ok("substring(name from 2 for 3) = substr(name, 1)", Postgres),
+            r#"(substr("name", 2, 3) = substr("name", 1))"#
+        );
+        assert_eq!(
+            ok("trim(name) = trim(LEADING 'x' FROM name)", MySql),
+            "(trim(`name`) = trim(LEADING 'x' FROM `name`))"
+        );
+        assert_eq!(
+            ok("left(name, 2) = right(name, 2)", Postgres),
+            r#"(left("name", 2) = right("name", 2))"#
+        );
+        assert_eq!(
+            ok("extract(YEAR FROM created_at) = 2024", Postgres),
+            r#"(extract(YEAR FROM "Created_At") = 2024)"#
+        );
+        assert_eq!(
+            ok(
+                "created_at < CURRENT_TIMESTAMP AND created_at < current_date",
+                Sqlite
+            ),
+            r#"(("Created_At" < current_timestamp) AND ("Created_At" < current_date))"#
+        );
+        assert_eq!(
+            ok(
+                "date_trunc('day', created_at) = to_date('2024', 'YYYY')",
+                Postgres
+            ),
+            r#"(date_trunc(E'day', "Created_At") = to_date(E'2024', E'YYYY'))"#
+        );
+        assert_eq!(
+            ok(
+                "date_format(created_at, '%Y') = '2024' AND str_to_date(name, '%Y') < now()",
+                MySql
+            ),
+            "((date_format(`Created_At`, '%Y') = '2024') AND (str_to_date(`name`, '%Y') < now()))"
+        );
+        assert_eq!(
+            ok("strftime('%Y', created_at) = '2024' AND julianday(created_at) > datetime('now', '-1 day')", Sqlite),
+            r#"((strftime('%Y', "Created_At") = '2024') AND (julianday("Created_At") > datetime('now', '-1 day')))"#
+        );
+    }
+
+    #[test]
+    fn refused_functions_are_named() {
+        for (text, name) in [
+            ("pg_read_file('/etc/passwd') IS NOT NULL", "pg_read_file"),
+            ("load_file('/etc/passwd') IS NOT NULL", "load_file"),
+            ("sleep(5) = 0", "sleep"),
+            ("benchmark(1000000, md5('a')) = 0", "benchmark"),
+            ("set_config('a', 'b', false) = 'b'", "set_config"),
+            ("setval('s', 1) = 1", "setval"),
+            ("nextval('s') = 1", "nextval"),
+            ("lo_from_bytea(0, 'x') = 1", "lo_from_bytea"),
+            ("dblink('x', 'y') IS NULL", "dblink"),
+            ("count(id) > 0", "count"),
+        ] {
+            refused_all(
+                text,
+                &format!("function `{name}` is not on the allow-list (allowed: abs, "),
+            );
+        }
+        has(
+            "table_to_xml('secret', true, false, '')::text::int > 0",
+            Postgres,
+            "function `table_to_xml` is not on the allow-list",
+        );
+        has(
+            r"query_to_xml(E'\\x73elect 1', true, false, '') IS NOT NULL",
+            Postgres,
+            "function `query_to_xml` is not on the allow-list",
+        );
+        has(
+            "pg_catalog.lower(name) = 'a'",
+            Postgres,
+            "qualified function names (`pg_catalog.lower`)",
+        );
+        has("now() > 1", Sqlite, "function `now`");
+        has("lower(DISTINCT name) = 'a'", Postgres, "DISTINCT");
+        has("lower(name) OVER () = 'a'", Postgres, "OVER");
+        has("lower(name ORDER BY id) = 'a'", Postgres, "ORDER BY");
+        has(
+            "lower(x => name) = 'a'",
+            Postgres,
+            "named function arguments",
+        );
+        has("lower(name, name) = 'a'", Postgres, "takes 1 argument");
+        has("extract(year from created_at) = 1", Sqlite, "extract");
+    }
+
+    #[test]
+    fn attacks_are_refused() {
+        refused_all("false) UNION ALL (TABLE secret", "unexpected `)`");
+        refused_all("id = 1; DROP TABLE t", "more than one statement");
+        refused_all("id = 1;", "trailing `;`");
+        refused_all("1=1 -- x", "comments are not allowed");
+        refused_all("1=1 #", "");
+        has("1=1 --", Postgres, "comments are not allowed");
+        // MySQL needs a space after `--`: this is `1 = 1 - -`, not a comment.
+        has("1=1 --", MySql, "not valid SQL");
+        refused_all("1=1 /* x */", "comments are not allowed");
+        refused_all(
+            "id > 0 /*!50000 UNION SELECT 1*/",
+            "MySQL executable comments",
+        );
+        refused_all(
+            "id > 0 /*M!100000 UNION SELECT 1*/",
+            "MySQL executable comments",
+        );
+        refused_all("/*!50000SELECT*/ 1", "MySQL executable comments");
+        has(
+            "1) INTO OUTFILE '/tmp/x' #",
+            MySql,
+            "comments are not allowed",
+        );
+        refused_all("1) INTO OUTFILE '/tmp/x'", "unexpected `)`");
+        refused_all("id = 1 INTO OUTFILE '/tmp/x'", "`INTO` is not allowed");
+        refused_all("(SELECT 1) = 1", "subqueries are not allowed");
+        refused_all(
+            "id IN (SELECT id FROM secret)",
+            "subqueries are not allowed",
+        );
+        refused_all(
+            "EXISTS (SELECT 1 FROM secret)",
+            "subqueries are not allowed",
+        );
+        has("id = $1", Postgres, "placeholders (`$1`)");
+        has("id = ?", MySql, "placeholders (`?`)");
+        has("@@version = 1", MySql, "session variables (`@@version`)");
+        has("@x = 1", MySql, "session variables (`@x`)");
+        has("@x = 1", Postgres, "operator");
+        has("name COLLATE \"C\" = 'a'", Postgres, "COLLATE");
+        has("name @> 'a'", Postgres, "operator `@>`");
+        has("name -> 'a' = '1'", Postgres, "operator `->`");
+        has("id[1] = 1", Postgres, "arrays");
+        assert!(refused("* = 1", Postgres).starts_with("`where`: "));
+        has("(id, name) = (1, 'a')", Postgres, "row values");
+        has("id = 1 UNION SELECT 1", Postgres, "UNION");
+    }
+
+    #[test]
+    fn limits() {
+        let deep = format!("{}id = 1{}", "(".repeat(40), ")".repeat(40));
+        assert_eq!(ok(&deep, Postgres), r#"("id" = 1)"#);
+        let too_deep = format!("{}id = 1{}", "(".repeat(200), ")".repeat(200));
+        has(&too_deep, Postgres, "nested more than");
+        let chain = (0..100).map(|_| "id = 1").collect::<Vec<_>>().join(" OR ");
+        has(&chain, MySql, "nested more than");
+        let long = format!("name = '{}'", "x".repeat(20_000));
+        has(&long, Sqlite, "more than the 16384 allowed");
+        // Messages never repeat much of the input.
+        let long_name = format!("{} = 1", "y".repeat(1000));
+        let message = refused(&long_name, Postgres);
+        assert!(message.len() < 200, "{message}");
+    }
+}
