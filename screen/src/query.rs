@@ -379,3 +379,189 @@ impl Visitor for QueryScreen {
         ControlFlow::Continue(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Dialect::{MySql, Postgres, Sqlite};
+
+    fn ok(text: &str, dialect: Dialect) -> ScreenedQuery {
+        screen_query(text, dialect).unwrap_or_else(|e| panic!("{dialect:?}: {text:?} refused: {e}"))
+    }
+
+    fn has(text: &str, dialect: Dialect, needle: &str) {
+        match screen_query(text, dialect) {
+            Ok(q) => panic!("{dialect:?}: {text:?} accepted: {q:?}"),
+            Err(e) => {
+                let message = e.to_string();
+                assert!(message.starts_with("`querySql`: "), "{message}");
+                assert!(
+                    message.contains(needle),
+                    "{dialect:?}: {text:?}: {message:?} does not mention {needle:?}"
+                );
+            }
+        }
+    }
+
+    fn all(text: &str, needle: &str) {
+        for d in [Postgres, MySql, Sqlite] {
+            has(text, d, needle);
+        }
+    }
+
+    #[test]
+    fn tables_are_listed() {
+        for d in [Postgres, MySql, Sqlite] {
+            let q = ok(
+                "SELECT a.id, b.x FROM public.a JOIN b ON a.id = b.id LEFT JOIN c ON c.id = a.id \
+                 WHERE a.id IN (SELECT id FROM d) AND EXISTS (SELECT 1 FROM e WHERE e.id = a.id)",
+                d,
+            );
+            assert_eq!(q.tables, ["public.a", "b", "c", "d", "e"], "{d:?}");
+            let q = ok("SELECT * FROM (SELECT * FROM inner_t) AS x, y", d);
+            assert_eq!(q.tables, ["inner_t", "y"], "{d:?}");
+            let q = ok("SELECT 1 UNION ALL SELECT id FROM u", d);
+            assert_eq!(q.tables, ["u"], "{d:?}");
+        }
+        let q = ok(r#"SELECT * FROM "Sch"."Tab""#, Postgres);
+        assert_eq!(q.tables, [r#""Sch"."Tab""#]);
+        let q = ok("SELECT * FROM `db`.`t`", MySql);
+        assert_eq!(q.tables, ["`db`.`t`"]);
+    }
+
+    #[test]
+    fn cte_names_are_not_tables_but_their_bodies_are_read() {
+        let q = ok(
+            "WITH x AS (SELECT * FROM base), y AS (SELECT * FROM x JOIN other ON true) \
+             SELECT * FROM y JOIN x ON true",
+            Postgres,
+        );
+        assert_eq!(q.tables, ["base", "other"]);
+        // A non-recursive CTE does not see itself: the inner `secret` is the real table.
+        let q = ok(
+            "WITH secret AS (SELECT * FROM secret) SELECT * FROM secret",
+            Postgres,
+        );
+        assert_eq!(q.tables, ["secret"]);
+        // A later CTE is not visible in an earlier one's body.
+        let q = ok(
+            "WITH a AS (SELECT * FROM b), b AS (SELECT 1) SELECT * FROM a",
+            Postgres,
+        );
+        assert_eq!(q.tables, ["b"]);
+        // A CTE in a subquery does not hide a table of the same name outside it.
+        let q = ok(
+            "SELECT * FROM (WITH secret AS (SELECT 1) SELECT * FROM secret) s, secret",
+            Postgres,
+        );
+        assert_eq!(q.tables, ["secret"]);
+        // Postgres folds unquoted names: CTE `s` does not hide the table "S".
+        let q = ok(r#"WITH s AS (SELECT 1) SELECT * FROM "S", S"#, Postgres);
+        assert_eq!(q.tables, [r#""S""#]);
+        // Recursive CTEs may refer to themselves.
+        let q = ok(
+            "WITH RECURSIVE r AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM r WHERE n < 3) \
+             SELECT * FROM r",
+            Postgres,
+        );
+        assert!(q.tables.is_empty(), "{:?}", q.tables);
+    }
+
+    #[test]
+    fn sql_is_rendered_for_postgres_and_sqlite_and_kept_for_mysql() {
+        let q = ok(
+            "select id -- comment\nfrom t /* c */ where x = 'a';",
+            Postgres,
+        );
+        assert_eq!(q.sql, "SELECT id FROM t WHERE x = 'a'");
+        // E-strings and quoted identifiers survive the round trip.
+        let q = ok(
+            r#"SELECT "we""ird" FROM t WHERE x = E'a\\b\'c\n'"#,
+            Postgres,
+        );
+        assert_eq!(q.sql, r#"SELECT "we""ird" FROM t WHERE x = E'a\\b\'c\n'"#);
+        let again = ok(&q.sql, Postgres);
+        assert_eq!(again.sql, q.sql);
+        let q = ok("SELECT x FROM t WHERE y = 'it''s' ;", Sqlite);
+        assert_eq!(q.sql, "SELECT x FROM t WHERE y = 'it''s'");
+        let q = ok("  SELECT `x` FROM t WHERE y = 'it''s' ; ; \n", MySql);
+        assert_eq!(q.sql, "SELECT `x` FROM t WHERE y = 'it''s'");
+    }
+
+    #[test]
+    fn non_reads_are_refused() {
+        all("SELECT 1; SELECT 2", "more than one statement");
+        all("SELECT 1; DROP TABLE t", "more than one statement");
+        all(
+            "INSERT INTO t VALUES (1)",
+            "only a SELECT query is allowed, not a `Insert`",
+        );
+        all("UPDATE t SET a = 1", "not a `Update`");
+        all("DELETE FROM t", "not a `Delete`");
+        all("DROP TABLE t", "only a SELECT query is allowed");
+        all("CREATE TABLE x (a int)", "only a SELECT query is allowed");
+        has("SELECT * INTO newt FROM t", Postgres, "`SELECT ... INTO`");
+        has("SELECT * FROM t FOR UPDATE", Postgres, "locking clauses");
+        has("SELECT * FROM t FOR SHARE", Postgres, "locking clauses");
+        has("SELECT * FROM t FOR UPDATE", MySql, "locking clauses");
+        has(
+            "WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x",
+            Postgres,
+            "data-modifying",
+        );
+        has(
+            "WITH x AS (INSERT INTO t VALUES (1) RETURNING *) SELECT * FROM x",
+            Postgres,
+            "data-modifying",
+        );
+        has("TABLE secret", Postgres, "not valid SQL");
+        has(
+            "SELECT 1 UNION ALL (TABLE secret)",
+            Postgres,
+            "`TABLE name`",
+        );
+        all(
+            "SELECT 1 /*!50000 UNION SELECT * FROM secret*/",
+            "executable comments",
+        );
+        has("SELECT 1 INTO OUTFILE '/tmp/x'", MySql, "not valid SQL");
+        has("SELECT * FROM t -- hi", MySql, "comments are not allowed");
+        has(
+            "SELECT * FROM t WHERE a = 'x\\' UNION SELECT 1",
+            MySql,
+            "backslashes",
+        );
+        has(
+            "SELECT * FROM generate_series(1, 3)",
+            Postgres,
+            "table functions",
+        );
+        has(
+            "SELECT pg_read_file('/etc/passwd')",
+            Postgres,
+            "function `pg_read_file`",
+        );
+        has(
+            "SELECT * FROM t WHERE query_to_xml('select 1', true, false, '') IS NOT NULL",
+            Postgres,
+            "function `query_to_xml`",
+        );
+        has(
+            "SELECT pg_catalog.pg_sleep(10)",
+            Postgres,
+            "function `pg_sleep`",
+        );
+        has(
+            "SELECT load_file('/etc/passwd')",
+            MySql,
+            "function `load_file`",
+        );
+        has("SELECT sleep(5)", MySql, "function `sleep`");
+        has(
+            "SELECT load_extension('x')",
+            Sqlite,
+            "function `load_extension`",
+        );
+        all("", "empty");
+    }
+}
