@@ -27,6 +27,20 @@
 //!   exactly one read-only `SELECT`, and it lists the tables it reads so that the agent can
 //!   check them against its table policy.
 //!
+//! What a filter may contain: plain (or quoted) names of the job table's columns; numbers
+//! (`digits[.digits][e±digits]`), single-quoted strings (PostgreSQL `E'...'` too), TRUE,
+//! FALSE, NULL, `DATE/TIMESTAMP/TIME '...'` (not SQLite); `= <> != < <= > >=`, AND, OR,
+//! NOT, unary `-`/`+`, `+ - * / %`, `||` (not MySQL), IS [NOT] NULL/TRUE/FALSE, [NOT] IN
+//! (list), [NOT] BETWEEN, [NOT] LIKE [ESCAPE], ILIKE (PostgreSQL), CASE, parentheses;
+//! CAST and `::` (PostgreSQL) to a fixed list of types; INTERVAL (PostgreSQL: string and
+//! optional unit, MySQL: value and unit); and the functions lower, upper, length,
+//! char_length, coalesce, nullif, abs, round, floor, ceil, ceiling, concat, substr/substring,
+//! trim, replace, left, right, date, now, current_date, current_timestamp, extract,
+//! date_trunc, to_char, to_date (PostgreSQL), date_format, date_add, date_sub, str_to_date,
+//! curdate (MySQL), strftime, datetime, julianday (SQLite), each where the dialect has it.
+//! Comments, subqueries, other tables' columns, placeholders and session variables are
+//! refused.
+//!
 //! Both refuse MySQL executable comments (`/*!`, `/*M!`) up front in every dialect, and every
 //! error names the refused construct without echoing more than about 60 characters of the
 //! input.
