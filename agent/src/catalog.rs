@@ -2,17 +2,27 @@
 //!
 //! Connection pools are kept per source for the life of the process so
 //! every task of a job does not reconnect. What the broker sees of the
-//! catalog is [`Catalog::advertised`]: names and kinds only.
+//! catalog is [`Catalog::advertised`]: names and kinds only. Every read the
+//! broker asks for goes through [`Catalog::prepare`], which holds it
+//! against the source's policy ([`crate::policy`]) before the source is
+//! touched, and every split through [`Catalog::check_split`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use ferry_connectors::Source;
+use ferry_connectors::{ReadSpec, Source, Split, SplitBounds};
 use ferry_protocol::control::SourceInfo;
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 
 use crate::config::SourceConfig;
+use crate::files::{FileRoot, Listings};
+use crate::policy::{self, ReadLimits};
+
+/// What the broker may be told of a connector error (never source values).
+fn peer_message(e: &ferry_connectors::ConnectorError) -> String {
+    e.to_string()
+}
 
 /// Options only the agent's config may set.
 const AGENT_ONLY: &[&str] = &["endpoint", "region", "accessKey", "secretKey"];
@@ -20,15 +30,35 @@ const AGENT_ONLY: &[&str] = &["endpoint", "region", "accessKey", "secretKey"];
 /// The data sources an agent may read.
 pub struct Catalog {
     configs: BTreeMap<String, SourceConfig>,
+    limits: ReadLimits,
     open: Mutex<HashMap<String, Arc<dyn Source>>>,
+    listings: Listings,
+}
+
+/// A read the source's policy allows, ready to plan or run.
+pub struct Read {
+    pub source: Arc<dyn Source>,
+    /// The spec as checked: `where` rendered again, `querySql` screened.
+    pub spec: ReadSpec,
+    /// File sources: the directory split paths are relative to.
+    files: Option<FileRoot>,
+    /// The job as the broker described it (source, options, spec), for the
+    /// file listings kept per job.
+    job: String,
 }
 
 impl Catalog {
-    pub fn new(configs: BTreeMap<String, SourceConfig>) -> Self {
+    pub fn new(configs: BTreeMap<String, SourceConfig>, limits: ReadLimits) -> Self {
         Self {
             configs,
+            limits,
             open: Mutex::new(HashMap::new()),
+            listings: Listings::default(),
         }
+    }
+
+    pub fn limits(&self) -> &ReadLimits {
+        &self.limits
     }
 
     /// What the broker may know: name and connector kind of each source.
@@ -42,61 +72,93 @@ impl Catalog {
             .collect()
     }
 
-    /// Checks a read against the source's policy: its table must be one
-    /// the source lists, and free-form SQL needs `allow_query_sql`.
-    pub fn permit(&self, name: &str, spec: &ferry_connectors::ReadSpec) -> Result<(), String> {
-        let Some(config) = self.configs.get(name) else {
-            return Ok(()); // `source` reports the unknown name.
-        };
-        let free_sql = |what: &str| {
-            format!(
-                "data source `{name}` does not allow free-form SQL ({what}); set allow_query_sql = true for it in the agent's config to permit it"
-            )
-        };
-        if !config.allow_query_sql {
-            if spec
-                .query_sql
-                .as_deref()
-                .is_some_and(|q| !q.trim().is_empty())
-            {
-                return Err(free_sql("querySql"));
-            }
-            if let Some(w) = &spec.where_clause {
-                let lower = w.to_ascii_lowercase();
-                let select = lower
-                    .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-                    .any(|word| word == "select");
-                if select || w.contains(';') {
-                    return Err(free_sql("a `where` with a subquery or `;`"));
-                }
-            }
+    /// Parses and checks a read the broker sent (`spec` and connector
+    /// `options` as JSON) for data source `name`, and opens the source.
+    pub async fn prepare(&self, name: &str, spec: &str, options: &str) -> Result<Read, String> {
+        let config = self.config(name)?;
+        let job = format!("{name}\u{0}{options}\u{0}{spec}");
+        let mut spec: ReadSpec =
+            serde_json::from_str(spec).map_err(|e| format!("invalid read spec: {e}"))?;
+        let options: Map<String, Value> =
+            serde_json::from_str(options).map_err(|e| format!("invalid connector options: {e}"))?;
+        policy::check_spec(name, config, &mut spec, &self.limits).map_err(|e| e.to_string())?;
+        let source = self.source(name, &options).await?;
+        if spec.where_clause.is_some() {
+            let columns = self.column_names(&source, &spec).await?;
+            policy::screen_where(name, config, &mut spec, &columns).map_err(|e| e.to_string())?;
         }
-        if !config.tables.is_empty() && spec.query_sql.is_none() {
-            let table = spec.table.as_deref().unwrap_or_default();
-            if !config.tables.iter().any(|p| table_matches(p, table)) {
-                return Err(format!(
-                    "data source `{name}` does not allow reading table `{table}` (allowed: {})",
-                    config.tables.join(", ")
-                ));
-            }
-        }
-        Ok(())
+        let files = match config.kind.as_str() {
+            ferry_engine::config::FILE_KIND => Some(FileRoot::of(&config.url)?),
+            _ => None,
+        };
+        Ok(Read {
+            source,
+            spec,
+            files,
+            job,
+        })
     }
 
-    /// The source named `name` for a job with connector options
-    /// `job_options`, opened (and kept) on first use.
-    ///
-    /// The agent's own options win over the job's, and a job may not set
-    /// where a source is or how to log in to it (`endpoint`, `region`,
-    /// `accessKey`, `secretKey`): those come from the agent's config only,
-    /// so a job cannot send the agent's credentials elsewhere. For a file
-    /// source, the job's `path` is taken relative to the source's URL.
-    pub async fn source(
-        &self,
-        name: &str,
-        job_options: &Map<String, Value>,
-    ) -> Result<Arc<dyn Source>, String> {
-        let config = self.configs.get(name).ok_or_else(|| {
+    /// Plans `read` into at most `max_splits` splits (capped by the
+    /// agent's limit); file paths come out relative to the source.
+    pub async fn plan(&self, read: &Read, max_splits: u32) -> Result<Vec<Split>, String> {
+        let n = max_splits.clamp(1, self.limits.max_splits) as usize;
+        let splits = read
+            .source
+            .plan(&read.spec, n)
+            .await
+            .map_err(|e| peer_message(&e))?;
+        match &read.files {
+            Some(root) => {
+                let splits = root.relative(splits)?;
+                self.listings.remember(&read.job, &splits);
+                Ok(splits)
+            }
+            None => Ok(splits),
+        }
+    }
+
+    /// Checks a split the broker sent for `read`: a file split must name a
+    /// file the agent listed for this job (listed again here when this
+    /// agent did not plan it), a key range a column of the table. Returns
+    /// the split as the connector reads it.
+    pub async fn check_split(&self, read: &Read, split: &str) -> Result<Split, String> {
+        let mut split: Split =
+            serde_json::from_str(split).map_err(|e| format!("invalid split: {e}"))?;
+        match (&mut split.bounds, &read.files) {
+            (SplitBounds::File { path }, Some(root)) => {
+                let full = root.full(path)?;
+                let listed = match self.listings.listed(&read.job, path) {
+                    Some(listed) => listed,
+                    None => {
+                        self.plan(read, self.limits.max_splits).await?;
+                        self.listings.listed(&read.job, path).unwrap_or(false)
+                    }
+                };
+                if !listed {
+                    return Err(format!(
+                        "file `{path}` is not one this agent listed for the job"
+                    ));
+                }
+                *path = full;
+            }
+            (SplitBounds::File { .. }, None) => {
+                return Err("a file split for a source that is not a file source".into())
+            }
+            (_, Some(_)) => return Err("a file source reads file splits only".into()),
+            (SplitBounds::IntRange { column, .. } | SplitBounds::NullKey { column }, None) => {
+                let columns = self.column_names(&read.source, &read.spec).await?;
+                if !columns.iter().any(|c| c == column) {
+                    return Err(format!("split key `{column}` is not a column of the table"));
+                }
+            }
+            (SplitBounds::All, None) => {}
+        }
+        Ok(split)
+    }
+
+    fn config(&self, name: &str) -> Result<&SourceConfig, String> {
+        self.configs.get(name).ok_or_else(|| {
             let known: Vec<&str> = self.configs.keys().map(String::as_str).collect();
             format!(
                 "this agent has no data source `{name}` (it has: {})",
@@ -106,7 +168,40 @@ impl Catalog {
                     known.join(", ")
                 }
             )
-        })?;
+        })
+    }
+
+    /// Every column of what `spec` reads (its table or query), as the
+    /// source's catalog spells them.
+    async fn column_names(
+        &self,
+        source: &Arc<dyn Source>,
+        spec: &ReadSpec,
+    ) -> Result<Vec<String>, String> {
+        let all = ReadSpec {
+            columns: Vec::new(),
+            where_clause: None,
+            ..spec.clone()
+        };
+        let schema = source.schema(&all).await.map_err(|e| peer_message(&e))?;
+        Ok(schema.fields().iter().map(|f| f.name().clone()).collect())
+    }
+
+    /// The source named `name` for a job with connector options
+    /// `job_options`, opened (and kept) on first use.
+    ///
+    /// The agent's own options win over the job's, and a job may not set
+    /// where a source is or how to log in to it (`endpoint`, `region`,
+    /// `accessKey`, `secretKey`): those come from the agent's config only,
+    /// so a job cannot send the agent's credentials elsewhere. For a file
+    /// source, the job's `path` is taken relative to the source's URL, and
+    /// the source is confined to the directory the agent's config names.
+    pub async fn source(
+        &self,
+        name: &str,
+        job_options: &Map<String, Value>,
+    ) -> Result<Arc<dyn Source>, String> {
+        let config = self.config(name)?;
         let mut options = job_options.clone();
         for key in AGENT_ONLY {
             options.remove(*key);
@@ -115,13 +210,16 @@ impl Catalog {
         options.extend(config.options.clone());
         let url = match sub {
             None => config.url.clone(),
-            Some(_) if config.kind != "file" => {
+            Some(_) if config.kind != ferry_engine::config::FILE_KIND => {
                 return Err(format!(
                     "data source `{name}` is not a file source: a job may not give it a `path`"
                 ))
             }
             Some(Value::String(sub)) => {
-                if sub.starts_with('/') || sub.contains("://") || sub.split('/').any(|c| c == "..")
+                if sub.starts_with('/')
+                    || sub.contains("://")
+                    || sub.contains(['\\', '\0'])
+                    || sub.split('/').any(|c| c == "..")
                 {
                     return Err(format!(
                         "path `{sub}` leaves data source `{name}`: give a path relative to it, without `..`"
@@ -139,23 +237,23 @@ impl Catalog {
         if let Some(s) = open.get(&key) {
             return Ok(s.clone());
         }
-        let source = ferry_engine::registry::open_source_at(&config.kind, &url, &options)
-            .await
-            .map_err(|e| format!("data source `{name}`: {e}"))?;
+        let source: Arc<dyn Source> = if config.kind == ferry_engine::config::FILE_KIND {
+            Arc::new(
+                ferry_connectors::file::FileSource::open_confined(&url, &options, &config.url)
+                    .map_err(|e| format!("data source `{name}`: {}", peer_message(&e)))?,
+            )
+        } else {
+            ferry_engine::registry::open_source_at(&config.kind, &url, &options)
+                .await
+                .map_err(|e| match e {
+                    ferry_engine::registry::OpenError::Connector { source, .. } => {
+                        format!("data source `{name}`: {}", peer_message(&source))
+                    }
+                    other => format!("data source `{name}`: {other}"),
+                })?
+        };
         open.insert(key, source.clone());
         Ok(source)
-    }
-}
-
-/// `pattern` is a table name, `schema.*`, or `*` (case-sensitive, quotes
-/// and backticks ignored).
-fn table_matches(pattern: &str, table: &str) -> bool {
-    let clean = |s: &str| s.replace(['"', '`'], "");
-    let (pattern, table) = (clean(pattern), clean(table));
-    match pattern.strip_suffix('*') {
-        Some("") => true,
-        Some(prefix) => table.starts_with(prefix) && !table[prefix.len()..].contains('.'),
-        None => pattern == table,
     }
 }
 
@@ -185,7 +283,7 @@ mod tests {
                 },
             );
         }
-        Catalog::new(m)
+        Catalog::new(m, ReadLimits::default())
     }
 
     fn opts(pairs: &[(&str, &str)]) -> Map<String, Value> {
@@ -193,49 +291,6 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
             .collect()
-    }
-
-    #[test]
-    fn policy_tables_and_free_sql() {
-        let c = catalog();
-        let spec = |table: &str, q: Option<&str>, w: Option<&str>| ferry_connectors::ReadSpec {
-            table: Some(table.into()),
-            query_sql: q.map(String::from),
-            where_clause: w.map(String::from),
-            ..Default::default()
-        };
-        assert!(c
-            .permit("db", &spec("orders", None, Some("id > 5")))
-            .is_ok());
-        assert!(c.permit("db", &spec("audit.log", None, None)).is_ok());
-        let e = c.permit("db", &spec("users", None, None)).unwrap_err();
-        assert!(
-            e.contains("table `users`") && e.contains("orders, audit.*"),
-            "{e}"
-        );
-        assert!(c.permit("db", &spec("audit.x.y", None, None)).is_err());
-        let e = c
-            .permit("db", &spec("orders", Some("SELECT * FROM users"), None))
-            .unwrap_err();
-        assert!(
-            e.contains("querySql") && e.contains("allow_query_sql"),
-            "{e}"
-        );
-        for w in [
-            "id IN (SELECT id FROM users)",
-            "1=1; DROP TABLE x",
-            "x=(Select 1)",
-        ] {
-            assert!(
-                c.permit("db", &spec("orders", None, Some(w))).is_err(),
-                "{w}"
-            );
-        }
-        // `selected` is a word of its own, not a subquery.
-        assert!(c
-            .permit("db", &spec("orders", None, Some("selected = 1")))
-            .is_ok());
-        assert!(table_matches("*", "anything.at_all"));
     }
 
     #[tokio::test]
@@ -255,6 +310,14 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.contains("not a file source"), "{e}");
+        for bad in [r"a\..\b", "a\u{0}b"] {
+            let e = c
+                .source("logs", &opts(&[("path", bad)]))
+                .await
+                .err()
+                .unwrap();
+            assert!(e.contains("leaves data source `logs`"), "{bad}: {e}");
+        }
         let e = c.source("nope", &Map::new()).await.err().unwrap();
         assert!(
             e.contains("no data source `nope`") && e.contains("db, logs"),

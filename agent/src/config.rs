@@ -28,7 +28,13 @@
 //! password = { env = "ORDERS_DB_PASSWORD" }  # or { file = "orders.pw" }, or "literal"
 //! options = { zeroDate = "null" }      # connector options (optional)
 //! tables = ["orders", "audit.*"]       # what jobs may read (default: any table)
-//! allow_query_sql = false              # free-form querySql / subqueries (default: off)
+//! allow_query_sql = false              # free-form querySql (default: off)
+//!
+//! [limits]                             # optional: caps on what the broker may ask
+//! max_fetch_size = 100000              # rows per batch (a job's fetchSize)
+//! max_splits = 1024                    # splits per plan (a job's channel asks for them)
+//! max_tasks = 64                       # tasks running at once
+//! max_plans = 16                       # plan requests answered at once
 //!
 //! [sources.lake]
 //! kind = "file"
@@ -91,6 +97,9 @@ pub struct AgentConfig {
     /// The data sources this agent reads, by name.
     #[serde(default)]
     pub sources: std::collections::BTreeMap<String, SourceConfig>,
+    /// Caps on what one message from the broker may make the agent do.
+    #[serde(default)]
+    pub limits: crate::policy::ReadLimits,
 }
 
 /// When the agent uses TLS over TCP instead of QUIC.
@@ -153,8 +162,9 @@ pub struct SourceConfig {
     pub options: serde_json::Map<String, serde_json::Value>,
     /// Tables jobs may read (`orders`, `shop.*`, `*`); empty: any table.
     pub tables: Vec<String>,
-    /// Whether jobs may send free-form SQL: `querySql`, or a `where` with a
-    /// subquery or a `;`. Off unless set: a free query reads any table.
+    /// Whether jobs may send free-form SQL (`querySql`): one read-only
+    /// statement over tables `tables` allows. Off unless set. A `where` is
+    /// always screened to a plain filter on the table's columns.
     pub allow_query_sql: bool,
     /// Secrets not read yet, and which options hold secrets.
     #[serde(skip)]

@@ -112,7 +112,7 @@ impl Connector {
         let endpoint = ferry_tunnel::client_endpoint(bind, tls, &config.transport)?;
         debug!(agent = %identity.agent_id, "agent endpoint ready");
         Ok(Self {
-            catalog: Arc::new(Catalog::new(config.sources.clone())),
+            catalog: Arc::new(Catalog::new(config.sources.clone(), config.limits)),
             config: config.clone(),
             endpoint,
             alpn: alpn.to_vec(),

@@ -12,11 +12,15 @@
 //!   over cores, acks tracked;
 //! - [`runner`]: the reconnect loop;
 //! - [`catalog`]: the agent's data sources (URLs and credentials stay here);
+//! - [`policy`]: what a read may ask of a source, checked on the agent;
+//! - [`files`]: which paths a file split may name;
 //! - [`worker`]: the reading half of jobs: plans and tasks the broker asks for.
 
 pub mod catalog;
 pub mod config;
 pub mod connect;
+pub mod files;
+pub mod policy;
 pub mod runner;
 pub mod sender;
 pub mod session;

@@ -1,17 +1,21 @@
 //! The reading half of jobs: plan requests and tasks from the broker.
 //!
 //! The broker names a data source; the agent resolves it from its own
-//! catalog, so URLs and credentials never cross the tunnel. A plan answers
-//! with the schema and splits. A task reads one split into a bounded
+//! catalog, so URLs and credentials never cross the tunnel. Every request
+//! is checked by the catalog against the source's policy first (the broker
+//! is not trusted to have done so), and at most `[limits] max_plans` plans
+//! and `max_tasks` tasks run at once. A plan answers with the schema and
+//! splits. A task reads one split into a bounded
 //! channel and sends it on its own data stream; QUIC flow control on that
 //! stream slows the source cursor when the broker's writer is slower.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use ferry_connectors::{ConnectorError, ReadSpec, Split};
+use ferry_connectors::ConnectorError;
 use ferry_protocol::control::ControlMessage;
 use ferry_protocol::data::{Compression, StreamHeader};
 use ferry_protocol::limits::Limits;
@@ -25,16 +29,23 @@ use crate::sender::DataSender;
 /// Batches encoded at once per task.
 const ENCODE_PARALLELISM: usize = 1;
 
-fn parse_options(options: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
-    serde_json::from_str(options).map_err(|e| format!("invalid connector options: {e}"))
-}
-
 /// Runs the job work one session receives.
 pub struct Worker {
     conn: ferry_tunnel::Connection,
     catalog: Arc<Catalog>,
     outbox: mpsc::Sender<ControlMessage>,
     tasks: Mutex<HashMap<String, AbortHandle>>,
+    /// Plan requests being answered.
+    plans: AtomicUsize,
+}
+
+/// Gives back a plan's slot when its answer is sent (or its task dies).
+struct PlanSlot<'a>(&'a AtomicUsize);
+
+impl Drop for PlanSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Worker {
@@ -48,6 +59,7 @@ impl Worker {
             catalog,
             outbox,
             tasks: Mutex::new(HashMap::new()),
+            plans: AtomicUsize::new(0),
         })
     }
 
@@ -61,15 +73,37 @@ impl Worker {
                 options,
                 max_splits,
             } => {
+                let max_plans = self.catalog.limits().max_plans;
+                if self.plans.fetch_add(1, Ordering::AcqRel) >= max_plans {
+                    self.plans.fetch_sub(1, Ordering::AcqRel);
+                    warn!(request_id, %datasource, "plan refused: {max_plans} plans already running");
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        me.send(ControlMessage::plan_failed(
+                            request_id,
+                            format!("this agent answers at most {max_plans} plan requests at once ([limits] max_plans)"),
+                        ))
+                        .await;
+                    });
+                    return true;
+                }
                 let me = self.clone();
                 tokio::spawn(async move {
-                    let reply = match me.plan(&datasource, &spec, &options, max_splits).await {
+                    let slot = PlanSlot(&me.plans);
+                    let planning = {
+                        let (me, datasource) = (me.clone(), datasource.clone());
+                        tokio::spawn(async move {
+                            me.plan(&datasource, &spec, &options, max_splits).await
+                        })
+                    };
+                    let reply = match planning.await.unwrap_or_else(|e| Err(crashed(e))) {
                         Ok(reply) => reply(request_id),
                         Err(e) => {
                             warn!(request_id, %datasource, "plan failed: {e}");
                             ControlMessage::plan_failed(request_id, e)
                         }
                     };
+                    drop(slot);
                     me.send(reply).await;
                 });
             }
@@ -86,10 +120,32 @@ impl Worker {
                 // Registered under the lock the task takes to deregister, so
                 // a task that ends at once cannot leave a stale entry.
                 let mut tasks = self.lock_tasks();
-                let handle = tokio::spawn(async move {
-                    let r = me
-                        .run_task(&task_id, &datasource, &spec, &options, &split, compression)
+                let max_tasks = self.catalog.limits().max_tasks;
+                if tasks.len() >= max_tasks || tasks.contains_key(&id) {
+                    drop(tasks);
+                    warn!(task = %id, "task refused: {max_tasks} tasks running, or the id is in use");
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        me.send(ControlMessage::task_failed(
+                            id,
+                            format!("this agent runs at most {max_tasks} tasks at once ([limits] max_tasks), each under its own id"),
+                        ))
                         .await;
+                    });
+                    return true;
+                }
+                let handle = tokio::spawn(async move {
+                    let running = {
+                        let (me, task_id) = (me.clone(), task_id.clone());
+                        tokio::spawn(async move {
+                            me.run_task(&task_id, &datasource, &spec, &options, &split, compression)
+                                .await
+                        })
+                    };
+                    // An abort of this task aborts the read with it.
+                    let abort = running.abort_handle();
+                    let _guard = AbortOnDrop(abort);
+                    let r = running.await.unwrap_or_else(|e| Err(crashed(e)));
                     me.lock_tasks().remove(&task_id);
                     match r {
                         Ok(rows) => info!(task = %task_id, rows, "task done"),
@@ -136,17 +192,10 @@ impl Worker {
         options: &str,
         max_splits: u32,
     ) -> Result<impl FnOnce(u64) -> ControlMessage, String> {
-        let spec: ReadSpec =
-            serde_json::from_str(spec).map_err(|e| format!("invalid read spec: {e}"))?;
-        let options = parse_options(options)?;
-        self.catalog.permit(datasource, &spec)?;
-        let source = self.catalog.source(datasource, &options).await?;
-        let schema = source.schema(&spec).await.map_err(|e| e.to_string())?;
-        let splits = source
-            .plan(&spec, max_splits.max(1) as usize)
-            .await
-            .map_err(|e| e.to_string())?;
-        let estimated_rows = source.estimate_rows(&spec).await;
+        let read = self.catalog.prepare(datasource, spec, options).await?;
+        let schema = read.source.schema(&read.spec).await.map_err(|e| peer(&e))?;
+        let splits = self.catalog.plan(&read, max_splits).await?;
+        let estimated_rows = read.source.estimate_rows(&read.spec).await;
         let schema = serde_json::to_string(schema.as_ref()).map_err(|e| e.to_string())?;
         let splits = serde_json::to_string(&splits).map_err(|e| e.to_string())?;
         Ok(move |request_id| ControlMessage::PlanReply {
@@ -166,14 +215,10 @@ impl Worker {
         split: &str,
         compression: Compression,
     ) -> Result<u64, String> {
-        let spec: ReadSpec =
-            serde_json::from_str(spec).map_err(|e| format!("invalid read spec: {e}"))?;
-        let split: Split =
-            serde_json::from_str(split).map_err(|e| format!("invalid split: {e}"))?;
-        let options = parse_options(options)?;
-        self.catalog.permit(datasource, &spec)?;
-        let source = self.catalog.source(datasource, &options).await?;
-        let schema: SchemaRef = source.schema(&spec).await.map_err(|e| e.to_string())?;
+        let read = self.catalog.prepare(datasource, spec, options).await?;
+        let split = self.catalog.check_split(&read, split).await?;
+        let (source, spec) = (read.source, read.spec);
+        let schema: SchemaRef = source.schema(&spec).await.map_err(|e| peer(&e))?;
         let header = StreamHeader {
             task_id: task_id.to_string(),
             split: split.index,
@@ -222,8 +267,32 @@ impl Worker {
             }
             Err(e) => {
                 sender.abort();
-                Err(format!("reading: {e}"))
+                warn!(task = task_id, "reading: {e}");
+                Err(format!("reading: {}", peer(&e)))
             }
         }
+    }
+}
+
+/// What the broker may be told of a connector error (never source values);
+/// the whole error goes to the agent's log.
+fn peer(e: &ConnectorError) -> String {
+    warn!("{e}");
+    e.to_string()
+}
+
+/// The error of a plan or task whose future panicked (a bug, or a library's
+/// assertion on odd input): the broker gets an answer instead of silence.
+fn crashed(e: tokio::task::JoinError) -> String {
+    warn!("a plan or task failed unexpectedly: {e}");
+    "the agent failed unexpectedly on this request (see its log)".to_string()
+}
+
+/// Aborts a spawned task when dropped (its owner was aborted).
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -68,6 +68,13 @@ pub enum JobError {
     UnsetVariable(String),
 }
 
+/// Rows per batch a job may ask a reader for (agents cap it too: `[limits]
+/// max_fetch_size`).
+pub const MAX_FETCH_SIZE: usize = 100_000;
+
+/// Tasks a job may run at once (`setting.speed.channel`).
+pub const MAX_CHANNEL: usize = 1024;
+
 fn field(field: impl Into<String>, reason: impl Into<String>) -> JobError {
     JobError::Field {
         field: field.into(),
@@ -240,6 +247,38 @@ impl Job {
         Ok(job)
     }
 
+    /// The SQL a reader sends, screened as the agent will screen it, so a
+    /// job the agent would refuse is refused before anything runs: a
+    /// `where` must be a plain filter ([`ferry_screen::screen_where`]; the
+    /// table's columns are only known where the data is, so any column name
+    /// passes here), `querySql` one read-only statement.
+    fn screen_sql(&self) -> Result<(), JobError> {
+        let dialect = match self.reader.kind.as_str() {
+            "postgres" => ferry_screen::Dialect::Postgres,
+            "mysql" => ferry_screen::Dialect::MySql,
+            "sqlite" => ferry_screen::Dialect::Sqlite,
+            _ => return Ok(()),
+        };
+        let r = &self.reader.spec;
+        if let Some(w) = r.where_clause.as_deref().filter(|w| !w.trim().is_empty()) {
+            ferry_screen::screen_where(w, dialect, None)
+                .map_err(|e| field("reader.parameter.where", e.to_string()))?;
+        }
+        if let Some(q) = r.query_sql.as_deref() {
+            if q.trim().is_empty() {
+                return Err(field("reader.parameter.querySql", "is empty"));
+            }
+            ferry_screen::screen_query(q, dialect)
+                .map_err(|e| field("reader.parameter.querySql", e.to_string()))?;
+        }
+        if let Some(t) = r.table.as_deref() {
+            if t.trim().is_empty() {
+                return Err(field("reader.parameter.table", "is empty"));
+            }
+        }
+        Ok(())
+    }
+
     fn check(&self) -> Result<(), JobError> {
         let r = &self.reader.spec;
         if self.reader.kind == FILE_KIND {
@@ -282,12 +321,25 @@ impl Job {
         if r.fetch_size == 0 {
             return Err(field("reader.parameter.fetchSize", "must be at least 1"));
         }
+        if r.fetch_size > MAX_FETCH_SIZE {
+            return Err(field(
+                "reader.parameter.fetchSize",
+                format!("at most {MAX_FETCH_SIZE} rows per batch"),
+            ));
+        }
+        self.screen_sql()?;
         if self.writer.spec.table.trim().is_empty() {
             return Err(field("writer.parameter.table", "missing"));
         }
         let s = &self.setting;
         if s.speed.channel == 0 {
             return Err(field("setting.speed.channel", "must be at least 1"));
+        }
+        if s.speed.channel > MAX_CHANNEL {
+            return Err(field(
+                "setting.speed.channel",
+                format!("at most {MAX_CHANNEL} tasks at once"),
+            ));
         }
         if s.retry.attempts == 0 {
             return Err(field(

@@ -11,6 +11,65 @@ fn ferry(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// The run command of the README's "The two commands", as written there.
+fn readme_run_command() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md beside the workspace");
+    let section = readme
+        .split("## The two commands")
+        .nth(1)
+        .expect("README has a section `## The two commands`");
+    let block = section
+        .split("```sh")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a ```sh block in that section");
+    block
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .expect("a command in the block")
+        .to_string()
+}
+
+/// The README's run command works as written on a fresh clone: cargo finds
+/// the one binary to run (the workspace has three) and it has the
+/// subcommand. Run in the debug profile (already built by `cargo test`),
+/// with `--help` so it does not start the whole quickstart; the quickstart
+/// itself runs in the test below.
+#[test]
+fn the_readmes_run_command_starts() {
+    let cmd = readme_run_command();
+    let words: Vec<&str> = cmd.split_whitespace().collect();
+    assert_eq!(
+        words.first().zip(words.get(1)),
+        Some((&"cargo", &"run")),
+        "README run command: {cmd}"
+    );
+    let args: Vec<&str> = words[2..]
+        .iter()
+        .copied()
+        .filter(|w| *w != "--release")
+        .chain(["--help"])
+        .collect();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .arg("run")
+        .args(&args)
+        .output()
+        .expect("cargo runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "`{cmd}` (debug, with --help) failed:\n{stderr}"
+    );
+    assert!(stdout.contains("--dir"), "quickstart's help: {stdout}");
+}
+
 #[test]
 fn help_lists_the_subcommands() {
     let out = ferry(&["--help"]);

@@ -45,6 +45,9 @@ pub struct Location {
     pub path: String,
     /// The URL as given (for messages).
     pub display: String,
+    /// Local disks only: the canonical directory every file read must
+    /// resolve into (symlinks followed), when confined by [`Location::confine`].
+    confine: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Location {
@@ -53,6 +56,7 @@ impl std::fmt::Debug for Location {
             .field("scheme", &self.scheme)
             .field("path", &self.path)
             .field("display", &self.display)
+            .field("confine", &self.confine)
             .finish()
     }
 }
@@ -135,6 +139,7 @@ impl Location {
                 scheme: Scheme::S3,
                 path: path.to_string(),
                 display: url.to_string(),
+                confine: None,
             });
         }
         if url.starts_with("http://") || url.starts_with("https://") {
@@ -149,6 +154,7 @@ impl Location {
                 scheme: Scheme::Http,
                 path: path.to_string(),
                 display: url.to_string(),
+                confine: None,
             });
         }
         let local = match url.strip_prefix("file://") {
@@ -184,7 +190,75 @@ impl Location {
             scheme: Scheme::Fs,
             path,
             display: url.to_string(),
+            confine: None,
         })
+    }
+
+    /// The directory this location's files are listed from, as a path
+    /// inside the operator ending in `/` (empty: the operator's root): the
+    /// location itself when it names a directory or prefix, else the
+    /// directory of the file or glob it names.
+    pub fn base_dir(&self) -> String {
+        let path = self.path.as_str();
+        let is_dir = path.is_empty()
+            || path.ends_with('/')
+            || (self.scheme == Scheme::Fs && std::path::Path::new(&format!("/{path}")).is_dir());
+        if is_dir {
+            if path.is_empty() || path.ends_with('/') {
+                path.to_string()
+            } else {
+                format!("{path}/")
+            }
+        } else {
+            path.rfind('/')
+                .map(|i| path[..=i].to_string())
+                .unwrap_or_default()
+        }
+    }
+
+    /// Confines a local location to the directory `root` (a path or
+    /// `file://` URL): files whose real path (symlinks followed) is not
+    /// inside it are not listed, and reading one is refused. The location
+    /// itself must resolve inside `root`. Not for S3 or HTTP (no symlinks;
+    /// their paths are checked by name).
+    pub fn confine(&mut self, root: &str) -> Result<(), ConnectorError> {
+        if self.scheme != Scheme::Fs {
+            return Ok(());
+        }
+        let root = root.strip_prefix("file://").unwrap_or(root);
+        let canonical = std::fs::canonicalize(root)
+            .map_err(|e| ConnectorError::config("path", format!("the source's directory: {e}")))?;
+        self.confine = Some(canonical);
+        // The location's own directory (the part before a glob) must be
+        // inside too, as far as it exists.
+        let own = format!("/{}", self.base_dir());
+        let mut probe = std::path::PathBuf::from(own);
+        while !probe.exists() {
+            if !probe.pop() {
+                break;
+            }
+        }
+        self.check_inside(&probe.to_string_lossy())
+    }
+
+    /// Refuses `path` (inside the operator) when this location is confined
+    /// and its real path leaves the confining directory.
+    pub fn check_inside(&self, path: &str) -> Result<(), ConnectorError> {
+        let Some(root) = &self.confine else {
+            return Ok(());
+        };
+        let full = std::path::PathBuf::from(format!("/{}", path.trim_start_matches('/')));
+        let real = std::fs::canonicalize(&full)
+            .map_err(|e| ConnectorError::file(path.to_string(), None, e.to_string()))?;
+        if real.starts_with(root) {
+            Ok(())
+        } else {
+            // No path in the message: it goes to the broker.
+            Err(ConnectorError::config(
+                "path",
+                "a file resolves outside the data source's directory (a symlink leaving it?)",
+            ))
+        }
     }
 
     /// Lists the files `path` names: one file, every file under a directory
@@ -208,11 +282,14 @@ impl Location {
                 }
             }
             out.sort();
-            return Ok(out);
+            return Ok(self.inside(out));
         }
         if !last.is_empty() {
             match self.op.stat(path).await {
-                Ok(m) if m.mode().is_file() => return Ok(vec![path.to_string()]),
+                Ok(m) if m.mode().is_file() => {
+                    self.check_inside(path)?;
+                    return Ok(vec![path.to_string()]);
+                }
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound && self.scheme == Scheme::S3 => {}
                 Err(e) => return Err(storage_error(&self.display, e)),
@@ -234,11 +311,42 @@ impl Location {
         };
         let mut out = self.list(&dir, true).await?;
         out.sort();
-        Ok(out)
+        Ok(self.inside(out))
+    }
+
+    /// The files of `listed` that stay inside a confined location (the
+    /// others are left out with a warning: a symlink leaving the source).
+    fn inside(&self, listed: Vec<String>) -> Vec<String> {
+        if self.confine.is_none() {
+            return listed;
+        }
+        listed
+            .into_iter()
+            .filter(|p| match self.check_inside(p) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!("left out of the listing: {e}");
+                    false
+                }
+            })
+            .collect()
     }
 
     /// Files (not directories) under `dir`, skipping hidden and `_` names.
     pub async fn list(&self, dir: &str, recursive: bool) -> Result<Vec<String>, ConnectorError> {
+        if self.scheme == Scheme::Fs {
+            let dir = dir.to_string();
+            return tokio::task::spawn_blocking(move || list_local(&dir, recursive))
+                .await
+                .map_err(|e| ConnectorError::Storage {
+                    what: "listing".into(),
+                    message: e.to_string(),
+                })?
+                .map_err(|e| ConnectorError::Storage {
+                    what: self.display.clone(),
+                    message: e.to_string(),
+                });
+        }
         let entries = match self.op.list_with(dir).recursive(recursive).await {
             Ok(e) => e,
             Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
@@ -247,13 +355,53 @@ impl Location {
         Ok(entries
             .into_iter()
             .filter(|e| !e.path().ends_with('/') && e.metadata().mode().is_file())
-            .filter(|e| {
-                let name = e.path().rsplit('/').next().unwrap_or("");
-                !name.starts_with('.') && !name.starts_with('_')
-            })
+            .filter(|e| listed_name(e.path()))
             .map(|e| e.path().trim_start_matches('/').to_string())
             .collect())
     }
+}
+
+/// Not a hidden or `_` name (in-progress parts, `_SUCCESS` markers).
+fn listed_name(path: &str) -> bool {
+    let name = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    !name.starts_with('.') && !name.starts_with('_')
+}
+
+/// Files under the local directory `/dir` (`dir` as an fs-operator path).
+/// Done here rather than through opendal: a symlinked directory is not
+/// descended into (no loops, no leaving the tree by a link), and a
+/// symlinked file is listed as what it points to, for the confinement
+/// check to judge.
+fn list_local(dir: &str, recursive: bool) -> std::io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut pending = vec![std::path::PathBuf::from(format!(
+        "/{}",
+        dir.trim_start_matches('/')
+    ))];
+    while let Some(d) = pending.pop() {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let path = entry.path();
+            let name = path.to_string_lossy().trim_start_matches('/').to_string();
+            if !listed_name(&name) {
+                continue;
+            }
+            let own = entry.file_type()?;
+            if own.is_dir() {
+                if recursive {
+                    pending.push(path);
+                }
+            } else if own.is_file() || (own.is_symlink() && path.is_file()) {
+                out.push(name);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// `*` and `?` (and `[...]` classes) of one path component, as an anchored regex.

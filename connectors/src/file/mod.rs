@@ -477,8 +477,26 @@ impl FileSource {
         })
     }
 
+    /// [`FileSource::open`], confined to the directory `root`: no file
+    /// whose real path (symlinks followed) leaves it is listed or read (see
+    /// [`Location::confine`]).
+    pub fn open_confined(
+        url: &str,
+        options: &Map<String, Value>,
+        root: &str,
+    ) -> Result<Self, ConnectorError> {
+        let mut source = Self::open(url, options)?;
+        source.loc.confine(root)?;
+        Ok(source)
+    }
+
     pub fn options(&self) -> &FileOptions {
         &self.opts
+    }
+
+    /// The directory the files are listed from (see [`Location::base_dir`]).
+    pub fn base_dir(&self) -> String {
+        self.loc.base_dir()
     }
 
     async fn first_file(&self) -> Result<String, ConnectorError> {
@@ -571,7 +589,10 @@ impl Source for FileSource {
         out: mpsc::Sender<RecordBatch>,
     ) -> Result<u64, ConnectorError> {
         let files = match &split.bounds {
-            SplitBounds::File { path } => vec![path.clone()],
+            SplitBounds::File { path } => {
+                self.loc.check_inside(path)?;
+                vec![path.clone()]
+            }
             _ => self.loc.files().await?,
         };
         let full = self.full_schema().await?;

@@ -223,13 +223,24 @@ impl Rig {
         env: &BTreeMap<String, String>,
         tap: Option<ferry_broker::server::ControlTap>,
     ) -> Self {
+        Self::start_full(sources, env, tap, ferry_broker::data::refuse_all(), "").await
+    }
+
+    /// [`Rig::start_with`], with `handler` given every data stream no job
+    /// expects, and `agent_extra` appended to the agent's config (e.g. a
+    /// `[limits]` section).
+    pub async fn start_full(
+        sources: &[RigSource<'_>],
+        env: &BTreeMap<String, String>,
+        tap: Option<ferry_broker::server::ControlTap>,
+        handler: DataHandler,
+        agent_extra: &str,
+    ) -> Self {
         let setup = Setup::new();
         let jobs = tempfile::tempdir().unwrap();
         let mut config = setup.broker_config("127.0.0.1:0".parse().unwrap());
         config.jobs_dir = jobs.path().to_path_buf();
-        let broker = Broker::start(config, ferry_broker::data::refuse_all())
-            .await
-            .expect("broker starts");
+        let broker = Broker::start(config, handler).await.expect("broker starts");
         if let Some(t) = tap {
             broker.tap_control(t);
         }
@@ -239,6 +250,7 @@ impl Rig {
         let mut text = setup
             .pki
             .agent_toml(&cert, &broker.local_addr().to_string(), "localhost");
+        text.push_str(&format!("\n{agent_extra}\n"));
         for s in sources {
             text.push_str(&format!(
                 "\n[sources.{}]\nkind = \"{}\"\nurl = \"{}\"\n{}\n",

@@ -1,0 +1,667 @@
+//! A hostile broker against a real agent: crafted plan requests, task
+//! assignments and splits sent over the real control stream of a real QUIC
+//! tunnel to an agent with real PostgreSQL, MariaDB, SQLite and file
+//! sources. The broker here is Ferry's own, used as an attacker would: its
+//! session's outbox carries any message we write, its control tap shows
+//! every answer the agent sends, and every data stream the agent opens is
+//! read to the end and kept. Each attack must be refused by the agent with
+//! a clear error, and nothing outside the agent's policy may be read,
+//! written or created: checked in the answers, the data streams, the
+//! databases and on disk.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Rig, RigSource};
+use ferry_broker::data::DataStream;
+use ferry_protocol::control::ControlMessage;
+use ferry_protocol::data::Compression;
+use ferry_tests::db::{pg_url, MyDb, PgSchema};
+use serde_json::{json, Value};
+
+/// A data stream the agent opened, read to its end.
+#[derive(Debug, Clone, Default)]
+struct Captured {
+    rows: u64,
+    /// Every batch, printed (to look for values that must not be there).
+    text: String,
+    ended: bool,
+    error: Option<String>,
+}
+
+/// What the agent answered to a task.
+#[derive(Debug)]
+enum TaskOutcome {
+    Failed(String),
+    Streamed(Captured),
+}
+
+struct Hostile {
+    rig: Rig,
+    /// Every control message the agent sent, decoded.
+    answers: Arc<Mutex<Vec<Value>>>,
+    /// Data streams by task id.
+    streams: Arc<Mutex<BTreeMap<String, Captured>>>,
+}
+
+impl Hostile {
+    async fn start(sources: &[RigSource<'_>], agent_extra: &str) -> Self {
+        let answers: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let seen = answers.clone();
+        let streams: Arc<Mutex<BTreeMap<String, Captured>>> = Arc::default();
+        let kept = streams.clone();
+        let handler: ferry_broker::DataHandler = Arc::new(move |mut ds: DataStream| {
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let task = ds.header().task_id.clone();
+                let mut c = Captured::default();
+                loop {
+                    match ds.next_batch().await {
+                        Ok(Some(b)) => {
+                            c.rows += b.batch.num_rows() as u64;
+                            c.text.push_str(&format!("{:?}\n", b.batch));
+                            if ds.ack(b.seq, b.batch.num_rows() as u64).await.is_err() {
+                                break;
+                            }
+                        }
+                        Ok(None) => {
+                            c.ended = true;
+                            let _ = ds.finish();
+                            break;
+                        }
+                        Err(e) => {
+                            c.error = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                kept.lock().unwrap().insert(task, c);
+            });
+        });
+        let rig = Rig::start_full(
+            sources,
+            &BTreeMap::new(),
+            Some(Arc::new(move |payload: &[u8]| {
+                if let Ok(v) = serde_json::from_slice::<Value>(payload) {
+                    seen.lock().unwrap().push(v);
+                }
+            })),
+            handler,
+            agent_extra,
+        )
+        .await;
+        Self {
+            rig,
+            answers,
+            streams,
+        }
+    }
+
+    async fn send(&self, source: &str, msg: ControlMessage) {
+        let handles = self.rig.broker.registry().offering(&self.rig.group, source);
+        let agent = handles.first().expect("the agent is connected");
+        agent.outbox.send(msg).await.expect("session is up");
+    }
+
+    /// Sends a plan request; the agent's `PlanReply` (schema, splits) or
+    /// its `PlanFailed` message.
+    async fn plan(
+        &self,
+        source: &str,
+        spec: Value,
+        options: Value,
+        max_splits: u32,
+    ) -> Result<Value, String> {
+        let id = self.send_plan(source, &spec, options, max_splits).await;
+        self.wait_plan(id, &spec).await
+    }
+
+    /// Sends a plan request; its id.
+    async fn send_plan(&self, source: &str, spec: &Value, options: Value, max_splits: u32) -> u64 {
+        let request_id: u64 = rand::random::<u64>() >> 1;
+        self.send(
+            source,
+            ControlMessage::PlanRequest {
+                request_id,
+                datasource: source.into(),
+                spec: spec.to_string(),
+                options: options.to_string(),
+                max_splits,
+            },
+        )
+        .await;
+        request_id
+    }
+
+    /// The answer to plan request `request_id`.
+    async fn wait_plan(&self, request_id: u64, spec: &Value) -> Result<Value, String> {
+        let start = Instant::now();
+        loop {
+            let found = self
+                .answers
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|v| v["request_id"].as_u64() == Some(request_id))
+                .cloned();
+            match found {
+                Some(v) if v["type"] == "plan_reply" => return Ok(v),
+                Some(v) => return Err(v["message"].as_str().unwrap_or_default().to_string()),
+                None => {}
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no answer to plan {spec}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends a task; the agent's `TaskFailed` message or its data stream.
+    async fn task(&self, source: &str, spec: Value, options: Value, split: Value) -> TaskOutcome {
+        let task_id = format!("hostile-{:032x}", rand::random::<u128>());
+        self.send(
+            source,
+            ControlMessage::TaskAssign {
+                task_id: task_id.clone(),
+                datasource: source.into(),
+                spec: spec.to_string(),
+                options: options.to_string(),
+                split: split.to_string(),
+                compression: Compression::None,
+            },
+        )
+        .await;
+        let start = Instant::now();
+        loop {
+            let failed = self
+                .answers
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|v| v["type"] == "task_failed" && v["task_id"] == task_id.as_str())
+                .cloned();
+            if let Some(v) = failed {
+                return TaskOutcome::Failed(v["message"].as_str().unwrap_or_default().into());
+            }
+            if let Some(c) = self.streams.lock().unwrap().get(&task_id) {
+                return TaskOutcome::Streamed(c.clone());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no answer to task {spec} / {split}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Everything the agent sent, as text (answers and data).
+    fn everything(&self) -> String {
+        let mut all: String = self
+            .answers
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| format!("{v}\n"))
+            .collect();
+        for c in self.streams.lock().unwrap().values() {
+            all.push_str(&c.text);
+        }
+        all
+    }
+}
+
+fn refused(what: &str, r: Result<Value, String>, needle: &str) -> String {
+    match r {
+        Ok(v) => panic!("{what}: the agent answered a plan: {v}"),
+        Err(e) => {
+            assert!(
+                e.to_lowercase().contains(&needle.to_lowercase()),
+                "{what}: refusal `{e}` does not say `{needle}`"
+            );
+            e
+        }
+    }
+}
+
+fn task_refused(what: &str, o: TaskOutcome, needle: &str) {
+    match o {
+        TaskOutcome::Failed(e) => assert!(
+            e.to_lowercase().contains(&needle.to_lowercase()),
+            "{what}: refusal `{e}` does not say `{needle}`"
+        ),
+        TaskOutcome::Streamed(c) => panic!("{what}: the agent streamed {} rows: {c:?}", c.rows),
+    }
+}
+
+const MARKER: &str = "TOPSECRET-7f3a";
+
+/// Relations of `schema` (to see that nothing was created).
+fn pg_relations(s: &PgSchema) -> String {
+    s.sql(&format!(
+        "SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '{}' OR n.nspname LIKE 'pg_temp%'",
+        s.name
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_source_refuses_a_hostile_broker() {
+    let Some(s) = PgSchema::new("ferry_hostile") else {
+        return;
+    };
+    s.sql(&format!(
+        "CREATE TABLE orders (id int PRIMARY KEY, note text);
+         INSERT INTO orders SELECT g, 'n' || g FROM generate_series(1, 100) g;
+         CREATE TABLE secret (id int, v text);
+         INSERT INTO secret VALUES (1, '{MARKER}');
+         CREATE SEQUENCE seq;"
+    ));
+    let relations = pg_relations(&s);
+    let tables = format!("tables = [\"{}.orders\"]", s.name);
+    let h = Hostile::start(
+        &[RigSource {
+            name: "pg",
+            kind: "postgres",
+            url: &pg_url(),
+            extra: &tables,
+        }],
+        "[limits]\nmax_splits = 8\n",
+    )
+    .await;
+    let orders = format!("{}.orders", s.name);
+    let spec = |extra: Value| {
+        let mut v = json!({"table": orders});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v
+    };
+
+    // The harness works: an allowed read with a screened `where` streams
+    // exactly the rows asked for.
+    let plan = h
+        .plan("pg", spec(json!({"where": "id > 90"})), json!({}), 1)
+        .await
+        .expect("an allowed plan");
+    let splits: Vec<Value> = serde_json::from_str(plan["splits"].as_str().unwrap()).unwrap();
+    let o = h
+        .task(
+            "pg",
+            spec(json!({"where": "id > 90"})),
+            json!({}),
+            splits[0].clone(),
+        )
+        .await;
+    match o {
+        TaskOutcome::Streamed(c) => assert!(c.ended && c.rows == 10, "{c:?}"),
+        other => panic!("allowed task: {other:?}"),
+    }
+
+    // `where` as SQL text: every one refused, naming the construct.
+    for (w, needle) in [
+        ("false) UNION ALL (TABLE secret", "where"),
+        (
+            "table_to_xml('secret', true, false, '')::text::int > 0",
+            "table_to_xml",
+        ),
+        (
+            "query_to_xml(E'\\x73elect * from pg_authid', true, false, '') is not null",
+            "query_to_xml",
+        ),
+        ("pg_read_file('/etc/passwd') is not null", "pg_read_file"),
+        ("setval('seq', 100) > 0", "setval"),
+        ("lo_from_bytea(0, 'x') > 0", "lo_from_bytea"),
+        ("id in (select id from secret)", "subquer"),
+        ("id > 0; drop table orders", "where"),
+        ("note = current_setting('is_superuser')", "current_setting"),
+        ("secret.v is not null", "where"),
+    ] {
+        refused(
+            w,
+            h.plan("pg", spec(json!({"where": w})), json!({}), 1).await,
+            needle,
+        );
+        // A task straight away, with no plan before it, is refused the same.
+        task_refused(
+            w,
+            h.task(
+                "pg",
+                spec(json!({"where": w})),
+                json!({}),
+                json!({"index":0,"total":1,"bounds":{"kind":"all"}}),
+            )
+            .await,
+            needle,
+        );
+    }
+    // querySql in any form, tables outside the policy, catalogs.
+    for (sp, needle) in [
+        (json!({"querySql": " "}), "querySql"),
+        (json!({"querySql": ""}), "querySql"),
+        (json!({"table": orders, "querySql": " "}), "querySql"),
+        (
+            json!({"querySql": "select 1 as id; DROP TABLE orders; COMMIT"}),
+            "querySql",
+        ),
+        (
+            json!({"table": format!("{}.secret", s.name)}),
+            "does not allow reading",
+        ),
+        (json!({"table": "pg_authid"}), "system catalog"),
+        (json!({"table": "pg_catalog.pg_authid"}), "system catalog"),
+        (
+            json!({"table": "information_schema.tables"}),
+            "system catalog",
+        ),
+        (
+            json!({"table": orders, "fetchSize": 100_000_000_000u64}),
+            "fetchSize",
+        ),
+        (
+            json!({"table": orders, "columns": ["id", "(select v from secret)"]}),
+            "column",
+        ),
+    ] {
+        refused(
+            &sp.to_string(),
+            h.plan("pg", sp.clone(), json!({}), 1).await,
+            needle,
+        );
+    }
+    // A split naming another column than the table's, or a file.
+    for (split, needle) in [
+        (
+            json!({"index":0,"total":1,"bounds":{"kind":"int_range","column":"v\" from secret --","lo":null,"hi":null}}),
+            "not a column",
+        ),
+        (
+            json!({"index":0,"total":1,"bounds":{"kind":"file","path":"etc/passwd"}}),
+            "not a file source",
+        ),
+    ] {
+        task_refused(
+            &split.to_string(),
+            h.task("pg", spec(json!({})), json!({}), split).await,
+            needle,
+        );
+    }
+    // Numbers: a million splits asked for, the agent's cap given.
+    let plan = h
+        .plan("pg", spec(json!({"splitPk": "id"})), json!({}), 1_000_000)
+        .await
+        .expect("a capped plan");
+    let splits: Vec<Value> = serde_json::from_str(plan["splits"].as_str().unwrap()).unwrap();
+    assert!(splits.len() <= 9, "{} splits", splits.len());
+
+    // Nothing was read, written or created.
+    let all = h.everything();
+    assert!(
+        !all.contains(MARKER),
+        "a secret value crossed the tunnel: {all}"
+    );
+    assert_eq!(s.sql("SELECT last_value FROM seq").trim(), "1");
+    assert_eq!(s.sql("SELECT count(*) FROM orders").trim(), "100");
+    assert_eq!(pg_relations(&s), relations);
+    h.rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql_source_refuses_a_hostile_broker() {
+    let Some(db) = MyDb::new("ferry_hostile") else {
+        return;
+    };
+    db.sql(&format!(
+        "CREATE TABLE orders (id int PRIMARY KEY, note text);
+         INSERT INTO orders VALUES (1,'a'),(2,'b'),(3,'c');
+         CREATE TABLE secret (id int, v text);
+         INSERT INTO secret VALUES (1, '{MARKER}');"
+    ));
+    let outfile = format!("/tmp/ferry-hostile-{:016x}", rand::random::<u64>());
+    let h = Hostile::start(
+        &[RigSource {
+            name: "my",
+            kind: "mysql",
+            url: &db.url(),
+            extra: "tables = [\"orders\"]",
+        }],
+        "",
+    )
+    .await;
+    let spec = |w: &str| json!({"table": "orders", "where": w});
+    let ok = h
+        .plan("my", spec("id >= 2"), json!({}), 1)
+        .await
+        .expect("allowed");
+    let splits: Vec<Value> = serde_json::from_str(ok["splits"].as_str().unwrap()).unwrap();
+    match h
+        .task("my", spec("id >= 2"), json!({}), splits[0].clone())
+        .await
+    {
+        TaskOutcome::Streamed(c) => assert!(c.ended && c.rows == 2, "{c:?}"),
+        other => panic!("allowed task: {other:?}"),
+    }
+    for (w, needle) in [
+        ("load_file('/etc/passwd') is not null", "load_file"),
+        ("id > 0 /*!50000 UNION SELECT id, v FROM secret */", "/*!"),
+        (&format!("1) INTO OUTFILE '{outfile}' #") as &str, "where"),
+        ("id = 1 UNION SELECT id, v FROM secret", "where"),
+        ("sleep(1) = 0", "sleep"),
+        ("@@version is not null", "where"),
+    ] {
+        let r = h.plan("my", spec(w), json!({}), 1).await;
+        // A string the screen could accept must still be a plain filter:
+        // here every one of these is refused.
+        refused(w, r, needle);
+    }
+    // A backslash-quoted string is one string to MySQL and to the screen:
+    // a plain comparison that matches nothing, not an injection.
+    let w = "note = 'a\\' or 1=1 -- '";
+    let ok = h
+        .plan("my", spec(w), json!({}), 1)
+        .await
+        .expect("a plain filter");
+    let splits: Vec<Value> = serde_json::from_str(ok["splits"].as_str().unwrap()).unwrap();
+    match h.task("my", spec(w), json!({}), splits[0].clone()).await {
+        TaskOutcome::Streamed(c) => assert!(c.ended && c.rows == 0, "{c:?}"),
+        other => panic!("{w}: {other:?}"),
+    }
+    for (sp, needle) in [
+        (json!({"querySql": " "}), "querySql"),
+        (
+            json!({"querySql": "select 1 as id; DROP TABLE orders; COMMIT"}),
+            "querySql",
+        ),
+        (json!({"table": "secret"}), "does not allow reading"),
+        (
+            json!({"table": "mysql.user"}),
+            "outside the source's database",
+        ),
+        (
+            json!({"table": "information_schema.user_privileges"}),
+            "outside",
+        ),
+    ] {
+        refused(
+            &sp.to_string(),
+            h.plan("my", sp.clone(), json!({}), 1).await,
+            needle,
+        );
+    }
+    assert!(
+        !std::path::Path::new(&outfile).exists(),
+        "mysqld wrote {outfile}"
+    );
+    assert!(!h.everything().contains(MARKER));
+    assert_eq!(db.sql("SELECT count(*) FROM orders").trim(), "3");
+    h.rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_and_file_sources_refuse_a_hostile_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    let out = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg(format!(
+            "CREATE TABLE orders (id INTEGER PRIMARY KEY, note TEXT); INSERT INTO orders VALUES (1,'a'),(2,'b');
+             CREATE TABLE secret (v TEXT); INSERT INTO secret VALUES ('{MARKER}');"
+        ))
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        _ => {
+            if ferry_tests::missing("the sqlite3 CLI") {
+                return;
+            }
+        }
+    }
+    // A file source's directory, with a symlink leaving it, a secret
+    // beside it, and the agent's own key elsewhere on disk.
+    let root = dir.path().join("logs");
+    std::fs::create_dir_all(root.join("day")).unwrap();
+    std::fs::write(root.join("day/a.csv"), "id,v\n1,x\n").unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("s.csv"), format!("id,v\n1,{MARKER}\n")).unwrap();
+    std::os::unix::fs::symlink(outside.join("s.csv"), root.join("day/link.csv")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+
+    let sqlite_url = format!("sqlite://{}", db.display());
+    let root_url = root.display().to_string();
+    let h = Hostile::start(
+        &[
+            RigSource {
+                name: "lite",
+                kind: "sqlite",
+                url: &sqlite_url,
+                extra: "tables = [\"orders\"]",
+            },
+            RigSource {
+                name: "logs",
+                kind: "file",
+                url: &root_url,
+                extra: "options = { format = \"csv\" }",
+            },
+        ],
+        "",
+    )
+    .await;
+    for (sp, needle) in [
+        (json!({"querySql": " "}), "querySql"),
+        (json!({"table": "sqlite_master"}), "system catalog"),
+        (json!({"table": "secret"}), "does not allow reading"),
+        (
+            json!({"table": "orders", "where": "id = 1) union select * from secret --"}),
+            "where",
+        ),
+    ] {
+        refused(
+            &sp.to_string(),
+            h.plan("lite", sp.clone(), json!({}), 1).await,
+            needle,
+        );
+    }
+
+    // The file source: paths travel relative, the symlinks are not listed.
+    let plan = h
+        .plan("logs", json!({}), json!({}), 1)
+        .await
+        .expect("a file plan");
+    let splits = plan["splits"].as_str().unwrap();
+    assert!(splits.contains("\"day/a.csv\""), "{splits}");
+    assert!(
+        !splits.contains(root_url.trim_start_matches('/')),
+        "absolute path in {splits}"
+    );
+    assert!(
+        !splits.contains("link.csv") && !splits.contains("escape"),
+        "{splits}"
+    );
+    let key = h.rig.setup.pki.path().display().to_string();
+    for (path, options, needle) in [
+        ("etc/passwd", json!({}), "not one this agent listed"),
+        ("../outside/s.csv", json!({}), "refused"),
+        (
+            key.trim_start_matches('/'),
+            json!({}),
+            "not one this agent listed",
+        ),
+        (
+            &*format!("/{}", key.trim_start_matches('/')),
+            json!({}),
+            "refused",
+        ),
+        ("day/link.csv", json!({}), "not one this agent listed"),
+        ("escape/s.csv", json!({}), "not one this agent listed"),
+        ("s.csv", json!({"path": "escape"}), "outside"),
+    ] {
+        let split = json!({"index":0,"total":1,"bounds":{"kind":"file","path":path}});
+        task_refused(
+            path,
+            h.task("logs", json!({}), options, split).await,
+            needle,
+        );
+    }
+    // A job's `path` leading through the symlink is refused at the plan.
+    refused(
+        "path through a symlink",
+        h.plan("logs", json!({}), json!({"path": "escape/s.csv"}), 1)
+            .await,
+        "outside",
+    );
+    // The listed file itself reads.
+    let split = json!({"index":0,"total":1,"bounds":{"kind":"file","path":"day/a.csv"}});
+    match h.task("logs", json!({}), json!({}), split).await {
+        TaskOutcome::Streamed(c) => assert!(c.ended && c.rows == 1, "{c:?}"),
+        other => panic!("listed file: {other:?}"),
+    }
+    assert!(!h.everything().contains(MARKER), "{}", h.everything());
+    h.rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_agent_caps_what_one_broker_may_ask() {
+    let Some(s) = PgSchema::new("ferry_hostile_caps") else {
+        return;
+    };
+    s.sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10);");
+    let h = Hostile::start(
+        &[RigSource {
+            name: "pg",
+            kind: "postgres",
+            url: &pg_url(),
+            extra: "",
+        }],
+        "[limits]\nmax_fetch_size = 1000\nmax_tasks = 2\nmax_plans = 2\n",
+    )
+    .await;
+    let t = format!("{}.t", s.name);
+    refused(
+        "fetchSize",
+        h.plan("pg", json!({"table": t, "fetchSize": 1001}), json!({}), 1)
+            .await,
+        "max_fetch_size",
+    );
+    // The agent is still there and answers (it did not abort).
+    h.plan("pg", json!({"table": t, "fetchSize": 1000}), json!({}), 1)
+        .await
+        .expect("plan after a refused one");
+    // A burst of plans: some are refused at once with the cap named.
+    let mut refusals = 0;
+    let spec = json!({"table": t, "fetchSize": 1000});
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(h.send_plan("pg", &spec, json!({}), 1).await);
+    }
+    for id in ids {
+        if let Err(e) = h.wait_plan(id, &spec).await {
+            assert!(e.contains("max_plans"), "{e}");
+            refusals += 1;
+        }
+    }
+    assert!(refusals > 0, "twelve plans at once, none refused");
+    h.rig.stop().await;
+}
