@@ -4,8 +4,11 @@
 //! stream and sends `Hello` → the broker checks the protocol version and
 //! that the claimed agent id is the one in the certificate → `Welcome` (or
 //! `Reject` and close) → registration (an older session of the same agent is
-//! closed at once) → heartbeats until the connection ends. Data streams
-//! opened by the agent are handed to the [`DataHandler`](crate::DataHandler).
+//! closed at once) → heartbeats until the connection ends. A data stream
+//! goes to the task it names if that task was assigned to *this* agent
+//! (group and id), is refused if it was assigned to another, and goes to the
+//! [`DataHandler`](crate::DataHandler) if no task has that id; plan replies
+//! and task failures likewise count only from the agent asked.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -237,18 +240,18 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: Connection, admitted: Admit
                     Ok(ControlMessage::PlanReply { request_id, schema, splits, estimated_rows }) => {
                         let answer = PlanAnswer { agent_id: agent.clone(), schema, splits, estimated_rows };
                         let routed = shared.dispatch.plan_answered(&key, request_id, Ok(answer));
-                        refused_answer(&key, remote, "plan reply", &request_id.to_string(), &routed);
+                        refused_answer(&shared, &key, remote, "plan reply", &request_id.to_string(), &routed);
                     }
                     Ok(ControlMessage::PlanFailed { request_id, message }) => {
                         let routed = shared.dispatch.plan_answered(&key, request_id, Err(message));
-                        refused_answer(&key, remote, "plan failure", &request_id.to_string(), &routed);
+                        refused_answer(&shared, &key, remote, "plan failure", &request_id.to_string(), &routed);
                     }
                     Ok(ControlMessage::TaskFailed { task_id, message }) => {
                         let routed = shared.dispatch.task_failed(&key, &task_id, message.clone());
                         if routed != Routed::Delivered {
                             debug!(agent = %key, task = %task_id, "refused failure report said: {message}");
                         }
-                        refused_answer(&key, remote, "task failure", &task_id, &routed);
+                        refused_answer(&shared, &key, remote, "task failure", &task_id, &routed);
                     }
                     Ok(other) => debug!(agent = %agent, "ignoring control message {}", other.type_name()),
                     Err(e) => {
@@ -294,6 +297,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: Connection, admitted: Admit
                                 StreamRouted::Delivered => {}
                                 StreamRouted::Unknown(ds) => (shared.data_handler)(ds),
                                 StreamRouted::NotYours { stream, expected } => {
+                                    shared.metrics.error("foreign_answer");
                                     warn!(agent = %key, %remote, task = %stream.header().task_id, assigned_to = %expected, "data stream refused: the task was assigned to another agent");
                                     crate::data::refuse_unexpected(stream).await;
                                 }
@@ -336,6 +340,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: Connection, admitted: Admit
 /// Logs an answer that was not delivered: `what` (`plan reply`, ...) for
 /// `id` from `from`.
 fn refused_answer(
+    shared: &Shared,
     from: &AgentKey,
     remote: std::net::SocketAddr,
     what: &str,
@@ -348,6 +353,7 @@ fn refused_answer(
             warn!(agent = %from, %remote, id, "{what} dropped: nothing sent to this agent waits for it")
         }
         Routed::NotYours { expected } => {
+            shared.metrics.error("foreign_answer");
             warn!(agent = %from, %remote, id, sent_to = %expected, "{what} refused: it was sent to another agent")
         }
     }

@@ -449,6 +449,12 @@ async fn another_groups_agent_cannot_answer_for_the_agent_asked() {
         seen.len()
     );
     assert!(
+        rig.broker
+            .metrics_text()
+            .contains("ferry_errors_total{kind=\"foreign_answer\"}"),
+        "refusals not counted"
+    );
+    assert!(
         rogue.work_received().is_empty(),
         "the rogue was sent work: {:?}",
         rogue.work_received()
