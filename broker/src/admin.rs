@@ -5,6 +5,13 @@
 //! constant time); a broker whose admin API listens beyond loopback must
 //! have one. `/healthz` stays open for load balancers.
 //!
+//! On loopback without a token, the only guard is that just this machine can
+//! connect; a web page the operator opens could still reach the API by DNS
+//! rebinding (its own host name resolving to 127.0.0.1). The browser sends
+//! that name as `Host`, so such a broker answers only requests whose `Host`
+//! is `localhost`, `127.0.0.1`, `[::1]` or the bound address, with or
+//! without the bound port, and 421 to anything else.
+//!
 //! - `GET /v1/agents`: connected agents and their data sources;
 //! - `POST /v1/jobs` `{"job": "<YAML or JSON>", "vars": {..}, "compression": "zstd:1"}`:
 //!   submit; `GET /v1/jobs`, `GET /v1/jobs/{id}` (with its tasks),
@@ -46,7 +53,12 @@ struct Health {
     refused_timeout: u64,
 }
 
-pub(crate) fn router(shared: Arc<Shared>, token: Option<String>) -> Router {
+pub(crate) fn router(
+    shared: Arc<Shared>,
+    token: Option<String>,
+    bound: std::net::SocketAddr,
+) -> Router {
+    let open_on_loopback = token.is_none() && bound.ip().is_loopback();
     let v1 = Router::new()
         .route("/v1/agents", get(agents))
         .route("/v1/jobs", post(submit).get(list_jobs))
@@ -64,10 +76,74 @@ pub(crate) fn router(shared: Arc<Shared>, token: Option<String>) -> Router {
         )),
         None => v1,
     };
-    Router::new()
+    let app = Router::new()
         .route("/healthz", get(health))
         .with_state(shared)
-        .merge(v1)
+        .merge(v1);
+    if open_on_loopback {
+        app.layer(axum::middleware::from_fn_with_state(
+            Arc::new(LoopbackHosts::new(bound)),
+            require_loopback_host,
+        ))
+    } else {
+        app
+    }
+}
+
+/// The `Host` values a tokenless loopback admin API answers.
+struct LoopbackHosts {
+    bound: std::net::SocketAddr,
+}
+
+impl LoopbackHosts {
+    fn new(bound: std::net::SocketAddr) -> Self {
+        Self { bound }
+    }
+
+    fn allows(&self, host: &str) -> bool {
+        let host = host.trim().to_ascii_lowercase();
+        let port = self.bound.port().to_string();
+        // `name` or `name:port`; IPv6 literals keep their brackets.
+        let name = match host.rsplit_once(':') {
+            Some((name, p)) if !name.is_empty() && !p.contains(']') => {
+                if p != port {
+                    return false;
+                }
+                name
+            }
+            _ => host.as_str(),
+        };
+        let bound_ip = match self.bound.ip() {
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        matches!(name, "localhost" | "127.0.0.1" | "[::1]") || name == bound_ip
+    }
+}
+
+async fn require_loopback_host(
+    State(hosts): State<Arc<LoopbackHosts>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    match host {
+        Some(h) if hosts.allows(h) => next.run(req).await,
+        _ => {
+            let shown = host.unwrap_or("(none)");
+            tracing::warn!(host = %shown, "admin API request refused: Host is not a loopback name (DNS rebinding?)");
+            error(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "Host `{shown}` refused: this admin API has no token, so it answers only requests for localhost, 127.0.0.1 or [::1] (port {}), not a name that merely resolves to this machine; set admin_token_file to use another name",
+                    hosts.bound.port()
+                ),
+            )
+        }
+    }
 }
 
 async fn require_token(
@@ -285,4 +361,42 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         render_metrics(&shared),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LoopbackHosts;
+
+    #[test]
+    fn loopback_names_with_or_without_the_bound_port() {
+        let h = LoopbackHosts::new("127.0.0.1:7801".parse().unwrap());
+        for ok in [
+            "localhost",
+            "localhost:7801",
+            "LOCALHOST:7801",
+            "127.0.0.1",
+            "127.0.0.1:7801",
+            "[::1]",
+            "[::1]:7801",
+        ] {
+            assert!(h.allows(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:7801",
+            "localhost:80",
+            "127.0.0.1:7802",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io:7801",
+            "[::1]:1",
+            "",
+            ":7801",
+        ] {
+            assert!(!h.allows(bad), "{bad}");
+        }
+        let v6 = LoopbackHosts::new("[::1]:9000".parse().unwrap());
+        assert!(v6.allows("[::1]:9000") && v6.allows("localhost"));
+        let other = LoopbackHosts::new("127.0.0.2:9000".parse().unwrap());
+        assert!(other.allows("127.0.0.2:9000") && !other.allows("127.0.0.3:9000"));
+    }
 }

@@ -17,6 +17,13 @@
 //! cert = "pki/broker.pem"
 //! key = "pki/broker.key"
 //! crl = "pki/crl.pem"
+//!
+//! [limits]                         # all optional; the defaults are shown
+//! max_handshakes = 64              # handshakes in progress at once
+//! handshake_timeout_secs = 10      # to finish TLS and send Hello
+//! max_agents = 10000               # live agent sessions
+//! max_data_streams = 256           # data streams open at once on one agent's connection
+//! max_plans_per_agent = 16         # plan requests waiting for one agent's answer
 //! ```
 //! Relative paths are taken from the config file's directory.
 
@@ -95,6 +102,12 @@ pub struct Limits {
     pub handshake_timeout_secs: u64,
     /// Live agent sessions at most.
     pub max_agents: usize,
+    /// Data streams one agent's connection may have open at once; more are
+    /// reset at once (each open stream holds a read buffer).
+    pub max_data_streams: usize,
+    /// Plan requests waiting for one agent's answer at once; a job that
+    /// would send another fails at once instead of queueing behind them.
+    pub max_plans_per_agent: usize,
 }
 
 impl Default for Limits {
@@ -103,6 +116,8 @@ impl Default for Limits {
             max_handshakes: 64,
             handshake_timeout_secs: 10,
             max_agents: 10_000,
+            max_data_streams: 256,
+            max_plans_per_agent: 16,
         }
     }
 }
@@ -221,6 +236,18 @@ impl BrokerConfig {
                 reason: "must be at least 1".into(),
             });
         }
+        if self.limits.max_data_streams == 0 {
+            return Err(ConfigError::Invalid {
+                field: "limits.max_data_streams",
+                reason: "must be at least 1: every task needs a data stream".into(),
+            });
+        }
+        if self.limits.max_plans_per_agent == 0 {
+            return Err(ConfigError::Invalid {
+                field: "limits.max_plans_per_agent",
+                reason: "must be at least 1: jobs are planned by agents".into(),
+            });
+        }
         if self.tls.crl_poll_secs == 0 {
             return Err(ConfigError::Invalid {
                 field: "tls.crl_poll_secs",
@@ -333,5 +360,29 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("max_handshakes"));
+    }
+
+    #[test]
+    fn stream_and_plan_caps_have_defaults_and_must_be_positive() {
+        let mut c = parse(
+            "listen = \"127.0.0.1:7800\"\n[tls]\nca = \"a\"\ncert = \"a\"\nkey = \"b\"\ncrl = \"c\"\n[limits]\nmax_plans_per_agent = 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_data_streams, 256);
+        assert_eq!(c.limits.max_plans_per_agent, 3);
+        c.check().unwrap();
+        c.limits.max_data_streams = 0;
+        assert!(c
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("max_data_streams"));
+        c.limits.max_data_streams = 1;
+        c.limits.max_plans_per_agent = 0;
+        assert!(c
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("max_plans_per_agent"));
     }
 }

@@ -5,6 +5,11 @@
 //! `Ack` frames once batches are committed, or a control `Error` frame.
 //! QUIC flow control on the stream carries backpressure from whoever
 //! consumes the [`DataStream`] back to the agent's reader.
+//!
+//! The header is read under the header limit (`max_control_frame`, 1 MiB),
+//! not the batch limit: a larger length prefix is refused before any of its
+//! payload is buffered, so an agent cannot make the broker hold 64 MiB per
+//! stream just by opening streams.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,21 +62,31 @@ pub struct DataStream {
     batches: u64,
     rows: u64,
     raw_bytes: u64,
+    /// The connection's allowance of open data streams, given back on drop.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl DataStream {
+    /// Reads the stream's header; on failure the stream is reset in both
+    /// directions.
     pub(crate) async fn open(
         agent: Arc<AgentIdentity>,
         send: ferry_tunnel::SendStream,
         recv: ferry_tunnel::RecvStream,
         limits: Limits,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<Self, DataError> {
-        let mut reader = FrameReader::new(recv, limits.max_data_frame);
-        let writer = FrameWriter::new(send);
-        let frame = tokio::time::timeout(HEADER_TIMEOUT, reader.require())
-            .await
-            .map_err(|_| DataError::HeaderTimeout(HEADER_TIMEOUT))??;
-        let header = StreamHeader::from_frame(&frame, &limits)?;
+        let mut reader = FrameReader::new(recv, limits.max_control_frame);
+        let mut writer = FrameWriter::new(send);
+        let header = match read_header(&mut reader, &limits).await {
+            Ok(h) => h,
+            Err(e) => {
+                writer.stream().reset();
+                reader.stop();
+                return Err(e);
+            }
+        };
+        reader.set_max_frame(limits.max_data_frame);
         let decoder = BatchDecoder::new(header.schema.clone(), limits);
         Ok(Self {
             agent,
@@ -83,6 +98,7 @@ impl DataStream {
             batches: 0,
             rows: 0,
             raw_bytes: 0,
+            _slot: slot,
         })
     }
 
@@ -177,18 +193,40 @@ impl DataStream {
     }
 }
 
+async fn read_header(reader: &mut FrameReader, limits: &Limits) -> Result<StreamHeader, DataError> {
+    let frame = tokio::time::timeout(HEADER_TIMEOUT, reader.require())
+        .await
+        .map_err(|_| DataError::HeaderTimeout(HEADER_TIMEOUT))??;
+    Ok(StreamHeader::from_frame(&frame, limits)?)
+}
+
+/// Resets a stream the broker will not read at all (over the connection's
+/// stream cap): the agent sees it reset at once.
+pub(crate) fn reset(mut send: ferry_tunnel::SendStream, mut recv: ferry_tunnel::RecvStream) {
+    send.reset();
+    recv.stop();
+}
+
+/// The refusal an agent gets for a stream no task of its own expects: the
+/// same whether the task does not exist or belongs to another agent, so
+/// the answer tells an agent nothing about others' tasks.
+pub(crate) async fn refuse_unexpected(ds: DataStream) {
+    let task = ds.header().task_id.clone();
+    ds.fail(
+        ErrorCode::Unsupported,
+        &format!("no job on this broker expects task `{task}` from you"),
+    )
+    .await;
+}
+
 /// The handler of a broker that runs no job: every data stream is refused
 /// with a clear error.
 pub fn refuse_all() -> DataHandler {
     Arc::new(|ds: DataStream| {
         tokio::spawn(async move {
             let task = ds.header().task_id.clone();
-            tracing::warn!(agent = %ds.agent().agent_id, task = %task, "no job expects this data stream; refused");
-            ds.fail(
-                ErrorCode::Unsupported,
-                &format!("no job on this broker expects task `{task}`"),
-            )
-            .await;
+            tracing::warn!(agent = %ds.agent().agent_id, group = %ds.agent().group, task = %task, "no job expects this data stream; refused");
+            refuse_unexpected(ds).await;
         });
     })
 }

@@ -1,7 +1,9 @@
 //! Live agent sessions.
 //!
-//! One session per agent id. When an agent connects again while an older
-//! session of the same id is still registered, the **newest wins**: the old
+//! One session per agent, keyed by [`AgentKey`]: group *and* id from the
+//! certificate, so `a1` of group X and `a1` of group Y are two agents. When
+//! an agent connects again while an older session of the same key is still
+//! registered, the **newest wins**: the old
 //! connection is closed at once with `CloseCode::Superseded` instead of
 //! waiting for its idle timeout. This is what a reconnecting agent needs
 //! (its old path is usually dead already: NAT rebinding, a restarted
@@ -10,6 +12,7 @@
 //! `Superseded` and both sides log it, so an operator sees the duplicate.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +23,35 @@ use ferry_tunnel::{CloseCode, Connection, Transport};
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
+
+/// Who an agent is: its group and id, both from its certificate. Agent ids
+/// are unique only within a group, so everything the broker keeps per agent
+/// (sessions, plan requests, tasks) is keyed by both.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AgentKey {
+    pub group: String,
+    pub id: String,
+}
+
+impl AgentKey {
+    pub fn new(group: impl Into<String>, id: impl Into<String>) -> Self {
+        Self {
+            group: group.into(),
+            id: id.into(),
+        }
+    }
+
+    /// The key of the agent that presented `identity`.
+    pub fn of(identity: &AgentIdentity) -> Self {
+        Self::new(identity.group.clone(), identity.agent_id.clone())
+    }
+}
+
+impl fmt::Display for AgentKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.group, self.id)
+    }
+}
 
 /// What the broker knows of one connected agent.
 #[derive(Debug, Clone, Serialize)]
@@ -53,6 +85,8 @@ struct Entry {
 /// A live agent session that can be sent control messages.
 #[derive(Clone)]
 pub struct AgentHandle {
+    /// Group and id: answers are accepted from this agent only.
+    pub key: AgentKey,
     pub agent_id: String,
     pub session_id: u64,
     pub outbox: mpsc::Sender<ControlMessage>,
@@ -61,7 +95,7 @@ pub struct AgentHandle {
 /// The registry of live sessions; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Registry {
-    inner: Arc<Mutex<HashMap<String, Entry>>>,
+    inner: Arc<Mutex<HashMap<AgentKey, Entry>>>,
     next_session: Arc<AtomicU64>,
 }
 
@@ -105,13 +139,14 @@ impl Registry {
             last_heartbeat: None,
             sources: Vec::new(),
         };
+        let key = AgentKey::of(identity);
         let old = {
             let mut map = self.lock();
-            if !map.contains_key(&identity.agent_id) && map.len() >= max_agents {
+            if !map.contains_key(&key) && map.len() >= max_agents {
                 return Err(RegistryFull(map.len()));
             }
             map.insert(
-                identity.agent_id.clone(),
+                key,
                 Entry {
                     info,
                     connection,
@@ -130,10 +165,10 @@ impl Registry {
 
     /// Removes the session if it is still the registered one (a newer
     /// session of the same agent stays).
-    pub fn unregister(&self, agent_id: &str, session_id: u64) -> bool {
+    pub fn unregister(&self, agent: &AgentKey, session_id: u64) -> bool {
         let mut map = self.lock();
-        if map.get(agent_id).map(|e| e.info.session_id) == Some(session_id) {
-            map.remove(agent_id);
+        if map.get(agent).map(|e| e.info.session_id) == Some(session_id) {
+            map.remove(agent);
             true
         } else {
             false
@@ -141,8 +176,8 @@ impl Registry {
     }
 
     /// Records a heartbeat.
-    pub fn heartbeat(&self, agent_id: &str, session_id: u64) {
-        if let Some(e) = self.lock().get_mut(agent_id) {
+    pub fn heartbeat(&self, agent: &AgentKey, session_id: u64) {
+        if let Some(e) = self.lock().get_mut(agent) {
             if e.info.session_id == session_id {
                 e.info.last_heartbeat = Some(OffsetDateTime::now_utc());
             }
@@ -150,8 +185,8 @@ impl Registry {
     }
 
     /// Records the data sources a session advertised.
-    pub fn set_sources(&self, agent_id: &str, session_id: u64, sources: Vec<SourceInfo>) {
-        if let Some(e) = self.lock().get_mut(agent_id) {
+    pub fn set_sources(&self, agent: &AgentKey, session_id: u64, sources: Vec<SourceInfo>) {
+        if let Some(e) = self.lock().get_mut(agent) {
             if e.info.session_id == session_id {
                 e.info.sources = sources;
             }
@@ -162,17 +197,18 @@ impl Registry {
     pub fn offering(&self, group: &str, datasource: &str) -> Vec<AgentHandle> {
         let map = self.lock();
         let mut v: Vec<AgentHandle> = map
-            .values()
-            .filter(|e| {
+            .iter()
+            .filter(|(_, e)| {
                 e.info.group == group && e.info.sources.iter().any(|s| s.name == datasource)
             })
-            .map(|e| AgentHandle {
+            .map(|(k, e)| AgentHandle {
+                key: k.clone(),
                 agent_id: e.info.agent_id.clone(),
                 session_id: e.info.session_id,
                 outbox: e.outbox.clone(),
             })
             .collect();
-        v.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        v.sort_by(|a, b| a.key.cmp(&b.key));
         v
     }
 
@@ -211,7 +247,7 @@ impl Registry {
         self.lock().clear();
     }
 
-    /// A snapshot of the connected agents, sorted by id, with current
+    /// A snapshot of the connected agents, sorted by id then group, with current
     /// address (it changes on migration) and RTT.
     pub fn list(&self) -> Vec<AgentInfo> {
         let map = self.lock();
@@ -224,13 +260,13 @@ impl Registry {
                 i
             })
             .collect();
-        v.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        v.sort_by(|a, b| (&a.agent_id, &a.group).cmp(&(&b.agent_id, &b.group)));
         v
     }
 
     /// The live connection of an agent.
-    pub fn connection(&self, agent_id: &str) -> Option<Connection> {
-        self.lock().get(agent_id).map(|e| e.connection.clone())
+    pub fn connection(&self, agent: &AgentKey) -> Option<Connection> {
+        self.lock().get(agent).map(|e| e.connection.clone())
     }
 
     pub fn len(&self) -> usize {
@@ -241,7 +277,7 @@ impl Registry {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AgentKey, Entry>> {
         // A panic while holding the lock leaves a consistent map (every
         // operation is a single insert/remove), so poisoning is ignored.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())

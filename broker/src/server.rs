@@ -195,7 +195,7 @@ impl Broker {
             )),
             tokio::spawn(crate::revocation::watch(shared.clone(), endpoint.clone())),
             tokio::spawn({
-                let app = crate::admin::router(shared.clone(), admin_token);
+                let app = crate::admin::router(shared.clone(), admin_token, admin_addr);
                 async move {
                     if let Err(e) = axum::serve(admin, app).await {
                         tracing::error!("admin API stopped: {e}");

@@ -4,8 +4,11 @@
 //! stream and sends `Hello` → the broker checks the protocol version and
 //! that the claimed agent id is the one in the certificate → `Welcome` (or
 //! `Reject` and close) → registration (an older session of the same agent is
-//! closed at once) → heartbeats until the connection ends. Data streams
-//! opened by the agent are handed to the [`DataHandler`](crate::DataHandler).
+//! closed at once) → heartbeats until the connection ends. A data stream
+//! goes to the task it names if that task was assigned to *this* agent
+//! (group and id), is refused if it was assigned to another, and goes to the
+//! [`DataHandler`](crate::DataHandler) if no task has that id; plan replies
+//! and task failures likewise count only from the agent asked.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +20,8 @@ use ferry_tunnel::{CloseCause, CloseCode, Connection, FrameReader, FrameWriter, 
 use tracing::{debug, info, warn};
 
 use crate::data::DataStream;
-use crate::jobs::dispatch::PlanAnswer;
+use crate::jobs::dispatch::{PlanAnswer, Routed, StreamRouted};
+use crate::registry::AgentKey;
 use crate::server::Shared;
 
 /// Heartbeat interval the broker asks agents for.
@@ -167,7 +171,13 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: Connection, admitted: Admit
         mut writer,
     } = admitted;
     let agent = identity.agent_id.clone();
+    // Plan replies, task reports and data streams are accepted only for
+    // work sent to this key (group and id from the certificate).
+    let key = AgentKey::of(&identity);
     let remote = conn.remote_address();
+    // Open data streams of this connection, each holding a read buffer.
+    let max_streams = shared.config.limits.max_data_streams;
+    let stream_slots = Arc::new(tokio::sync::Semaphore::new(max_streams));
     let (outbox, mut outgoing) = tokio::sync::mpsc::channel::<ControlMessage>(64);
     match shared.registry.register(
         &identity,
@@ -207,7 +217,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: Connection, admitted: Admit
             frame = reader.next() => match frame {
                 Ok(Some(frame)) => match ControlMessage::from_frame(shared.tapped(&frame)) {
                     Ok(ControlMessage::Heartbeat { seq, sent_unix_ms }) => {
-                        shared.registry.heartbeat(&agent, session_id);
+                        shared.registry.heartbeat(&key, session_id);
                         let ack = ControlMessage::HeartbeatAck { seq, sent_unix_ms };
                         if let Ok(f) = ack.to_frame() {
                             if let Err(e) = writer.send(&f).await {
@@ -225,21 +235,23 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: Connection, admitted: Admit
                         if stored.is_none() {
                             stored = record_session(&shared, &identity, remote, &sources).await;
                         }
-                        shared.registry.set_sources(&agent, session_id, sources);
+                        shared.registry.set_sources(&key, session_id, sources);
                     }
                     Ok(ControlMessage::PlanReply { request_id, schema, splits, estimated_rows }) => {
                         let answer = PlanAnswer { agent_id: agent.clone(), schema, splits, estimated_rows };
-                        if !shared.dispatch.plan_answered(request_id, Ok(answer)) {
-                            debug!(agent = %agent, request_id, "plan reply nobody waits for");
-                        }
+                        let routed = shared.dispatch.plan_answered(&key, request_id, Ok(answer));
+                        refused_answer(&shared, &key, remote, "plan reply", &request_id.to_string(), &routed);
                     }
                     Ok(ControlMessage::PlanFailed { request_id, message }) => {
-                        shared.dispatch.plan_answered(request_id, Err(message));
+                        let routed = shared.dispatch.plan_answered(&key, request_id, Err(message));
+                        refused_answer(&shared, &key, remote, "plan failure", &request_id.to_string(), &routed);
                     }
                     Ok(ControlMessage::TaskFailed { task_id, message }) => {
-                        if !shared.dispatch.task_failed(&task_id, &agent, message.clone()) {
-                            debug!(agent = %agent, task = %task_id, "failure of a task nobody waits for: {message}");
+                        let routed = shared.dispatch.task_failed(&key, &task_id, message.clone());
+                        if routed != Routed::Delivered {
+                            debug!(agent = %key, task = %task_id, "refused failure report said: {message}");
                         }
+                        refused_answer(&shared, &key, remote, "task failure", &task_id, &routed);
                     }
                     Ok(other) => debug!(agent = %agent, "ignoring control message {}", other.type_name()),
                     Err(e) => {
@@ -269,17 +281,28 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: Connection, admitted: Admit
             },
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) => {
+                    let Ok(slot) = stream_slots.clone().try_acquire_owned() else {
+                        warn!(agent = %key, %remote, max_data_streams = max_streams, "data stream reset: the agent has limits.max_data_streams open already");
+                        shared.metrics.error("data_stream_cap");
+                        crate::data::reset(send, recv);
+                        continue;
+                    };
                     let tracker = shared.tasks.clone();
                     let shared = shared.clone();
                     let identity = identity.clone();
+                    let key = key.clone();
                     tracker.spawn(async move {
-                        match DataStream::open(identity, send, recv, shared.protocol_limits).await {
-                            Ok(ds) => {
-                                if let Some(ds) = shared.dispatch.deliver_stream(ds) {
-                                    (shared.data_handler)(ds);
+                        match DataStream::open(identity, send, recv, shared.protocol_limits, Some(slot)).await {
+                            Ok(ds) => match shared.dispatch.deliver_stream(&key, ds) {
+                                StreamRouted::Delivered => {}
+                                StreamRouted::Unknown(ds) => (shared.data_handler)(ds),
+                                StreamRouted::NotYours { stream, expected } => {
+                                    shared.metrics.error("foreign_answer");
+                                    warn!(agent = %key, %remote, task = %stream.header().task_id, assigned_to = %expected, "data stream refused: the task was assigned to another agent");
+                                    crate::data::refuse_unexpected(stream).await;
                                 }
-                            }
-                            Err(e) => warn!("data stream refused: {e}"),
+                            },
+                            Err(e) => warn!(agent = %key, %remote, "data stream refused: {e}"),
                         }
                     });
                 }
@@ -287,7 +310,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: Connection, admitted: Admit
             },
         }
     };
-    let still_current = shared.registry.unregister(&agent, session_id);
+    let still_current = shared.registry.unregister(&key, session_id);
     if stored.is_none() {
         stored = record_session(&shared, &identity, remote, &[]).await;
     }
@@ -311,6 +334,28 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: Connection, admitted: Admit
             info!(agent = %agent, session_id, "session replaced by a newer one");
         }
         _ => info!(agent = %agent, session_id, %remote, cause = %cause, "agent disconnected"),
+    }
+}
+
+/// Logs an answer that was not delivered: `what` (`plan reply`, ...) for
+/// `id` from `from`.
+fn refused_answer(
+    shared: &Shared,
+    from: &AgentKey,
+    remote: std::net::SocketAddr,
+    what: &str,
+    id: &str,
+    routed: &Routed,
+) {
+    match routed {
+        Routed::Delivered => {}
+        Routed::Unknown => {
+            warn!(agent = %from, %remote, id, "{what} dropped: nothing sent to this agent waits for it")
+        }
+        Routed::NotYours { expected } => {
+            shared.metrics.error("foreign_answer");
+            warn!(agent = %from, %remote, id, sent_to = %expected, "{what} refused: it was sent to another agent")
+        }
     }
 }
 

@@ -37,6 +37,10 @@ enum CertsCommand {
         days: u32,
     },
     /// Issue an agent certificate carrying the agent's id and group.
+    ///
+    /// Refuses an id the CA has already issued and not revoked: the new key
+    /// would overwrite <dir>/agents/<id>.key, and two certificates would
+    /// carry one identity. Pass --replace to reissue it anyway (a renewal).
     Agent {
         #[arg(long)]
         id: String,
@@ -44,6 +48,11 @@ enum CertsCommand {
         group: String,
         #[arg(long, default_value_t = 365)]
         days: u32,
+        /// Reissue an id that has an unrevoked certificate: its files are
+        /// overwritten; the old certificate stays valid until it expires or
+        /// you revoke it (`ferry certs revoke --serial ...`).
+        #[arg(long)]
+        replace: bool,
     },
     /// Revoke certificates; a running broker picks the new list up by itself.
     Revoke {
@@ -100,8 +109,37 @@ pub fn run(args: CertsArgs) -> Result<()> {
             println!("listen = \"0.0.0.0:7800\"\nadmin_listen = \"127.0.0.1:7801\"\n\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\ncrl = \"{}\"",
                 abs(&dir.join("ca.pem")), abs(&cert), abs(&key), abs(&ca.crl_path()));
         }
-        CertsCommand::Agent { id, group, days } => {
+        CertsCommand::Agent {
+            id,
+            group,
+            days,
+            replace,
+        } => {
             let ca = load(&dir)?;
+            let live: Vec<_> = ca
+                .ledger()?
+                .into_iter()
+                .filter(|e| e.agent_id.as_deref() == Some(id.as_str()) && e.revoked_at.is_none())
+                .collect();
+            if !live.is_empty() && !replace {
+                let which = live
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "serial {} in group `{}`, valid until {}",
+                            e.serial,
+                            e.group.as_deref().unwrap_or("?"),
+                            utc(e.not_after)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                bail!(
+                    "agent id `{id}` already has a certificate that is not revoked ({which}); \
+                     refusing to reissue it, which would overwrite its key. Pass --replace to \
+                     renew or move it, or revoke it first (`ferry certs revoke --agent {id}`)"
+                );
+            }
             let issued = ca.issue_agent(&id, &group, Validity::days(days))?;
             let agents = dir.join("agents");
             std::fs::create_dir_all(&agents)
@@ -113,6 +151,15 @@ pub fn run(args: CertsArgs) -> Result<()> {
             issued.write(&cert, &key)?;
             println!("issued agent certificate {} for `{id}` in group `{group}` (serial {}, valid until {})", cert.display(), issued.serial, utc(issued.not_after));
             println!("  private key: {} (mode 0600)", key.display());
+            for e in &live {
+                println!(
+                    "  replaced: serial {} (group `{}`, valid until {}); it stays valid until then unless you revoke it: ferry certs revoke --serial {}",
+                    e.serial,
+                    e.group.as_deref().unwrap_or("?"),
+                    utc(e.not_after),
+                    e.serial
+                );
+            }
             println!("\nagent config (agent.toml); copy ca.pem, the certificate and the key to the agent host:\n");
             println!(
                 "broker = \"BROKER_HOST:7800\"\n\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"",

@@ -129,6 +129,83 @@ fn readme_flow_certs_broker_agent_listed() {
     );
 }
 
+/// `ferry certs agent` does not silently reissue an agent id that has a
+/// live certificate (it would overwrite the key): it refuses unless told
+/// `--replace`, and then says what it replaced.
+#[test]
+fn certs_agent_refuses_to_reissue_a_live_id_without_replace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let run = |args: &[&str]| {
+        let o = ferry(dir, args);
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    assert!(run(&["certs", "init"]).0);
+    let (ok, first, _) = run(&["certs", "agent", "--id", "sh-01", "--group", "idc-sh"]);
+    assert!(ok, "{first}");
+    let serial = |text: &str| {
+        text.split("(serial ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .expect("serial printed")
+            .to_string()
+    };
+    let first_serial = serial(&first);
+    let key = dir.join("pki/agents/sh-01.key");
+    let key_before = std::fs::read(&key).unwrap();
+
+    // Same id, same group or another: refused, key untouched.
+    for group in ["idc-sh", "evil"] {
+        let (ok, out, err) = run(&["certs", "agent", "--id", "sh-01", "--group", group]);
+        assert!(!ok, "reissued without --replace: {out}");
+        assert!(
+            err.contains("agent id `sh-01` already has a certificate")
+                && err.contains(&first_serial)
+                && err.contains("--replace"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&key).unwrap(), key_before, "key overwritten");
+    }
+    let (_, list, _) = run(&["certs", "list"]);
+    assert_eq!(
+        list.matches("\"sh-01\"").count(),
+        2,
+        "one cert issued: {list}"
+    );
+
+    // --replace reissues and names what it replaced.
+    let (ok, out, err) = run(&[
+        "certs",
+        "agent",
+        "--id",
+        "sh-01",
+        "--group",
+        "idc-sh",
+        "--replace",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("replaced: serial {first_serial}")) && out.contains("revoke"),
+        "{out}"
+    );
+    assert_ne!(serial(&out), first_serial);
+    assert_ne!(std::fs::read(&key).unwrap(), key_before);
+
+    // Once revoked, the id may be issued again without --replace.
+    assert!(run(&["certs", "revoke", "--agent", "sh-01"]).0);
+    let (ok, out, err) = run(&["certs", "agent", "--id", "sh-01", "--group", "idc-sh"]);
+    assert!(ok, "{err}");
+    assert!(!out.contains("replaced:"), "{out}");
+
+    // --help documents the flag.
+    let (_, help, _) = run(&["certs", "agent", "--help"]);
+    assert!(help.contains("--replace"), "{help}");
+}
+
 #[test]
 fn config_errors_are_specific() {
     let tmp = tempfile::tempdir().unwrap();

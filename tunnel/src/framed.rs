@@ -58,6 +58,19 @@ impl FrameReader {
         }
     }
 
+    /// Changes the largest payload accepted from the next frame on, e.g. a
+    /// small limit for a stream's header, the larger one for what follows.
+    /// A frame over the limit is refused as soon as its length prefix is
+    /// in, before its payload is buffered.
+    pub fn set_max_frame(&mut self, max_frame: u32) {
+        *self.inner.decoder_mut() = FrameCodec::new(max_frame);
+    }
+
+    /// The largest payload accepted now.
+    pub fn max_frame(&self) -> u32 {
+        self.inner.decoder().max_frame_len()
+    }
+
     /// The next frame, or `None` when the peer finished the stream cleanly
     /// between frames.
     pub async fn next(&mut self) -> Result<Option<Frame>, StreamError> {

@@ -1,13 +1,21 @@
 //! Routing answers from agents to whoever waits for them: plan replies by
-//! request id, data streams and task failures by task id.
+//! request id, data streams and task failures by task id, each accepted
+//! only from the agent the request or task was sent to.
+//!
+//! An id alone proves nothing: any agent may send any id, and an agent of
+//! one group must not answer for another group's agent (a forged plan or
+//! data stream would put its data into that group's target). So every
+//! pending request and task remembers the [`AgentKey`] it was sent to, and
+//! an answer from any other agent is refused. The ids are random besides,
+//! so another agent cannot even name them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::data::DataStream;
+use crate::registry::AgentKey;
 
 /// What an agent answered to a plan request.
 #[derive(Debug)]
@@ -26,12 +34,56 @@ pub enum TaskEvent {
     Failed { agent_id: String, message: String },
 }
 
+/// A plan request that could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// The agent has as many plan requests in flight as allowed.
+    #[error("agent `{agent}` already has {in_flight} plan requests in flight (limits.max_plans_per_agent); not sending another")]
+    TooManyPlans { agent: AgentKey, in_flight: usize },
+}
+
+/// Where an answer from an agent went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Routed {
+    /// To whoever waits for it.
+    Delivered,
+    /// Nobody waits for this id (never issued, answered or given up on).
+    Unknown,
+    /// The id was sent to another agent; the answer was dropped.
+    NotYours {
+        /// The agent the request or task was sent to.
+        expected: AgentKey,
+    },
+}
+
+/// Where a data stream went; a stream not delivered is given back.
+pub enum StreamRouted {
+    /// To the task that waits for it.
+    Delivered,
+    /// No task of that id waits.
+    Unknown(DataStream),
+    /// The task was assigned to another agent.
+    NotYours {
+        stream: DataStream,
+        expected: AgentKey,
+    },
+}
+
+struct PendingPlan {
+    agent: AgentKey,
+    tx: oneshot::Sender<Result<PlanAnswer, String>>,
+}
+
+struct PendingTask {
+    agent: AgentKey,
+    tx: mpsc::Sender<TaskEvent>,
+}
+
 /// Pending plan requests and assigned tasks.
 #[derive(Default)]
 pub struct Dispatch {
-    next_request: AtomicU64,
-    plans: Mutex<HashMap<u64, oneshot::Sender<Result<PlanAnswer, String>>>>,
-    tasks: Mutex<HashMap<String, mpsc::Sender<TaskEvent>>>,
+    plans: Mutex<HashMap<u64, PendingPlan>>,
+    tasks: Mutex<HashMap<String, PendingTask>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -39,13 +91,44 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A random suffix for task ids: 128 bits, so another agent cannot guess it.
+pub fn random_tag() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
 impl Dispatch {
-    /// A fresh request id and the receiver of its answer.
-    pub fn expect_plan(&self) -> (u64, oneshot::Receiver<Result<PlanAnswer, String>>) {
-        let id = self.next_request.fetch_add(1, Ordering::Relaxed) + 1;
+    /// A fresh, random request id for a plan request to `agent`, and the
+    /// receiver of its answer; refused if `agent` already has
+    /// `max_in_flight` requests waiting.
+    pub fn expect_plan(
+        &self,
+        agent: &AgentKey,
+        max_in_flight: usize,
+    ) -> Result<(u64, oneshot::Receiver<Result<PlanAnswer, String>>), DispatchError> {
         let (tx, rx) = oneshot::channel();
-        lock(&self.plans).insert(id, tx);
-        (id, rx)
+        let mut plans = lock(&self.plans);
+        let in_flight = plans.values().filter(|p| &p.agent == agent).count();
+        if in_flight >= max_in_flight {
+            return Err(DispatchError::TooManyPlans {
+                agent: agent.clone(),
+                in_flight,
+            });
+        }
+        // The protocol's request id is a u64: random, and never one in use.
+        let id = loop {
+            let id = rand::random::<u64>();
+            if id != 0 && !plans.contains_key(&id) {
+                break id;
+            }
+        };
+        plans.insert(
+            id,
+            PendingPlan {
+                agent: agent.clone(),
+                tx,
+            },
+        );
+        Ok((id, rx))
     }
 
     /// Forgets a plan request nobody waits for any more.
@@ -53,18 +136,41 @@ impl Dispatch {
         lock(&self.plans).remove(&id);
     }
 
-    /// Delivers an agent's answer; `false` if nobody asked.
-    pub fn plan_answered(&self, id: u64, answer: Result<PlanAnswer, String>) -> bool {
-        match lock(&self.plans).remove(&id) {
-            Some(tx) => tx.send(answer).is_ok(),
-            None => false,
+    /// Delivers `from`'s answer to request `id` if it was sent to `from`.
+    pub fn plan_answered(
+        &self,
+        from: &AgentKey,
+        id: u64,
+        answer: Result<PlanAnswer, String>,
+    ) -> Routed {
+        let mut plans = lock(&self.plans);
+        match plans.get(&id) {
+            None => Routed::Unknown,
+            Some(p) if &p.agent != from => Routed::NotYours {
+                expected: p.agent.clone(),
+            },
+            Some(_) => match plans.remove(&id) {
+                Some(p) => {
+                    // The asker may have given up a moment ago; then the answer is moot.
+                    let _ = p.tx.send(answer);
+                    Routed::Delivered
+                }
+                None => Routed::Unknown,
+            },
         }
     }
 
-    /// Registers a task before it is assigned; its events arrive on the receiver.
-    pub fn expect_task(&self, task_id: &str) -> mpsc::Receiver<TaskEvent> {
+    /// Registers a task assigned to `agent` before it is sent; its events
+    /// arrive on the receiver.
+    pub fn expect_task(&self, task_id: &str, agent: &AgentKey) -> mpsc::Receiver<TaskEvent> {
         let (tx, rx) = mpsc::channel(4);
-        lock(&self.tasks).insert(task_id.to_string(), tx);
+        lock(&self.tasks).insert(
+            task_id.to_string(),
+            PendingTask {
+                agent: agent.clone(),
+                tx,
+            },
+        );
         rx
     }
 
@@ -72,33 +178,135 @@ impl Dispatch {
         lock(&self.tasks).remove(task_id);
     }
 
-    /// Hands a data stream to its task; gives it back if no task expects it.
-    pub fn deliver_stream(&self, ds: DataStream) -> Option<DataStream> {
-        let tx = lock(&self.tasks).get(&ds.header().task_id).cloned();
-        match tx {
-            Some(tx) => match tx.try_send(TaskEvent::Stream(Box::new(ds))) {
-                Ok(()) => None,
-                Err(e) => match e.into_inner() {
-                    TaskEvent::Stream(ds) => Some(*ds),
-                    // Not what was sent; nothing to give back.
-                    TaskEvent::Failed { .. } => None,
-                },
+    /// Hands a data stream `from` opened to its task, if the task was
+    /// assigned to `from`.
+    pub fn deliver_stream(&self, from: &AgentKey, ds: DataStream) -> StreamRouted {
+        let tx = match lock(&self.tasks).get(&ds.header().task_id) {
+            None => return StreamRouted::Unknown(ds),
+            Some(t) if &t.agent != from => {
+                return StreamRouted::NotYours {
+                    stream: ds,
+                    expected: t.agent.clone(),
+                }
+            }
+            Some(t) => t.tx.clone(),
+        };
+        match tx.try_send(TaskEvent::Stream(Box::new(ds))) {
+            Ok(()) => StreamRouted::Delivered,
+            Err(e) => match e.into_inner() {
+                TaskEvent::Stream(ds) => StreamRouted::Unknown(*ds),
+                // Not what was sent; nothing to give back.
+                TaskEvent::Failed { .. } => StreamRouted::Delivered,
             },
-            None => Some(ds),
         }
     }
 
-    /// Reports a task failure from an agent.
-    pub fn task_failed(&self, task_id: &str, agent_id: &str, message: String) -> bool {
-        let tx = lock(&self.tasks).get(task_id).cloned();
-        match tx {
-            Some(tx) => tx
-                .try_send(TaskEvent::Failed {
-                    agent_id: agent_id.to_string(),
-                    message,
-                })
-                .is_ok(),
-            None => false,
+    /// Reports a task failure from `from`, if the task was assigned to it.
+    pub fn task_failed(&self, from: &AgentKey, task_id: &str, message: String) -> Routed {
+        let tx = match lock(&self.tasks).get(task_id) {
+            None => return Routed::Unknown,
+            Some(t) if &t.agent != from => {
+                return Routed::NotYours {
+                    expected: t.agent.clone(),
+                }
+            }
+            Some(t) => t.tx.clone(),
+        };
+        match tx.try_send(TaskEvent::Failed {
+            agent_id: from.id.clone(),
+            message,
+        }) {
+            Ok(()) => Routed::Delivered,
+            Err(_) => Routed::Unknown,
         }
+    }
+
+    /// Plan requests waiting for an answer from `agent`.
+    pub fn plans_in_flight(&self, agent: &AgentKey) -> usize {
+        lock(&self.plans)
+            .values()
+            .filter(|p| &p.agent == agent)
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(agent: &str) -> Result<PlanAnswer, String> {
+        Ok(PlanAnswer {
+            agent_id: agent.into(),
+            schema: "{}".into(),
+            splits: "[]".into(),
+            estimated_rows: None,
+        })
+    }
+
+    #[test]
+    fn a_plan_answer_counts_only_from_the_agent_asked() {
+        let d = Dispatch::default();
+        let asked = AgentKey::new("idc-sh", "a1");
+        let (id, mut rx) = d.expect_plan(&asked, 16).unwrap();
+        // Same id in another group, another id in the same group: refused.
+        for other in [AgentKey::new("evil", "a1"), AgentKey::new("idc-sh", "a2")] {
+            assert_eq!(
+                d.plan_answered(&other, id, answer(&other.id)),
+                Routed::NotYours {
+                    expected: asked.clone()
+                }
+            );
+        }
+        assert!(rx.try_recv().is_err(), "nothing delivered yet");
+        assert_eq!(d.plan_answered(&asked, id, answer("a1")), Routed::Delivered);
+        assert_eq!(rx.try_recv().unwrap().unwrap().agent_id, "a1");
+        assert_eq!(d.plan_answered(&asked, id, answer("a1")), Routed::Unknown);
+    }
+
+    #[test]
+    fn request_ids_are_random_and_plans_per_agent_capped() {
+        let d = Dispatch::default();
+        let a = AgentKey::new("g", "a");
+        let (x, _rx1) = d.expect_plan(&a, 2).unwrap();
+        let (y, _rx2) = d.expect_plan(&a, 2).unwrap();
+        assert_ne!(x, y);
+        assert!(x > 1 << 20 || y > 1 << 20, "not sequential: {x} {y}");
+        let e = d.expect_plan(&a, 2).unwrap_err().to_string();
+        assert!(
+            e.contains("2 plan requests in flight") && e.contains("g/a"),
+            "{e}"
+        );
+        // Another agent has its own allowance.
+        d.expect_plan(&AgentKey::new("g", "b"), 2).unwrap();
+        d.forget_plan(x);
+        assert_eq!(d.plans_in_flight(&a), 1);
+        d.expect_plan(&a, 2).unwrap();
+    }
+
+    #[test]
+    fn a_task_failure_counts_only_from_the_agent_assigned() {
+        let d = Dispatch::default();
+        let assigned = AgentKey::new("idc-sh", "a1");
+        let mut rx = d.expect_task("job-1-s0-a1-x", &assigned);
+        assert_eq!(
+            d.task_failed(&AgentKey::new("evil", "a1"), "job-1-s0-a1-x", "no".into()),
+            Routed::NotYours {
+                expected: assigned.clone()
+            }
+        );
+        assert!(rx.try_recv().is_err());
+        assert_eq!(
+            d.task_failed(&assigned, "job-1-s0-a1-x", "disk full".into()),
+            Routed::Delivered
+        );
+        assert!(
+            matches!(rx.try_recv(), Ok(TaskEvent::Failed { message, .. }) if message == "disk full")
+        );
+        assert_eq!(
+            d.task_failed(&assigned, "job-1-s0-a2-x", "x".into()),
+            Routed::Unknown
+        );
+        assert_eq!(random_tag().len(), 32);
+        assert_ne!(random_tag(), random_tag());
     }
 }

@@ -44,7 +44,8 @@ const TASK_AGENT_WAIT: Duration = Duration::from_secs(60);
 pub(crate) struct TunnelJob<'a> {
     pub job_id: String,
     /// Task ids start with it: unique per run of the job, so a task of a
-    /// run before a restart is never taken for one of this run.
+    /// run before a restart is never taken for one of this run (a random
+    /// part follows, so no agent can guess another's task ids).
     pub attempt_prefix: String,
     pub group: String,
     pub datasource: String,
@@ -152,7 +153,9 @@ impl Reading for TunnelReading {
         let agent = self.agent(self.plan_wait).await?;
         let spec = serde_json::to_string(spec).map_err(|e| e.to_string())?;
         let dispatch = &self.shared.dispatch;
-        let (request_id, answer) = dispatch.expect_plan();
+        let (request_id, answer) = dispatch
+            .expect_plan(&agent.key, self.shared.config.limits.max_plans_per_agent)
+            .map_err(|e| e.to_string())?;
         let req = ControlMessage::PlanRequest {
             request_id,
             datasource: self.datasource.clone(),
@@ -221,9 +224,16 @@ impl Reading for TunnelReading {
             .agent(TASK_AGENT_WAIT)
             .await
             .map_err(ReadError::transient)?;
-        let task_id = format!("{}-s{}-a{attempt}", self.attempt_prefix, split.index);
+        // Readable in logs, unguessable for other agents (nothing parses it).
+        let task_id = format!(
+            "{}-s{}-a{attempt}-{}",
+            self.attempt_prefix,
+            split.index,
+            super::dispatch::random_tag()
+        );
         let dispatch = self.shared.dispatch.clone();
-        let mut events = dispatch.expect_task(&task_id);
+        let mut events = dispatch.expect_task(&task_id, &agent.key);
+        info!(job = %self.job_id, task = %task_id, agent = %agent.key, split = split.index, attempt, "task assigned");
         let assign = ControlMessage::TaskAssign {
             task_id: task_id.clone(),
             datasource: self.datasource.clone(),
