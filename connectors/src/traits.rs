@@ -31,6 +31,15 @@ pub trait Source: Send + Sync {
         None
     }
 
+    /// What the source's login may do beyond reading what jobs read (a superuser, file or
+    /// write privileges), each as a sentence saying what is held and what the login should
+    /// be instead; empty when nothing is amiss. Reads are read-only whatever the login holds,
+    /// but a login that can read server files or run programs gives a job's SQL more than
+    /// tables. Never fails: a check that could not run is itself a warning.
+    async fn privilege_warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Reads one split, sending batches of `schema` (at most
     /// `spec.fetch_size` rows each) into `out`. A full channel slows the
     /// read down (backpressure). Returns the rows read.

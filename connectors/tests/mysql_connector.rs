@@ -1027,3 +1027,252 @@ async fn large_batches_are_split_under_max_allowed_packet() {
             .unwrap();
     assert_eq!((cnt as usize, total as usize), (rows, rows * row_len));
 }
+
+// ---- A hostile broker: reads stay read-only, single-statement, object-free, and errors for
+// ---- the broker carry no source values. Job text goes straight to the source (no screening).
+
+/// Every table and view of the test database.
+async fn tables(db: &TestDb) -> Vec<String> {
+    let mut c = db.conn().await;
+    sqlx::query(
+        "SELECT CAST(TABLE_NAME AS CHAR) FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = ? ORDER BY 1",
+    )
+    .bind(&db.name)
+    .fetch_all(&mut c)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get::<String, _>(0))
+    .collect()
+}
+
+async fn expect_read_error(src: &MySqlSource, spec: &ReadSpec) -> ConnectorError {
+    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int32, true)]));
+    let spec = ReadSpec {
+        columns: vec!["id".into()],
+        ..spec.clone()
+    };
+    match read_split(src, &spec, schema, &Split::all()).await {
+        Ok(b) => panic!("read of {spec:?} succeeded: {b:?}"),
+        Err(e) => e,
+    }
+}
+
+#[tokio::test]
+async fn where_and_sessions_cannot_write() {
+    let Some(db) = setup().await else { return };
+    let mut c = db.conn().await;
+    c.execute(
+        "CREATE TABLE t (id INT PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c');
+         CREATE SEQUENCE s",
+    )
+    .await
+    .unwrap();
+    let src = MySqlSource::connect(&db.url).await.unwrap();
+    for w in ["setval(s, 100) > 0", "nextval(s) > 0"] {
+        let spec = ReadSpec {
+            where_clause: Some(w.into()),
+            split_pk: Some("id".into()),
+            ..read_spec("t")
+        };
+        let e = src.plan(&spec, 4).await.unwrap_err();
+        assert!(e.to_string().contains("READ ONLY"), "plan, {w}: {e}");
+        let e = expect_read_error(&src, &spec).await;
+        assert!(e.to_string().contains("READ ONLY"), "read, {w}: {e}");
+    }
+    let next: i64 = sqlx::query("SELECT nextval(s)")
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(next, 1, "the sequence moved");
+
+    // Autocommit statements through the source's own sessions cannot write either.
+    for sql in ["INSERT INTO t VALUES (9, 'w')", "CREATE TABLE w (id INT)"] {
+        let e = sqlx::query(sql).execute(src.pool()).await.unwrap_err();
+        assert!(e.to_string().contains("READ ONLY"), "{sql}: {e}");
+    }
+    let n: i64 = sqlx::query("SELECT COUNT(*) FROM t")
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+    assert_eq!(tables(&db).await, vec!["s", "t"]);
+}
+
+#[tokio::test]
+async fn query_sql_is_one_statement_and_creates_nothing() {
+    let Some(db) = setup().await else { return };
+    let mut c = db.conn().await;
+    c.execute(
+        "CREATE TABLE t (id INT PRIMARY KEY, d DECIMAL(12,3), d0 DECIMAL(5,5) UNSIGNED,
+           vc VARCHAR(7), vb VARBINARY(4), tb TEXT COLLATE utf8mb4_bin, bl BLOB, b BIT(5),
+           e ENUM('x','y'));
+         INSERT INTO t VALUES (1, -123456789.125, 0.12345, 'abc', 0x0102, 'txt', 0xff, 5, 'y')",
+    )
+    .await
+    .unwrap();
+    let src = MySqlSource::connect(&db.url).await.unwrap();
+    let before = tables(&db).await;
+    for qs in [
+        "select 1 as id; DROP TABLE t; COMMIT",
+        "select 1 as id) AS ferry_q; DROP TABLE t; SELECT * FROM (select 1 as id",
+    ] {
+        let spec = ReadSpec {
+            query_sql: Some(qs.into()),
+            table: None,
+            split_pk: Some("id".into()),
+            ..read_spec("")
+        };
+        assert!(src.schema(&spec).await.is_err(), "schema of {qs}");
+        // A query is read as one split: plan does not touch the database.
+        assert_eq!(src.plan(&spec, 4).await.unwrap(), vec![Split::all()]);
+        expect_read_error(&src, &spec).await;
+        assert_eq!(tables(&db).await, before, "{qs}");
+    }
+    // A `where` that tries to add statements is one (broken) prepared statement.
+    let spec = ReadSpec {
+        where_clause: Some("1=1; DROP TABLE t".into()),
+        split_pk: Some("id".into()),
+        ..read_spec("t")
+    };
+    assert!(src.plan(&spec, 4).await.is_err());
+    expect_read_error(&src, &spec).await;
+    assert_eq!(tables(&db).await, before);
+
+    // A good query: described from prepared metadata, nothing created.
+    let spec = ReadSpec {
+        query_sql: Some("SELECT id, d, d0, vc, vb, tb, bl, b, e, d * 2 AS d2 FROM t;".into()),
+        table: None,
+        ..read_spec("")
+    };
+    let (schema, batch) = read_all(&src, &spec).await.unwrap();
+    let types: Vec<&DataType> = schema.fields().iter().map(|f| f.data_type()).collect();
+    assert_eq!(
+        types,
+        vec![
+            &DataType::Int32,
+            &DataType::Decimal128(12, 3),
+            &DataType::Decimal128(5, 5),
+            &DataType::Utf8,
+            &DataType::Binary,
+            &DataType::Utf8,
+            &DataType::Binary,
+            &DataType::UInt64,
+            &DataType::Utf8,
+            &DataType::Decimal128(13, 3),
+        ]
+    );
+    let meta = |i: usize, k: &str| schema.field(i).metadata().get(k).cloned();
+    assert_eq!(meta(3, "ferry.max_length").as_deref(), Some("7"));
+    assert_eq!(meta(7, "ferry.bit_width").as_deref(), Some("5"));
+    assert_eq!(batch.num_rows(), 1);
+    assert_eq!(
+        batch.column(1).as_primitive::<Decimal128Type>().value(0),
+        -123456789125
+    );
+    assert_eq!(batch.column(5).as_string::<i32>().value(0), "txt");
+    assert_eq!(batch.column(8).as_string::<i32>().value(0), "y");
+    assert_eq!(tables(&db).await, before);
+}
+
+#[tokio::test]
+async fn errors_for_the_broker_carry_no_source_values() {
+    let Some(db) = setup().await else { return };
+    let mut c = db.conn().await;
+    c.execute(
+        "CREATE TABLE secret (id INT, pw TEXT); INSERT INTO secret VALUES (1, 'hunter2-do-not-leak')",
+    )
+    .await
+    .unwrap();
+    let src = MySqlSource::connect(&db.url).await.unwrap();
+    for w in [
+        // Error-based extraction: the XPATH error quotes its argument (1105).
+        "EXTRACTVALUE(1, CONCAT(0x7e, (SELECT pw FROM secret LIMIT 1))) IS NOT NULL",
+        // A value into JSON that does not parse (MariaDB warns, MySQL fails): then a cast.
+        "CAST(JSON_EXTRACT((SELECT pw FROM secret LIMIT 1), '$') AS SIGNED) > 0",
+    ] {
+        let spec = ReadSpec {
+            where_clause: Some(w.into()),
+            split_pk: Some("id".into()),
+            ..read_spec("secret")
+        };
+        let Err(e) = src.plan(&spec, 4).await else {
+            continue;
+        };
+        let p = e.peer_message();
+        assert!(!p.contains("hunter2"), "{w}: {p}");
+        if e.to_string().contains("hunter2") {
+            assert!(p.contains("MySQL error") && p.contains("withheld"), "{p}");
+        }
+    }
+    // A value that cannot be read as the schema asked (a broker's schema need not fit): the
+    // reader's own message quotes it.
+    let spec = ReadSpec {
+        columns: vec!["pw".into()],
+        ..read_spec("secret")
+    };
+    let schema = Arc::new(Schema::new(vec![Field::new("pw", DataType::Int32, true)]));
+    let e = read_split(&src, &spec, schema, &Split::all())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ConnectorError::Value { .. }), "{e}");
+    assert!(e.to_string().contains("hunter2-do-not-leak"), "{e}");
+    let p = e.peer_message();
+    assert!(!p.contains("hunter2") && p.contains("`pw`"), "{p}");
+}
+
+#[tokio::test]
+async fn privilege_warnings_flag_root_not_a_reader() {
+    let Some(db) = setup().await else { return };
+    let root = MySqlSource::connect(&db.url).await.unwrap();
+    let w = root.privilege_warnings().await;
+    assert!(
+        w.len() == 1 && w[0].contains("ALL PRIVILEGES") && w[0].contains("read-only user"),
+        "{w:?}"
+    );
+
+    let user = format!("{}_ro", db.name);
+    let mut c = db.conn().await;
+    c.execute("CREATE TABLE t (id INT)").await.unwrap();
+    for host in ["%", "localhost"] {
+        c.execute(
+            format!(
+                "CREATE USER '{user}'@'{host}'; GRANT SELECT ON `{}`.* TO '{user}'@'{host}'",
+                db.name
+            )
+            .as_str(),
+        )
+        .await
+        .unwrap();
+    }
+    let ro_url = db.url.replacen("root@", &format!("{user}@"), 1);
+    let result = async {
+        let ro = MySqlSource::connect(&ro_url).await?;
+        let clean = ro.privilege_warnings().await;
+        for host in ["%", "localhost"] {
+            sqlx::query(&format!("GRANT FILE, INSERT ON *.* TO '{user}'@'{host}'"))
+                .execute(&mut c)
+                .await
+                .map_err(|e| ConnectorError::query("grant", e))?;
+        }
+        // A fresh session sees the new grants.
+        let ro = MySqlSource::connect(&ro_url).await?;
+        let risky = ro.privilege_warnings().await;
+        Ok::<_, ConnectorError>((clean, risky))
+    }
+    .await;
+    for host in ["%", "localhost"] {
+        let _ = c
+            .execute(format!("DROP USER IF EXISTS '{user}'@'{host}'").as_str())
+            .await;
+    }
+    let (clean, risky) = result.unwrap();
+    assert!(clean.is_empty(), "{clean:?}");
+    assert!(
+        risky.len() == 1 && risky[0].contains("FILE") && risky[0].contains("INSERT"),
+        "{risky:?}"
+    );
+}

@@ -983,3 +983,271 @@ async fn hundred_thousand_rows_round_trip() {
         t.elapsed()
     );
 }
+
+// ---- A hostile broker: reads stay read-only, single-statement, object-free, and errors for
+// ---- the broker carry no source values. Job text goes straight to the source (no screening).
+
+/// Relations of the test's schema, and any `ferry_describe` left anywhere.
+async fn relations(db: &Db) -> Vec<String> {
+    sqlx::query(
+        "SELECT n.nspname || '.' || c.relname FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 OR c.relname LIKE 'ferry_describe%' ORDER BY 1",
+    )
+    .bind(&db.schema)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get::<String, _>(0))
+    .collect()
+}
+
+async fn expect_read_error(src: &PostgresSource, spec: &ReadSpec) -> ConnectorError {
+    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int32, true)]));
+    let spec = ReadSpec {
+        columns: vec!["id".into()],
+        ..spec.clone()
+    };
+    match read_split(src, &spec, schema, &Split::all()).await {
+        Ok((n, _)) => panic!("read of {spec:?} succeeded with {n} rows"),
+        Err(e) => e,
+    }
+}
+
+fn is_read_only(e: &ConnectorError) -> bool {
+    e.db_code() == Some(&ferry_connectors::error::DbCode::Postgres("25006".into()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_cannot_write_through_plan_or_read() {
+    let Some(db) = Db::new().await else { return };
+    let t = db.t("t");
+    let seq = db.t("s");
+    db.exec(&format!(
+        "CREATE TABLE {t} (id int, v text); INSERT INTO {t} SELECT g, 'v' FROM generate_series(1, 10) g;
+         CREATE SEQUENCE {seq};"
+    ))
+    .await;
+    let src = PostgresSource::connect(&url()).await.unwrap();
+    let los = || async {
+        db.count("SELECT count(*) FROM pg_largeobject_metadata")
+            .await
+    };
+    let los_before = los().await;
+    for w in [
+        format!("setval('{seq}', 100) > 0"),
+        // set_config is allowed in a read-only transaction; the write after it still is not.
+        format!(
+            "set_config('default_transaction_read_only', 'off', false) IS NOT NULL \
+             AND setval('{seq}', 100) > 0"
+        ),
+    ] {
+        let spec = ReadSpec {
+            where_clause: Some(w.clone()),
+            split_pk: Some("id".into()),
+            ..read_spec(&t)
+        };
+        let e = src.plan(&spec, 4).await.unwrap_err();
+        assert!(is_read_only(&e), "plan, {w}: {e}");
+        assert!(e.peer_message().contains("read-only transaction"), "{e}");
+        let e = expect_read_error(&src, &spec).await;
+        assert!(is_read_only(&e), "read, {w}: {e}");
+    }
+    // PostgreSQL lets lo_from_bytea run in a read-only transaction: what keeps it from taking
+    // effect is that every source transaction ends with ROLLBACK.
+    let spec = ReadSpec {
+        where_clause: Some("lo_from_bytea(0, 'x') IS NOT NULL".into()),
+        split_pk: Some("id".into()),
+        ..read_spec(&t)
+    };
+    src.plan(&spec, 4).await.unwrap();
+    let spec = ReadSpec {
+        columns: vec!["id".into()],
+        ..spec
+    };
+    let schema = src.schema(&spec).await.unwrap();
+    let (n, _) = read_split(&src, &spec, schema, &Split::all())
+        .await
+        .unwrap();
+    assert_eq!(n, 10);
+    let (last, called): (i64, bool) =
+        sqlx::query_as(&format!("SELECT last_value, is_called FROM {seq}"))
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!((last, called), (1, false), "the sequence moved");
+    assert_eq!(los().await, los_before, "a large object was created");
+
+    // The source's sessions are read-only outside explicit transactions too, and a
+    // set_config by an earlier read did not stick (reads end with ROLLBACK).
+    for _ in 0..3 {
+        let e = sqlx::query(&format!("INSERT INTO {t} VALUES (0, 'w')"))
+            .execute(src.pool())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("read-only"), "{e}");
+    }
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {t}")).await, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_sql_is_one_statement_and_creates_nothing() {
+    let Some(db) = Db::new().await else { return };
+    let t = db.t("t");
+    db.exec(&format!(
+        "CREATE TABLE {t} (id int, n numeric(12,3), vc varchar(7)); INSERT INTO {t} VALUES (1, 1.5, 'a');"
+    ))
+    .await;
+    let src = PostgresSource::connect(&url()).await.unwrap();
+    let before = relations(&db).await;
+    let exists = || async {
+        db.count(&format!(
+            "SELECT count(*) FROM pg_class WHERE oid = to_regclass('{t}')"
+        ))
+        .await
+            == 1
+    };
+    for qs in [
+        format!("select 1 as id; DROP TABLE {t}; COMMIT"),
+        format!("select 1 as id) ferry_q; DROP TABLE {t}; SELECT * FROM (select 1 as id"),
+    ] {
+        let spec = ReadSpec {
+            query_sql: Some(qs.clone()),
+            table: None,
+            split_pk: Some("id".into()),
+            ..read_spec("")
+        };
+        assert!(src.schema(&spec).await.is_err(), "schema of {qs}");
+        // A query is read as one split: plan does not touch the database.
+        assert_eq!(src.plan(&spec, 4).await.unwrap(), vec![Split::all()]);
+        expect_read_error(&src, &spec).await;
+        assert!(exists().await, "{qs} dropped the table");
+    }
+    // The binary COPY read runs through the simple protocol: a `where` closing the COPY and
+    // adding statements (ending the read-only transaction and turning read-only off) is
+    // refused before anything runs.
+    let w = format!(
+        "true)) TO STDOUT (FORMAT binary); COMMIT; SET default_transaction_read_only = off; \
+         DROP TABLE {t}; COPY (SELECT 1 WHERE (true"
+    );
+    let spec = ReadSpec {
+        where_clause: Some(w),
+        ..read_spec(&t)
+    };
+    let e = expect_read_error(&src, &spec).await;
+    assert!(e.to_string().contains("multiple commands"), "{e}");
+    assert!(exists().await, "the COPY read dropped the table");
+    assert_eq!(
+        relations(&db).await,
+        before,
+        "a relation was created or dropped"
+    );
+
+    // A good query is still described (table columns keep their type modifiers; computed ones
+    // have none) and read, and leaves nothing behind.
+    let spec = ReadSpec {
+        query_sql: Some(format!(
+            "SELECT id, n, vc, n * 2 AS n2, vc || 'x' AS vx FROM {t};"
+        )),
+        table: None,
+        ..read_spec("")
+    };
+    let (schema, batches) = read_all(&src, &spec).await;
+    assert_eq!(schema.field(1).data_type(), &DataType::Decimal128(12, 3));
+    assert_eq!(
+        schema
+            .field(2)
+            .metadata()
+            .get("ferry.max_length")
+            .map(String::as_str),
+        Some("7")
+    );
+    assert_eq!(schema.field(3).data_type(), &DataType::Utf8);
+    assert_eq!(schema.field(4).data_type(), &DataType::Utf8);
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+    assert_eq!(relations(&db).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_for_the_broker_carry_no_source_values() {
+    let Some(db) = Db::new().await else { return };
+    let t = db.t("secret");
+    db.exec(&format!(
+        "CREATE TABLE {t} (id int, pw text); INSERT INTO {t} VALUES (1, 'hunter2-do-not-leak');"
+    ))
+    .await;
+    let src = PostgresSource::connect(&url()).await.unwrap();
+    for w in [
+        format!("table_to_xml('{t}', true, false, '')::text::int > 0"),
+        // A value turned into an object name: class 42 errors quote it.
+        format!("(SELECT pw FROM {t} LIMIT 1)::regclass IS NOT NULL"),
+    ] {
+        let spec = ReadSpec {
+            where_clause: Some(w.clone()),
+            split_pk: Some("id".into()),
+            ..read_spec(&t)
+        };
+        let read = expect_read_error(&src, &spec).await;
+        let plan = src.plan(&spec, 4).await.unwrap_err();
+        for e in [read, plan] {
+            assert!(e.to_string().contains("hunter2-do-not-leak"), "{w}: {e}");
+            let p = e.peer_message();
+            assert!(!p.contains("hunter2"), "{w}: {p}");
+            assert!(
+                p.contains("PostgreSQL error") && p.contains("withheld"),
+                "{p}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privilege_warnings_flag_a_superuser_not_a_reader() {
+    let Some(db) = Db::new().await else { return };
+    let su = PostgresSource::connect(&url()).await.unwrap();
+    let w = su.privilege_warnings().await;
+    assert!(
+        w.len() == 1 && w[0].contains("superuser") && w[0].contains("read-only user"),
+        "{w:?}"
+    );
+
+    let t = db.t("t");
+    let role = format!("{}_ro", db.schema);
+    db.exec(&format!(
+        "CREATE TABLE {t} (id int);
+         CREATE ROLE {role} LOGIN; GRANT USAGE ON SCHEMA {s} TO {role}; GRANT SELECT ON {t} TO {role};",
+        s = db.schema
+    ))
+    .await;
+    let opts: sqlx::postgres::PgConnectOptions = url().parse().unwrap();
+    let ro_url = format!(
+        "postgres://{role}@{}:{}/{}",
+        opts.get_host(),
+        opts.get_port(),
+        opts.get_database().unwrap_or("postgres")
+    );
+    let result = async {
+        let ro = PostgresSource::connect(&ro_url).await?;
+        let clean = ro.privilege_warnings().await;
+        sqlx::raw_sql(&format!(
+            "GRANT pg_read_server_files TO {role}; ALTER ROLE {role} CREATEDB"
+        ))
+        .execute(&db.pool)
+        .await
+        .map_err(|e| ConnectorError::query("grant", e))?;
+        let risky = ro.privilege_warnings().await;
+        ro.pool().close().await;
+        Ok::<_, ConnectorError>((clean, risky))
+    }
+    .await;
+    db.exec(&format!(
+        "REVOKE pg_read_server_files FROM {role}; DROP OWNED BY {role}; DROP ROLE {role}"
+    ))
+    .await;
+    let (clean, risky) = result.unwrap();
+    assert!(clean.is_empty(), "{clean:?}");
+    assert_eq!(risky.len(), 2, "{risky:?}");
+    assert!(risky[0].contains("pg_read_server_files"), "{risky:?}");
+    assert!(risky[1].contains("create databases"), "{risky:?}");
+}

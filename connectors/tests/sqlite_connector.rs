@@ -477,3 +477,40 @@ async fn dirty_rows_are_reported_and_the_rest_written() {
         "longer than three"
     );
 }
+
+#[tokio::test]
+async fn a_source_cannot_write_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.db");
+    exec(
+        &a,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a')",
+    )
+    .await;
+    let src = SqliteSource::connect(&url(&a)).await.unwrap();
+    for sql in [
+        "INSERT INTO t VALUES (2, 'b')",
+        "CREATE TABLE w (id INTEGER)",
+        "DROP TABLE t",
+    ] {
+        let e = sqlx::query(sql).execute(src.pool()).await.unwrap_err();
+        assert!(e.to_string().contains("readonly"), "{sql}: {e}");
+    }
+    let other = dir.path().join("other.db");
+    for qs in [
+        "select 1 as id; DROP TABLE t".to_string(),
+        format!(
+            "select 1 as id; ATTACH DATABASE '{}' AS x; CREATE TABLE x.w (id INTEGER)",
+            other.display()
+        ),
+    ] {
+        let spec = ReadSpec {
+            query_sql: Some(qs.clone()),
+            ..Default::default()
+        };
+        assert!(src.schema(&spec).await.is_err(), "{qs}");
+    }
+    assert!(!other.exists(), "ATTACH created a file");
+    let (_, batch) = read_all(&src, &table_spec("t")).await.unwrap();
+    assert_eq!(batch.num_rows(), 1);
+}

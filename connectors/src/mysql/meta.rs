@@ -318,39 +318,296 @@ pub(crate) fn pick_columns(
         .collect()
 }
 
-/// The columns of a free-form query: materialized as an empty temporary table, described with
-/// `SHOW COLUMNS`.
+/// The column length the server reported for a result column (`decimal(p,s)`: p plus point
+/// and sign; `bit(n)`: n; strings: bytes), and whether it is unsigned. sqlx keeps both but has
+/// no accessor for them (its type name leaves `UNSIGNED` off decimals), so they are read from
+/// the type's `Debug` text (sqlx is pinned; the MySQL tests cover the decimals).
+fn length_and_sign(ti: &sqlx::mysql::MySqlTypeInfo) -> (Option<u32>, bool) {
+    let text = format!("{ti:?}");
+    let key = "max_size: Some(";
+    let len = text
+        .find(key)
+        .map(|i| &text[i + key.len()..])
+        .and_then(|rest| rest[..rest.find(')')?].parse().ok());
+    (len, text.contains("UNSIGNED"))
+}
+
+/// What a query's column needs beyond its prepared metadata.
+enum Probe {
+    /// A decimal's scale: the digits after the point of `COALESCE(c, 0)`.
+    Scale,
+    /// A string's character set (`binary` for bytes), which the BINARY flag does not tell
+    /// apart from a `_bin` collation.
+    Charset,
+}
+
+/// The columns of a free-form query, without running it or creating anything.
+///
+/// `SELECT * FROM (<query>) AS ferry_q` is prepared, not executed (one statement: a prepared
+/// statement cannot hold two), for each column's type, flags and length. What the metadata sqlx
+/// keeps does not tell — a decimal's scale, whether a string is text or bytes — comes from one
+/// row of expressions over the query cut to `LIMIT 0` (no row of it is read), also prepared.
 pub(crate) async fn query_columns(
     conn: &mut MySqlConnection,
     query: &str,
 ) -> Result<Vec<ColMeta>, ConnectorError> {
-    let tmp = "`ferry_describe_tmp`";
+    use sqlx::{Column, TypeInfo};
     let what = "describing querySql";
-    (&mut *conn)
-        .execute(format!("DROP TEMPORARY TABLE IF EXISTS {tmp}").as_str())
+    let sql = format!("SELECT * FROM ({query}) AS ferry_q");
+    let described = (&mut *conn)
+        .describe(sql.as_str())
         .await
         .map_err(|e| ConnectorError::query(what, e))?;
-    let create =
-        format!("CREATE TEMPORARY TABLE {tmp} AS SELECT * FROM ({query}) AS ferry_q LIMIT 0");
-    (&mut *conn)
-        .execute(create.as_str())
-        .await
-        .map_err(|e| ConnectorError::query(what, e))?;
-    let rows = (&mut *conn)
-        .fetch_all(format!("SHOW FULL COLUMNS FROM {tmp}").as_str())
-        .await;
-    let _ = (&mut *conn)
-        .execute(format!("DROP TEMPORARY TABLE IF EXISTS {tmp}").as_str())
-        .await;
-    let rows = rows.map_err(|e| ConnectorError::query(what, e))?;
-    Ok(rows
+    let mut cols = Vec::with_capacity(described.columns().len());
+    let mut probes: Vec<(usize, Probe, String)> = Vec::new();
+    for (i, c) in described.columns().iter().enumerate() {
+        let ti = c.type_info();
+        let type_name = ti.name();
+        let (len, unsigned) = length_and_sign(ti);
+        let unsigned = unsigned || type_name.ends_with(" UNSIGNED");
+        let base = type_name.trim_end_matches(" UNSIGNED").to_ascii_lowercase();
+        let col = quote_ident(c.name());
+        let (base, args) = match base.as_str() {
+            "boolean" => ("tinyint".to_string(), "1".to_string()),
+            "bit" => ("bit".into(), len.unwrap_or(64).to_string()),
+            "decimal" => {
+                probes.push((i, Probe::Scale, format!("COALESCE(ferry_q.{col}, 0)")));
+                ("decimal".into(), String::new())
+            }
+            "char" | "varchar" | "binary" | "varbinary" | "enum" | "set" | "tinytext" | "text"
+            | "mediumtext" | "longtext" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
+                probes.push((i, Probe::Charset, format!("CHARSET(ferry_q.{col})")));
+                (base, String::new())
+            }
+            // A NULL literal: nothing to read but NULL.
+            "null" => ("varbinary".into(), String::new()),
+            _ => (base, String::new()),
+        };
+        cols.push(ColMeta {
+            name: c.name().to_string(),
+            base,
+            args,
+            unsigned,
+            nullable: described.nullable(i).unwrap_or(true),
+            charset: None,
+            json: false,
+        });
+    }
+    if probes.is_empty() {
+        return Ok(cols);
+    }
+    let exprs = probes
         .iter()
-        .map(|r| {
-            // Field, Type, Collation, Null, ...
-            let name = get_str(r, 0).unwrap_or_default();
-            let ct = get_str(r, 1).unwrap_or_default();
-            let nullable = get_str(r, 3).as_deref() != Some("NO");
-            ColMeta::from_column_type(&name, &ct, nullable)
+        .map(|(_, _, e)| format!("CAST({e} AS CHAR)"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let probe_sql = format!(
+        "SELECT {exprs} FROM (SELECT 1 AS ferry_one) AS ferry_one \
+         LEFT JOIN (SELECT * FROM ({query}) AS ferry_q0 LIMIT 0) AS ferry_q ON 1"
+    );
+    let row = sqlx::query(&probe_sql)
+        .persistent(false)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| ConnectorError::query(what, e))?;
+    for (k, (i, probe, _)) in probes.iter().enumerate() {
+        let answer = get_str(&row, k).unwrap_or_default();
+        let (len, _) = length_and_sign(described.columns()[*i].type_info());
+        let c = &mut cols[*i];
+        match probe {
+            Probe::Scale => {
+                let s = answer.split_once('.').map_or(0, |(_, f)| f.len()) as u32;
+                // The length counts the digits, the point (when s > 0) and the sign.
+                let p = len
+                    .map(|l| l.saturating_sub(u32::from(s > 0) + u32::from(!c.unsigned)))
+                    .filter(|p| (1..=65).contains(p) && *p >= s)
+                    .unwrap_or(65);
+                c.args = format!("{p},{s}");
+            }
+            Probe::Charset if answer.eq_ignore_ascii_case("binary") => {
+                c.base = match c.base.as_str() {
+                    "char" | "binary" => "binary",
+                    "varchar" | "varbinary" => "varbinary",
+                    _ => "longblob",
+                }
+                .into();
+            }
+            Probe::Charset => {
+                let sized = matches!(c.base.as_str(), "char" | "binary" | "varchar" | "varbinary");
+                c.base = if sized { "varchar" } else { "longtext" }.into();
+                // The length is in bytes of the session's utf8mb4 (4 per character).
+                if let Some(l) = len.filter(|_| sized) {
+                    c.args = (l / 4).to_string();
+                }
+                c.charset = Some(answer);
+            }
+        }
+    }
+    Ok(cols)
+}
+
+/// The privileges a `SHOW GRANTS` line gives on every database (`ON *.*`) that are more than
+/// reading, upper case; empty for grants of roles, of single databases or tables, or lines
+/// that are not grants.
+pub(crate) fn risky_global_grants(line: &str) -> Vec<String> {
+    const RISKY: [&str; 11] = [
+        "ALL",
+        "ALL PRIVILEGES",
+        "FILE",
+        "SUPER",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "CREATE",
+        "DROP",
+        "ALTER",
+        "CREATE USER",
+    ];
+    let line = line.trim();
+    let Some(rest) = line
+        .get(..6)
+        .filter(|g| g.eq_ignore_ascii_case("GRANT "))
+        .map(|_| &line[6..])
+    else {
+        return Vec::new();
+    };
+    let parts = split_top_level(rest, |w| w.eq_ignore_ascii_case("ON"));
+    let [privileges, target] = parts.as_slice() else {
+        return Vec::new();
+    };
+    let target = split_top_level(target, |w| w.eq_ignore_ascii_case("TO"));
+    let target: String = target
+        .first()
+        .map(|t| {
+            t.chars()
+                .filter(|c| !c.is_whitespace() && *c != '`')
+                .collect()
         })
-        .collect())
+        .unwrap_or_default();
+    if target != "*.*" {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = Vec::new();
+    for p in split_commas(privileges) {
+        // `SELECT (a, b)`: the column list does not matter here.
+        let name = p.split('(').next().unwrap_or("");
+        let name = name
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_ascii_uppercase();
+        if RISKY.contains(&name.as_str()) && !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// Splits `s` at whole words (outside quotes and parentheses) that `is_sep` accepts.
+fn split_top_level(s: &str, is_sep: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut word = String::new();
+    let mut quote: Option<char> = None;
+    let mut depth = 0usize;
+    let flush = |word: &mut String, parts: &mut Vec<String>| {
+        if !word.is_empty() {
+            if is_sep(word) {
+                parts.push(String::new());
+            } else if let Some(last) = parts.last_mut() {
+                last.push_str(word);
+            }
+            word.clear();
+        }
+    };
+    for c in s.chars() {
+        match quote {
+            Some(q) => {
+                word.push(c);
+                if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '\'' | '"' | '`' => {
+                    quote = Some(c);
+                    word.push(c);
+                }
+                '(' => {
+                    depth += 1;
+                    word.push(c);
+                }
+                ')' => {
+                    depth = depth.saturating_sub(1);
+                    word.push(c);
+                }
+                c if c.is_whitespace() && depth == 0 => {
+                    flush(&mut word, &mut parts);
+                    if let Some(last) = parts.last_mut() {
+                        last.push(' ');
+                    }
+                }
+                c => word.push(c),
+            },
+        }
+    }
+    flush(&mut word, &mut parts);
+    parts.into_iter().map(|p| p.trim().to_string()).collect()
+}
+
+/// Splits a privilege list at commas outside parentheses.
+fn split_commas(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                out.push(s[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(s[start..].trim());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn global_grants_are_found() {
+        assert_eq!(
+            risky_global_grants(
+                "GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost` WITH GRANT OPTION"
+            ),
+            vec!["ALL PRIVILEGES"]
+        );
+        assert_eq!(
+            risky_global_grants("GRANT SELECT, INSERT, FILE ON *.* TO 'u'@'%'"),
+            vec!["INSERT", "FILE"]
+        );
+        assert_eq!(
+            risky_global_grants("grant select (a, b), super on `*`.`*` to u@'%'"),
+            vec!["SUPER"]
+        );
+        // Not global, not risky, or not a privilege grant.
+        assert!(risky_global_grants("GRANT USAGE ON *.* TO `ro`@`%`").is_empty());
+        assert!(risky_global_grants("GRANT SELECT ON *.* TO `ro`@`%`").is_empty());
+        assert!(risky_global_grants("GRANT ALL PRIVILEGES ON `db`.* TO `u`@`%`").is_empty());
+        assert!(risky_global_grants("GRANT INSERT ON `db`.`t` TO `u`@`%`").is_empty());
+        assert!(risky_global_grants(
+            "GRANT PROXY ON ''@'%' TO 'root'@'localhost' WITH GRANT OPTION"
+        )
+        .is_empty());
+        assert!(risky_global_grants("GRANT `admin` TO `u`@`%`").is_empty());
+        assert!(risky_global_grants("nonsense").is_empty());
+        // A quoted name holding " ON " does not confuse the split.
+        assert_eq!(
+            risky_global_grants("GRANT DELETE ON *.* TO 'a on b'@'%'"),
+            vec!["DELETE"]
+        );
+    }
 }

@@ -1,6 +1,10 @@
 //! MySQL / MariaDB source and sink.
 //!
-//! Every connection sets `time_zone = '+00:00'` and `NAMES utf8mb4`; writer connections
+//! Every connection sets `time_zone = '+00:00'` and `NAMES utf8mb4`; reader connections are
+//! read-only sessions (`SET SESSION TRANSACTION READ ONLY`) and run every statement in a
+//! `READ ONLY` transaction, text from a job only in prepared statements (one statement each:
+//! sqlx always asks for `CLIENT_MULTI_STATEMENTS`, which it has no option to turn off, so the
+//! text protocol is kept for Ferry's own fixed statements); writer connections
 //! also set a strict `sql_mode` (`STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,...`), so
 //! values never depend on server or session defaults. Readers keep a lenient, fixed
 //! `sql_mode` so that zero dates already stored can still be read.
@@ -58,8 +62,10 @@
 //!   [`ZeroDate::Null`] those fields are nullable in the Arrow schema even for `NOT NULL`
 //!   columns. A `querySql` with temporal columns is wrapped as
 //!   `SELECT ferry_q.*, <flags> FROM (<query>) AS ferry_q`.
-//! * `querySql` is described by `CREATE TEMPORARY TABLE .. AS SELECT * FROM (<query>) LIMIT 0`
-//!   and `SHOW COLUMNS` (needs the CREATE TEMPORARY TABLES privilege and a default database).
+//! * `querySql` is described without creating anything: `SELECT * FROM (<query>) AS ferry_q` is
+//!   prepared (not executed) for its columns' types, then one row over the query with `LIMIT 0`
+//!   gives each decimal's scale and each string's character set. ENUM / SET columns of a query
+//!   read as plain text (their members are not in the result metadata), MariaDB JSON as text.
 //! * Created tables are `ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin` (binary
 //!   collation: values that differ only in case or trailing spaces stay distinct keys).
 //!
@@ -85,6 +91,9 @@ pub use read::{MySqlReadOptions, ZeroDate};
 const SESSION_SQL: &str = "SET NAMES utf8mb4, time_zone = '+00:00'";
 /// Reader sql_mode: lenient and fixed (zero dates stay readable).
 const READER_SQL_MODE: &str = "SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'";
+/// Reader sessions are read-only outside explicit transactions too: an autocommit statement
+/// that writes fails (`ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION`).
+const READER_READ_ONLY: &str = "SET SESSION TRANSACTION READ ONLY";
 /// Writer sql_mode: strict, so the server refuses what it would otherwise mangle.
 const WRITER_SQL_MODE: &str = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO'";
 
@@ -114,6 +123,11 @@ impl MySqlSource {
         Ok(Self { pool, options })
     }
 
+    /// The source's pool (read-only sessions).
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
     /// The read options.
     pub fn options(&self) -> &MySqlReadOptions {
         &self.options
@@ -141,6 +155,7 @@ async fn pool(url: &str, writer: bool) -> Result<MySqlPool, ConnectorError> {
     let opts = MySqlConnectOptions::from_str(url).map_err(|_| ConnectorError::Connect {
         what: "MySQL".into(),
         message: "the URL is not a valid mysql:// URL".into(),
+        code: None,
     })?;
     let what = describe_target(&opts);
     let opts = opts.charset("utf8mb4").timezone(Some("+00:00".to_string()));
@@ -163,15 +178,15 @@ async fn pool(url: &str, writer: bool) -> Result<MySqlPool, ConnectorError> {
                     READER_SQL_MODE
                 };
                 conn.execute(mode).await?;
+                if !writer {
+                    conn.execute(READER_READ_ONLY).await?;
+                }
                 Ok(())
             })
         })
         .connect_with(opts)
         .await
-        .map_err(|e| ConnectorError::Connect {
-            what,
-            message: scrub(&e.to_string(), url),
-        })?;
+        .map_err(|e| ConnectorError::connect(what, e, |m| scrub(m, url)))?;
     Ok(pool)
 }
 

@@ -103,64 +103,69 @@ pub(crate) fn select_sql(
     ))
 }
 
-#[async_trait]
-impl Source for MySqlSource {
-    async fn estimate_rows(&self, spec: &ReadSpec) -> Option<u64> {
-        if spec.query_sql.is_some() || spec.where_clause.is_some() {
-            return None;
-        }
-        let (db, table) = crate::mysql::split_table(spec.table.as_deref()?);
-        // InnoDB's TABLE_ROWS is a statistic (can be off by tens of percent).
-        let n: Option<u64> = sqlx::query_scalar(
-            "SELECT CAST(TABLE_ROWS AS UNSIGNED) FROM information_schema.TABLES \
-             WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?",
-        )
-        .bind(db)
-        .bind(table)
-        .fetch_one(&self.pool)
+/// Opens a read-only transaction on `conn`: every statement of a source runs in one, whatever
+/// the session (see `READER_READ_ONLY`) or the login allows.
+async fn begin_read(conn: &mut MySqlConnection) -> Result<(), ConnectorError> {
+    let start = "START TRANSACTION READ ONLY";
+    (&mut *conn)
+        .execute(start)
         .await
-        .ok()?;
-        n.filter(|n| *n > 0)
-    }
+        .map_err(|e| ConnectorError::query(start, e))?;
+    Ok(())
+}
 
-    async fn schema(&self, spec: &ReadSpec) -> Result<SchemaRef, ConnectorError> {
-        let mut conn = self
-            .pool
+/// Ends what [`begin_read`] opened; on error the connection is not reused (it may be mid-result
+/// or mid-transaction).
+async fn end_read<T>(
+    mut conn: sqlx::pool::PoolConnection<sqlx::MySql>,
+    result: Result<T, ConnectorError>,
+) -> Result<T, ConnectorError> {
+    match result {
+        Ok(v) => {
+            if let Err(e) = (&mut *conn).execute("ROLLBACK").await {
+                conn.close_on_drop();
+                return Err(ConnectorError::query("ending the read-only transaction", e));
+            }
+            Ok(v)
+        }
+        Err(e) => {
+            conn.close_on_drop();
+            Err(e)
+        }
+    }
+}
+
+impl MySqlSource {
+    async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::MySql>, ConnectorError> {
+        self.pool
             .acquire()
             .await
-            .map_err(|e| ConnectorError::query("acquiring a connection", e))?;
-        let cols = if let Some(q) = spec.query_sql.as_deref().filter(|q| !q.trim().is_empty()) {
-            query_columns(&mut conn, q).await?
+            .map_err(|e| ConnectorError::query("acquiring a connection", e))
+    }
+
+    async fn columns_on(
+        conn: &mut MySqlConnection,
+        spec: &ReadSpec,
+    ) -> Result<Vec<super::meta::ColMeta>, ConnectorError> {
+        begin_read(conn).await?;
+        if let Some(q) = spec.query_sql.as_deref().filter(|q| !q.trim().is_empty()) {
+            query_columns(conn, q.trim().trim_end_matches(';')).await
         } else {
             let table = table_of(spec)?;
-            let all = table_columns(&mut conn, table).await?;
-            pick_columns(table, all, &spec.columns)?
-        };
-        let mut fields = cols
-            .iter()
-            .map(|c| c.arrow_field())
-            .collect::<Result<Vec<Field>, _>>()?;
-        if self.options.zero_date == ZeroDate::Null {
-            // A NOT NULL date column may still hold zero dates, which read as NULL.
-            for f in fields.iter_mut().filter(|f| is_temporal(f)) {
-                *f = f.clone().with_nullable(true);
-            }
+            let all = table_columns(conn, table).await?;
+            pick_columns(table, all, &spec.columns)
         }
-        Ok(Arc::new(Schema::new(fields)))
     }
 
-    async fn plan(&self, spec: &ReadSpec, max_splits: usize) -> Result<Vec<Split>, ConnectorError> {
-        let pk = match spec.split_pk.as_deref().filter(|k| !k.trim().is_empty()) {
-            Some(pk) if spec.query_sql.is_none() && max_splits > 1 => pk,
-            _ => return Ok(vec![Split::all()]),
-        };
+    async fn range_on(
+        conn: &mut MySqlConnection,
+        spec: &ReadSpec,
+        pk: &str,
+        max_splits: usize,
+    ) -> Result<Vec<Split>, ConnectorError> {
         let table = table_of(spec)?;
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| ConnectorError::query("acquiring a connection", e))?;
-        let all = table_columns(&mut conn, table).await?;
+        begin_read(conn).await?;
+        let all = table_columns(conn, table).await?;
         let col = pick_columns(table, all, &[pk.to_string()])?.remove(0);
         let is_int = matches!(
             col.base.as_str(),
@@ -182,8 +187,10 @@ impl Source for MySqlSource {
         {
             sql.push_str(&format!(" WHERE ({w})"));
         }
-        let row = (&mut *conn)
-            .fetch_one(sql.as_str())
+        // Prepared: one statement, whatever `where` holds.
+        let row = sqlx::query(&sql)
+            .persistent(false)
+            .fetch_one(&mut *conn)
             .await
             .map_err(|e| ConnectorError::query(format!("finding the range of `{pk}`"), e))?;
         let get = |i: usize| -> Result<Option<i128>, ConnectorError> {
@@ -205,6 +212,82 @@ impl Source for MySqlSource {
         Ok(int_splits(&col.name, min, max, max_splits))
     }
 
+    /// Global privileges beyond reading, from `SHOW GRANTS`.
+    async fn risky_grants(&self) -> Result<Vec<String>, ConnectorError> {
+        let mut conn = self.acquire().await?;
+        let rows = (&mut *conn)
+            .fetch_all("SHOW GRANTS")
+            .await
+            .map_err(|e| ConnectorError::query("SHOW GRANTS", e))?;
+        let mut risky: Vec<String> = Vec::new();
+        for r in &rows {
+            let line: Option<Vec<u8>> = r
+                .try_get_unchecked(0)
+                .map_err(|e| ConnectorError::query("SHOW GRANTS", e))?;
+            let line = String::from_utf8_lossy(&line.unwrap_or_default()).into_owned();
+            for p in super::meta::risky_global_grants(&line) {
+                if !risky.contains(&p) {
+                    risky.push(p);
+                }
+            }
+        }
+        Ok(risky)
+    }
+}
+
+#[async_trait]
+impl Source for MySqlSource {
+    async fn estimate_rows(&self, spec: &ReadSpec) -> Option<u64> {
+        if spec.query_sql.is_some() || spec.where_clause.is_some() {
+            return None;
+        }
+        let (db, table) = crate::mysql::split_table(spec.table.as_deref()?);
+        let mut conn = self.acquire().await.ok()?;
+        let r = async {
+            begin_read(&mut conn).await?;
+            // InnoDB's TABLE_ROWS is a statistic (can be off by tens of percent).
+            sqlx::query_scalar::<_, Option<u64>>(
+                "SELECT CAST(TABLE_ROWS AS UNSIGNED) FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?",
+            )
+            .bind(db)
+            .bind(table)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| ConnectorError::query("reading table statistics", e))
+        }
+        .await;
+        let n = end_read(conn, r).await.ok()?;
+        n.filter(|n| *n > 0)
+    }
+
+    async fn schema(&self, spec: &ReadSpec) -> Result<SchemaRef, ConnectorError> {
+        let mut conn = self.acquire().await?;
+        let r = Self::columns_on(&mut conn, spec).await;
+        let cols = end_read(conn, r).await?;
+        let mut fields = cols
+            .iter()
+            .map(|c| c.arrow_field())
+            .collect::<Result<Vec<Field>, _>>()?;
+        if self.options.zero_date == ZeroDate::Null {
+            // A NOT NULL date column may still hold zero dates, which read as NULL.
+            for f in fields.iter_mut().filter(|f| is_temporal(f)) {
+                *f = f.clone().with_nullable(true);
+            }
+        }
+        Ok(Arc::new(Schema::new(fields)))
+    }
+
+    async fn plan(&self, spec: &ReadSpec, max_splits: usize) -> Result<Vec<Split>, ConnectorError> {
+        let pk = match spec.split_pk.as_deref().filter(|k| !k.trim().is_empty()) {
+            Some(pk) if spec.query_sql.is_none() && max_splits > 1 => pk,
+            _ => return Ok(vec![Split::all()]),
+        };
+        let mut conn = self.acquire().await?;
+        let r = Self::range_on(&mut conn, spec, pk, max_splits).await;
+        end_read(conn, r).await
+    }
+
     async fn read(
         &self,
         spec: &ReadSpec,
@@ -213,11 +296,7 @@ impl Source for MySqlSource {
         out: mpsc::Sender<RecordBatch>,
     ) -> Result<u64, ConnectorError> {
         let sql = select_sql(spec, &schema, split)?;
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| ConnectorError::query("acquiring a connection", e))?;
+        let mut conn = self.acquire().await?;
         let begin = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ";
         (&mut *conn)
             .execute(begin)
@@ -231,9 +310,9 @@ impl Source for MySqlSource {
         let result = read_rows(&mut conn, &sql, spec, self.options, schema, out).await;
         match result {
             Ok(n) => {
-                if let Err(e) = (&mut *conn).execute("COMMIT").await {
+                if let Err(e) = (&mut *conn).execute("ROLLBACK").await {
                     conn.close_on_drop();
-                    return Err(ConnectorError::query("COMMIT", e));
+                    return Err(ConnectorError::query("ending the snapshot", e));
                 }
                 Ok(n)
             }
@@ -244,6 +323,23 @@ impl Source for MySqlSource {
                 drop(conn.detach());
                 Err(e)
             }
+        }
+    }
+
+    async fn privilege_warnings(&self) -> Vec<String> {
+        let instead = "it should be a read-only user with SELECT on the listed tables only";
+        match self.risky_grants().await {
+            Ok(risky) if risky.is_empty() => Vec::new(),
+            Ok(risky) => vec![format!(
+                "the MySQL login holds {} on *.* (every database): a job's SQL could do more \
+                 than read (FILE reads and writes server files, SUPER bypasses read-only \
+                 settings); {instead}",
+                risky.join(", ")
+            )],
+            Err(e) => vec![format!(
+                "the MySQL login's privileges could not be checked ({}); {instead}",
+                e.peer_message()
+            )],
         }
     }
 }

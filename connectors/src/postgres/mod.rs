@@ -321,11 +321,27 @@ fn scrub(url: &str, message: &str) -> String {
     }
 }
 
-async fn connect_pool(url: &str) -> Result<PgPool, ConnectorError> {
+/// Session settings of every source connection, as startup parameters so they hold from the
+/// first statement: read-only even outside an explicit transaction (a job's SQL can never
+/// write, whatever the login may), standard string literals, and UTC.
+const SOURCE_SESSION: [(&str, &str); 3] = [
+    ("default_transaction_read_only", "on"),
+    ("standard_conforming_strings", "on"),
+    ("TimeZone", "UTC"),
+];
+
+/// A pool; `source` pools are read-only sessions ([`SOURCE_SESSION`]), sink pools are not.
+async fn connect_pool(url: &str, source: bool) -> Result<PgPool, ConnectorError> {
     let opts = PgConnectOptions::from_str(url).map_err(|e| ConnectorError::Connect {
         what: "PostgreSQL".into(),
         message: format!("invalid connection URL: {}", scrub(url, &e.to_string())),
+        code: None,
     })?;
+    let opts = if source {
+        opts.options(SOURCE_SESSION)
+    } else {
+        opts
+    };
     // A split's COPY legitimately runs for minutes: sqlx's slow-statement
     // warnings would only be noise (statement logging stays at debug).
     let opts = sqlx::ConnectOptions::log_slow_statements(
@@ -342,13 +358,9 @@ async fn connect_pool(url: &str) -> Result<PgPool, ConnectorError> {
     );
     // One direct connection first: a clear, immediate error (the pool would retry until
     // its acquire timeout).
-    let conn =
-        sqlx::PgConnection::connect_with(&opts)
-            .await
-            .map_err(|e| ConnectorError::Connect {
-                what: what.clone(),
-                message: scrub(url, &e.to_string()),
-            })?;
+    let conn = sqlx::PgConnection::connect_with(&opts)
+        .await
+        .map_err(|e| ConnectorError::connect(what.clone(), e, |m| scrub(url, m)))?;
     let _ = conn.close().await;
     Ok(PgPoolOptions::new()
         .max_connections(8)
@@ -452,30 +464,135 @@ fn select_columns(
     Ok(out)
 }
 
+/// Opens every transaction on a source: read-only whatever the session's defaults, one
+/// snapshot for all of its statements.
+const BEGIN_READ: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+
+/// Type names and modifiers of described query columns: each column's type, and the table
+/// column it comes from (0 when computed) for its modifier. Every column gets a row, in order.
+const DESCRIBE_SQL: &str = "SELECT t.typname::text, COALESCE(a.atttypmod, -1), \
+     format_type(c.typ::oid, COALESCE(a.atttypmod, -1)) \
+     FROM unnest($1::int8[], $2::int8[], $3::int2[]) WITH ORDINALITY AS c(typ, rel, att, i) \
+     LEFT JOIN pg_type t ON t.oid = c.typ::oid \
+     LEFT JOIN pg_attribute a ON a.attrelid = c.rel::oid AND a.attnum = c.att \
+       AND a.atttypid = c.typ::oid AND NOT a.attisdropped \
+     ORDER BY c.i";
+
+/// The columns of a `querySql`, without running it or creating anything: the server parses
+/// `SELECT * FROM (<query>) ferry_q` (Parse/Describe of the extended protocol, which refuses a
+/// second statement) and reports each column's type and the table column it comes from, whose
+/// type modifier (`numeric(p,s)`, `varchar(n)`) the catalog then gives. Columns the query
+/// computes have none (an unconstrained `numeric`, a `varchar` without length).
+async fn describe_query(
+    conn: &mut sqlx::PgConnection,
+    query: &str,
+) -> Result<Vec<(String, Result<PgCol, ConnectorError>)>, ConnectorError> {
+    use sqlx::{Column, Statement};
+    let sql = format!("SELECT * FROM ({query}) ferry_q");
+    let stmt = (&mut *conn)
+        .prepare(sql.as_str())
+        .await
+        .map_err(q("describing querySql"))?;
+    let cols = stmt.columns();
+    let types: Vec<i64> = cols
+        .iter()
+        .map(|c| c.type_info().oid().map_or(0, |o| i64::from(o.0)))
+        .collect();
+    let rels: Vec<i64> = cols
+        .iter()
+        .map(|c| c.relation_id().map_or(0, |o| i64::from(o.0)))
+        .collect();
+    let atts: Vec<i16> = cols
+        .iter()
+        .map(|c| c.relation_attribute_no().unwrap_or(0))
+        .collect();
+    let rows = sqlx::query(DESCRIBE_SQL)
+        .bind(&types)
+        .bind(&rels)
+        .bind(&atts)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(q("describing querySql"))?;
+    if rows.len() != cols.len() {
+        return Err(ConnectorError::Schema(format!(
+            "querySql has {} columns, the catalog described {}",
+            cols.len(),
+            rows.len()
+        )));
+    }
+    Ok(cols
+        .iter()
+        .zip(rows)
+        .map(|(c, r)| {
+            let name = c.name().to_string();
+            let typname: Option<String> = r.get(0);
+            let typmod: i32 = r.get(1);
+            let type_name: Option<String> = r.get(2);
+            let type_name = type_name.unwrap_or_else(|| c.type_info().to_string());
+            // Not null is not known of a query's column (an outer join can null any).
+            let col = PgCol::from_catalog(
+                name.clone(),
+                typname.as_deref().unwrap_or(""),
+                typmod,
+                false,
+                type_name,
+            );
+            (name, col)
+        })
+        .collect())
+}
+
 /// Reads PostgreSQL tables and queries.
+///
+/// Every statement runs in a `READ ONLY` transaction (ended with `ROLLBACK`, which also undoes
+/// any setting a job's SQL changed with `set_config`), and sessions opened by
+/// [`connect`](Self::connect) are read-only outside transactions too. Text from a job (`where`,
+/// `querySql`) reaches the server only in single statements: through the extended protocol,
+/// or — for the binary `COPY` read, which sqlx streams only through the simple protocol — after
+/// the same text was parsed through the extended protocol.
 pub struct PostgresSource {
     pool: PgPool,
 }
 
 impl PostgresSource {
-    /// Connects (a pool of at most 8 connections).
+    /// Connects (a pool of at most 8 connections, read-only sessions).
     pub async fn connect(url: &str) -> Result<Self, ConnectorError> {
         Ok(Self {
-            pool: connect_pool(url).await?,
+            pool: connect_pool(url, true).await?,
         })
     }
 
-    /// A source over an existing pool.
+    /// A source over an existing pool. Every statement still runs in a read-only transaction,
+    /// but the pool's sessions are read-only outside of them only if it was built so (as
+    /// [`connect`](Self::connect) does).
     pub fn from_pool(pool: PgPool) -> Self {
         Self { pool }
     }
 
+    /// The source's pool (read-only sessions when built by [`connect`](Self::connect)).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A read-only transaction on a pooled connection; end it with `rollback`.
+    async fn begin_read(&self) -> Result<sqlx::Transaction<'static, Postgres>, ConnectorError> {
+        self.pool
+            .begin_with(BEGIN_READ)
+            .await
+            .map_err(q("begin read-only transaction"))
+    }
+
+    fn query_sql(spec: &ReadSpec) -> Option<&str> {
+        spec.query_sql
+            .as_deref()
+            .map(|s| s.trim().trim_end_matches(';'))
+            .filter(|s| !s.trim().is_empty())
+    }
+
     /// The `FROM` item of a read.
     fn from_item(spec: &ReadSpec) -> Result<String, ConnectorError> {
-        match (&spec.query_sql, &spec.table) {
-            (Some(qs), _) if !qs.trim().is_empty() => {
-                Ok(format!("({}) ferry_q", qs.trim().trim_end_matches(';')))
-            }
+        match (Self::query_sql(spec), &spec.table) {
+            (Some(qs), _) => Ok(format!("({qs}) ferry_q")),
             (_, Some(t)) => quote_qualified(t),
             _ => Err(ConnectorError::config(
                 "table",
@@ -486,28 +603,28 @@ impl PostgresSource {
 
     /// The selected columns of a read.
     async fn columns(&self, spec: &ReadSpec) -> Result<Vec<PgCol>, ConnectorError> {
-        if let Some(qs) = spec.query_sql.as_deref().filter(|s| !s.trim().is_empty()) {
-            // Describe the query through a temporary view, which keeps type modifiers.
-            let mut tx = self.pool.begin().await.map_err(q("begin"))?;
-            let sql = format!(
-                "CREATE TEMP VIEW ferry_describe AS {}",
-                qs.trim().trim_end_matches(';')
-            );
-            tx.execute(sql.as_str())
-                .await
-                .map_err(q("describing querySql"))?;
-            let all = relation_columns(&mut *tx, "pg_temp.ferry_describe").await?;
-            tx.rollback().await.map_err(q("rollback"))?;
+        let mut tx = self.begin_read().await?;
+        let cols = Self::columns_on(&mut tx, spec).await?;
+        tx.rollback().await.map_err(q("rollback"))?;
+        Ok(cols)
+    }
+
+    async fn columns_on(
+        conn: &mut sqlx::PgConnection,
+        spec: &ReadSpec,
+    ) -> Result<Vec<PgCol>, ConnectorError> {
+        if let Some(qs) = Self::query_sql(spec) {
+            let all = describe_query(conn, qs).await?;
             return select_columns(all, &spec.columns, "querySql");
         }
         let table = spec.table.as_deref().ok_or_else(|| {
             ConnectorError::config("table", "either `table` or `querySql` is required")
         })?;
         let qualified = quote_qualified(table)?;
-        if !relation_exists(&self.pool, &qualified).await? {
+        if !relation_exists(&mut *conn, &qualified).await? {
             return Err(ConnectorError::NoSuchTable(table.to_string()));
         }
-        let all = relation_columns(&self.pool, &qualified).await?;
+        let all = relation_columns(&mut *conn, &qualified).await?;
         select_columns(all, &spec.columns, table)
     }
 
@@ -526,9 +643,21 @@ impl PostgresSource {
         out: &mpsc::Sender<RecordBatch>,
     ) -> Result<u64, ConnectorError> {
         (&mut **conn)
-            .execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL TimeZone = 'UTC'")
+            .execute(BEGIN_READ)
             .await
             .map_err(q("begin snapshot"))?;
+        (&mut **conn)
+            .execute("SET LOCAL TimeZone = 'UTC'")
+            .await
+            .map_err(q("begin snapshot"))?;
+        // sqlx streams COPY out only through the simple protocol, which runs every statement
+        // of a string. The same text parsed first through the extended protocol (nothing is
+        // executed) is refused if it holds more than one statement, so the simple protocol
+        // then runs exactly this one COPY, inside the read-only transaction.
+        (&mut **conn)
+            .prepare(sql)
+            .await
+            .map_err(q("checking the read statement"))?;
         let mut dec = binary::CopyDecoder::new(schema, cols, fetch_size)?;
         let mut batches = Vec::new();
         {
@@ -545,8 +674,63 @@ impl PostgresSource {
         if let Some(b) = dec.finish()? {
             out.send(b).await.map_err(|_| ConnectorError::Cancelled)?;
         }
-        (&mut **conn).execute("COMMIT").await.map_err(q("commit"))?;
+        (&mut **conn)
+            .execute("ROLLBACK")
+            .await
+            .map_err(q("end of snapshot"))?;
         Ok(total)
+    }
+
+    /// What the login may do beyond reading (see [`Source::privilege_warnings`]).
+    async fn privileges(&self) -> Result<Vec<String>, ConnectorError> {
+        let mut tx = self.begin_read().await?;
+        let row = sqlx::query(
+            "SELECT r.rolname::text, r.rolsuper, r.rolcreaterole, r.rolcreatedb, \
+             r.rolbypassrls, r.rolreplication, \
+             ARRAY(SELECT b.rolname::text FROM pg_roles b \
+                   WHERE b.rolname IN ('pg_read_server_files', 'pg_write_server_files', \
+                         'pg_execute_server_program', 'pg_write_all_data') \
+                     AND pg_has_role(r.oid, b.oid, 'MEMBER') ORDER BY b.rolname) \
+             FROM pg_roles r WHERE r.rolname = current_user",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(q("reading the login's privileges"))?;
+        tx.rollback().await.map_err(q("rollback"))?;
+        let user: String = row.get(0);
+        let instead = "use a read-only user with SELECT on the listed tables only";
+        if row.get::<bool, _>(1) {
+            return Ok(vec![format!(
+                "the PostgreSQL login `{user}` is a superuser: a job's SQL could read and write \
+                 files and run programs on the database server; {instead}"
+            )]);
+        }
+        let mut warnings = Vec::new();
+        let roles: Vec<String> = row.get(6);
+        if !roles.is_empty() {
+            warnings.push(format!(
+                "the PostgreSQL login `{user}` is a member of {}: a job's SQL could read or \
+                 write server files, run programs or write every table; {instead}",
+                roles.join(", ")
+            ));
+        }
+        let abilities: Vec<&str> = [
+            (2, "create roles (and so grant itself more)"),
+            (3, "create databases"),
+            (4, "bypass row-level security"),
+            (5, "replicate"),
+        ]
+        .into_iter()
+        .filter(|(i, _)| row.get::<bool, _>(*i))
+        .map(|(_, what)| what)
+        .collect();
+        if !abilities.is_empty() {
+            warnings.push(format!(
+                "the PostgreSQL login `{user}` can {}; {instead}",
+                abilities.join(", ")
+            ));
+        }
+        Ok(warnings)
     }
 }
 
@@ -557,12 +741,14 @@ impl Source for PostgresSource {
             return None;
         }
         let qualified = quote_qualified(spec.table.as_deref()?).ok()?;
+        let mut tx = self.begin_read().await.ok()?;
         // reltuples is -1 (PG 14+) or 0 before the first ANALYZE: unknown.
         let n: f32 = sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = $1::regclass")
             .bind(&qualified)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await
             .ok()?;
+        tx.rollback().await.ok()?;
         (n > 0.0).then_some(n as u64)
     }
 
@@ -574,14 +760,10 @@ impl Source for PostgresSource {
     }
 
     async fn plan(&self, spec: &ReadSpec, max_splits: usize) -> Result<Vec<Split>, ConnectorError> {
-        let has_query = spec
-            .query_sql
-            .as_deref()
-            .is_some_and(|s| !s.trim().is_empty());
         let Some(pk) = spec.split_pk.as_deref().filter(|p| !p.trim().is_empty()) else {
             return Ok(vec![Split::all()]);
         };
-        if has_query || max_splits <= 1 {
+        if Self::query_sql(spec).is_some() || max_splits <= 1 {
             return Ok(vec![Split::all()]);
         }
         let table = spec
@@ -589,10 +771,11 @@ impl Source for PostgresSource {
             .as_deref()
             .ok_or_else(|| ConnectorError::config("table", "splitPk needs `table`"))?;
         let qualified = quote_qualified(table)?;
-        if !relation_exists(&self.pool, &qualified).await? {
+        let mut tx = self.begin_read().await?;
+        if !relation_exists(&mut *tx, &qualified).await? {
             return Err(ConnectorError::NoSuchTable(table.to_string()));
         }
-        let all = relation_columns(&self.pool, &qualified).await?;
+        let all = relation_columns(&mut *tx, &qualified).await?;
         let key = select_columns(all, &[pk.to_string()], table)
             .map_err(|e| ConnectorError::config("splitPk", e.to_string()))?
             .remove(0);
@@ -610,10 +793,12 @@ impl Source for PostgresSource {
             k = quote_ident(&key.name),
             w = Self::where_sql(spec, None)
         );
+        // Extended protocol: one statement, whatever `where` holds.
         let row = sqlx::query(&sql)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await
             .map_err(q("split key range"))?;
+        tx.rollback().await.map_err(q("rollback"))?;
         let parse = |v: Option<String>| -> Result<Option<i128>, ConnectorError> {
             v.map(|s| {
                 s.parse::<i128>()
@@ -657,6 +842,16 @@ impl Source for PostgresSource {
         }
         r
     }
+
+    async fn privilege_warnings(&self) -> Vec<String> {
+        self.privileges().await.unwrap_or_else(|e| {
+            vec![format!(
+                "the PostgreSQL login's privileges could not be checked ({}); it should be a \
+                 read-only user with SELECT on the listed tables only",
+                e.peer_message()
+            )]
+        })
+    }
 }
 
 /// Writes PostgreSQL tables.
@@ -668,7 +863,7 @@ impl PostgresSink {
     /// Connects (a pool of at most 8 connections).
     pub async fn connect(url: &str) -> Result<Self, ConnectorError> {
         Ok(Self {
-            pool: connect_pool(url).await?,
+            pool: connect_pool(url, false).await?,
         })
     }
 

@@ -283,6 +283,7 @@ async fn connect_pool(url: &str, writer: bool) -> Result<SqlitePool, ConnectorEr
     let bad = |m: String| ConnectorError::Connect {
         what: format!("SQLite {url}"),
         message: m,
+        code: None,
     };
     let opts = SqliteConnectOptions::from_str(url)
         .map_err(|e| bad(format!("invalid connection URL: {e}")))?
@@ -297,6 +298,7 @@ async fn connect_pool(url: &str, writer: bool) -> Result<SqlitePool, ConnectorEr
             return Err(ConnectorError::Connect {
                 what: format!("SQLite {}", path.display()),
                 message: format!("database file `{}` does not exist", path.display()),
+                code: None,
             });
         }
         opts.read_only(true)
@@ -308,9 +310,8 @@ async fn connect_pool(url: &str, writer: bool) -> Result<SqlitePool, ConnectorEr
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(opts)
         .await
-        .map_err(|e| ConnectorError::Connect {
-            what: format!("SQLite {}", path.display()),
-            message: e.to_string(),
+        .map_err(|e| {
+            ConnectorError::connect(format!("SQLite {}", path.display()), e, str::to_string)
         })?;
     Ok(pool)
 }
@@ -407,6 +408,11 @@ impl SqliteSource {
     /// A source over an existing pool.
     pub fn from_pool(pool: SqlitePool) -> Self {
         Self { pool }
+    }
+
+    /// The source's pool (read-only when built by [`connect`](Self::connect)).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     fn query_sql(spec: &ReadSpec) -> Option<String> {
