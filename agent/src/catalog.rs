@@ -19,9 +19,11 @@ use crate::config::SourceConfig;
 use crate::files::{FileRoot, Listings};
 use crate::policy::{self, ReadLimits};
 
-/// What the broker may be told of a connector error (never source values).
-fn peer_message(e: &ferry_connectors::ConnectorError) -> String {
-    e.to_string()
+/// What the broker may be told of a connector error (never source values);
+/// the whole error goes to the agent's log.
+pub(crate) fn peer_message(e: &ferry_connectors::ConnectorError) -> String {
+    tracing::warn!("{e}");
+    e.peer_message()
 }
 
 /// Options only the agent's config may set.
@@ -59,6 +61,28 @@ impl Catalog {
 
     pub fn limits(&self) -> &ReadLimits {
         &self.limits
+    }
+
+    /// Warns (in the agent's log) about each database source whose login
+    /// may do more than read: a superuser, or one holding file access or
+    /// write privileges. The agent's policy does not depend on it, but the
+    /// login's grants are the last line when `allow_query_sql` is on.
+    pub async fn check_logins(&self) {
+        for (name, config) in &self.configs {
+            if policy::dialect(&config.kind).is_none() {
+                continue;
+            }
+            match self.source(name, &Map::new()).await {
+                Ok(source) => {
+                    for w in source.privilege_warnings().await {
+                        tracing::warn!(source = %name, "data source `{name}`: {w}");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(source = %name, "data source `{name}`: its login could not be checked: {e}")
+                }
+            }
+        }
     }
 
     /// What the broker may know: name and connector kind of each source.

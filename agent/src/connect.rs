@@ -121,6 +121,11 @@ impl Connector {
         })
     }
 
+    /// The agent's data sources.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
     /// The identity in the agent's certificate (re-read from disk).
     pub fn identity(&self) -> Result<AgentIdentity, ConnectError> {
         Ok(ferry_certs::client_config(&self.config.tls_files(), &[&self.alpn])?.1)

@@ -23,6 +23,9 @@ pub async fn run(
     let connector = Connector::new(&config)?;
     let identity = connector.identity()?;
     info!(agent = %identity.agent_id, group = %identity.group, broker = %config.broker, "agent starting");
+    // In the background: a source that is down must not keep the tunnel down.
+    let catalog = connector.catalog().clone();
+    tokio::spawn(async move { catalog.check_logins().await });
     let mut backoff = config.reconnect.backoff();
     tokio::pin!(shutdown);
     loop {

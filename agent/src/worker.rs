@@ -267,19 +267,13 @@ impl Worker {
             }
             Err(e) => {
                 sender.abort();
-                warn!(task = task_id, "reading: {e}");
                 Err(format!("reading: {}", peer(&e)))
             }
         }
     }
 }
 
-/// What the broker may be told of a connector error (never source values);
-/// the whole error goes to the agent's log.
-fn peer(e: &ConnectorError) -> String {
-    warn!("{e}");
-    e.to_string()
-}
+use crate::catalog::peer_message as peer;
 
 /// The error of a plan or task whose future panicked (a bug, or a library's
 /// assertion on odd input): the broker gets an answer instead of silence.

@@ -396,6 +396,16 @@ async fn postgres_source_refuses_a_hostile_broker() {
     let splits: Vec<Value> = serde_json::from_str(plan["splits"].as_str().unwrap()).unwrap();
     assert!(splits.len() <= 9, "{} splits", splits.len());
 
+    // The agent told its operator that its login is a superuser.
+    assert!(
+        common::wait_log(
+            &["data source `pg`", "is a superuser"],
+            Duration::from_secs(10)
+        )
+        .await,
+        "no warning about the superuser login"
+    );
+
     // Nothing was read, written or created.
     let all = h.everything();
     assert!(
