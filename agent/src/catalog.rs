@@ -320,7 +320,14 @@ mod tests {
     #[tokio::test]
     async fn a_job_cannot_leave_or_redirect_a_source() {
         let c = catalog();
-        for bad in ["../etc/passwd", "/etc/passwd", "a/../../b", "s3://other/x"] {
+        for bad in [
+            "../etc/passwd",
+            "/etc/passwd",
+            "a/../../b",
+            "s3://other/x",
+            r"a\..\b",
+            "a\u{0}b",
+        ] {
             let e = c
                 .source("logs", &opts(&[("path", bad)]))
                 .await
@@ -334,14 +341,6 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.contains("not a file source"), "{e}");
-        for bad in [r"a\..\b", "a\u{0}b"] {
-            let e = c
-                .source("logs", &opts(&[("path", bad)]))
-                .await
-                .err()
-                .unwrap();
-            assert!(e.contains("leaves data source `logs`"), "{bad}: {e}");
-        }
         let e = c.source("nope", &Map::new()).await.err().unwrap();
         assert!(
             e.contains("no data source `nope`") && e.contains("db, logs"),

@@ -7,7 +7,7 @@ use sqlparser::ast::{
     TypedString, UnaryOperator, Value,
 };
 use sqlparser::parser::Parser;
-use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
+use sqlparser::tokenizer::Token;
 
 use crate::{excerpt, not_allowed, parser_error, precheck, variant_name, Dialect, ScreenError};
 
@@ -36,19 +36,7 @@ pub fn screen_where(
 
     // Comments are whitespace to sqlparser, but a filter has no use for them and they are
     // the usual tool for cutting off the rest of a statement (`1=1 --`, `... #`).
-    let tokens = Tokenizer::new(sql_dialect, text)
-        .tokenize()
-        .map_err(|e| ScreenError::Syntax {
-            context: CONTEXT,
-            message: excerpt(&e.message),
-        })?;
-    if tokens.iter().any(|t| {
-        matches!(
-            t,
-            Token::Whitespace(Whitespace::SingleLineComment { .. })
-                | Token::Whitespace(Whitespace::MultiLineComment(_))
-        )
-    }) {
+    if crate::has_comment(CONTEXT, sql_dialect, text)? {
         return Err(not_allowed(CONTEXT, "comments are not allowed"));
     }
 

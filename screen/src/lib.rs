@@ -223,6 +223,29 @@ fn excerpt(text: &str) -> String {
 }
 
 /// The checks every text gets before it is parsed: size, emptiness, executable comments.
+/// Whether `text` holds a comment (`--`, `#` in MySQL, `/* */`), as the
+/// dialect's tokenizer sees it.
+fn has_comment(
+    context: &'static str,
+    dialect: &dyn sqlparser::dialect::Dialect,
+    text: &str,
+) -> Result<bool, ScreenError> {
+    use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
+    let tokens = Tokenizer::new(dialect, text)
+        .tokenize()
+        .map_err(|e| ScreenError::Syntax {
+            context,
+            message: excerpt(&e.message),
+        })?;
+    Ok(tokens.iter().any(|t| {
+        matches!(
+            t,
+            Token::Whitespace(Whitespace::SingleLineComment { .. })
+                | Token::Whitespace(Whitespace::MultiLineComment(_))
+        )
+    }))
+}
+
 fn precheck(context: &'static str, text: &str) -> Result<(), ScreenError> {
     if text.len() > MAX_TEXT_BYTES {
         return Err(ScreenError::TooLong {

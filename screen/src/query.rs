@@ -6,7 +6,6 @@ use sqlparser::ast::{
     Expr, Ident, ObjectName, ObjectNamePart, Query, SetExpr, Statement, TableFactor, Visit, Visitor,
 };
 use sqlparser::parser::Parser;
-use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
 
 use crate::{excerpt, not_allowed, parser_error, precheck, variant_name, Dialect, ScreenError};
 
@@ -118,20 +117,7 @@ pub fn screen_query(text: &str, dialect: Dialect) -> Result<ScreenedQuery, Scree
                 "backslashes are not allowed in MySQL queries (their meaning depends on the server's sql_mode)",
             ));
         }
-        let tokens =
-            Tokenizer::new(sql_dialect, text)
-                .tokenize()
-                .map_err(|e| ScreenError::Syntax {
-                    context: CONTEXT,
-                    message: excerpt(&e.message),
-                })?;
-        if tokens.iter().any(|t| {
-            matches!(
-                t,
-                Token::Whitespace(Whitespace::SingleLineComment { .. })
-                    | Token::Whitespace(Whitespace::MultiLineComment(_))
-            )
-        }) {
+        if crate::has_comment(CONTEXT, sql_dialect, text)? {
             return Err(not_allowed(
                 CONTEXT,
                 "comments are not allowed in MySQL queries (they are sent to the server as written)",

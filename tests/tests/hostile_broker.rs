@@ -162,6 +162,12 @@ impl Hostile {
 
     /// Sends a task; the agent's `TaskFailed` message or its data stream.
     async fn task(&self, source: &str, spec: Value, options: Value, split: Value) -> TaskOutcome {
+        let task_id = self.send_task(source, &spec, options, &split).await;
+        self.wait_task(&task_id, &spec, &split).await
+    }
+
+    /// Sends a task; its id.
+    async fn send_task(&self, source: &str, spec: &Value, options: Value, split: &Value) -> String {
         let task_id = format!("hostile-{:032x}", rand::random::<u128>());
         self.send(
             source,
@@ -175,6 +181,11 @@ impl Hostile {
             },
         )
         .await;
+        task_id
+    }
+
+    /// What the agent did with task `task_id`.
+    async fn wait_task(&self, task_id: &str, spec: &Value, split: &Value) -> TaskOutcome {
         let start = Instant::now();
         loop {
             let failed = self
@@ -182,12 +193,12 @@ impl Hostile {
                 .lock()
                 .unwrap()
                 .iter()
-                .find(|v| v["type"] == "task_failed" && v["task_id"] == task_id.as_str())
+                .find(|v| v["type"] == "task_failed" && v["task_id"] == task_id)
                 .cloned();
             if let Some(v) = failed {
                 return TaskOutcome::Failed(v["message"].as_str().unwrap_or_default().into());
             }
-            if let Some(c) = self.streams.lock().unwrap().get(&task_id) {
+            if let Some(c) = self.streams.lock().unwrap().get(task_id) {
                 return TaskOutcome::Streamed(c.clone());
             }
             assert!(
@@ -673,5 +684,165 @@ async fn the_agent_caps_what_one_broker_may_ask() {
         }
     }
     assert!(refusals > 0, "twelve plans at once, none refused");
+    // A burst of tasks: some refused at once, the others read their split.
+    let split = json!({"index":0,"total":1,"bounds":{"kind":"all"}});
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(h.send_task("pg", &spec, json!({}), &split).await);
+    }
+    let (mut refused_tasks, mut read) = (0, 0);
+    for id in ids {
+        match h.wait_task(&id, &spec, &split).await {
+            TaskOutcome::Failed(e) => {
+                assert!(e.contains("max_tasks"), "{e}");
+                refused_tasks += 1;
+            }
+            TaskOutcome::Streamed(c) => {
+                assert_eq!(c.rows, 10, "{c:?}");
+                read += 1;
+            }
+        }
+    }
+    assert!(
+        refused_tasks > 0 && read > 0,
+        "{refused_tasks} refused, {read} read"
+    );
     h.rig.stop().await;
+}
+
+/// The same attacks as job parameters through the admin API: a `where` or
+/// `querySql` the agent would refuse, and numbers over the caps, are
+/// refused when the job is submitted (400, naming the field); a table
+/// outside the agent's policy fails the job at its plan, on the agent,
+/// before a row is read or the target touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn attacks_through_the_admin_api_are_refused_before_anything_runs() {
+    let Some(src) = PgSchema::new("ferry_hostile_api_src") else {
+        return;
+    };
+    let Some(dst) = PgSchema::new("ferry_hostile_api_dst") else {
+        return;
+    };
+    src.sql(&format!(
+        "CREATE TABLE orders (id int PRIMARY KEY, note text);
+         INSERT INTO orders SELECT g, 'n' || g FROM generate_series(1, 50) g;
+         CREATE TABLE secret (id int, v text);
+         INSERT INTO secret VALUES (1, '{MARKER}');"
+    ));
+    let tables = format!("tables = [\"{}.orders\"]", src.name);
+    let rig = Rig::start(&[RigSource {
+        name: "pg",
+        kind: "postgres",
+        url: &pg_url(),
+        extra: &tables,
+    }])
+    .await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", rig.broker.admin_addr());
+    let job = |reader_extra: &str, table: &str, setting: &str| {
+        format!(
+            "reader:\n  name: postgresqlreader\n  parameter:\n    datasource: {}\n    table: {table}\n{reader_extra}\
+             writer:\n  name: postgresqlwriter\n  parameter:\n    url: {}\n    table: {}.t\n    createTable: true\n\
+             setting:\n  speed: {{channel: {setting}}}\n",
+            rig.datasource("pg"),
+            pg_url(),
+            dst.name
+        )
+    };
+    let orders = format!("{}.orders", src.name);
+    let submit = |text: String| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let resp = http
+                .post(format!("{base}/v1/jobs"))
+                .json(&json!({ "job": text }))
+                .send()
+                .await
+                .expect("POST /v1/jobs");
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    for (reader_extra, setting, field, needle) in [
+        (
+            "    where: \"false) UNION ALL (TABLE secret\"\n",
+            "1",
+            "where",
+            "where",
+        ),
+        (
+            "    where: \"pg_read_file('/etc/passwd') is not null\"\n",
+            "1",
+            "where",
+            "pg_read_file",
+        ),
+        (
+            "    where: \"table_to_xml('secret', true, false, '')::text::int > 0\"\n",
+            "1",
+            "where",
+            "table_to_xml",
+        ),
+        (
+            "    where: \"id > 0; DROP TABLE orders\"\n",
+            "1",
+            "where",
+            "where",
+        ),
+        (
+            "    where: \"id > 0 /*!50000 UNION SELECT 1 */\"\n",
+            "1",
+            "where",
+            "where",
+        ),
+        ("    fetchSize: 100000000000\n", "1", "fetchSize", "at most"),
+        ("", "1000000", "channel", "at most"),
+    ] {
+        let (status, body) = submit(job(reader_extra, &orders, setting)).await;
+        let text = body.to_string();
+        assert_eq!(status, 400, "{reader_extra}{setting}: {text}");
+        assert!(
+            text.contains(field) && text.contains(needle),
+            "{reader_extra}: {text}"
+        );
+    }
+    // querySql instead of a table, blank or with a second statement.
+    for q in ["\" \"", "\"select 1 as id; DROP TABLE orders; COMMIT\""] {
+        let text = job("", &orders, "1").replace(
+            &format!("    table: {orders}\n"),
+            &format!("    querySql: {q}\n"),
+        );
+        let (status, body) = submit(text).await;
+        assert_eq!(status, 400, "{q}: {body}");
+        assert!(body.to_string().contains("querySql"), "{q}: {body}");
+    }
+    // Tables the broker cannot judge reach the agent, which refuses the plan.
+    for (table, needle) in [
+        (format!("{}.secret", src.name), "does not allow reading"),
+        ("pg_catalog.pg_authid".to_string(), "system catalog"),
+    ] {
+        let (status, body) = submit(job("", &table, "1")).await;
+        assert_eq!(status, 201, "{table}: {body}");
+        let id = body["id"].as_str().unwrap().to_string();
+        let s = rig.wait(&id, Duration::from_secs(60)).await;
+        assert_eq!(
+            s.state,
+            ferry_broker::jobs::JobState::Failed,
+            "{table}: {s:?}"
+        );
+        let why = format!("{s:?}");
+        assert!(why.contains(needle), "{table}: {why}");
+        assert!(!why.contains(MARKER));
+    }
+    // Nothing reached the target: not even the table was created.
+    assert_eq!(
+        dst.sql(&format!(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = 't'",
+            dst.name
+        ))
+        .trim(),
+        "0"
+    );
+    assert_eq!(src.sql("SELECT count(*) FROM orders").trim(), "50");
+    rig.stop().await;
 }
