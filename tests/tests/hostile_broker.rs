@@ -601,7 +601,17 @@ async fn sqlite_and_file_sources_refuse_a_hostile_broker() {
         !splits.contains("link.csv") && !splits.contains("escape"),
         "{splits}"
     );
-    let key = h.rig.setup.pki.path().display().to_string();
+    // The agent's own private key, by its absolute path.
+    let key = std::fs::read_dir(h.rig.setup.pki.path())
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with(&format!("agent-{}", h.rig.agent_id)) && name.ends_with(".key")
+        })
+        .expect("the agent's key file")
+        .display()
+        .to_string();
     for (path, options, needle) in [
         ("etc/passwd", json!({}), "not one this agent listed"),
         ("../outside/s.csv", json!({}), "refused"),
@@ -844,5 +854,35 @@ async fn attacks_through_the_admin_api_are_refused_before_anything_runs() {
         "0"
     );
     assert_eq!(src.sql("SELECT count(*) FROM orders").trim(), "50");
+
+    // A plain filter with a `${var}` still works end to end: substituted on
+    // the broker, screened on both sides, re-rendered on the agent.
+    let text = job(
+        "    where: \"id > ${lo} AND note LIKE 'n%'\"\n",
+        &orders,
+        "2",
+    )
+    .replace(
+        &format!("{}.t\n", dst.name),
+        &format!("{}.good\n", dst.name),
+    );
+    let resp = http
+        .post(format!("{base}/v1/jobs"))
+        .json(&json!({ "job": text, "vars": {"lo": "45"} }))
+        .send()
+        .await
+        .expect("POST /v1/jobs");
+    assert_eq!(resp.status().as_u16(), 201);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s = rig.wait(&id, Duration::from_secs(60)).await;
+    assert_eq!(s.state, ferry_broker::jobs::JobState::Succeeded, "{s:?}");
+    assert_eq!(
+        dst.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM good")
+            .trim(),
+        "46,47,48,49,50"
+    );
     rig.stop().await;
 }

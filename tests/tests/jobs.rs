@@ -131,8 +131,21 @@ async fn a_read_that_fails_on_the_agent_fails_the_job() {
     );
     let s = rig.run(&job).await;
     assert_eq!(s.state, JobState::Failed, "{s:?}");
+    // The broker hears which column could not be read; the row and the
+    // reason (they may quote source data) stay in the agent's log.
     let e = s.error.unwrap();
-    assert!(e.contains("zero") && e.contains("agent `rig-"), "{e}");
+    assert!(
+        e.contains("column `d`") && e.contains("withheld") && e.contains("agent `rig-"),
+        "{e}"
+    );
+    assert!(
+        common::wait_log(
+            &["column `d`", "row ", "zero date"],
+            std::time::Duration::from_secs(5)
+        )
+        .await,
+        "the agent's log has the whole error"
+    );
     rig.stop().await;
 }
 
@@ -177,7 +190,7 @@ async fn the_agent_refuses_reads_outside_its_policy() {
         e.contains("does not allow reading table") && e.contains("secrets"),
         "{e}"
     );
-    // Free-form SQL, off by default: querySql, or a subquery in `where`.
+    // Free-form SQL, off by default.
     let s = rig
         .run(&job(
             &format!(
@@ -192,16 +205,25 @@ async fn the_agent_refuses_reads_outside_its_policy() {
         e.contains("querySql") && e.contains("allow_query_sql"),
         "{e}"
     );
-    let s = rig
-        .run(&job(
-            &format!(
-                "    table: {s}.orders\n    where: \"id IN (SELECT id FROM {s}.secrets)\"\n",
-                s = src.name
+    // A subquery in `where` is refused when the job is submitted (and by
+    // the agent, were it sent: tests/tests/hostile_broker.rs).
+    let e = rig
+        .broker
+        .submit(
+            &job(
+                &format!(
+                    "    table: {s}.orders\n    where: \"id IN (SELECT id FROM {s}.secrets)\"\n",
+                    s = src.name
+                ),
+                "t3",
             ),
-            "t3",
-        ))
-        .await;
-    assert!(s.error.unwrap().contains("subquery"));
+            ferry_engine::config::default_vars(),
+            None,
+        )
+        .await
+        .expect_err("a subquery in `where` is refused")
+        .to_string();
+    assert!(e.contains("where") && e.contains("subquer"), "{e}");
     // What the policy allows works.
     let s = rig
         .run(&job(&format!("    table: {}.orders\n", src.name), "t4"))
