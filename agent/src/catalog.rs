@@ -47,6 +47,31 @@ pub struct Read {
     /// The job as the broker described it (source, options, spec), for the
     /// file listings kept per job.
     job: String,
+    /// Every column of the table or query, looked up once.
+    columns: tokio::sync::OnceCell<Vec<String>>,
+}
+
+impl Read {
+    /// Every column of what the spec reads (its table or query), as the
+    /// source's catalog spells them.
+    async fn column_names(&self) -> Result<&[String], String> {
+        self.columns
+            .get_or_try_init(|| async {
+                let all = ReadSpec {
+                    columns: Vec::new(),
+                    where_clause: None,
+                    ..self.spec.clone()
+                };
+                let schema = self
+                    .source
+                    .schema(&all)
+                    .await
+                    .map_err(|e| peer_message(&e))?;
+                Ok(schema.fields().iter().map(|f| f.name().clone()).collect())
+            })
+            .await
+            .map(Vec::as_slice)
+    }
 }
 
 impl Catalog {
@@ -107,20 +132,23 @@ impl Catalog {
             serde_json::from_str(options).map_err(|e| format!("invalid connector options: {e}"))?;
         policy::check_spec(name, config, &mut spec, &self.limits).map_err(|e| e.to_string())?;
         let source = self.source(name, &options).await?;
-        if spec.where_clause.is_some() {
-            let columns = self.column_names(&source, &spec).await?;
-            policy::screen_where(name, config, &mut spec, &columns).map_err(|e| e.to_string())?;
-        }
         let files = match config.kind.as_str() {
             ferry_engine::config::FILE_KIND => Some(FileRoot::of(&config.url)?),
             _ => None,
         };
-        Ok(Read {
+        let mut read = Read {
             source,
             spec,
             files,
             job,
-        })
+            columns: tokio::sync::OnceCell::new(),
+        };
+        if read.spec.where_clause.is_some() {
+            let columns = read.column_names().await?.to_vec();
+            policy::screen_where(name, config, &mut read.spec, &columns)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(read)
     }
 
     /// Plans `read` into at most `max_splits` splits (capped by the
@@ -171,8 +199,7 @@ impl Catalog {
             }
             (_, Some(_)) => return Err("a file source reads file splits only".into()),
             (SplitBounds::IntRange { column, .. } | SplitBounds::NullKey { column }, None) => {
-                let columns = self.column_names(&read.source, &read.spec).await?;
-                if !columns.iter().any(|c| c == column) {
+                if !read.column_names().await?.iter().any(|c| c == column) {
                     return Err(format!("split key `{column}` is not a column of the table"));
                 }
             }
@@ -193,22 +220,6 @@ impl Catalog {
                 }
             )
         })
-    }
-
-    /// Every column of what `spec` reads (its table or query), as the
-    /// source's catalog spells them.
-    async fn column_names(
-        &self,
-        source: &Arc<dyn Source>,
-        spec: &ReadSpec,
-    ) -> Result<Vec<String>, String> {
-        let all = ReadSpec {
-            columns: Vec::new(),
-            where_clause: None,
-            ..spec.clone()
-        };
-        let schema = source.schema(&all).await.map_err(|e| peer_message(&e))?;
-        Ok(schema.fields().iter().map(|f| f.name().clone()).collect())
     }
 
     /// The source named `name` for a job with connector options

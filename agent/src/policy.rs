@@ -36,7 +36,7 @@ pub struct ReadLimits {
 impl Default for ReadLimits {
     fn default() -> Self {
         Self {
-            max_fetch_size: 100_000,
+            max_fetch_size: ferry_engine::config::MAX_FETCH_SIZE,
             max_splits: 1024,
             max_tasks: 64,
             max_plans: 16,
