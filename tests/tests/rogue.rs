@@ -25,25 +25,6 @@ use ferry_tests::db::{pg_url, PgSchema};
 use ferry_tests::pki::{CertFiles, Pki};
 use ferry_tunnel::{Connection, FrameReader, FrameWriter};
 
-fn raw_client(pki: &Pki, cert: &CertFiles) -> rustls::ClientConfig {
-    let provider = ferry_certs::crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in ferry_certs::load_certs(&pki.ca_pem()).unwrap() {
-        roots.add(c).unwrap();
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            ferry_certs::load_certs(&cert.cert).unwrap(),
-            ferry_certs::load_private_key(&cert.key).unwrap(),
-        )
-        .unwrap();
-    cfg.alpn_protocols = vec![ferry_protocol::ALPN.to_vec()];
-    cfg
-}
-
 /// An agent that says whatever the test wants on its control stream and
 /// records what the broker sends it.
 struct RawAgent {
@@ -63,7 +44,7 @@ impl RawAgent {
     ) -> Self {
         let ep = ferry_tunnel::client_endpoint(
             "127.0.0.1:0".parse().unwrap(),
-            raw_client(pki, cert),
+            common::raw_client(&pki.ca_pem(), &cert.cert, &cert.key),
             &ferry_tunnel::TransportSettings::default(),
         )
         .unwrap();

@@ -129,29 +129,6 @@ async fn raw_connect(
     }
 }
 
-fn raw_client(
-    ca: &std::path::Path,
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> rustls::ClientConfig {
-    let provider = ferry_certs::crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in ferry_certs::load_certs(ca).unwrap() {
-        roots.add(c).unwrap();
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            ferry_certs::load_certs(cert).unwrap(),
-            ferry_certs::load_private_key(key).unwrap(),
-        )
-        .unwrap();
-    cfg.alpn_protocols = vec![ferry_protocol::ALPN.to_vec()];
-    cfg
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_has_its_own_error_on_both_sides() {
     let s = Setup::new();
@@ -184,7 +161,7 @@ async fn every_refusal_has_its_own_error_on_both_sides() {
     // 2. A certificate from another CA.
     let other = ferry_tests::pki::Pki::new();
     let stranger = other.agent("stranger-01", "g");
-    let cause = raw_connect(addr, raw_client(&ca, &stranger.cert, &stranger.key))
+    let cause = raw_connect(addr, common::raw_client(&ca, &stranger.cert, &stranger.key))
         .await
         .unwrap_err();
     assert_eq!(cause, CloseCause::Refused(Refusal::UnknownCa), "{cause}");
@@ -196,7 +173,7 @@ async fn every_refusal_has_its_own_error_on_both_sides() {
         "g",
         Validity::between(now - TimeDelta::days(10), now - TimeDelta::days(1)),
     );
-    let cause = raw_connect(addr, raw_client(&ca, &old.cert, &old.key))
+    let cause = raw_connect(addr, common::raw_client(&ca, &old.cert, &old.key))
         .await
         .unwrap_err();
     assert_eq!(cause, CloseCause::Refused(Refusal::Expired), "{cause}");
@@ -215,7 +192,7 @@ async fn every_refusal_has_its_own_error_on_both_sides() {
         "g",
         Validity::between(now + TimeDelta::days(1), now + TimeDelta::days(10)),
     );
-    let cause = raw_connect(addr, raw_client(&ca, &early.cert, &early.key))
+    let cause = raw_connect(addr, common::raw_client(&ca, &early.cert, &early.key))
         .await
         .unwrap_err();
     assert_eq!(cause, CloseCause::Refused(Refusal::NotYetValid), "{cause}");

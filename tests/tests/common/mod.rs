@@ -340,3 +340,29 @@ impl Rig {
         self.broker.shutdown().await;
     }
 }
+
+/// A TLS client config of our own making with `cert`/`key` (TLS 1.3,
+/// Ferry's ALPN, only the CA at `ca` trusted): for raw peers that speak the
+/// protocol by hand.
+pub fn raw_client(
+    ca: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> rustls::ClientConfig {
+    let provider = ferry_certs::crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in ferry_certs::load_certs(ca).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            ferry_certs::load_certs(cert).unwrap(),
+            ferry_certs::load_private_key(key).unwrap(),
+        )
+        .unwrap();
+    cfg.alpn_protocols = vec![ferry_protocol::ALPN.to_vec()];
+    cfg
+}
