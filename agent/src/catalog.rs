@@ -110,6 +110,35 @@ impl Catalog {
         }
     }
 
+    /// `message` with every location of the agent's sources (URLs, paths,
+    /// also as the file connectors write them) replaced by the source's
+    /// name: what leaves for the broker never says where a source is.
+    pub fn scrub(&self, message: String) -> String {
+        let mut places: Vec<(String, &str)> = Vec::new();
+        for (name, config) in &self.configs {
+            let url = config.url.trim_end_matches('/');
+            // `file:///d`, `sqlite:///d/x.db`: the path on the agent's disk.
+            let local = url.split_once("://").map_or(url, |(_, path)| path);
+            let mut forms = vec![url.to_string(), local.to_string()];
+            if let Ok(real) = std::fs::canonicalize(local) {
+                forms.push(real.to_string_lossy().into_owned());
+            }
+            for form in forms {
+                let bare = form.trim_start_matches('/').to_string();
+                for f in [form, bare] {
+                    // Short forms ("/", "data") would mangle ordinary words.
+                    if f.len() >= 4 {
+                        places.push((f, name));
+                    }
+                }
+            }
+        }
+        places.sort_by_key(|(f, _)| std::cmp::Reverse(f.len()));
+        places.into_iter().fold(message, |m, (f, name)| {
+            m.replace(&f, &format!("<source {name}>"))
+        })
+    }
+
     /// What the broker may know: name and connector kind of each source.
     pub fn advertised(&self) -> Vec<SourceInfo> {
         self.configs
@@ -356,6 +385,13 @@ mod tests {
         assert!(
             e.contains("no data source `nope`") && e.contains("db, logs"),
             "{e}"
+        );
+        // Messages for the broker name a source, never where it is.
+        assert_eq!(
+            c.scrub(
+                "file var/log/shop/a.csv, line 3; /var/log/shop/b; postgres://u:secret@h/db".into()
+            ),
+            "file <source logs>/a.csv, line 3; <source logs>/b; <source db>"
         );
         // Only names and kinds are advertised.
         let ad = format!("{:?}", c.advertised());

@@ -100,7 +100,7 @@ impl Worker {
                         Ok(reply) => reply(request_id),
                         Err(e) => {
                             warn!(request_id, %datasource, "plan failed: {e}");
-                            ControlMessage::plan_failed(request_id, e)
+                            ControlMessage::plan_failed(request_id, me.catalog.scrub(e))
                         }
                     };
                     drop(slot);
@@ -151,6 +151,7 @@ impl Worker {
                         Ok(rows) => info!(task = %task_id, rows, "task done"),
                         Err(e) => {
                             warn!(task = %task_id, "task failed: {e}");
+                            let e = me.catalog.scrub(e);
                             me.send(ControlMessage::task_failed(task_id, e)).await;
                         }
                     }

@@ -299,9 +299,13 @@ impl ConnectorError {
                 Some(c) if !c.message_is_safe() => format!("{what} failed: {}", c.withheld()),
                 _ => format!("{what} failed: {message}"),
             },
-            // Connecting runs no job text (the startup packet, then Ferry's own fixed session
-            // statements): the message names only the login, host and database.
-            ConnectorError::Connect { .. } => self.to_string(),
+            // The message names the source's host, login and database, which only the
+            // agent may know; the code (a refused login, an unknown database) says enough.
+            ConnectorError::Connect { code, .. } => format!(
+                "cannot connect to the data source{} (details withheld: they name its host and \
+                 login; see the agent's log)",
+                code.as_ref().map(|c| format!(" ({c})")).unwrap_or_default()
+            ),
             ConnectorError::Value { column, .. } => {
                 format!("column `{column}`: a value could not be read ({WITHHELD})")
             }
@@ -441,7 +445,8 @@ mod tests {
             sqlx::Error::PoolTimedOut,
             str::to_string,
         );
-        assert_eq!(connect.peer_message(), connect.to_string());
+        let p = connect.peer_message();
+        assert!(p.contains("cannot connect") && !p.contains("u@h"), "{p}");
 
         for e in [
             ConnectorError::config("table", "missing"),

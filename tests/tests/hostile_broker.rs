@@ -649,7 +649,15 @@ async fn sqlite_and_file_sources_refuse_a_hostile_broker() {
         TaskOutcome::Streamed(c) => assert!(c.ended && c.rows == 1, "{c:?}"),
         other => panic!("listed file: {other:?}"),
     }
-    assert!(!h.everything().contains(MARKER), "{}", h.everything());
+    let all = h.everything();
+    assert!(!all.contains(MARKER), "{all}");
+    // Nothing the agent sent says where its sources are on its disk.
+    for place in [
+        root_url.trim_start_matches('/'),
+        db.to_str().unwrap().trim_start_matches('/'),
+    ] {
+        assert!(!all.contains(place), "`{place}` crossed the tunnel: {all}");
+    }
     h.rig.stop().await;
 }
 
