@@ -58,16 +58,13 @@ impl Read {
         self.columns
             .get_or_try_init(|| async {
                 let all = ReadSpec {
-                    columns: Vec::new(),
                     where_clause: None,
                     ..self.spec.clone()
                 };
-                let schema = self
-                    .source
-                    .schema(&all)
+                self.source
+                    .column_names(&all)
                     .await
-                    .map_err(|e| peer_message(&e))?;
-                Ok(schema.fields().iter().map(|f| f.name().clone()).collect())
+                    .map_err(|e| peer_message(&e))
             })
             .await
             .map(Vec::as_slice)

@@ -20,6 +20,17 @@ pub trait Source: Send + Sync {
     /// The Arrow schema of what `spec` reads, columns in read order.
     async fn schema(&self, spec: &ReadSpec) -> Result<SchemaRef, ConnectorError>;
 
+    /// Every column name of the table or query `spec` reads from, whether
+    /// or not Ferry can carry its type: what a row filter may refer to.
+    async fn column_names(&self, spec: &ReadSpec) -> Result<Vec<String>, ConnectorError> {
+        let all = ReadSpec {
+            columns: Vec::new(),
+            ..spec.clone()
+        };
+        let schema = self.schema(&all).await?;
+        Ok(schema.fields().iter().map(|f| f.name().clone()).collect())
+    }
+
     /// Cuts the read into at most about `max_splits` splits (DataX splitPk).
     /// Rows with a NULL split key get a split of their own.
     async fn plan(&self, spec: &ReadSpec, max_splits: usize) -> Result<Vec<Split>, ConnectorError>;

@@ -268,10 +268,12 @@ async fn postgres_source_refuses_a_hostile_broker() {
          INSERT INTO orders SELECT g, 'n' || g FROM generate_series(1, 100) g;
          CREATE TABLE secret (id int, v text);
          INSERT INTO secret VALUES (1, '{MARKER}');
-         CREATE SEQUENCE seq;"
+         CREATE SEQUENCE seq;
+         CREATE TABLE shapes (id int PRIMARY KEY, p point);
+         INSERT INTO shapes SELECT g, point(g, g) FROM generate_series(1, 5) g;"
     ));
     let relations = pg_relations(&s);
-    let tables = format!("tables = [\"{}.orders\"]", s.name);
+    let tables = format!("tables = [\"{0}.orders\", \"{0}.shapes\"]", s.name);
     let h = Hostile::start(
         &[RigSource {
             name: "pg",
@@ -309,6 +311,19 @@ async fn postgres_source_refuses_a_hostile_broker() {
     match o {
         TaskOutcome::Streamed(c) => assert!(c.ended && c.rows == 10, "{c:?}"),
         other => panic!("allowed task: {other:?}"),
+    }
+
+    // A filter on a table with a column Ferry cannot carry (not read).
+    let shapes =
+        json!({"table": format!("{}.shapes", s.name), "columns": ["id"], "where": "id > 3"});
+    let plan = h
+        .plan("pg", shapes.clone(), json!({}), 1)
+        .await
+        .expect("a filter beside an unread point column");
+    let splits: Vec<Value> = serde_json::from_str(plan["splits"].as_str().unwrap()).unwrap();
+    match h.task("pg", shapes, json!({}), splits[0].clone()).await {
+        TaskOutcome::Streamed(c) => assert!(c.ended && c.rows == 2, "{c:?}"),
+        other => panic!("shapes: {other:?}"),
     }
 
     // `where` as SQL text: every one refused, naming the construct.

@@ -613,9 +613,18 @@ impl PostgresSource {
         conn: &mut sqlx::PgConnection,
         spec: &ReadSpec,
     ) -> Result<Vec<PgCol>, ConnectorError> {
+        let all = Self::all_columns_on(conn, spec).await?;
+        let from = spec.table.as_deref().unwrap_or("querySql");
+        select_columns(all, &spec.columns, from)
+    }
+
+    /// Every column of the table or query, with its mapping (or why there is none).
+    async fn all_columns_on(
+        conn: &mut sqlx::PgConnection,
+        spec: &ReadSpec,
+    ) -> Result<Vec<(String, Result<PgCol, ConnectorError>)>, ConnectorError> {
         if let Some(qs) = Self::query_sql(spec) {
-            let all = describe_query(conn, qs).await?;
-            return select_columns(all, &spec.columns, "querySql");
+            return describe_query(conn, qs).await;
         }
         let table = spec.table.as_deref().ok_or_else(|| {
             ConnectorError::config("table", "either `table` or `querySql` is required")
@@ -624,8 +633,7 @@ impl PostgresSource {
         if !relation_exists(&mut *conn, &qualified).await? {
             return Err(ConnectorError::NoSuchTable(table.to_string()));
         }
-        let all = relation_columns(&mut *conn, &qualified).await?;
-        select_columns(all, &spec.columns, table)
+        relation_columns(&mut *conn, &qualified).await
     }
 
     fn where_sql(spec: &ReadSpec, split: Option<&Split>) -> String {
@@ -750,6 +758,13 @@ impl Source for PostgresSource {
             .ok()?;
         tx.rollback().await.ok()?;
         (n > 0.0).then_some(n as u64)
+    }
+
+    async fn column_names(&self, spec: &ReadSpec) -> Result<Vec<String>, ConnectorError> {
+        let mut tx = self.begin_read().await?;
+        let all = Self::all_columns_on(&mut tx, spec).await?;
+        tx.rollback().await.map_err(q("rollback"))?;
+        Ok(all.into_iter().map(|(name, _)| name).collect())
     }
 
     async fn schema(&self, spec: &ReadSpec) -> Result<SchemaRef, ConnectorError> {
