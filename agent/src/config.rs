@@ -4,6 +4,8 @@
 //! broker = "broker.example.com:7800"   # host:port, resolved on every attempt
 //! # server_name = "broker.example.com" # name checked in the broker's certificate;
 //!                                      # defaults to the host part of `broker`
+//! # bind = "10.0.0.7"                  # local address to dial from (a multi-homed host);
+//!                                      # default: the one the routing table picks
 //! [tls]                                # all required: no "skip verify"
 //! ca = "pki/ca.pem"
 //! cert = "pki/agents/sh-01.pem"
@@ -15,12 +17,15 @@
 //! stable_secs = 60
 //!
 //! [tcp_fallback]                       # optional: where UDP is blocked
-//! mode = "auto"                        # auto: QUIC, then TLS over TCP if QUIC gets no
-//!                                      # answer; always: TLS over TCP only; never: QUIC only
+//! mode = "auto"                        # auto: QUIC; TLS over TCP only when QUIC gets no
+//!                                      # answer twice while TCP gets through (UDP blocked);
+//!                                      # always: TLS over TCP only; never: QUIC only
 //! address = "broker.example.com:443"   # the broker's TCP address (default: `broker`)
 //! quic_wait_secs = 5                   # how long an unanswered QUIC attempt is given
 //! retry_quic_secs = 600                # after a fallback, reconnect over TCP this long
 //!                                      # before QUIC is tried again (0: try QUIC every time)
+//! probe_quic_secs = 60                 # on TLS/TCP, try QUIC this often in the background
+//!                                      # and move to it when idle (0: never)
 //!
 //! [sources.orders_db]                  # data sources jobs may name as <group>/orders_db
 //! kind = "mysql"                       # mysql, postgres, sqlite, file
@@ -86,6 +91,10 @@ pub struct AgentConfig {
     /// Name to verify in the broker's certificate.
     #[serde(default)]
     pub server_name: Option<String>,
+    /// Local address to dial the broker from (QUIC and TCP alike), for a
+    /// host with several; by default the routing table picks.
+    #[serde(default)]
+    pub bind: Option<std::net::IpAddr>,
     pub tls: TlsSection,
     #[serde(default)]
     pub reconnect: Reconnect,
@@ -132,6 +141,10 @@ pub struct TcpFallback {
     /// `quic_wait_secs` on every reconnect; then QUIC is tried again. 0: try
     /// QUIC first every time.
     pub retry_quic_secs: u64,
+    /// While the tunnel runs over TLS/TCP, QUIC is tried in the background
+    /// this often; once it answers, the tunnel moves to it at a moment no
+    /// task or plan is running. 0: never.
+    pub probe_quic_secs: u64,
 }
 
 impl Default for TcpFallback {
@@ -141,6 +154,7 @@ impl Default for TcpFallback {
             address: None,
             quic_wait_secs: 5,
             retry_quic_secs: 600,
+            probe_quic_secs: 60,
         }
     }
 }
@@ -657,6 +671,12 @@ impl AgentConfig {
         if self.tcp_fallback.retry_quic_secs > 86_400 {
             return Err(ConfigError::Invalid {
                 field: "tcp_fallback.retry_quic_secs",
+                reason: "must be at most 86400 (a day)".into(),
+            });
+        }
+        if self.tcp_fallback.probe_quic_secs > 86_400 {
+            return Err(ConfigError::Invalid {
+                field: "tcp_fallback.probe_quic_secs",
                 reason: "must be at most 86400 (a day)".into(),
             });
         }

@@ -1,7 +1,17 @@
 //! One connection attempt: resolve, QUIC + mutual TLS (or TLS over TCP
-//! where QUIC gets no answer), Hello → Welcome.
+//! where UDP is blocked), Hello → Welcome.
+//!
+//! QUIC or TLS/TCP is decided on evidence, in `auto` mode: a QUIC attempt
+//! that gets no answer is followed by a bare TCP connect to the broker. If
+//! TCP fails too, the broker (or the network) is down, which is no reason to
+//! leave QUIC: the attempt fails and the agent retries later. If TCP gets
+//! through, the broker is up *now*, so QUIC is tried once more (an attempt
+//! that started while a restarting broker was down gets its second chance);
+//! only when that gets no answer either is UDP taken to be blocked and the
+//! tunnel opened over TLS/TCP. The log says which of these happened.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,7 +19,9 @@ use ferry_certs::{AgentIdentity, CertError};
 use ferry_protocol::control::{ControlMessage, RejectCode};
 use ferry_protocol::limits::Limits;
 use ferry_protocol::version::VersionRange;
-use ferry_tunnel::{CloseCause, Connection, EndpointError, FrameReader, FrameWriter, StreamError};
+use ferry_tunnel::{
+    CloseCause, CloseCode, Connection, EndpointError, FrameReader, FrameWriter, StreamError,
+};
 use tracing::{debug, info, warn};
 
 use crate::catalog::Catalog;
@@ -59,6 +71,13 @@ pub enum ConnectError {
     Timeout { addr: SocketAddr, timeout: Duration },
     #[error("broker at {addr}: no answer over QUIC within {waited:?} (UDP blocked on the way?)")]
     NoAnswer { addr: SocketAddr, waited: Duration },
+    #[error("broker at {addr}: no answer over QUIC within {waited:?}, and TCP to {tcp} failed too ({reason}): the broker or the network is down, which is no reason to leave QUIC")]
+    Unreachable {
+        addr: SocketAddr,
+        waited: Duration,
+        tcp: SocketAddr,
+        reason: String,
+    },
 }
 
 impl ConnectError {
@@ -90,7 +109,17 @@ pub struct Connector {
     versions: VersionRange,
     /// In `auto` mode, after QUIC got no answer: when QUIC is tried again.
     tcp_until: Mutex<Option<Instant>>,
+    /// Why the last TLS/TCP tunnel is not QUIC, for the log.
+    tcp_reason: Mutex<String>,
+    /// The broker's reconnect spread (ms), from its latest Welcome or
+    /// heartbeat ack.
+    spread_ms: Arc<AtomicU32>,
 }
+
+/// The longest reconnect spread taken from a broker: a hostile one could
+/// only delay reconnects, which it can do anyway by not answering; this
+/// keeps a typo from parking the agent for days.
+const MAX_SPREAD: Duration = Duration::from_secs(600);
 
 impl Connector {
     /// Checks the config and the agent's own certificate (an expired or
@@ -108,7 +137,12 @@ impl Connector {
     ) -> Result<Self, ConnectError> {
         config.check()?;
         let (tls, identity) = ferry_certs::client_config(&config.tls_files(), &[alpn])?;
-        let bind: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 0));
+        let bind = SocketAddr::new(
+            config
+                .bind
+                .unwrap_or(IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED)),
+            0,
+        );
         let endpoint = ferry_tunnel::client_endpoint(bind, tls, &config.transport)?;
         debug!(agent = %identity.agent_id, "agent endpoint ready");
         Ok(Self {
@@ -118,7 +152,32 @@ impl Connector {
             alpn: alpn.to_vec(),
             versions,
             tcp_until: Mutex::new(None),
+            tcp_reason: Mutex::new(String::new()),
+            spread_ms: Arc::new(AtomicU32::new(0)),
         })
+    }
+
+    /// The window the broker asked reconnects to be spread over (zero
+    /// until a broker said so).
+    pub fn reconnect_spread(&self) -> Duration {
+        Duration::from_millis(u64::from(self.spread_ms.load(Ordering::Relaxed))).min(MAX_SPREAD)
+    }
+
+    /// Why the latest TLS/TCP tunnel is not over QUIC.
+    pub fn tcp_reason(&self) -> String {
+        lock(&self.tcp_reason).clone()
+    }
+
+    fn set_tcp_reason(&self, reason: String) {
+        *lock(&self.tcp_reason) = reason;
+    }
+
+    /// Whether a tunnel over TLS/TCP should probe QUIC in the background,
+    /// and how often.
+    pub fn probe_quic_every(&self) -> Option<Duration> {
+        let f = &self.config.tcp_fallback;
+        (f.mode == FallbackMode::Auto && f.probe_quic_secs > 0)
+            .then(|| Duration::from_secs(f.probe_quic_secs))
     }
 
     /// The agent's data sources.
@@ -131,36 +190,70 @@ impl Connector {
         Ok(ferry_certs::client_config(&self.config.tls_files(), &[&self.alpn])?.1)
     }
 
-    /// One attempt, over QUIC or TLS/TCP as `[tcp_fallback]` says: in
-    /// `auto` mode a QUIC attempt that gets no answer at all within
-    /// `quic_wait_secs` is followed at once by one over TLS/TCP, and later
-    /// attempts go straight to TLS/TCP for `retry_quic_secs`.
+    /// One attempt, over QUIC or TLS/TCP as `[tcp_fallback]` says (in
+    /// `auto` mode, on the evidence the module docs describe; after a
+    /// fallback, reconnects go straight to TLS/TCP for `retry_quic_secs`).
     /// Certificates are re-read from disk each time, so a renewed
     /// certificate is picked up without a restart.
     pub async fn connect(&self) -> Result<Session, ConnectError> {
         let fallback = &self.config.tcp_fallback;
         match fallback.mode {
             FallbackMode::Never => self.connect_quic(HANDSHAKE_TIMEOUT).await,
-            FallbackMode::Always => self.connect_tcp().await,
+            FallbackMode::Always => {
+                self.set_tcp_reason("configured: tcp_fallback.mode = \"always\"".into());
+                self.connect_tcp().await
+            }
             FallbackMode::Auto => {
                 if let Some(until) = self.tcp_preferred() {
+                    let left = until.saturating_duration_since(Instant::now()).as_secs();
                     info!(
-                        "QUIC got no answer recently; connecting over TLS/TCP at {} (QUIC is tried again in {}s)",
+                        "QUIC was found blocked recently; connecting over TLS/TCP at {} (reconnects try QUIC again in {left}s)",
                         self.config.broker_tcp(),
-                        until.saturating_duration_since(Instant::now()).as_secs()
                     );
+                    self.set_tcp_reason(format!(
+                        "QUIC was found blocked recently; QUIC is tried again in {left}s"
+                    ));
                     return self.connect_tcp().await;
                 }
                 let wait = Duration::from_secs(fallback.quic_wait_secs).min(HANDSHAKE_TIMEOUT);
+                let addr = match self.connect_quic(wait).await {
+                    Err(ConnectError::NoAnswer { addr, .. }) => addr,
+                    other => return other,
+                };
+                // Is the broker there at all? A broker that is down is not
+                // a blocked UDP path.
+                let tcp = resolve(self.config.broker_tcp()).await?;
+                let dial = ferry_tunnel::tcp::dial(tcp, self.config.bind);
+                match tokio::time::timeout(wait, dial).await {
+                    Ok(Ok(_probe)) => {}
+                    Ok(Err(e)) => {
+                        return Err(ConnectError::Unreachable {
+                            addr,
+                            waited: wait,
+                            tcp,
+                            reason: e.to_string(),
+                        })
+                    }
+                    Err(_) => {
+                        return Err(ConnectError::Unreachable {
+                            addr,
+                            waited: wait,
+                            tcp,
+                            reason: format!("no answer within {wait:?}"),
+                        })
+                    }
+                }
+                info!(
+                    "QUIC to {addr} got no answer within {wait:?}, but the broker accepts TCP at {tcp}: trying QUIC once more before falling back"
+                );
                 match self.connect_quic(wait).await {
                     Err(e @ ConnectError::NoAnswer { .. }) => {
-                        warn!(
-                            "{e}; falling back to TLS over TCP at {}",
-                            self.config.broker_tcp()
-                        );
+                        warn!("{e}, twice, while TCP to {tcp} gets through: UDP looks blocked on the way; falling back to TLS over TCP");
+                        self.set_tcp_reason(format!(
+                            "UDP looks blocked: QUIC to {addr} got no answer twice within {wait:?} while TCP to {tcp} got through"
+                        ));
                         let session = self.connect_tcp().await?;
-                        // Remember only a fallback that worked: if TCP fails
-                        // too, the network is down, not UDP blocked.
+                        // Remember only a fallback that worked.
                         self.prefer_tcp_for(Duration::from_secs(fallback.retry_quic_secs));
                         Ok(session)
                     }
@@ -170,9 +263,30 @@ impl Connector {
         }
     }
 
+    /// One attempt over QUIC only, for an agent on TLS/TCP probing whether
+    /// QUIC gets through now: TLS first, then `ready` is asked whether to
+    /// go on; only then is the Hello sent (which makes the broker replace
+    /// the agent's other session). `Ok(None)`: QUIC works but `ready` said
+    /// no; the connection is closed again.
+    pub async fn probe_quic(
+        &self,
+        ready: impl FnOnce() -> bool,
+    ) -> Result<Option<Session>, ConnectError> {
+        let wait =
+            Duration::from_secs(self.config.tcp_fallback.quic_wait_secs).min(HANDSHAKE_TIMEOUT);
+        let (addr, conn, identity) = self.quic_handshake(wait).await?;
+        if !ready() {
+            CloseCode::Normal.close(&conn, "QUIC probe; the agent is busy");
+            return Ok(None);
+        }
+        let session = self.hello_within(addr, conn, identity).await?;
+        self.prefer_tcp_for(Duration::ZERO);
+        Ok(Some(session))
+    }
+
     /// Until when reconnects skip QUIC, if they do now.
     fn tcp_preferred(&self) -> Option<Instant> {
-        let mut until = self.tcp_until.lock().unwrap_or_else(|e| e.into_inner());
+        let mut until = lock(&self.tcp_until);
         match *until {
             Some(t) if Instant::now() < t => Some(t),
             _ => {
@@ -184,11 +298,20 @@ impl Connector {
 
     fn prefer_tcp_for(&self, period: Duration) {
         let t = Instant::now().checked_add(period);
-        *self.tcp_until.lock().unwrap_or_else(|e| e.into_inner()) = t.filter(|_| !period.is_zero());
+        *lock(&self.tcp_until) = t.filter(|_| !period.is_zero());
     }
 
     /// One attempt over QUIC; the peer must answer within `wait`.
     async fn connect_quic(&self, wait: Duration) -> Result<Session, ConnectError> {
+        let (addr, conn, identity) = self.quic_handshake(wait).await?;
+        self.hello_within(addr, conn, identity).await
+    }
+
+    /// QUIC and TLS, before the Hello.
+    async fn quic_handshake(
+        &self,
+        wait: Duration,
+    ) -> Result<(SocketAddr, Connection, AgentIdentity), ConnectError> {
         let (tls, identity) = ferry_certs::client_config(&self.config.tls_files(), &[&self.alpn])?;
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| EndpointError::Tls(e.to_string()))?;
@@ -212,7 +335,7 @@ impl Connector {
                 addr,
                 cause: CloseCause::classify(&e),
             })?;
-        self.hello_within(addr, conn.into(), identity).await
+        Ok((addr, conn.into(), identity))
     }
 
     /// One attempt over TLS on TCP, with the same certificates and ALPN.
@@ -225,8 +348,13 @@ impl Connector {
                 field: "server_name",
                 reason: e.to_string(),
             })?;
-        let connecting =
-            ferry_tunnel::tcp::connect(addr, server_name, Arc::new(tls), &self.config.transport);
+        let connecting = ferry_tunnel::tcp::connect(
+            addr,
+            self.config.bind,
+            server_name,
+            Arc::new(tls),
+            &self.config.transport,
+        );
         let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
             .await
             .map_err(|_| ConnectError::Timeout {
@@ -297,19 +425,24 @@ impl Connector {
                 agent_id,
                 group,
                 heartbeat_secs,
-            } => Ok(Session::start(
-                conn,
-                reader,
-                writer,
-                crate::session::Welcome {
-                    version,
-                    session_id,
-                    agent_id,
-                    group,
-                    heartbeat_secs,
-                },
-                self.catalog.clone(),
-            )),
+                reconnect_spread_ms,
+            } => {
+                self.spread_ms.store(reconnect_spread_ms, Ordering::Relaxed);
+                Ok(Session::start(
+                    conn,
+                    reader,
+                    writer,
+                    crate::session::Welcome {
+                        version,
+                        session_id,
+                        agent_id,
+                        group,
+                        heartbeat_secs,
+                    },
+                    self.catalog.clone(),
+                    self.spread_ms.clone(),
+                ))
+            }
             ControlMessage::Reject { code, message } => Err(ConnectError::Rejected {
                 addr,
                 code,
@@ -321,6 +454,11 @@ impl Connector {
             }),
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Each value under these locks is replaced whole; poisoning is moot.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Resolves `host:port`, preferring IPv4 (the endpoint is bound to IPv4).

@@ -1,5 +1,6 @@
 //! A live tunnel: heartbeats on the control stream, data streams on demand.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,6 +30,7 @@ pub struct Session {
     conn: Connection,
     welcome: Welcome,
     control: mpsc::Sender<ControlMessage>,
+    worker: Arc<Worker>,
 }
 
 impl Session {
@@ -38,6 +40,7 @@ impl Session {
         writer: FrameWriter,
         welcome: Welcome,
         catalog: Arc<Catalog>,
+        spread_ms: Arc<AtomicU32>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(16);
         // The outbox is empty here, so this cannot fail.
@@ -51,13 +54,21 @@ impl Session {
             writer,
             rx,
             Duration::from_secs(u64::from(welcome.heartbeat_secs.clamp(1, 300))),
-            worker,
+            worker.clone(),
+            spread_ms,
         ));
         Self {
             conn,
             welcome,
             control: tx,
+            worker,
         }
+    }
+
+    /// No task and no plan is running: the tunnel can be replaced without
+    /// interrupting anything.
+    pub fn is_idle(&self) -> bool {
+        self.worker.is_idle()
     }
 
     pub fn welcome(&self) -> &Welcome {
@@ -117,8 +128,9 @@ async fn control_loop(
     outbox: mpsc::Receiver<ControlMessage>,
     every: Duration,
     worker: Arc<Worker>,
+    spread_ms: Arc<AtomicU32>,
 ) {
-    control_loop_inner(conn, reader, writer, outbox, every, &worker).await;
+    control_loop_inner(conn, reader, writer, outbox, every, &worker, &spread_ms).await;
     worker.abort_all();
 }
 
@@ -129,6 +141,7 @@ async fn control_loop_inner(
     mut outbox: mpsc::Receiver<ControlMessage>,
     every: Duration,
     worker: &Arc<Worker>,
+    spread_ms: &AtomicU32,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
@@ -146,8 +159,9 @@ async fn control_loop_inner(
             frame = reader.next() => {
                 match frame {
                     Ok(Some(f)) => match ControlMessage::from_frame(&f) {
-                        Ok(ControlMessage::HeartbeatAck { sent_unix_ms, .. }) => {
+                        Ok(ControlMessage::HeartbeatAck { sent_unix_ms, reconnect_spread_ms, .. }) => {
                             debug!(rtt_ms = unix_ms().saturating_sub(sent_unix_ms), "heartbeat acknowledged");
+                            spread_ms.store(reconnect_spread_ms, Ordering::Relaxed);
                         }
                         Ok(ControlMessage::Goodbye { reason }) => {
                             debug!(%reason, "broker said goodbye");

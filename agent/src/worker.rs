@@ -63,6 +63,11 @@ impl Worker {
         })
     }
 
+    /// No task and no plan is running.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.plans.load(Ordering::Acquire) == 0 && self.lock_tasks().is_empty()
+    }
+
     /// Handles a job message; returns `false` for any other message.
     pub(crate) fn handle(self: &Arc<Self>, msg: ControlMessage) -> bool {
         match msg {

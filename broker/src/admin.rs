@@ -25,7 +25,6 @@
 //! The description lives in `broker/openapi.json`; a test checks it against
 //! this router and the types the handlers return.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use std::collections::BTreeMap;
@@ -47,6 +46,8 @@ use crate::server::Shared;
 struct Health {
     status: &'static str,
     agents: usize,
+    handshakes_in_progress: usize,
+    /// No slot: busy, source_busy and source_rate together.
     refused_busy: u64,
     refused_tls: u64,
     refused_handshake: u64,
@@ -180,14 +181,17 @@ async fn agents(State(shared): State<Arc<Shared>>) -> Json<Vec<AgentInfo>> {
 }
 
 async fn health(State(shared): State<Arc<Shared>>) -> Json<Health> {
-    let s = &shared.stats;
+    let m = &shared.metrics;
     Json(Health {
         status: "ok",
         agents: shared.registry.len(),
-        refused_busy: s.refused_busy.load(Ordering::Relaxed),
-        refused_tls: s.refused_tls.load(Ordering::Relaxed),
-        refused_handshake: s.refused_handshake.load(Ordering::Relaxed),
-        refused_timeout: s.refused_timeout.load(Ordering::Relaxed),
+        handshakes_in_progress: shared.handshakes_in_progress(),
+        refused_busy: m.refused_count("busy")
+            + m.refused_count("source_busy")
+            + m.refused_count("source_rate"),
+        refused_tls: m.refused_count("tls"),
+        refused_handshake: m.refused_count("rejected"),
+        refused_timeout: m.refused_count("timeout"),
     })
 }
 
@@ -347,6 +351,7 @@ pub(crate) fn render_metrics(shared: &Shared) -> String {
     let (jobs_running, tasks_active) = shared.jobs.running();
     shared.metrics.render(crate::metrics::Live {
         agents: shared.registry.len(),
+        handshakes: shared.handshakes_in_progress(),
         tasks_active,
         jobs_running,
     })

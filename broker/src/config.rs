@@ -19,9 +19,14 @@
 //! crl = "pki/crl.pem"
 //!
 //! [limits]                         # all optional; the defaults are shown
-//! max_handshakes = 64              # handshakes in progress at once
+//! max_handshakes = 256             # handshakes (TLS and Hello) in progress at once
+//! max_handshakes_per_source = 32   # of them from one source address
+//! handshake_rate_per_source = 50   # new handshakes a second from one source address
+//!                                  # (bursts of twice that)
 //! handshake_timeout_secs = 10      # to finish TLS and send Hello
-//! max_agents = 10000               # live agent sessions
+//! max_agents = 10000               # live agent sessions (a session holds no handshake slot)
+//! reconnect_rate = 200             # agents a second the broker asks to come back at when
+//!                                  # their sessions are lost (spread: agents / rate seconds)
 //! max_data_streams = 256           # data streams open at once on one agent's connection
 //! max_plans_per_agent = 16         # plan requests waiting for one agent's answer
 //! ```
@@ -96,12 +101,22 @@ pub struct TlsSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Handshakes in progress at once; more are refused at once.
+    /// Handshakes (TLS and Hello) in progress at once, over both
+    /// transports; more are refused at once. A session holds none.
     pub max_handshakes: usize,
+    /// Handshakes in progress at once from one source address.
+    pub max_handshakes_per_source: usize,
+    /// New handshakes a second from one source address, in bursts of up to
+    /// twice that.
+    pub handshake_rate_per_source: u32,
     /// Seconds a client has to finish TLS and send its Hello.
     pub handshake_timeout_secs: u64,
     /// Live agent sessions at most.
     pub max_agents: usize,
+    /// Agents a second the broker wants to see come back after their
+    /// sessions were lost (a restart): each agent spreads its reconnect over
+    /// `agents / reconnect_rate` seconds, which the broker tells it.
+    pub reconnect_rate: u32,
     /// Data streams one agent's connection may have open at once; more are
     /// reset at once (each open stream holds a read buffer).
     pub max_data_streams: usize,
@@ -113,9 +128,12 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_handshakes: 64,
+            max_handshakes: 256,
+            max_handshakes_per_source: 32,
+            handshake_rate_per_source: 50,
             handshake_timeout_secs: 10,
             max_agents: 10_000,
+            reconnect_rate: 200,
             max_data_streams: 256,
             max_plans_per_agent: 16,
         }
@@ -224,11 +242,28 @@ impl BrokerConfig {
                 ),
             });
         }
-        if self.limits.max_handshakes == 0 {
-            return Err(ConfigError::Invalid {
-                field: "limits.max_handshakes",
-                reason: "must be at least 1".into(),
-            });
+        let at_least_one: [(&'static str, u64); 4] = [
+            ("limits.max_handshakes", self.limits.max_handshakes as u64),
+            (
+                "limits.max_handshakes_per_source",
+                self.limits.max_handshakes_per_source as u64,
+            ),
+            (
+                "limits.handshake_rate_per_source",
+                u64::from(self.limits.handshake_rate_per_source),
+            ),
+            (
+                "limits.reconnect_rate",
+                u64::from(self.limits.reconnect_rate),
+            ),
+        ];
+        for (field, value) in at_least_one {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    field,
+                    reason: "must be at least 1".into(),
+                });
+            }
         }
         if self.limits.handshake_timeout_secs == 0 {
             return Err(ConfigError::Invalid {

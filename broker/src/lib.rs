@@ -7,7 +7,9 @@
 //! side of a job, or a benchmark sink).
 //!
 //! - [`config`]: the broker's TOML configuration;
-//! - [`listener`]: accept loop, handshake limits, one task per connection;
+//! - [`listener`]: accept loops, one task per connection;
+//! - [`admission`]: handshake slots: at once, per source address, per second;
+//! - [`refusals`]: refused attempts, counted one by one, logged at a bounded rate;
 //! - [`session`]: the control-stream protocol with one agent;
 //! - [`registry`]: who is connected; newest session of an agent wins;
 //! - [`data`]: data streams (header, batches, acks);
@@ -20,11 +22,13 @@
 //! [`ferry_state`]: SQLite by default, PostgreSQL on request.
 
 pub mod admin;
+pub mod admission;
 pub mod config;
 pub mod data;
 pub mod jobs;
 pub mod listener;
 pub mod metrics;
+pub mod refusals;
 pub mod registry;
 pub mod revocation;
 pub mod server;

@@ -27,11 +27,14 @@ pub struct Metrics {
     pub dirty_records: Counter,
     pub errors: Family<KindLabel, Counter>,
     pub jobs_ended: Family<KindLabel, Counter>,
+    connections_refused: Family<KindLabel, Counter>,
+    sessions_opened: Family<KindLabel, Counter>,
     pub task_seconds: Histogram,
     pub commit_seconds: Histogram,
     agents: Gauge,
     tasks_active: Gauge,
     jobs_running: Gauge,
+    handshakes: Gauge,
     compression_ratio: Gauge<f64, AtomicU64>,
 }
 
@@ -47,6 +50,8 @@ impl Default for Metrics {
             dirty_records: Counter::default(),
             errors: Family::default(),
             jobs_ended: Family::default(),
+            connections_refused: Family::default(),
+            sessions_opened: Family::default(),
             // 10 ms .. ~5.8 h
             task_seconds: Histogram::new(exponential_buckets(0.01, 4.0, 12)),
             // 0.1 ms .. ~6.5 s
@@ -54,6 +59,7 @@ impl Default for Metrics {
             agents: Gauge::default(),
             tasks_active: Gauge::default(),
             jobs_running: Gauge::default(),
+            handshakes: Gauge::default(),
             compression_ratio: Gauge::default(),
             registry: Registry::default(),
         };
@@ -99,6 +105,21 @@ impl Default for Metrics {
             m.jobs_ended.clone(),
         );
         r.register(
+            "connections_refused",
+            "Connection attempts that did not become a session, by reason: busy, source_busy, source_rate, tls, timeout, rejected, transport, accept",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "sessions_opened",
+            "Agent sessions admitted, by transport: quic, tls-tcp",
+            m.sessions_opened.clone(),
+        );
+        r.register(
+            "handshakes_in_progress",
+            "Connection attempts holding a handshake slot now",
+            m.handshakes.clone(),
+        );
+        r.register(
             "task_duration_seconds",
             "Time from a task's start to its last commit, retries included",
             m.task_seconds.clone(),
@@ -135,6 +156,7 @@ impl Default for Metrics {
 /// What a scrape reads from live state.
 pub struct Live {
     pub agents: usize,
+    pub handshakes: usize,
     pub tasks_active: usize,
     pub jobs_running: usize,
 }
@@ -150,9 +172,31 @@ impl Metrics {
         self.jobs_ended.get_or_create(&vec![("state", state)]).inc();
     }
 
+    /// One connection attempt refused for `reason`.
+    pub fn refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
+    }
+
+    /// Attempts refused for `reason` so far.
+    pub fn refused_count(&self, reason: &'static str) -> u64 {
+        self.connections_refused
+            .get_or_create(&vec![("reason", reason)])
+            .get()
+    }
+
+    /// One session admitted over `transport`.
+    pub fn session_opened(&self, transport: &'static str) {
+        self.sessions_opened
+            .get_or_create(&vec![("transport", transport)])
+            .inc();
+    }
+
     /// The exposition text, gauges set from `live`.
     pub fn render(&self, live: Live) -> String {
         self.agents.set(live.agents as i64);
+        self.handshakes.set(live.handshakes as i64);
         self.tasks_active.set(live.tasks_active as i64);
         self.jobs_running.set(live.jobs_running as i64);
         let wire = self.wire_bytes.get();
@@ -179,8 +223,11 @@ mod tests {
         m.wire_bytes.inc_by(250);
         m.error("task_retried");
         m.task_seconds.observe(1.5);
+        m.refused("tls");
+        m.session_opened("quic");
         let text = m.render(Live {
             agents: 2,
+            handshakes: 3,
             tasks_active: 1,
             jobs_running: 1,
         });
@@ -190,6 +237,9 @@ mod tests {
             "ferry_compression_ratio 4.0",
             "ferry_agents_connected 2",
             "ferry_tasks_active 1",
+            "ferry_handshakes_in_progress 3",
+            "ferry_connections_refused_total{reason=\"tls\"} 1",
+            "ferry_sessions_opened_total{transport=\"quic\"} 1",
             "ferry_errors_total{kind=\"task_retried\"} 1",
             "ferry_task_duration_seconds_count 1",
             "# EOF",

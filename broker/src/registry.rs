@@ -93,7 +93,7 @@ pub struct AgentHandle {
 }
 
 /// The registry of live sessions; cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Registry {
     inner: Arc<Mutex<HashMap<AgentKey, Entry>>>,
     next_session: Arc<AtomicU64>,
@@ -104,12 +104,29 @@ pub struct Registry {
 #[error("too many agents connected ({0}); refusing a new one")]
 pub struct RegistryFull(pub usize);
 
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Registry {
+    /// Session ids start at the clock (milliseconds since 1970, times 1024),
+    /// so a restarted broker does not hand out the ids of its previous run
+    /// again (that would take over 1024 sessions a millisecond), and they
+    /// stay below 2^53, exact in JSON, for two more centuries.
     pub fn new() -> Self {
-        Self::default()
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Self {
+            inner: Arc::default(),
+            next_session: Arc::new(AtomicU64::new(ms << 10)),
+        }
     }
 
-    /// A fresh session id (unique for this broker process).
+    /// A fresh session id (unique for this broker, across restarts).
     pub fn next_session_id(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed) + 1
     }

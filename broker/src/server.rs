@@ -2,7 +2,6 @@
 //! accept loops, CRL watcher, admin API.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,22 +39,16 @@ pub enum BrokerError {
     State(#[from] ferry_state::StateError),
 }
 
-/// Counters of refused connection attempts.
-#[derive(Debug, Default)]
-pub(crate) struct Stats {
-    pub refused_busy: AtomicU64,
-    pub refused_tls: AtomicU64,
-    pub refused_handshake: AtomicU64,
-    pub refused_timeout: AtomicU64,
-}
-
 /// State shared by the broker's tasks.
 pub(crate) struct Shared {
     pub config: BrokerConfig,
     pub registry: Registry,
     pub data_handler: DataHandler,
     pub protocol_limits: ProtocolLimits,
-    pub stats: Stats,
+    /// Handshake slots.
+    pub admission: Arc<crate::admission::Admission>,
+    /// Refused attempts, logged at a bounded rate.
+    pub refusals: crate::refusals::RefusalLog,
     /// Connection and data-stream tasks, awaited on shutdown.
     pub tasks: TaskTracker,
     /// Plan requests and tasks waiting for agents.
@@ -72,6 +65,31 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Counts (and maybe logs) one refused connection attempt.
+    pub(crate) fn refused(
+        &self,
+        reason: crate::refusals::Reason,
+        remote: SocketAddr,
+        detail: impl FnOnce() -> String,
+    ) {
+        self.refusals.refused(&self.metrics, reason, remote, detail);
+    }
+
+    /// Handshakes holding a slot now.
+    pub(crate) fn handshakes_in_progress(&self) -> usize {
+        self.admission
+            .in_progress(self.config.limits.max_handshakes)
+    }
+
+    /// The window, in milliseconds, over which an agent should spread its
+    /// reconnect when its session is lost: the agents connected (this one
+    /// included) at `limits.reconnect_rate` a second, at most ten minutes.
+    pub(crate) fn reconnect_spread_ms(&self) -> u32 {
+        let agents = self.registry.len() as u64 + 1;
+        let ms = agents * 1000 / u64::from(self.config.limits.reconnect_rate.max(1));
+        u32::try_from(ms.min(600_000)).unwrap_or(600_000)
+    }
+
     pub(crate) fn tcp_tls(&self) -> Arc<rustls::ServerConfig> {
         self.tcp_tls
             .read()
@@ -174,12 +192,14 @@ impl Broker {
             addr: config.admin_listen,
             source,
         })?;
+        let admission = crate::admission::Admission::new(&config.limits);
         let shared = Arc::new(Shared {
             config,
             registry: Registry::new(),
             data_handler,
             protocol_limits: ProtocolLimits::default(),
-            stats: Stats::default(),
+            admission,
+            refusals: crate::refusals::RefusalLog::default(),
             tasks: TaskTracker::new(),
             dispatch: Arc::default(),
             jobs: crate::jobs::Jobs::new(state.clone()),

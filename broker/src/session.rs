@@ -108,6 +108,7 @@ pub(crate) async fn admit(shared: &Shared, conn: &Connection) -> Result<Admitted
                 agent_id: identity.agent_id.clone(),
                 group: identity.group.clone(),
                 heartbeat_secs: HEARTBEAT_SECS,
+                reconnect_spread_ms: shared.reconnect_spread_ms(),
             };
             writer.send(&welcome.to_frame()?).await?;
             Ok(Admitted {
@@ -187,6 +188,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: Connection, admitted: Admit
         outbox,
         shared.config.limits.max_agents,
     ) {
+        Ok(Some(old)) if old.transport != conn.transport() => info!(
+            agent = %agent, session_id, old_session = old.session_id, from = %old.transport, to = %conn.transport(),
+            "agent moved to another transport; closed its previous session"
+        ),
         Ok(Some(old)) => warn!(
             agent = %agent, session_id, old_session = old.session_id, old_remote = %old.remote_addr,
             "agent connected again; closed its previous session (newest wins)"
@@ -199,14 +204,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: Connection, admitted: Admit
         }
     }
     let transport = conn.transport();
-    match transport {
-        ferry_tunnel::Transport::Quic => {
-            info!(agent = %agent, group = %identity.group, %remote, %transport, session_id, version, serial = %identity.serial, "agent connected")
-        }
-        _ => {
-            warn!(agent = %agent, group = %identity.group, %remote, %transport, session_id, version, serial = %identity.serial, "agent connected over TLS/TCP (its QUIC could not get through)")
-        }
-    }
+    shared.metrics.session_opened(transport.label());
+    // Why an agent uses TLS/TCP (configured, or UDP found blocked) is in
+    // the agent's own log; the broker cannot tell.
+    info!(agent = %agent, group = %identity.group, %remote, %transport, session_id, version, serial = %identity.serial, "agent connected");
     let identity = Arc::new(identity);
     // The session's row in the state store, written when the catalog
     // arrives (right after the handshake) so it lists the sources.
@@ -218,7 +219,11 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: Connection, admitted: Admit
                 Ok(Some(frame)) => match ControlMessage::from_frame(shared.tapped(&frame)) {
                     Ok(ControlMessage::Heartbeat { seq, sent_unix_ms }) => {
                         shared.registry.heartbeat(&key, session_id);
-                        let ack = ControlMessage::HeartbeatAck { seq, sent_unix_ms };
+                        let ack = ControlMessage::HeartbeatAck {
+                            seq,
+                            sent_unix_ms,
+                            reconnect_spread_ms: shared.reconnect_spread_ms(),
+                        };
                         if let Ok(f) = ack.to_frame() {
                             if let Err(e) = writer.send(&f).await {
                                 debug!(agent = %agent, "heartbeat ack not sent: {e}");

@@ -1,5 +1,6 @@
 //! `ferry certs`: the operator's PKI commands.
 
+use crate::out::outln;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -75,13 +76,13 @@ pub fn run(args: CertsArgs) -> Result<()> {
     match args.command {
         CertsCommand::Init { name, days } => {
             let ca = CertificateAuthority::init(&dir, &name, Validity::days(days))?;
-            println!("created CA `{name}` in {}", ca.dir().display());
-            println!("  certificate:     {}", dir.join("ca.pem").display());
-            println!(
+            outln!("created CA `{name}` in {}", ca.dir().display());
+            outln!("  certificate:     {}", dir.join("ca.pem").display());
+            outln!(
                 "  private key:     {} (mode 0600, keep it off the broker if you can)",
                 dir.join("ca.key").display()
             );
-            println!("  revocation list: {}", ca.crl_path().display());
+            outln!("  revocation list: {}", ca.crl_path().display());
         }
         CertsCommand::Server { name, sans, days } => {
             let ca = load(&dir)?;
@@ -98,15 +99,15 @@ pub fn run(args: CertsArgs) -> Result<()> {
                 dir.join(format!("{name}.key")),
             );
             issued.write(&cert, &key)?;
-            println!(
+            outln!(
                 "issued broker certificate {} (serial {}, valid until {})",
                 cert.display(),
                 issued.serial,
                 utc(issued.not_after)
             );
-            println!("  private key: {} (mode 0600)", key.display());
-            println!("\nbroker config (broker.toml):\n");
-            println!("listen = \"0.0.0.0:7800\"\nadmin_listen = \"127.0.0.1:7801\"\n\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\ncrl = \"{}\"",
+            outln!("  private key: {} (mode 0600)", key.display());
+            outln!("\nbroker config (broker.toml):\n");
+            outln!("listen = \"0.0.0.0:7800\"\nadmin_listen = \"127.0.0.1:7801\"\n\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\ncrl = \"{}\"",
                 abs(&dir.join("ca.pem")), abs(&cert), abs(&key), abs(&ca.crl_path()));
         }
         CertsCommand::Agent {
@@ -149,10 +150,10 @@ pub fn run(args: CertsArgs) -> Result<()> {
                 agents.join(format!("{id}.key")),
             );
             issued.write(&cert, &key)?;
-            println!("issued agent certificate {} for `{id}` in group `{group}` (serial {}, valid until {})", cert.display(), issued.serial, utc(issued.not_after));
-            println!("  private key: {} (mode 0600)", key.display());
+            outln!("issued agent certificate {} for `{id}` in group `{group}` (serial {}, valid until {})", cert.display(), issued.serial, utc(issued.not_after));
+            outln!("  private key: {} (mode 0600)", key.display());
             for e in &live {
-                println!(
+                outln!(
                     "  replaced: serial {} (group `{}`, valid until {}); it stays valid until then unless you revoke it: ferry certs revoke --serial {}",
                     e.serial,
                     e.group.as_deref().unwrap_or("?"),
@@ -160,8 +161,8 @@ pub fn run(args: CertsArgs) -> Result<()> {
                     e.serial
                 );
             }
-            println!("\nagent config (agent.toml); copy ca.pem, the certificate and the key to the agent host:\n");
-            println!(
+            outln!("\nagent config (agent.toml); copy ca.pem, the certificate and the key to the agent host:\n");
+            outln!(
                 "broker = \"BROKER_HOST:7800\"\n\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"",
                 abs(&dir.join("ca.pem")),
                 abs(&cert),
@@ -182,9 +183,9 @@ pub fn run(args: CertsArgs) -> Result<()> {
             };
             let revoked = ca.revoke(&which)?;
             for e in &revoked {
-                println!("revoked serial {} ({})", e.serial, e.common_name);
+                outln!("revoked serial {} ({})", e.serial, e.common_name);
             }
-            println!(
+            outln!(
                 "revocation list {} updated; running brokers reload it within seconds",
                 ca.crl_path().display()
             );
@@ -193,10 +194,10 @@ pub fn run(args: CertsArgs) -> Result<()> {
             let ca = load(&dir)?;
             let entries = ca.ledger()?;
             if entries.is_empty() {
-                println!("no certificates issued yet");
+                outln!("no certificates issued yet");
             }
             for e in entries {
-                println!("{}", serde_json::to_string(&e)?);
+                outln!("{}", serde_json::to_string(&e)?);
             }
         }
     }

@@ -5,6 +5,7 @@
 //! parses it again and runs it: the reader on an agent of the job's group,
 //! the writer on the broker.
 
+use crate::out::outln;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -149,7 +150,7 @@ pub async fn run(args: JobArgs) -> Result<()> {
             };
             let Submitted { id } = api.post("/v1/jobs", &req).await?;
             if detach {
-                println!("{id}");
+                outln!("{id}");
                 return Ok(());
             }
             eprintln!("submitted {id} to {}", api.base);
@@ -158,7 +159,7 @@ pub async fn run(args: JobArgs) -> Result<()> {
         JobCommand::Status { id, json } => {
             let status: JobStatus = api.get(&format!("/v1/jobs/{id}")).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                outln!("{}", serde_json::to_string_pretty(&status)?);
             } else {
                 print_status(&status);
             }
@@ -167,16 +168,20 @@ pub async fn run(args: JobArgs) -> Result<()> {
         JobCommand::List { json } => {
             let jobs: Vec<JobStatus> = api.get("/v1/jobs").await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&jobs)?);
+                outln!("{}", serde_json::to_string_pretty(&jobs)?);
             } else if jobs.is_empty() {
-                println!("no jobs");
+                outln!("no jobs");
             } else {
-                println!(
+                outln!(
                     "{:<10} {:<10} {:<28} {:<10} {:>12}",
-                    "JOB", "STATE", "SOURCE", "TARGET", "RECORDS"
+                    "JOB",
+                    "STATE",
+                    "SOURCE",
+                    "TARGET",
+                    "RECORDS"
                 );
                 for j in jobs {
-                    println!(
+                    outln!(
                         "{:<10} {:<10} {:<28} {:<10} {:>12}",
                         j.id,
                         state_name(j.state),
@@ -193,7 +198,7 @@ pub async fn run(args: JobArgs) -> Result<()> {
                 .post(&format!("/v1/jobs/{id}/resume"), &serde_json::json!({}))
                 .await?;
             if detach {
-                println!("{id}");
+                outln!("{id}");
                 return Ok(());
             }
             eprintln!("resumed {id} on {}", api.base);
@@ -215,7 +220,7 @@ pub async fn run(args: JobArgs) -> Result<()> {
                             .ok()
                     })
                     .unwrap_or_else(|| e.at_ms.to_string());
-                    println!("{at} {:<5} {}", e.level.to_uppercase(), e.message);
+                    outln!("{at} {:<5} {}", e.level.to_uppercase(), e.message);
                 }
                 after = page.next;
                 if !follow || (!page.running && page.entries.is_empty()) {
@@ -236,7 +241,7 @@ pub async fn run(args: JobArgs) -> Result<()> {
             if !resp.status().is_success() {
                 bail!("{}", api_error(resp).await);
             }
-            println!("{id}: cancelling");
+            outln!("{id}: cancelling");
             Ok(())
         }
     }
@@ -252,33 +257,37 @@ fn state_name(s: JobState) -> &'static str {
 }
 
 fn print_status(s: &JobStatus) {
-    println!("Job                   : {}", s.id);
-    println!("Source                : {}", s.source);
-    println!("Target                : {}", s.target);
+    outln!("Job                   : {}", s.id);
+    outln!("Source                : {}", s.source);
+    outln!("Target                : {}", s.target);
     if s.resumes > 0 {
-        println!(
+        outln!(
             "Resumed               : {} time(s) after a broker restart",
             s.resumes
         );
     }
     match &s.summary {
-        Some(summary) => println!("{summary}"),
+        Some(summary) => outln!("{summary}"),
         None => {
-            println!("State                 : {}", state_name(s.state));
-            println!("Progress              : {}", s.progress.line());
+            outln!("State                 : {}", state_name(s.state));
+            outln!("Progress              : {}", s.progress.line());
             if let Some(e) = &s.error {
-                println!("Error                 : {e}");
+                outln!("Error                 : {e}");
             }
         }
     }
     if !s.tasks.is_empty() {
-        println!();
-        println!(
+        outln!();
+        outln!(
             "{:>6} {:<8} {:<20} {:>8} {:>12}  ERROR",
-            "SPLIT", "STATE", "AGENT", "ATTEMPTS", "ROWS"
+            "SPLIT",
+            "STATE",
+            "AGENT",
+            "ATTEMPTS",
+            "ROWS"
         );
         for t in &s.tasks {
-            println!(
+            outln!(
                 "{:>6} {:<8} {:<20} {:>8} {:>12}  {}",
                 t.split + 1,
                 t.state,
@@ -318,7 +327,7 @@ async fn follow(api: &Api, id: &str, progress: bool) -> Result<()> {
         eprintln!("\r{}   ", status.progress.line());
     }
     match &status.summary {
-        Some(summary) => println!("{summary}"),
+        Some(summary) => outln!("{summary}"),
         None => print_status(&status),
     }
     if let Some(e) = &status.error {

@@ -5,6 +5,7 @@
 
 mod certs_cmd;
 mod job_cmd;
+mod out;
 mod quickstart;
 mod run_cmd;
 
@@ -16,6 +17,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use ferry_agent::AgentConfig;
 use ferry_broker::BrokerConfig;
+use out::outln;
 
 #[derive(Parser)]
 #[command(
@@ -193,7 +195,7 @@ async fn broker(command: BrokerCommand) -> Result<()> {
             let broker = ferry_broker::Broker::start(config, ferry_broker::data::refuse_all())
                 .await
                 .context("broker did not start")?;
-            println!(
+            outln!(
                 "broker listening on {} (QUIC/UDP), admin API on http://{}",
                 broker.local_addr(),
                 broker.admin_addr()
@@ -216,7 +218,7 @@ async fn broker(command: BrokerCommand) -> Result<()> {
                 .await
                 .context("admin API answered with something other than JSON")?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&agents)?);
+                outln!("{}", serde_json::to_string_pretty(&agents)?);
             } else {
                 print_agents(&agents);
             }
@@ -228,7 +230,7 @@ async fn broker(command: BrokerCommand) -> Result<()> {
 fn print_agents(agents: &serde_json::Value) {
     let rows = agents.as_array().cloned().unwrap_or_default();
     if rows.is_empty() {
-        println!("no agents connected");
+        outln!("no agents connected");
         return;
     }
     let s = |v: &serde_json::Value, k: &str| match &v[k] {
@@ -282,7 +284,7 @@ fn print_agents(agents: &serde_json::Value) {
             .zip(widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", parts.join("  ").trim_end());
+        outln!("{}", parts.join("  ").trim_end());
     };
     line(header.to_vec());
     for r in &table {

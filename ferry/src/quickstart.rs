@@ -10,6 +10,7 @@
 //! SQLite warehouse. The configs and job files it leaves behind run the same
 //! setup as separate processes.
 
+use crate::out::outln;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,7 +32,7 @@ const GROUP: &str = "local";
 pub async fn run(dir: PathBuf) -> Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dir = std::fs::canonicalize(&dir)?;
-    println!("ferry quickstart in {}", dir.display());
+    outln!("ferry quickstart in {}", dir.display());
 
     // 1. Certificates.
     let pki = dir.join("pki");
@@ -52,7 +53,7 @@ pub async fn run(dir: PathBuf) -> Result<()> {
         &pki.join(format!("agents/{AGENT}.pem")),
         &pki.join(format!("agents/{AGENT}.key")),
     )?;
-    println!(
+    outln!(
         "  1. CA, broker and agent certificates in {}",
         pki.display()
     );
@@ -65,7 +66,7 @@ pub async fn run(dir: PathBuf) -> Result<()> {
         .unwrap_or_else(|| "20240101".into());
     make_users(&source.join("shop.db")).await?;
     make_log(&source.join("logs/user_log.txt"), &bizdate)?;
-    println!(
+    outln!(
         "  2. source: {USERS} users in {}, {LOG_LINES} access-log lines in {}",
         source.join("shop.db").display(),
         source.join("logs/user_log.txt").display()
@@ -90,7 +91,7 @@ pub async fn run(dir: PathBuf) -> Result<()> {
         let _ = stopped.await;
     }));
     let listed = wait_for_agent(&broker).await?;
-    println!(
+    outln!(
         "  3. broker on {} (QUIC/UDP); agent `{}` (group `{}`) dialled out from {} and offers: {}",
         broker.local_addr(),
         listed.agent_id,
@@ -109,7 +110,7 @@ pub async fn run(dir: PathBuf) -> Result<()> {
     std::fs::create_dir_all(&jobs_dir)?;
     std::fs::create_dir_all(dir.join("warehouse"))?;
     let jobs = jobs(&dir);
-    println!("  4. jobs (reader on the agent, writer on the broker, zstd-1 on the wire):");
+    outln!("  4. jobs (reader on the agent, writer on the broker, zstd-1 on the wire):");
     std::fs::write(jobs_dir.join("lake_to_csv.yaml"), lake_to_csv(&dir))?;
     let mut failed = false;
     for (name, text) in &jobs {
@@ -126,14 +127,14 @@ pub async fn run(dir: PathBuf) -> Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        println!("\n     {name} ({id}):");
+        outln!("\n     {name} ({id}):");
         match &status.summary {
             Some(summary) => {
                 for line in summary.to_string().lines() {
-                    println!("       {line}");
+                    outln!("       {line}");
                 }
             }
-            None => println!("       FAILED: {}", status.error.as_deref().unwrap_or("?")),
+            None => outln!("       FAILED: {}", status.error.as_deref().unwrap_or("?")),
         }
         failed |= status.state != JobState::Succeeded;
     }
@@ -147,17 +148,17 @@ pub async fn run(dir: PathBuf) -> Result<()> {
     }
 
     let d = dir.display();
-    println!("\nLook at the result:");
-    println!("  find {d}/lake -name '*.parquet'          # dt={bizdate} partitions");
-    println!(
+    outln!("\nLook at the result:");
+    outln!("  find {d}/lake -name '*.parquet'          # dt={bizdate} partitions");
+    outln!(
         "  sqlite3 {d}/warehouse/warehouse.db \"SELECT zodiac, count(*) FROM ods_user_info_d GROUP BY 1\""
     );
-    println!("  sqlite3 {d}/warehouse/warehouse.db \"SELECT col FROM ods_raw_log_d LIMIT 3\"");
-    println!("  ferry run {d}/jobs/lake_to_csv.yaml       # the Parquet log partition as CSV, read back by Ferry");
-    println!("\nThe same with separate processes (configs and jobs written in {d}):");
-    println!("  ferry broker run -c {d}/broker.toml");
-    println!("  ferry agent run -c {d}/agent.toml");
-    println!("  ferry job submit {d}/jobs/ods_raw_log_d.yaml");
+    outln!("  sqlite3 {d}/warehouse/warehouse.db \"SELECT col FROM ods_raw_log_d LIMIT 3\"");
+    outln!("  ferry run {d}/jobs/lake_to_csv.yaml       # the Parquet log partition as CSV, read back by Ferry");
+    outln!("\nThe same with separate processes (configs and jobs written in {d}):");
+    outln!("  ferry broker run -c {d}/broker.toml");
+    outln!("  ferry agent run -c {d}/agent.toml");
+    outln!("  ferry job submit {d}/jobs/ods_raw_log_d.yaml");
     Ok(())
 }
 

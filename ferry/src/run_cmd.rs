@@ -1,5 +1,6 @@
 //! `ferry run job.yaml`: a job with reader and writer in this process.
 
+use crate::out::outln;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -44,7 +45,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     );
     opts.progress = !args.quiet && std::io::stderr().is_terminal();
     let summary = ferry_engine::run_standalone(&job, &opts).await?;
-    println!("{summary}");
+    outln!("{summary}");
     if let Some(e) = &summary.failed {
         bail!("job failed: {e}");
     }

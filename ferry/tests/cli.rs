@@ -193,3 +193,51 @@ fn quickstart_syncs_through_the_tunnel_into_lake_and_warehouse() {
     );
     assert!(dir.path().join("broker.toml").exists() && dir.path().join("pki/ca.key").exists());
 }
+
+/// `ferry … | head`: output to a pipe whose reader has gone ends quietly
+/// (no panic, no message), and the command still does its work.
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let certs = |args: &[&str], stdout: std::process::Stdio| {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["certs", "--dir"])
+            .arg(&pki)
+            .args(args)
+            .stdout(stdout)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap()
+    };
+    let closed = || {
+        // The reader is gone before the command starts: its first write
+        // fails with EPIPE, every time.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        std::process::Stdio::from(writer)
+    };
+    assert!(certs(&["init"], std::process::Stdio::null())
+        .status
+        .success());
+    for id in ["a-01", "a-02"] {
+        let out = certs(&["agent", "--id", id, "--group", "g"], closed());
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = certs(&["list"], closed());
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The certificates were issued although nothing could be printed.
+    let listed = certs(&["list"], std::process::Stdio::piped());
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.contains("a-01") && text.contains("a-02"), "{text}");
+}

@@ -59,6 +59,12 @@ pub enum ControlMessage {
         group: String,
         /// Interval at which the agent must send heartbeats.
         heartbeat_secs: u32,
+        /// Milliseconds over which the agent spreads (full jitter) its
+        /// reconnect when this session is lost: the broker sizes it to the
+        /// number of agents it serves. 0 (an older broker): the agent's own
+        /// backoff alone.
+        #[serde(default)]
+        reconnect_spread_ms: u32,
     },
     /// Broker refuses the session; the connection is closed afterwards.
     Reject {
@@ -80,6 +86,10 @@ pub enum ControlMessage {
         seq: u64,
         /// Echoed send time.
         sent_unix_ms: u64,
+        /// The current reconnect spread, as in `Welcome` (the number of
+        /// agents changes while a session lasts).
+        #[serde(default)]
+        reconnect_spread_ms: u32,
     },
     /// A request failed; deliberately generic so any request can be answered with it.
     Error {
@@ -388,12 +398,23 @@ mod tests {
         let m = ControlMessage::HeartbeatAck {
             seq: 7,
             sent_unix_ms: 9,
+            reconnect_spread_ms: 5000,
         };
         let json: serde_json::Value = serde_json::from_slice(&m.encode().unwrap()).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"type": "heartbeat_ack", "seq": 7, "sent_unix_ms": 9})
+            serde_json::json!({"type": "heartbeat_ack", "seq": 7, "sent_unix_ms": 9, "reconnect_spread_ms": 5000})
         );
+        // From a broker that does not know the field yet.
+        let old = ControlMessage::decode(br#"{"type":"heartbeat_ack","seq":7,"sent_unix_ms":9}"#)
+            .unwrap();
+        assert!(matches!(
+            old,
+            ControlMessage::HeartbeatAck {
+                reconnect_spread_ms: 0,
+                ..
+            }
+        ));
         let r = ControlMessage::reject(RejectCode::NotFirstMessage, "x");
         let json: serde_json::Value = serde_json::from_slice(&r.encode().unwrap()).unwrap();
         assert_eq!(json["code"], "not_first_message");
@@ -419,6 +440,7 @@ mod tests {
             agent_id: "a".into(),
             group: "g".into(),
             heartbeat_secs: u32::MAX,
+            reconnect_spread_ms: u32::MAX,
         };
         assert_eq!(
             ControlMessage::from_frame(&m.to_frame().unwrap()).unwrap(),

@@ -51,21 +51,37 @@ fn control_message() -> impl Strategy<Value = ControlMessage> {
                     capabilities,
                 }
             }),
-        (any::<u16>(), any::<u64>(), short(), short(), any::<u32>()).prop_map(
-            |(version, session_id, agent_id, group, heartbeat_secs)| ControlMessage::Welcome {
-                version,
-                session_id,
-                agent_id,
-                group,
-                heartbeat_secs,
-            }
-        ),
+        (
+            any::<u16>(),
+            any::<u64>(),
+            short(),
+            short(),
+            any::<u32>(),
+            any::<u32>()
+        )
+            .prop_map(
+                |(version, session_id, agent_id, group, heartbeat_secs, reconnect_spread_ms)| {
+                    ControlMessage::Welcome {
+                        version,
+                        session_id,
+                        agent_id,
+                        group,
+                        heartbeat_secs,
+                        reconnect_spread_ms,
+                    }
+                }
+            ),
         (reject, common::text())
             .prop_map(|(code, message)| ControlMessage::Reject { code, message }),
         (any::<u64>(), any::<u64>())
             .prop_map(|(seq, sent_unix_ms)| ControlMessage::Heartbeat { seq, sent_unix_ms }),
-        (any::<u64>(), any::<u64>())
-            .prop_map(|(seq, sent_unix_ms)| ControlMessage::HeartbeatAck { seq, sent_unix_ms }),
+        (any::<u64>(), any::<u64>(), any::<u32>()).prop_map(
+            |(seq, sent_unix_ms, reconnect_spread_ms)| ControlMessage::HeartbeatAck {
+                seq,
+                sent_unix_ms,
+                reconnect_spread_ms
+            }
+        ),
         (error, common::text()).prop_map(|(code, message)| ControlMessage::Error { code, message }),
         common::text().prop_map(|reason| ControlMessage::Goodbye { reason }),
     ]

@@ -43,12 +43,21 @@ impl Backoff {
     /// Call when a connection went down or an attempt failed; returns how
     /// long to wait before the next attempt.
     pub fn next_delay(&mut self) -> Duration {
+        self.next_delay_spread(Duration::ZERO)
+    }
+
+    /// Like [`next_delay`](Self::next_delay), with the delay drawn from a
+    /// window of at least `spread` (which may exceed the cap). The broker
+    /// names this window from the number of agents it serves, so that after
+    /// it restarts its agents come back at a pace it can take, however many
+    /// there are.
+    pub fn next_delay_spread(&mut self, spread: Duration) -> Duration {
         if let Some(at) = self.connected_at.take() {
             if at.elapsed() >= self.stable_after {
                 self.attempt = 0;
             }
         }
-        let window = self.window(self.attempt);
+        let window = self.window(self.attempt).max(spread);
         self.attempt = self.attempt.saturating_add(1);
         let max_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
         Duration::from_millis(rand::rng().random_range(0..=max_ms))
@@ -146,6 +155,20 @@ mod tests {
         b.connected();
         b.next_delay();
         assert_eq!(b.attempt, 1);
+    }
+
+    #[test]
+    fn a_spread_widens_the_window_past_the_cap() {
+        let mut b = Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        );
+        let delays: Vec<_> = (0..200)
+            .map(|_| b.next_delay_spread(Duration::from_secs(20)))
+            .collect();
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(20)));
+        assert!(delays.iter().any(|d| *d > Duration::from_secs(10)));
     }
 
     #[test]

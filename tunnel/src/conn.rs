@@ -29,12 +29,19 @@ pub enum Transport {
     TlsTcp,
 }
 
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Transport {
+    /// `quic` or `tls-tcp`, as logs, metrics and the admin API show it.
+    pub fn label(self) -> &'static str {
+        match self {
             Transport::Quic => "quic",
             Transport::TlsTcp => "tls-tcp",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
     }
 }
 

@@ -6,9 +6,11 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
+use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{ClientConfig, Endpoint, EndpointConfig, ServerConfig, TokioRuntime};
+use quinn_proto::HashedConnectionIdGenerator;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::settings::{SettingsError, TransportSettings};
@@ -44,23 +46,40 @@ pub fn quic_server_config(
     Ok(config)
 }
 
+/// Least time between two stateless resets the server sends. quinn's
+/// default (20 ms) allows 50 a second for the whole endpoint: after a
+/// restart, a thousand agents would need 20 s to all hear of it. A reset is
+/// smaller than the packet that provoked it, so a faster pace amplifies
+/// nothing; the interval still stops two endpoints from resetting each other
+/// in a loop.
+const MIN_RESET_INTERVAL: Duration = Duration::from_millis(1);
+
 /// A server endpoint bound to `bind`.
 ///
 /// `reset_secret` (the server's private key, say) keys the endpoint's
-/// stateless resets. Derived from a secret that outlives the process, the
-/// key is the same after a restart: an agent still sending on a connection
-/// the old process held gets a reset it recognises and reconnects at once,
-/// instead of waiting out its idle timeout. `None`: a random key.
+/// stateless resets and its connection IDs. Derived from a secret that
+/// outlives the process, both are the same after a restart: an agent still
+/// sending on a connection the old process held uses a connection ID the
+/// new process recognises as its own (quinn drops packets whose ID another
+/// generator made, without a word), so it gets a reset it can verify and
+/// reconnects at once instead of waiting out its idle timeout. `None`:
+/// random keys, which hold for this process only.
 pub fn server_endpoint(
     bind: SocketAddr,
     config: ServerConfig,
     reset_secret: Option<&[u8]>,
 ) -> Result<Endpoint, EndpointError> {
     let socket = udp_socket(bind)?;
-    let endpoint_config = match reset_secret {
-        Some(secret) => EndpointConfig::new(Arc::new(reset_key(secret))),
+    let mut endpoint_config = match reset_secret {
+        Some(secret) => {
+            let mut c = EndpointConfig::new(Arc::new(reset_key(secret)));
+            let cid_key = cid_key(secret);
+            c.cid_generator(move || Box::new(HashedConnectionIdGenerator::from_key(cid_key)));
+            c
+        }
         None => EndpointConfig::default(),
     };
+    endpoint_config.min_reset_interval(MIN_RESET_INTERVAL);
     Endpoint::new(
         endpoint_config,
         Some(config),
@@ -97,8 +116,25 @@ pub fn client_endpoint(
 /// of the secret.
 fn reset_key(secret: &[u8]) -> ring::hmac::Key {
     use ring::hmac;
-    let salt = hmac::Key::new(hmac::HMAC_SHA256, b"ferry quic stateless reset v1");
-    hmac::Key::new(hmac::HMAC_SHA256, hmac::sign(&salt, secret).as_ref())
+    hmac::Key::new(
+        hmac::HMAC_SHA256,
+        derive(secret, b"ferry quic stateless reset v1").as_ref(),
+    )
+}
+
+/// The key of the connection-ID generator derived from `secret`, under its
+/// own salt. The generator's check is a fast filter, not a secret: it only
+/// has to be the same in every process that holds `secret`.
+fn cid_key(secret: &[u8]) -> u64 {
+    let tag = derive(secret, b"ferry quic connection id v1");
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&tag.as_ref()[..8]);
+    u64::from_le_bytes(first)
+}
+
+fn derive(secret: &[u8], salt: &[u8]) -> ring::hmac::Tag {
+    use ring::hmac;
+    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, salt), secret)
 }
 
 fn udp_socket(bind: SocketAddr) -> Result<UdpSocket, EndpointError> {

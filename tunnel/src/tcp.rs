@@ -25,7 +25,7 @@
 //! reaching the broker at all, QUIC remains the one to prefer.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -35,7 +35,7 @@ use ferry_certs::Refusal;
 use futures::StreamExt;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_yamux::{Session, StreamHandle};
 
@@ -94,16 +94,31 @@ enum Command {
     PeerClosed,
 }
 
-/// Dials `addr` over TCP and runs the TLS handshake as a client.
+/// Opens a TCP connection to `addr`, from `local` (an address of this
+/// host; any port) if given.
+pub async fn dial(addr: SocketAddr, local: Option<IpAddr>) -> io::Result<TcpStream> {
+    let Some(local) = local else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if local.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(local, 0))?;
+    socket.connect(addr).await
+}
+
+/// Dials `addr` over TCP (from `local`, if given) and runs the TLS
+/// handshake as a client.
 pub async fn connect(
     addr: SocketAddr,
+    local: Option<IpAddr>,
     server_name: ServerName<'static>,
     tls: Arc<rustls::ClientConfig>,
     settings: &TransportSettings,
 ) -> Result<TcpConnection, CloseCause> {
-    let tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|e| classify_io(&e))?;
+    let tcp = dial(addr, local).await.map_err(|e| classify_io(&e))?;
     let probe = tune(&tcp, settings);
     let mut stream = tokio_rustls::TlsConnector::from(tls)
         .connect(server_name, tcp)
