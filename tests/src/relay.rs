@@ -11,6 +11,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// A relay's two sockets on loopback: the one the client sends to (and its
+/// address) and the one facing the server, both with a short read timeout
+/// so the relay threads notice a stop.
+fn sockets() -> (UdpSocket, SocketAddr, UdpSocket) {
+    let front = UdpSocket::bind("127.0.0.1:0").expect("bind relay");
+    let addr = front.local_addr().expect("relay addr");
+    let back = UdpSocket::bind("127.0.0.1:0").expect("bind relay back");
+    for s in [&front, &back] {
+        s.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+    }
+    (front, addr, back)
+}
+
 /// A relay for one client; stops when dropped.
 pub struct BlackholeRelay {
     pub addr: SocketAddr,
@@ -19,13 +33,7 @@ pub struct BlackholeRelay {
 
 impl BlackholeRelay {
     pub fn new(server: SocketAddr, pass_back: usize) -> Self {
-        let front = UdpSocket::bind("127.0.0.1:0").expect("bind relay");
-        let addr = front.local_addr().expect("relay addr");
-        let back = UdpSocket::bind("127.0.0.1:0").expect("bind relay back");
-        for s in [&front, &back] {
-            s.set_read_timeout(Some(Duration::from_millis(50)))
-                .expect("timeout");
-        }
+        let (front, addr, back) = sockets();
         let stop = Arc::new(AtomicBool::new(false));
         let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
         {
@@ -85,13 +93,7 @@ pub struct SwitchRelay {
 impl SwitchRelay {
     /// A relay to `server`, closed at first.
     pub fn new(server: SocketAddr) -> Self {
-        let front = UdpSocket::bind("127.0.0.1:0").expect("bind relay");
-        let addr = front.local_addr().expect("relay addr");
-        let back = UdpSocket::bind("127.0.0.1:0").expect("bind relay back");
-        for s in [&front, &back] {
-            s.set_read_timeout(Some(Duration::from_millis(50)))
-                .expect("timeout");
-        }
+        let (front, addr, back) = sockets();
         let open = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();

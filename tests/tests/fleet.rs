@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use common::*;
 use ferry_agent::AgentConfig;
 use ferry_tests::pki::{CertFiles, Pki};
-use ferry_tests::proc::{ferry_bin, free_port, Proc};
+use ferry_tests::proc::{cpu_time, ferry_bin, free_port, rss_kib, Proc};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -78,33 +78,6 @@ fn start_broker(config: &Path) -> Proc {
         p.output()
     );
     p
-}
-
-/// Resident memory of `pid`, KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// CPU time `pid` has used (user + system).
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at ')'.
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line: 11 and 12 here.
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&n| fields.get(n).and_then(|v| v.parse::<u64>().ok()))
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_millis(ticks * 1000 / per_sec)
 }
 
 /// The agents the broker lists: id → (session id, transport, connected since).

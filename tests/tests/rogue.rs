@@ -653,17 +653,6 @@ async fn plan_requests_over_the_cap_fail_fast() {
     broker.shutdown().await;
 }
 
-/// Reads the VmRSS of `pid` in kB.
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 /// Eight streams, each declaring a 60 MiB stream header and sending it:
 /// the header limit (1 MiB) refuses each on its length prefix, and the
 /// broker process (a real `ferry broker run`) does not grow by the 480 MiB
@@ -701,7 +690,7 @@ async fn oversized_stream_headers_are_refused_before_they_are_buffered() {
     assert!(broker.wait_for("agent connected", Duration::from_secs(5)));
     let pid = broker.pid();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = rss_kb(pid);
+    let before = ferry_tests::proc::rss_kib(pid);
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {

@@ -395,15 +395,7 @@ async fn junk_and_handshake_floods_leave_tunnels_alone() {
         .collect();
     let mut half_open = Vec::new();
     for r in &relays {
-        let tls = ferry_certs::client_config_without_client_cert(
-            &std::fs::read_to_string(s.pki.ca_pem()).unwrap(),
-            &[ferry_protocol::ALPN],
-        )
-        .unwrap();
-        let ep =
-            ferry_tunnel::client_endpoint("127.0.0.1:0".parse().unwrap(), tls, &Default::default())
-                .unwrap();
-        let connecting = ep.connect(r.addr, "localhost").unwrap();
+        let (ep, connecting) = start_handshake(&s.pki.ca_pem(), r.addr);
         half_open.push((ep, tokio::spawn(async move { connecting.await.is_ok() })));
     }
     // A flood of full connection attempts without client certificates.

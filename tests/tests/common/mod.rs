@@ -366,3 +366,22 @@ pub fn raw_client(
     cfg.alpn_protocols = vec![ferry_protocol::ALPN.to_vec()];
     cfg
 }
+
+/// Starts a QUIC handshake without a client certificate to `to` (a
+/// [`BlackholeRelay`](ferry_tests::relay::BlackholeRelay) in front of the
+/// broker makes it a half-open one); the endpoint must be kept alive.
+pub fn start_handshake(
+    ca: &std::path::Path,
+    to: SocketAddr,
+) -> (quinn::Endpoint, quinn::Connecting) {
+    let tls = ferry_certs::client_config_without_client_cert(
+        &std::fs::read_to_string(ca).unwrap(),
+        &[ferry_protocol::ALPN],
+    )
+    .unwrap();
+    let ep =
+        ferry_tunnel::client_endpoint("127.0.0.1:0".parse().unwrap(), tls, &Default::default())
+            .unwrap();
+    let connecting = ep.connect(to, "localhost").unwrap();
+    (ep, connecting)
+}
