@@ -398,5 +398,11 @@ fn the_agent_falls_back_to_tls_over_tcp_where_udp_is_blocked() {
     let end = rig.wait_end(&id, Duration::from_secs(60));
     assert_eq!(end["state"], "succeeded", "{end:#}");
     rig.assert_target_equals_source();
-    assert!(rig.broker.output().contains("agent connected over TLS/TCP"));
+    assert!(
+        rig.broker
+            .output()
+            .lines()
+            .any(|l| l.contains("agent connected") && l.contains("transport=tls-tcp")),
+        "the broker logs the session's transport"
+    );
 }
