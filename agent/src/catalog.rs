@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use ferry_connectors::{ReadSpec, Source, Split, SplitBounds};
+use ferry_connectors::{Kind, ReadSpec, Source, Split, SplitBounds};
 use ferry_protocol::control::SourceInfo;
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
@@ -158,8 +158,8 @@ impl Catalog {
             serde_json::from_str(options).map_err(|e| format!("invalid connector options: {e}"))?;
         policy::check_spec(name, config, &mut spec, &self.limits).map_err(|e| e.to_string())?;
         let source = self.source(name, &options).await?;
-        let files = match config.kind.as_str() {
-            ferry_engine::config::FILE_KIND => Some(FileRoot::of(&config.url)?),
+        let files = match config.connector() {
+            Some(Kind::File) => Some(FileRoot::of(&config.url)?),
             _ => None,
         };
         let mut read = Read {
@@ -271,7 +271,7 @@ impl Catalog {
         options.extend(config.options.clone());
         let url = match sub {
             None => config.url.clone(),
-            Some(_) if config.kind != ferry_engine::config::FILE_KIND => {
+            Some(_) if config.connector() != Some(Kind::File) => {
                 return Err(format!(
                     "data source `{name}` is not a file source: a job may not give it a `path`"
                 ))
@@ -298,13 +298,16 @@ impl Catalog {
         if let Some(s) = open.get(&key) {
             return Ok(s.clone());
         }
-        let source: Arc<dyn Source> = if config.kind == ferry_engine::config::FILE_KIND {
+        let kind = config
+            .connector()
+            .ok_or_else(|| format!("data source `{name}` is of no kind this agent knows"))?;
+        let source: Arc<dyn Source> = if kind == Kind::File {
             Arc::new(
                 ferry_connectors::file::FileSource::open_confined(&url, &options, &config.url)
                     .map_err(|e| format!("data source `{name}`: {}", peer_message(&e)))?,
             )
         } else {
-            ferry_engine::registry::open_source_at(&config.kind, &url, &options)
+            ferry_engine::registry::open_source_at(kind, &url, &options)
                 .await
                 .map_err(|e| match e {
                     ferry_engine::registry::OpenError::Connector { source, .. } => {

@@ -66,6 +66,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferry_certs::ClientTlsFiles;
+use ferry_connectors::Kind;
 use ferry_tunnel::{Backoff, TransportSettings};
 use serde::{Deserialize, Serialize};
 
@@ -183,6 +184,14 @@ pub struct SourceConfig {
     /// Secrets not read yet, and which options hold secrets.
     #[serde(skip)]
     pub(crate) secrets: SourceSecrets,
+}
+
+impl SourceConfig {
+    /// The connector kind (`None` for a name no connector has, which
+    /// [`AgentConfig::check`] refuses).
+    pub fn connector(&self) -> Option<Kind> {
+        Kind::from_name(&self.kind)
+    }
 }
 
 /// The secret parts of a source before [`AgentConfig::load`] reads them.
@@ -318,9 +327,6 @@ impl Serialize for Secret {
         }
     }
 }
-
-/// Kinds whose URL carries a user and password.
-const PASSWORD_KINDS: &[&str] = &["mysql", "postgres"];
 
 impl Secret {
     /// The value: read from the environment or a file (relative to `base`).
@@ -460,13 +466,18 @@ impl SourceConfig {
             redact.insert(key.clone());
         }
         if let Some(password) = &secrets.password {
-            if !PASSWORD_KINDS.contains(&self.kind.as_str()) {
+            if !self.connector().is_some_and(Kind::takes_password) {
+                let takers: Vec<&str> = Kind::ALL
+                    .into_iter()
+                    .filter(|k| k.takes_password())
+                    .map(Kind::name)
+                    .collect();
                 return Err(source_error(
                     name,
                     format!(
                         "kind `{}` takes no `password` (only {} do); give credentials in `url` or `secret_options`",
                         self.kind,
-                        PASSWORD_KINDS.join(" and ")
+                        takers.join(" and ")
                     ),
                 ));
             }
@@ -644,6 +655,17 @@ impl AgentConfig {
                     reason: format!("`{name}`: `kind` and `url` must not be empty"),
                 });
             }
+            if source.connector().is_none() {
+                let known: Vec<&str> = Kind::ALL.into_iter().map(Kind::name).collect();
+                return Err(source_error(
+                    name,
+                    format!(
+                        "unknown kind `{}`; known: {}",
+                        source.kind,
+                        known.join(", ")
+                    ),
+                ));
+            }
         }
         self.transport
             .to_quinn()
@@ -763,6 +785,15 @@ mod tests {
         );
         let e = bad.check().unwrap_err().to_string();
         assert!(e.contains("`sources`") && e.contains("a/b"), "{e}");
+        let oracle = parse(
+            "broker = \"b:1\"\n[tls]\nca=\"a\"\ncert=\"c\"\nkey=\"k\"\n\
+             [sources.erp]\nkind = \"oracle\"\nurl = \"oracle://h/db\"\n",
+        );
+        let e = oracle.check().unwrap_err().to_string();
+        assert!(
+            e.contains("unknown kind `oracle`; known: postgres, mysql, sqlite, file"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -102,12 +102,7 @@ pub enum PolicyError {
 
 /// The SQL dialect of a source kind (`None`: not a SQL source).
 pub fn dialect(kind: &str) -> Option<ferry_screen::Dialect> {
-    match kind {
-        "postgres" => Some(ferry_screen::Dialect::Postgres),
-        "mysql" => Some(ferry_screen::Dialect::MySql),
-        "sqlite" => Some(ferry_screen::Dialect::Sqlite),
-        _ => None,
-    }
+    ferry_connectors::Kind::from_name(kind).and_then(ferry_connectors::Kind::dialect)
 }
 
 /// Checks what can be checked of `spec` without the source's catalog:

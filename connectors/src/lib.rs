@@ -5,6 +5,7 @@
 //! schema per table, which is what crosses the tunnel between agent and broker (or stays in
 //! process in standalone mode).
 //!
+//! * [`kind`]: the connectors by kind: their names, options, SQL dialects.
 //! * [`traits`]: the contract: a [`Source`] plans splits and reads one into batches; a
 //!   [`Sink`] prepares the target and hands out [`SinkWriter`]s that commit batches.
 //! * [`spec`]: what a job asks of a reader and a writer (DataX's parameters), split planning.
@@ -24,6 +25,7 @@
 pub mod copy_text;
 pub mod error;
 pub mod file;
+pub mod kind;
 pub mod mysql;
 pub mod postgres;
 pub mod spec;
@@ -31,5 +33,6 @@ pub mod sqlite;
 pub mod traits;
 
 pub use error::ConnectorError;
+pub use kind::Kind;
 pub use spec::{ReadSpec, Split, SplitBounds, WriteMode, WriteSpec};
 pub use traits::{Checkpoint, DirtyRecord, Sink, SinkWriter, Source, WriteOutcome};

@@ -26,7 +26,7 @@
 //! ```
 //! Files (kind `file`; names `filereader`, `txtfilereader`, `csvwriter`,
 //! `jsonreader`, `parquetwriter`, `logreader`, `s3reader`, … — see
-//! `kind_of`) take `path` instead of `url`, and their options (see
+//! `ferry_connectors::Kind::from_job_name`) take `path` instead of `url`, and their options (see
 //! `ferry_connectors::file`) next to it:
 //!
 //! ```yaml
@@ -51,7 +51,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use ferry_connectors::file::FileFormat;
-use ferry_connectors::{ReadSpec, WriteSpec};
+use ferry_connectors::{Kind, ReadSpec, WriteSpec};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -94,8 +94,8 @@ pub enum Location {
 /// The reader half.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReaderConfig {
-    /// Connector kind (`mysql`, `postgres`), from the DataX name.
-    pub kind: String,
+    /// Connector kind, from the DataX name.
+    pub kind: Kind,
     pub location: Location,
     pub spec: ReadSpec,
     /// Connector-specific options (e.g. `zeroDate`).
@@ -105,7 +105,7 @@ pub struct ReaderConfig {
 /// The writer half.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WriterConfig {
-    pub kind: String,
+    pub kind: Kind,
     pub location: Location,
     pub spec: WriteSpec,
     pub options: Map<String, Value>,
@@ -253,11 +253,8 @@ impl Job {
     /// table's columns are only known where the data is, so any column name
     /// passes here), `querySql` one read-only statement.
     fn screen_sql(&self) -> Result<(), JobError> {
-        let dialect = match self.reader.kind.as_str() {
-            "postgres" => ferry_screen::Dialect::Postgres,
-            "mysql" => ferry_screen::Dialect::MySql,
-            "sqlite" => ferry_screen::Dialect::Sqlite,
-            _ => return Ok(()),
+        let Some(dialect) = self.reader.kind.dialect() else {
+            return Ok(());
         };
         let r = &self.reader.spec;
         if let Some(w) = r.where_clause.as_deref().filter(|w| !w.trim().is_empty()) {
@@ -281,7 +278,7 @@ impl Job {
 
     fn check(&self) -> Result<(), JobError> {
         let r = &self.reader.spec;
-        if self.reader.kind == FILE_KIND {
+        if self.reader.kind == Kind::File {
             for (set, key) in [
                 (r.table.is_some(), "table"),
                 (r.query_sql.is_some(), "querySql"),
@@ -297,7 +294,7 @@ impl Job {
             }
         }
         match (&r.table, &r.query_sql) {
-            _ if self.reader.kind == FILE_KIND => {}
+            _ if self.reader.kind == Kind::File => {}
             (None, None) => {
                 return Err(field(
                     "reader.parameter.table",
@@ -403,7 +400,7 @@ fn unwrap_datax(root: Value) -> Result<Value, JobError> {
     Ok(Value::Object(out))
 }
 
-type Endpoint = (String, Location, Map<String, Value>, Map<String, Value>);
+type Endpoint = (Kind, Location, Map<String, Value>, Map<String, Value>);
 
 /// Splits a reader/writer entry into kind, location, spec parameters and
 /// connector options.
@@ -420,7 +417,8 @@ fn endpoint(which: &str, v: Value) -> Result<Endpoint, JobError> {
             ))
         }
     };
-    let (kind, format_hint) = kind_of(which, &name)?;
+    let (kind, format_hint) =
+        Kind::from_job_name(&name).map_err(|e| field(format!("{which}.name"), e.to_string()))?;
     let mut param = match m.remove("parameter") {
         Some(Value::Object(p)) => p,
         Some(_) => return Err(field(format!("{which}.parameter"), "must be a mapping")),
@@ -432,74 +430,20 @@ fn endpoint(which: &str, v: Value) -> Result<Endpoint, JobError> {
             "unknown key (expected name, parameter)",
         ));
     }
-    if kind == FILE_KIND {
+    if kind == Kind::File {
         let (location, options) = file_endpoint(which, format_hint, &mut param)?;
         return Ok((kind, location, param, options));
     }
-    let location = location(which, &kind, &mut param)?;
+    let location = location(which, kind, &mut param)?;
     // Connector options: keys the spec does not know and the connector does.
     let mut options = Map::new();
-    for key in ["zeroDate"] {
-        if let Some(v) = param.remove(key) {
+    for key in kind.job_options() {
+        if let Some(v) = param.remove(*key) {
             options.insert(key.to_string(), v);
         }
     }
     Ok((kind, location, param, options))
 }
-
-/// `mysqlreader` → `mysql`, `postgresqlwriter` → `postgres`, …
-///
-/// File connectors are kind [`FILE_KIND`]; the name may imply the format:
-/// `filereader`/`filewriter`, `s3reader`/`s3writer`, `ossreader`/`osswriter`
-/// (format from `format` or the path's extension); `txtfilereader`/`writer`
-/// and `csvreader`/`writer` (csv); `jsonreader`/`writer`, `jsonlreader`/`writer`
-/// (jsonl); `parquetreader`/`writer` (parquet); `logreader`/`textreader` (text).
-fn kind_of(which: &str, name: &str) -> Result<(String, Option<&'static str>), JobError> {
-    let base = name
-        .strip_suffix("reader")
-        .or_else(|| name.strip_suffix("writer"))
-        .unwrap_or(name)
-        .to_ascii_lowercase();
-    let (kind, format) = match base.as_str() {
-        "mysql" | "mariadb" => ("mysql", None),
-        "postgresql" | "postgres" | "pg" => ("postgres", None),
-        "sqlite" | "sqlite3" => ("sqlite", None),
-        "file" | "s3" | "oss" => (FILE_KIND, None),
-        "txtfile" | "csv" => (FILE_KIND, Some("csv")),
-        "json" | "jsonl" => (FILE_KIND, Some("jsonl")),
-        "parquet" => (FILE_KIND, Some("parquet")),
-        "log" | "text" => (FILE_KIND, Some("text")),
-        other => {
-            return Err(field(
-                format!("{which}.name"),
-                format!("unknown connector `{name}` ({other}); known: mysql, postgres, sqlite, file (txtfile, csv, json, parquet, log, s3, oss)"),
-            ))
-        }
-    };
-    Ok((kind.to_string(), format))
-}
-
-/// The connector kind of files (CSV, JSON lines, Parquet, text logs).
-pub const FILE_KIND: &str = "file";
-
-/// Options of file connectors, moved out of `parameter` (see
-/// `ferry_connectors::file`). `column` moves only when it is a list of
-/// `{name, type}` objects; plain names stay the read's column selection.
-const FILE_OPTIONS: &[&str] = &[
-    "format",
-    "fieldDelimiter",
-    "header",
-    "nullFormat",
-    "pattern",
-    "timeFormat",
-    "compress",
-    "endpoint",
-    "region",
-    "accessKey",
-    "secretKey",
-    "onMismatch",
-    "writeMode",
-];
 
 /// Moves the file options out of `p` into `options`; a typed `column` list
 /// (`{name, type}` objects) is an option, plain names stay the selection.
@@ -508,7 +452,7 @@ fn move_file_options(
     format_hint: Option<&str>,
     options: &mut Map<String, Value>,
 ) {
-    for key in FILE_OPTIONS {
+    for key in Kind::File.job_options() {
         if let Some(v) = p.remove(*key) {
             options.insert(key.to_string(), v);
         }
@@ -644,7 +588,7 @@ fn file_endpoint(
     Ok((Location::Url(path), options))
 }
 
-fn location(which: &str, kind: &str, p: &mut Map<String, Value>) -> Result<Location, JobError> {
+fn location(which: &str, kind: Kind, p: &mut Map<String, Value>) -> Result<Location, JobError> {
     let user = take_str(p, "username");
     let pass = take_str(p, "password");
     let found: Vec<&str> = ["url", "datasource", "connection"]
@@ -700,7 +644,7 @@ fn location(which: &str, kind: &str, p: &mut Map<String, Value>) -> Result<Locat
     })?;
     let rest = rest.split_once('?').map_or(rest, |(a, _)| a);
     let url = match kind {
-        "postgres" => rest.replacen("postgresql://", "postgres://", 1),
+        Kind::Postgres => rest.replacen("postgresql://", "postgres://", 1),
         _ => rest.to_string(),
     };
     for key in ["table", "querySql"] {
@@ -830,8 +774,8 @@ setting:
     #[test]
     fn yaml_job_with_variables() {
         let j = Job::parse(YAML, &vars(&[("bizdate", "20240620")])).unwrap();
-        assert_eq!(j.reader.kind, "mysql");
-        assert_eq!(j.writer.kind, "postgres");
+        assert_eq!(j.reader.kind, Kind::MySql);
+        assert_eq!(j.writer.kind, Kind::Postgres);
         assert_eq!(j.reader.spec.columns, vec!["id", "amount"]);
         assert_eq!(
             j.reader.spec.where_clause.as_deref(),
@@ -951,7 +895,7 @@ writer:
     #[test]
     fn file_job_moves_file_options() {
         let j = Job::parse(FILE_JOB, &vars(&[("bizdate", "20240620")])).unwrap();
-        assert_eq!(j.reader.kind, FILE_KIND);
+        assert_eq!(j.reader.kind, Kind::File);
         assert_eq!(
             j.reader.location,
             Location::Url("s3://logs/raw/user_log*.txt".into())
@@ -962,7 +906,7 @@ writer:
         assert!(j.reader.options["column"].is_array());
         assert!(j.reader.spec.columns.is_empty());
         assert_eq!(j.reader.spec.fetch_size, 500);
-        assert_eq!(j.writer.kind, FILE_KIND);
+        assert_eq!(j.writer.kind, Kind::File);
         assert_eq!(
             j.writer.location,
             Location::Url("lake/ods_raw_log_d/dt=20240620".into())

@@ -1,8 +1,8 @@
-//! Which connector a job's reader/writer name means, and opening it.
+//! Opening the connector of a job's reader or writer, by its [`Kind`].
 
 use std::sync::Arc;
 
-use ferry_connectors::{ConnectorError, Sink, Source};
+use ferry_connectors::{ConnectorError, Kind, Sink, Source};
 
 use serde_json::{Map, Value};
 
@@ -22,14 +22,6 @@ pub enum OpenError {
         which: &'static str,
         source: ConnectorError,
     },
-    #[error("{which}: option `{option}`: {reason}")]
-    Option {
-        which: &'static str,
-        option: String,
-        reason: String,
-    },
-    #[error("{which}: connector `{kind}` is not available")]
-    Unknown { which: &'static str, kind: String },
 }
 
 fn url<'a>(which: &'static str, loc: &'a Location) -> Result<&'a str, OpenError> {
@@ -46,57 +38,41 @@ fn url<'a>(which: &'static str, loc: &'a Location) -> Result<&'a str, OpenError>
 /// Opens the reader's data source (a URL; a `group/name` data source is
 /// resolved by an agent, which calls [`open_source_at`]).
 pub async fn open_source(cfg: &ReaderConfig) -> Result<Arc<dyn Source>, OpenError> {
-    open_source_at(&cfg.kind, url("reader", &cfg.location)?, &cfg.options).await
+    open_source_at(cfg.kind, url("reader", &cfg.location)?, &cfg.options).await
 }
 
 /// Opens a source of connector `kind` at `url` with connector `options`.
 pub async fn open_source_at(
-    kind: &str,
+    kind: Kind,
     url: &str,
     options: &Map<String, Value>,
 ) -> Result<Arc<dyn Source>, OpenError> {
     let which = "reader";
     let wrap = |source| OpenError::Connector { which, source };
-    match kind {
-        "postgres" => Ok(Arc::new(
+    Ok(match kind {
+        Kind::Postgres => Arc::new(
             ferry_connectors::postgres::PostgresSource::connect(url)
                 .await
                 .map_err(wrap)?,
-        )),
-        "sqlite" => Ok(Arc::new(
+        ),
+        Kind::Sqlite => Arc::new(
             ferry_connectors::sqlite::SqliteSource::connect(url)
                 .await
                 .map_err(wrap)?,
-        )),
-        crate::config::FILE_KIND => Ok(Arc::new(
-            ferry_connectors::file::FileSource::open(url, options).map_err(wrap)?,
-        )),
-        "mysql" => {
-            let mut my_options = ferry_connectors::mysql::MySqlReadOptions::default();
-            if let Some(v) = options.get("zeroDate") {
-                my_options.zero_date = match v.as_str() {
-                    Some("null") => ferry_connectors::mysql::ZeroDate::Null,
-                    Some("error") => ferry_connectors::mysql::ZeroDate::Error,
-                    _ => {
-                        return Err(OpenError::Option {
-                            which,
-                            option: "zeroDate".into(),
-                            reason: format!("`{v}`: expected null or error"),
-                        })
-                    }
-                };
-            }
-            Ok(Arc::new(
+        ),
+        Kind::File => {
+            Arc::new(ferry_connectors::file::FileSource::open(url, options).map_err(wrap)?)
+        }
+        Kind::MySql => {
+            let my_options =
+                ferry_connectors::mysql::MySqlReadOptions::from_options(options).map_err(wrap)?;
+            Arc::new(
                 ferry_connectors::mysql::MySqlSource::connect_with(url, my_options)
                     .await
                     .map_err(wrap)?,
-            ))
+            )
         }
-        other => Err(OpenError::Unknown {
-            which,
-            kind: other.to_string(),
-        }),
-    }
+    })
 }
 
 /// Opens the writer's target.
@@ -104,28 +80,24 @@ pub async fn open_sink(cfg: &WriterConfig) -> Result<Arc<dyn Sink>, OpenError> {
     let which = "writer";
     let url = url(which, &cfg.location)?;
     let wrap = |source| OpenError::Connector { which, source };
-    match cfg.kind.as_str() {
-        "postgres" => Ok(Arc::new(
+    Ok(match cfg.kind {
+        Kind::Postgres => Arc::new(
             ferry_connectors::postgres::PostgresSink::connect(url)
                 .await
                 .map_err(wrap)?,
-        )),
-        "sqlite" => Ok(Arc::new(
+        ),
+        Kind::Sqlite => Arc::new(
             ferry_connectors::sqlite::SqliteSink::connect(url)
                 .await
                 .map_err(wrap)?,
-        )),
-        crate::config::FILE_KIND => Ok(Arc::new(
-            ferry_connectors::file::FileSink::open(url, &cfg.options).map_err(wrap)?,
-        )),
-        "mysql" => Ok(Arc::new(
+        ),
+        Kind::File => {
+            Arc::new(ferry_connectors::file::FileSink::open(url, &cfg.options).map_err(wrap)?)
+        }
+        Kind::MySql => Arc::new(
             ferry_connectors::mysql::MySqlSink::connect(url)
                 .await
                 .map_err(wrap)?,
-        )),
-        other => Err(OpenError::Unknown {
-            which,
-            kind: other.to_string(),
-        }),
-    }
+        ),
+    })
 }

@@ -505,7 +505,12 @@ fn compose_certs_make_what_broker_and_agent_load() {
                     .sources
                     .get(name)
                     .unwrap_or_else(|| panic!("{}: agent has no source `{name}`", p.display()));
-                assert_eq!(s.kind, job.reader.kind, "{}: reader kind", p.display());
+                assert_eq!(
+                    s.kind,
+                    job.reader.kind.name(),
+                    "{}: reader kind",
+                    p.display()
+                );
             }
             other => panic!(
                 "{}: the reader must name a datasource, got {other:?}",

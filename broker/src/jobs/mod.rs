@@ -394,7 +394,7 @@ pub(crate) async fn submit(
             vars_json: serde_json::to_string(&vars).unwrap_or_default(),
             compression: serde_json::to_string(&compression).unwrap_or_default(),
             source: source.clone(),
-            target: job.writer.kind.clone(),
+            target: job.writer.kind.to_string(),
             submitted_ms: (submitted.unix_timestamp_nanos() / 1_000_000) as i64,
             job_key: job_key.clone(),
         })
@@ -484,7 +484,7 @@ fn launch(shared: &Arc<Shared>, l: Launch) {
             id: id.clone(),
             state: JobState::Running,
             source: format!("{group}/{name}"),
-            target: job.writer.kind.clone(),
+            target: job.writer.kind.to_string(),
             submitted,
             ended: None,
             resumes,

@@ -180,31 +180,37 @@ fn opt_str(map: &Map<String, Value>, key: &str) -> Result<Option<String>, Connec
     }
 }
 
-const KNOWN_OPTIONS: &[&str] = &[
+/// The keys of a job's `parameter` that are file options (`column` too,
+/// when it is a list of `{name, type}` objects; plain names stay the read's
+/// column selection, which the job parser decides).
+pub const JOB_OPTIONS: &[&str] = &[
     "format",
     "fieldDelimiter",
     "header",
     "nullFormat",
-    "column",
     "pattern",
     "timeFormat",
-    "onMismatch",
     "compress",
-    "writeMode",
     "endpoint",
     "region",
     "accessKey",
     "secretKey",
+    "onMismatch",
+    "writeMode",
 ];
 
 impl FileOptions {
     /// Parses `options` for the file at `path` (its extension decides the
     /// format when `format` is absent).
     pub fn from_map(path: &str, map: &Map<String, Value>) -> Result<Self, ConnectorError> {
-        if let Some(k) = map.keys().find(|k| !KNOWN_OPTIONS.contains(&k.as_str())) {
+        let known = |k: &str| k == "column" || JOB_OPTIONS.contains(&k);
+        if let Some(k) = map.keys().find(|k| !known(k)) {
             return Err(ConnectorError::config(
                 k,
-                format!("unknown file option; known: {}", KNOWN_OPTIONS.join(", ")),
+                format!(
+                    "unknown file option; known: column, {}",
+                    JOB_OPTIONS.join(", ")
+                ),
             ));
         }
         let format = match opt_str(map, "format")? {

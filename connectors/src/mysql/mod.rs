@@ -85,7 +85,7 @@ use sqlx::{Executor, MySqlPool};
 
 use crate::error::ConnectorError;
 
-pub use read::{MySqlReadOptions, ZeroDate};
+pub use read::{MySqlReadOptions, ZeroDate, OPTIONS};
 
 /// Session settings of every connection.
 const SESSION_SQL: &str = "SET NAMES utf8mb4, time_zone = '+00:00'";

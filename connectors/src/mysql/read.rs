@@ -39,6 +39,32 @@ pub struct MySqlReadOptions {
     pub zero_date: ZeroDate,
 }
 
+/// The keys of a job's `parameter` that are MySQL reader options.
+pub const OPTIONS: &[&str] = &["zeroDate"];
+
+impl MySqlReadOptions {
+    /// The options in a connector options object (`{"zeroDate": "null"}`);
+    /// keys that are not MySQL options are left to others.
+    pub fn from_options(
+        options: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, ConnectorError> {
+        let mut o = Self::default();
+        if let Some(v) = options.get("zeroDate") {
+            o.zero_date = match v.as_str() {
+                Some("null") => ZeroDate::Null,
+                Some("error") => ZeroDate::Error,
+                _ => {
+                    return Err(ConnectorError::config(
+                        "zeroDate",
+                        format!("`{v}`: expected null or error"),
+                    ))
+                }
+            };
+        }
+        Ok(o)
+    }
+}
+
 fn table_of(spec: &ReadSpec) -> Result<&str, ConnectorError> {
     spec.table
         .as_deref()
