@@ -39,17 +39,6 @@ pub(crate) enum Refused {
     SourceRate,
 }
 
-impl Refused {
-    /// The reason's label in metrics and logs.
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            Refused::Busy => "busy",
-            Refused::SourceBusy => "source_busy",
-            Refused::SourceRate => "source_rate",
-        }
-    }
-}
-
 #[derive(Debug)]
 struct Source {
     in_flight: usize,
@@ -60,6 +49,7 @@ struct Source {
 /// The handshake slots of one broker, shared by both transports.
 pub(crate) struct Admission {
     slots: Arc<Semaphore>,
+    max: usize,
     max_per_source: usize,
     rate: f64,
     burst: f64,
@@ -87,6 +77,7 @@ impl Admission {
         let rate = limits.handshake_rate_per_source as f64;
         Arc::new(Self {
             slots: Arc::new(Semaphore::new(limits.max_handshakes)),
+            max: limits.max_handshakes,
             max_per_source: limits.max_handshakes_per_source,
             rate,
             burst: (rate * 2.0).max(1.0),
@@ -134,8 +125,8 @@ impl Admission {
     }
 
     /// Handshakes in progress now.
-    pub(crate) fn in_progress(&self, max: usize) -> usize {
-        max.saturating_sub(self.slots.available_permits())
+    pub(crate) fn in_progress(&self) -> usize {
+        self.max.saturating_sub(self.slots.available_permits())
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, Source>> {
@@ -177,7 +168,7 @@ mod tests {
         let p1 = a.admit(ip(1)).unwrap();
         let _p2 = a.admit(ip(2)).unwrap();
         assert_eq!(a.admit(ip(3)).err(), Some(Refused::Busy));
-        assert_eq!(a.in_progress(2), 2);
+        assert_eq!(a.in_progress(), 2);
         drop(p1);
         assert!(a.admit(ip(3)).is_ok());
     }

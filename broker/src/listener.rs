@@ -36,9 +36,7 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) 
         let permit = match shared.admission.admit(remote.ip()) {
             Ok(p) => p,
             Err(refused) => {
-                shared.refused(refused.into(), remote, || {
-                    format!("no handshake slot ({})", refused.label())
-                });
+                shared.refused(refused.into(), remote, || "no handshake slot".into());
                 incoming.refuse();
                 continue;
             }
@@ -76,10 +74,7 @@ pub(crate) async fn tcp_accept_loop(shared: Arc<Shared>, listener: TcpListener) 
             Ok(p) => p,
             Err(refused) => {
                 shared.refused(refused.into(), remote, || {
-                    format!(
-                        "no handshake slot ({}); TCP connection closed",
-                        refused.label()
-                    )
+                    "no handshake slot; TCP connection closed".into()
                 });
                 continue;
             }

@@ -77,8 +77,7 @@ impl Shared {
 
     /// Handshakes holding a slot now.
     pub(crate) fn handshakes_in_progress(&self) -> usize {
-        self.admission
-            .in_progress(self.config.limits.max_handshakes)
+        self.admission.in_progress()
     }
 
     /// The window, in milliseconds, over which an agent should spread its
