@@ -6,10 +6,16 @@
 //! broker asks for goes through [`Catalog::prepare`], which holds it
 //! against the source's policy ([`crate::policy`]) before the source is
 //! touched, and every split through [`Catalog::check_split`].
+//!
+//! What a plan learned of a read (its schema, its table's columns) is kept
+//! for the job's tasks ([`Described`]), so a task does not ask the
+//! database again; only what this agent found itself is kept, never what
+//! the broker says.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use arrow_schema::SchemaRef;
 use ferry_connectors::{Kind, ReadSpec, Source, Split, SplitBounds};
 use ferry_protocol::control::SourceInfo;
 use serde_json::{Map, Value};
@@ -26,6 +32,47 @@ pub(crate) fn peer_message(e: &ferry_connectors::ConnectorError) -> String {
     e.peer_message()
 }
 
+/// Reads whose description this agent keeps (least recently planned dropped
+/// first): far more than the jobs one agent runs at once.
+const MAX_DESCRIBED: usize = 256;
+
+/// What this agent found out about one read, kept for the job's tasks.
+#[derive(Default)]
+struct Described {
+    /// The Arrow schema of what the read returns.
+    schema: tokio::sync::OnceCell<SchemaRef>,
+    /// Every column of the table or query it reads.
+    columns: tokio::sync::OnceCell<Vec<String>>,
+}
+
+/// Descriptions by job key (data source, options and spec as the broker
+/// sent them), bounded.
+#[derive(Default)]
+struct Descriptions {
+    map: HashMap<String, Arc<Described>>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Descriptions {
+    fn get(&mut self, job: &str) -> Arc<Described> {
+        if let Some(d) = self.map.get(job) {
+            return d.clone();
+        }
+        while self.map.len() >= MAX_DESCRIBED {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+        let d = Arc::new(Described::default());
+        self.map.insert(job.to_string(), d.clone());
+        self.order.push_back(job.to_string());
+        d
+    }
+}
+
 /// Options only the agent's config may set.
 const AGENT_ONLY: &[&str] = &["endpoint", "region", "accessKey", "secretKey"];
 
@@ -35,27 +82,31 @@ pub struct Catalog {
     limits: ReadLimits,
     open: Mutex<HashMap<String, Arc<dyn Source>>>,
     listings: Listings,
+    described: std::sync::Mutex<Descriptions>,
 }
 
 /// A read the source's policy allows, ready to plan or run.
 pub struct Read {
+    /// The data source's name.
+    pub name: String,
     pub source: Arc<dyn Source>,
     /// The spec as checked: `where` rendered again, `querySql` screened.
     pub spec: ReadSpec,
     /// File sources: the directory split paths are relative to.
     files: Option<FileRoot>,
     /// The job as the broker described it (source, options, spec), for the
-    /// file listings kept per job.
+    /// file listings and descriptions kept per job.
     job: String,
-    /// Every column of the table or query, looked up once.
-    columns: tokio::sync::OnceCell<Vec<String>>,
+    /// What this agent found out about the read, shared by the job's tasks.
+    described: Arc<Described>,
 }
 
 impl Read {
     /// Every column of what the spec reads (its table or query), as the
     /// source's catalog spells them.
     async fn column_names(&self) -> Result<&[String], String> {
-        self.columns
+        self.described
+            .columns
             .get_or_try_init(|| async {
                 let all = ReadSpec {
                     where_clause: None,
@@ -69,6 +120,20 @@ impl Read {
             .await
             .map(Vec::as_slice)
     }
+
+    /// The Arrow schema of what the read returns, looked up once per job.
+    pub async fn schema(&self) -> Result<SchemaRef, String> {
+        self.described
+            .schema
+            .get_or_try_init(|| async {
+                self.source
+                    .schema(&self.spec)
+                    .await
+                    .map_err(|e| peer_message(&e))
+            })
+            .await
+            .cloned()
+    }
 }
 
 impl Catalog {
@@ -78,6 +143,7 @@ impl Catalog {
             limits,
             open: Mutex::new(HashMap::new()),
             listings: Listings::default(),
+            described: std::sync::Mutex::new(Descriptions::default()),
         }
     }
 
@@ -147,27 +213,35 @@ impl Catalog {
             .collect()
     }
 
-    /// Parses and checks a read the broker sent (`spec` and connector
-    /// `options` as JSON) for data source `name`, and opens the source.
-    pub async fn prepare(&self, name: &str, spec: &str, options: &str) -> Result<Read, String> {
+    /// Checks a read the broker sent (`spec` and connector `options`) for
+    /// data source `name`, and opens the source.
+    pub async fn prepare(
+        &self,
+        name: &str,
+        spec: &ReadSpec,
+        options: &Map<String, Value>,
+    ) -> Result<Read, String> {
         let config = self.config(name)?;
-        let job = format!("{name}\u{0}{options}\u{0}{spec}");
-        let mut spec: ReadSpec =
-            serde_json::from_str(spec).map_err(|e| format!("invalid read spec: {e}"))?;
-        let options: Map<String, Value> =
-            serde_json::from_str(options).map_err(|e| format!("invalid connector options: {e}"))?;
+        let job = serde_json::to_string(&(name, options, spec)).map_err(|e| e.to_string())?;
+        let mut spec = spec.clone();
         policy::check_spec(name, config, &mut spec, &self.limits).map_err(|e| e.to_string())?;
-        let source = self.source(name, &options).await?;
+        let source = self.source(name, options).await?;
         let files = match config.connector() {
             Some(Kind::File) => Some(FileRoot::of(&config.url)?),
             _ => None,
         };
+        let described = self
+            .described
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&job);
         let mut read = Read {
+            name: name.to_string(),
             source,
             spec,
             files,
             job,
-            columns: tokio::sync::OnceCell::new(),
+            described,
         };
         if read.spec.where_clause.is_some() {
             let columns = read.column_names().await?.to_vec();
@@ -185,7 +259,10 @@ impl Catalog {
             .source
             .plan(&read.spec, n)
             .await
-            .map_err(|e| peer_message(&e))?;
+            .map_err(|e| peer_message(&e))?
+            .into_iter()
+            .map(|s| s.of_table(read.spec.table_ref(Some(&read.name))))
+            .collect();
         match &read.files {
             Some(root) => {
                 let splits = root.relative(splits)?;
@@ -200,9 +277,9 @@ impl Catalog {
     /// file the agent listed for this job (listed again here when this
     /// agent did not plan it), a key range a column of the table. Returns
     /// the split as the connector reads it.
-    pub async fn check_split(&self, read: &Read, split: &str) -> Result<Split, String> {
-        let mut split: Split =
-            serde_json::from_str(split).map_err(|e| format!("invalid split: {e}"))?;
+    pub async fn check_split(&self, read: &Read, split: &Split) -> Result<Split, String> {
+        let mut split = split.clone();
+        split.check()?;
         match (&mut split.bounds, &read.files) {
             (SplitBounds::File { path }, Some(root)) => {
                 let full = root.full(path)?;
@@ -230,6 +307,31 @@ impl Catalog {
                 }
             }
             (SplitBounds::All, None) => {}
+        }
+        // The order and the position are the broker's word: the columns must
+        // be the table's, and the position's values are literals the source
+        // writes in its own, injection-proof way.
+        if !split.order_columns().is_empty() {
+            if read.files.is_some() {
+                return Err("a file split has no key order".into());
+            }
+            let columns = read.column_names().await?;
+            if let Some(c) = split
+                .order_columns()
+                .iter()
+                .find(|c| !columns.iter().any(|k| k == *c))
+            {
+                return Err(format!("order column `{c}` is not a column of the table"));
+            }
+        }
+        // A split names its table for the engine's sake; the read is the spec's.
+        if let Some(t) = &split.table {
+            if Some(t) != read.spec.table_ref(Some(&read.name)).as_ref() {
+                return Err(format!(
+                    "split of table `{}`, for a read of another table",
+                    t.display_name()
+                ));
+            }
         }
         Ok(split)
     }

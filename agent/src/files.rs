@@ -133,12 +133,7 @@ mod tests {
     use super::*;
 
     fn file_split(path: &str) -> Split {
-        Split {
-            index: 0,
-            total: 1,
-            bounds: SplitBounds::File { path: path.into() },
-            after: None,
-        }
+        Split::whole(SplitBounds::File { path: path.into() })
     }
 
     #[test]

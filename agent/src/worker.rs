@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use ferry_connectors::ConnectorError;
-use ferry_protocol::control::ControlMessage;
+use ferry_connectors::{ConnectorError, ReadSpec, Split};
+use ferry_protocol::control::{ControlMessage, Options};
 use ferry_protocol::data::{Compression, StreamHeader};
 use ferry_protocol::limits::Limits;
 use tokio::sync::mpsc;
@@ -194,19 +194,17 @@ impl Worker {
     async fn plan(
         &self,
         datasource: &str,
-        spec: &str,
-        options: &str,
+        spec: &ReadSpec,
+        options: &Options,
         max_splits: u32,
     ) -> Result<impl FnOnce(u64) -> ControlMessage, String> {
         let read = self.catalog.prepare(datasource, spec, options).await?;
-        let schema = read.source.schema(&read.spec).await.map_err(|e| peer(&e))?;
+        let schema = read.schema().await?;
         let splits = self.catalog.plan(&read, max_splits).await?;
         let estimated_rows = read.source.estimate_rows(&read.spec).await;
-        let schema = serde_json::to_string(schema.as_ref()).map_err(|e| e.to_string())?;
-        let splits = serde_json::to_string(&splits).map_err(|e| e.to_string())?;
         Ok(move |request_id| ControlMessage::PlanReply {
             request_id,
-            schema,
+            schema: schema.as_ref().clone(),
             splits,
             estimated_rows,
         })
@@ -216,15 +214,15 @@ impl Worker {
         &self,
         task_id: &str,
         datasource: &str,
-        spec: &str,
-        options: &str,
-        split: &str,
+        spec: &ReadSpec,
+        options: &Options,
+        split: &Split,
         compression: Compression,
     ) -> Result<u64, String> {
         let read = self.catalog.prepare(datasource, spec, options).await?;
         let split = self.catalog.check_split(&read, split).await?;
+        let schema: SchemaRef = read.schema().await?;
         let (source, spec) = (read.source, read.spec);
-        let schema: SchemaRef = source.schema(&spec).await.map_err(|e| peer(&e))?;
         let header = StreamHeader {
             task_id: task_id.to_string(),
             split: split.index,

@@ -34,5 +34,7 @@ pub mod traits;
 
 pub use error::ConnectorError;
 pub use kind::Kind;
-pub use spec::{ReadSpec, Split, SplitBounds, WriteMode, WriteSpec};
+pub use spec::{
+    KeyValue, Position, ReadSpec, Split, SplitBounds, SplitOrder, TableRef, WriteMode, WriteSpec,
+};
 pub use traits::{Checkpoint, DirtyRecord, Sink, SinkWriter, Source, WriteOutcome};

@@ -1,183 +1,29 @@
-//! What a job asks of a reader and a writer, in DataX's vocabulary.
+//! What a job asks of a reader and a writer, in DataX's vocabulary, and how a split
+//! becomes SQL conditions. The read side's types live in `ferry-model` (they cross the
+//! tunnel); they are re-exported here.
 
 use serde::{Deserialize, Serialize};
 
-/// Rows per batch when a job does not say.
-pub const DEFAULT_FETCH_SIZE: usize = 8192;
+pub use ferry_model::{
+    int_splits, KeyValue, Position, ReadSpec, Split, SplitBounds, SplitOrder, TableRef,
+    DEFAULT_FETCH_SIZE,
+};
 
-/// A reader's parameters, resolved (variables substituted, data source
-/// looked up).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ReadSpec {
-    /// Table to read, optionally schema-qualified (`public.orders`).
-    #[serde(default)]
-    pub table: Option<String>,
-    /// Columns to read, in order; empty means every column of the table
-    /// (DataX calls it `column`).
-    #[serde(default, alias = "column")]
-    pub columns: Vec<String>,
-    /// Extra SQL predicate (DataX `where`).
-    #[serde(default, rename = "where")]
-    pub where_clause: Option<String>,
-    /// Column to split on (DataX `splitPk`).
-    #[serde(default)]
-    pub split_pk: Option<String>,
-    /// A free-form query instead of `table` (DataX `querySql`); never split.
-    #[serde(default)]
-    pub query_sql: Option<String>,
-    /// Rows per batch.
-    #[serde(default = "default_fetch_size")]
-    pub fetch_size: usize,
-}
-
-fn default_fetch_size() -> usize {
-    DEFAULT_FETCH_SIZE
-}
-
-/// One slice of a read, run by one task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Split {
-    /// 0-based position among the job's splits.
-    pub index: u32,
-    /// Number of splits of the job.
-    pub total: u32,
-    pub bounds: SplitBounds,
-    /// Where a resumed read starts: only rows whose split key is greater
-    /// (an [`IntRange`](SplitBounds::IntRange) split is read in key order,
-    /// so everything up to this key was committed before).
-    #[serde(
-        default,
-        with = "opt_i128_string",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub after: Option<i128>,
-}
-
-/// Which rows a split covers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum SplitBounds {
-    /// Every row (no split key, a query, or a single split).
-    All,
-    /// `column >= lo AND column < hi`; a missing bound is open. i128 holds
-    /// every signed and unsigned 64-bit key.
-    IntRange {
-        column: String,
-        // As strings: serde's internally tagged enums cannot carry i128 numbers.
-        #[serde(with = "opt_i128_string")]
-        lo: Option<i128>,
-        #[serde(with = "opt_i128_string")]
-        hi: Option<i128>,
-    },
-    /// Rows whose split key is NULL (no range contains them).
-    NullKey { column: String },
-    /// Every row of one file (file sources: one split per file); the path
-    /// inside the source's location.
-    File { path: String },
-}
-
-mod opt_i128_string {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &Option<i128>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(n) => s.serialize_some(&n.to_string()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i128>, D::Error> {
-        Option::<String>::deserialize(d)?
-            .map(|t| t.parse().map_err(serde::de::Error::custom))
-            .transpose()
-    }
-}
-
-impl Split {
-    /// The single split that reads everything.
-    pub fn all() -> Self {
-        Self {
-            index: 0,
-            total: 1,
-            bounds: SplitBounds::All,
-            after: None,
-        }
-    }
-
-    /// The split key column, for splits read in key order.
-    pub fn key_column(&self) -> Option<&str> {
-        match &self.bounds {
-            SplitBounds::IntRange { column, .. } => Some(column),
-            _ => None,
-        }
-    }
-
-    /// This split, read from after `key` (see [`Split::after`]).
-    pub fn resumed_after(&self, key: i128) -> Self {
-        Self {
-            after: Some(key),
-            ..self.clone()
-        }
-    }
-}
-
-/// Plans integer ranges between `min` and `max` (inclusive) into at most
-/// `n` contiguous, non-overlapping ranges covering every value, plus one
-/// split for NULL keys. The first range is open below and the last open
-/// above, so rows inserted outside [min, max] after planning are still read.
-pub fn int_splits(column: &str, min: i128, max: i128, n: usize) -> Vec<Split> {
-    let n = n.max(1) as i128;
-    let span = (max - min).max(0) + 1;
-    let step = ((span + n - 1) / n).max(1);
-    let mut bounds = Vec::new();
-    let mut lo = min;
-    while lo <= max {
-        let hi = lo.saturating_add(step);
-        bounds.push((lo, hi));
-        lo = hi;
-    }
-    let count = bounds.len();
-    let mut out: Vec<SplitBounds> = bounds
-        .into_iter()
-        .enumerate()
-        .map(|(i, (lo, hi))| SplitBounds::IntRange {
-            column: column.to_string(),
-            lo: (i > 0).then_some(lo),
-            hi: (i + 1 < count).then_some(hi),
-        })
-        .collect();
-    if out.is_empty() {
-        out.push(SplitBounds::IntRange {
-            column: column.to_string(),
-            lo: None,
-            hi: None,
-        });
-    }
-    out.push(SplitBounds::NullKey {
-        column: column.to_string(),
-    });
-    let total = out.len() as u32;
-    out.into_iter()
-        .enumerate()
-        .map(|(i, bounds)| Split {
-            index: i as u32,
-            total,
-            bounds,
-            after: None,
-        })
-        .collect()
+/// How a dialect writes identifiers and key values into a read's SQL: the only way a
+/// split's bounds and resume position become SQL text.
+pub trait KeySql {
+    /// `name` as a quoted identifier.
+    fn ident(&self, name: &str) -> String;
+    /// `value` as a literal the database compares with a key column of the type it was
+    /// read from. Must be injection-proof whatever the value holds.
+    fn literal(&self, value: &KeyValue) -> String;
 }
 
 /// The SQL conditions of a read: the job's `where` (parenthesised), the
-/// split's key range and, for a resumed split, `key > after`. `quote`
-/// quotes an identifier in the source's dialect. Bounds are integers, so
-/// they are written as literals.
-pub fn read_conditions(
-    spec: &ReadSpec,
-    split: Option<&Split>,
-    quote: impl Fn(&str) -> String,
-) -> Vec<String> {
+/// split's key range and, for a resumed split, "after the position" in the
+/// split's order. Bounds are integers, written as literals; a position's
+/// values go through the dialect's [`KeySql::literal`].
+pub fn read_conditions(spec: &ReadSpec, split: Option<&Split>, sql: &dyn KeySql) -> Vec<String> {
     let mut conds = Vec::new();
     if let Some(w) = spec
         .where_clause
@@ -188,7 +34,7 @@ pub fn read_conditions(
     }
     match split.map(|s| &s.bounds) {
         Some(SplitBounds::IntRange { column, lo, hi }) => {
-            let c = quote(column);
+            let c = sql.ident(column);
             if let Some(lo) = lo {
                 conds.push(format!("{c} >= {lo}"));
             }
@@ -196,17 +42,48 @@ pub fn read_conditions(
                 conds.push(format!("{c} < {hi}"));
             }
             // One range covering everything still leaves NULL keys to their own split.
-            if lo.is_none() && hi.is_none() && split.and_then(|s| s.after).is_none() {
+            if lo.is_none() && hi.is_none() {
                 conds.push(format!("{c} IS NOT NULL"));
             }
-            if let Some(after) = split.and_then(|s| s.after) {
-                conds.push(format!("{c} > {after}"));
-            }
         }
-        Some(SplitBounds::NullKey { column }) => conds.push(format!("{} IS NULL", quote(column))),
+        Some(SplitBounds::NullKey { column }) => {
+            conds.push(format!("{} IS NULL", sql.ident(column)))
+        }
         Some(SplitBounds::All) | Some(SplitBounds::File { .. }) | None => {}
     }
+    if let Some(split) = split {
+        if let Some(after) = after_position(split, sql) {
+            conds.push(after);
+        }
+    }
     conds
+}
+
+/// "After the split's resume position" in its order: for columns (a, b)
+/// and position (x, y), `a >= x AND (a > x OR (a = x AND b > y))` (the
+/// leading bound lets the database seek in the key's index).
+fn after_position(split: &Split, sql: &dyn KeySql) -> Option<String> {
+    let position = split.resume.as_ref()?;
+    let columns = split.order_columns();
+    let pairs: Vec<(String, String)> = columns
+        .iter()
+        .zip(position.values())
+        .map(|(c, v)| (sql.ident(c), sql.literal(v)))
+        .collect();
+    let (first, rest) = pairs.split_first()?;
+    let mut cond = String::new();
+    for (i, (c, v)) in pairs.iter().enumerate().rev() {
+        cond = if i + 1 == pairs.len() {
+            format!("{c} > {v}")
+        } else {
+            format!("({c} > {v} OR ({c} = {v} AND {cond}))")
+        };
+    }
+    Some(if rest.is_empty() {
+        cond
+    } else {
+        format!("{} >= {} AND {cond}", first.0, first.1)
+    })
 }
 
 /// `read_conditions` as a ` WHERE …` suffix (empty when there are none).
@@ -218,11 +95,35 @@ pub fn where_suffix(conds: &[String]) -> String {
     }
 }
 
-/// ` ORDER BY key` for a split read in key order (integer ranges), so a
-/// batch's last key says which rows were sent before it; empty otherwise.
-pub fn order_suffix(split: Option<&Split>, quote: impl Fn(&str) -> String) -> String {
-    match split.and_then(Split::key_column) {
-        Some(c) => format!(" ORDER BY {}", quote(c)),
+/// The order a table's splits are read in, from what the source knows:
+/// its primary key `pk` (each column with whether the source can compare
+/// its values as it orders them: integers, decimals, strings, binary,
+/// dates and times, not floats or enums), and the integer split key the
+/// job named, if any. The primary key when every column of it is
+/// comparable and it leads with the split key; else the split key alone,
+/// which the engine checks row by row; else none.
+pub fn key_order(pk: &[(String, bool)], int_split_pk: Option<&str>) -> Option<SplitOrder> {
+    let leads = |c: &str| int_split_pk.is_none_or(|k| k.eq_ignore_ascii_case(c));
+    match pk.first() {
+        Some((first, _)) if pk.iter().all(|(_, ok)| *ok) && leads(first) => Some(SplitOrder {
+            columns: pk.iter().map(|(c, _)| c.clone()).collect(),
+            unique: true,
+        }),
+        _ => int_split_pk.map(|k| SplitOrder {
+            columns: vec![k.to_string()],
+            unique: false,
+        }),
+    }
+}
+
+/// ` ORDER BY …` the split's order columns, so a batch's last row says
+/// which rows were sent before it; empty for an unordered split.
+pub fn order_suffix(split: Option<&Split>, sql: &dyn KeySql) -> String {
+    match split.map(Split::order_columns).filter(|c| !c.is_empty()) {
+        Some(columns) => {
+            let list: Vec<String> = columns.iter().map(|c| sql.ident(c)).collect();
+            format!(" ORDER BY {}", list.join(", "))
+        }
         None => String::new(),
     }
 }
@@ -335,54 +236,27 @@ fn schema_prefix(table: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
-    fn ranges(s: &[Split]) -> Vec<(Option<i128>, Option<i128>)> {
-        s.iter()
-            .filter_map(|s| match &s.bounds {
-                SplitBounds::IntRange { lo, hi, .. } => Some((*lo, *hi)),
-                _ => None,
-            })
-            .collect()
+    /// Double-quoted identifiers, literals as debug strings: enough to see the shape.
+    struct Plain;
+    impl KeySql for Plain {
+        fn ident(&self, name: &str) -> String {
+            format!("\"{name}\"")
+        }
+        fn literal(&self, v: &KeyValue) -> String {
+            match v {
+                KeyValue::Int(n) => n.to_string(),
+                KeyValue::Num(n) => n.clone(),
+                KeyValue::Text(t) => format!("'{t}'"),
+                KeyValue::Bytes(b) => format!("X'{}'", b.len()),
+            }
+        }
     }
 
-    #[test]
-    fn splits_survive_json_with_full_u64_keys() {
-        let s = int_splits("id", -5, i128::from(u64::MAX), 3);
-        let json = serde_json::to_string(&s).unwrap();
-        let back: Vec<Split> = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, s);
-    }
-
-    #[test]
-    fn ranges_cover_everything_once_and_nulls_separately() {
-        let s = int_splits("id", 1, 100, 4);
-        assert_eq!(
-            ranges(&s),
-            vec![
-                (None, Some(26)),
-                (Some(26), Some(51)),
-                (Some(51), Some(76)),
-                (Some(76), None)
-            ]
-        );
-        assert!(matches!(
-            s.last().unwrap().bounds,
-            SplitBounds::NullKey { .. }
-        ));
-        assert!(s.iter().all(|x| x.total == 5));
-    }
-
-    #[test]
-    fn extreme_keys_do_not_overflow() {
-        let s = int_splits("id", 0, u64::MAX as i128, 3);
-        assert_eq!(ranges(&s).len(), 3);
-        let s = int_splits("id", i64::MIN as i128, i64::MAX as i128, 2);
-        assert_eq!(ranges(&s).len(), 2);
-    }
-
-    #[test]
-    fn one_value_and_more_splits_than_values() {
-        assert_eq!(ranges(&int_splits("id", 5, 5, 8)), vec![(None, None)]);
-        assert_eq!(ranges(&int_splits("id", 1, 3, 8)).len(), 3);
+    fn by(columns: &[&str]) -> Option<SplitOrder> {
+        Some(SplitOrder {
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            unique: true,
+        })
     }
 
     #[test]
@@ -391,20 +265,20 @@ mod tests {
             where_clause: Some("a = 1 OR b = 2".into()),
             ..Default::default()
         };
-        let q = |c: &str| format!("\"{c}\"");
-        let s = int_splits("id", 1, 100, 2);
+        let q = &Plain;
+        let s = int_splits("id", 1, 100, 2, by(&["id"]));
         assert_eq!(
             read_conditions(&spec, Some(&s[0]), q),
             vec!["(a = 1 OR b = 2)", "\"id\" < 51"]
         );
         assert_eq!(read_conditions(&spec, Some(&s[1]), q)[1], "\"id\" >= 51");
         assert_eq!(read_conditions(&spec, Some(&s[2]), q)[1], "\"id\" IS NULL");
-        let one = int_splits("id", 5, 5, 1);
+        let one = int_splits("id", 5, 5, 1, by(&["id"]));
         assert_eq!(
             read_conditions(&ReadSpec::default(), Some(&one[0]), q),
             vec!["\"id\" IS NOT NULL"]
         );
-        let resumed = s[0].resumed_after(20);
+        let resumed = s[0].resumed_after(Position::int(20));
         assert_eq!(
             read_conditions(&spec, Some(&resumed), q)[1..],
             ["\"id\" < 51", "\"id\" > 20"]
@@ -412,14 +286,37 @@ mod tests {
         assert_eq!(order_suffix(Some(&resumed), q), " ORDER BY \"id\"");
         assert_eq!(order_suffix(Some(&s[2]), q), "");
         assert_eq!(
-            read_conditions(&ReadSpec::default(), Some(&one[0].resumed_after(-3)), q),
-            vec!["\"id\" > -3"]
+            read_conditions(
+                &ReadSpec::default(),
+                Some(&one[0].resumed_after(Position::int(-3))),
+                q
+            ),
+            vec!["\"id\" IS NOT NULL", "\"id\" > -3"]
         );
-        let json = serde_json::to_string(&resumed).unwrap();
-        assert!(json.contains(r#""after":"20""#), "{json}");
-        assert_eq!(serde_json::from_str::<Split>(&json).unwrap(), resumed);
         assert_eq!(where_suffix(&[]), "");
         assert_eq!(where_suffix(&["x".into(), "y".into()]), " WHERE x AND y");
+    }
+
+    #[test]
+    fn a_composite_position_resumes_in_key_order() {
+        let split = Split::all().ordered(by(&["a", "b", "c"]));
+        let at = Position::new(vec![
+            KeyValue::Int(1),
+            KeyValue::text("x").unwrap(),
+            KeyValue::num("2.5").unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(
+            read_conditions(&ReadSpec::default(), Some(&split.resumed_after(at)), &Plain),
+            vec![
+                "\"a\" >= 1 AND (\"a\" > 1 OR (\"a\" = 1 AND (\"b\" > 'x' OR (\"b\" = 'x' AND \"c\" > 2.5))))"
+            ]
+        );
+        assert_eq!(
+            order_suffix(Some(&split), &Plain),
+            " ORDER BY \"a\", \"b\", \"c\""
+        );
+        assert!(read_conditions(&ReadSpec::default(), Some(&split), &Plain).is_empty());
     }
 
     #[test]

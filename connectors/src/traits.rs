@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use crate::error::ConnectorError;
-use crate::spec::{ReadSpec, Split, WriteSpec};
+use crate::spec::{Position, ReadSpec, Split, WriteSpec};
 
 /// A readable data source (one database or file location).
 #[async_trait]
@@ -179,16 +179,17 @@ pub struct Checkpoint {
     pub rows: u64,
     /// Rows written.
     pub written: u64,
-    /// The split key of the last row consumed, for a split read in key
-    /// order whose keys are unique; the split resumes after it. `None`
-    /// when the split has no such key: then it can only be written again
-    /// from its start.
-    pub last_key: Option<i128>,
+    /// The position of the last row consumed, for a split read in the
+    /// order of a unique key; the split resumes after it. `None` when the
+    /// split has no such order: then it can only be written again from its
+    /// start.
+    pub position: Option<Position>,
 }
 
 impl Checkpoint {
-    /// A checkpoint as a target's checkpoint table stores it (`last_key`
-    /// as text: it holds any i128); `table` names it in errors.
+    /// A checkpoint as a target's checkpoint table stores it (the position
+    /// as text, column `last_key`: [`Position::to_stored`]); `table` names
+    /// it in errors.
     pub(crate) fn from_stored(
         table: &str,
         seq: i64,
@@ -196,12 +197,10 @@ impl Checkpoint {
         written: i64,
         last_key: Option<String>,
     ) -> Result<Self, ConnectorError> {
-        let last_key = last_key
+        let position = last_key
             .map(|k| {
-                k.parse::<i128>().map_err(|_| {
-                    ConnectorError::Schema(format!(
-                        "checkpoint table {table} holds a bad key `{k}`"
-                    ))
+                Position::from_stored(&k).map_err(|e| {
+                    ConnectorError::Schema(format!("checkpoint table {table} holds {e}"))
                 })
             })
             .transpose()?;
@@ -209,7 +208,7 @@ impl Checkpoint {
             seq: seq.max(0) as u64,
             rows: rows.max(0) as u64,
             written: written.max(0) as u64,
-            last_key,
+            position,
         })
     }
 }

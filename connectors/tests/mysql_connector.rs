@@ -655,7 +655,9 @@ async fn splits_read_every_row_once() {
     );
     // max_splits 1 and a non-integer key read in one split.
     spec.split_pk = Some("v".into());
-    assert_eq!(src.plan(&spec, 1).await.unwrap(), vec![Split::all()]);
+    let one = src.plan(&spec, 1).await.unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].bounds, ferry_connectors::SplitBounds::All);
     c.execute("CREATE TABLE w (name VARCHAR(10))")
         .await
         .unwrap();
@@ -852,7 +854,16 @@ async fn resumed_split_reads_after_its_key_and_checkpoints_commit_with_rows() {
     let src = MySqlSource::connect(&db.url).await.unwrap();
     let mut spec = read_spec("src");
     spec.split_pk = Some("id".into());
-    let plan = ferry_connectors::spec::int_splits("id", 1, 5, 1);
+    let plan = ferry_connectors::spec::int_splits(
+        "id",
+        1,
+        5,
+        1,
+        Some(ferry_connectors::SplitOrder {
+            columns: vec!["id".into()],
+            unique: false,
+        }),
+    );
     let schema = src.schema(&spec).await.unwrap();
     let ids = |bs: &[RecordBatch]| -> Vec<i32> {
         bs.iter()
@@ -863,9 +874,14 @@ async fn resumed_split_reads_after_its_key_and_checkpoints_commit_with_rows() {
         .await
         .unwrap();
     assert_eq!(ids(&all), [1, 2, 3, 4, 5], "key order");
-    let rest = read_split(&src, &spec, schema.clone(), &plan[0].resumed_after(2))
-        .await
-        .unwrap();
+    let rest = read_split(
+        &src,
+        &spec,
+        schema.clone(),
+        &plan[0].resumed_after(ferry_connectors::Position::int(2)),
+    )
+    .await
+    .unwrap();
     assert_eq!(ids(&rest), [3, 4, 5]);
 
     let sink = MySqlSink::connect(&db.url).await.unwrap();
@@ -882,7 +898,15 @@ async fn resumed_split_reads_after_its_key_and_checkpoints_commit_with_rows() {
         seq: 1,
         rows: 2,
         written: 0,
-        last_key: Some(2),
+        // A composite position, longer than the VARCHAR(40) checkpoints once held.
+        position: Some(
+            ferry_connectors::Position::new(vec![
+                ferry_connectors::KeyValue::Int(2),
+                ferry_connectors::KeyValue::text("O'Brien \\ 北京 and then some more text")
+                    .unwrap(),
+            ])
+            .unwrap(),
+        ),
     };
     let o = w.write_at(&batch, &cp).await.unwrap();
     assert_eq!((o.written, o.dirty.len()), (1, 1));

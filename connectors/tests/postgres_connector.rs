@@ -711,7 +711,7 @@ async fn key_ordered_splits_resume_after_a_checkpoint_committed_with_the_rows() 
         seq,
         rows,
         written,
-        last_key: Some(key),
+        position: Some(ferry_connectors::Position::int(key)),
     };
     w.write_at(&first[0], &at(1, 400, 0, 400)).await.unwrap();
     w.write_at(&first[1], &at(2, 800, 400, 800)).await.unwrap();
@@ -725,7 +725,7 @@ async fn key_ordered_splits_resume_after_a_checkpoint_committed_with_the_rows() 
     );
 
     // The resumed read starts after the checkpoint's key.
-    let resumed = splits[0].resumed_after(cp.last_key.unwrap());
+    let resumed = splits[0].resumed_after(cp.position.clone().unwrap());
     let (n, rest) = read_split(&src, &spec, schema.clone(), &resumed)
         .await
         .unwrap();

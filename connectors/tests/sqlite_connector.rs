@@ -322,7 +322,7 @@ async fn checkpoints_commit_with_the_rows_and_are_kept_per_job_and_split() {
         seq,
         rows,
         written,
-        last_key: Some(key),
+        position: Some(ferry_connectors::Position::int(key)),
     };
     let mut w = sink.task_writer(&spec, &schema, "j1", 3).await.unwrap();
     w.write_at(&kv_batch(&schema, &[1, 2], &["a", "b"]), &cp(1, 2, 0, 2))

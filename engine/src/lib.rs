@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod local;
+mod position;
 pub mod registry;
 pub mod run;
 pub mod summary;

@@ -44,7 +44,10 @@ impl Reading for LocalReading {
             .source
             .plan(spec, max_splits)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|s| s.of_table(spec.table_ref(None)))
+            .collect();
         if let Some(n) = self.source.estimate_rows(spec).await {
             self.estimate.store(n, Ordering::Relaxed);
         }

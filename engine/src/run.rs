@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::config::Job;
+use crate::position::Follow;
 use crate::summary::Summary;
 use crate::throttle::Throttle;
 
@@ -663,7 +664,7 @@ struct Counts {
 enum Start {
     /// From the split's first row.
     Fresh,
-    /// After a checkpoint with a key: `key > last_key`.
+    /// After a checkpoint with a position: rows after it in the split's order.
     After(Checkpoint),
 }
 
@@ -782,11 +783,11 @@ impl Task {
         match cp {
             // Nothing of the split was committed.
             None => Ok(Start::Fresh),
-            Some(cp) if cp.last_key.is_some() => {
+            Some(cp) if cp.position.is_some() => {
                 info!(
                     split = split.index,
                     rows = cp.rows,
-                    last_key = ?cp.last_key,
+                    position = %cp.position.as_ref().map(ToString::to_string).unwrap_or_default(),
                     "{name}: resuming after its last checkpoint"
                 );
                 Ok(Start::After(cp))
@@ -794,9 +795,9 @@ impl Task {
             Some(_) if replay_safe => Ok(Start::Fresh),
             Some(cp) => Err(format!(
                 "{name} was being written when its reader or the broker was lost, with {} rows \
-                 committed; it is not read in order of a unique integer key (`splitPk`), so \
-                 Ferry cannot tell which rows the target holds and writeMode insert would write \
-                 them again (split on a unique integer key, or use writeMode replace or update)",
+                 committed; it is not read in the order of a unique key (a primary key, or a unique \
+                 integer `splitPk`), so Ferry cannot tell which rows the target holds and writeMode insert would write \
+                 them again (give the table a primary key, or use writeMode replace or update)",
                 cp.rows
             )),
         }
@@ -814,8 +815,8 @@ impl Task {
         let shared = &self.shared;
         let (read_split, from) = match start {
             Start::Fresh => (split.clone(), Checkpoint::default()),
-            Start::After(cp) => match cp.last_key {
-                Some(k) => (split.resumed_after(k), cp),
+            Start::After(cp) => match cp.position.clone() {
+                Some(p) => (split.resumed_after(p), cp),
                 None => (split.clone(), Checkpoint::default()),
             },
         };
@@ -857,7 +858,7 @@ impl Task {
             .progress
             .written
             .fetch_add(from.written, Ordering::Relaxed);
-        let keys = KeyOrder::new(&self.schema, &read_split);
+        let keys = Follow::new(&self.schema, &read_split);
         let mut result = pump(
             feed.as_mut(),
             writer.as_mut(),
@@ -892,92 +893,6 @@ impl Task {
     }
 }
 
-/// Follows the split key through a key-ordered split's batches: the last
-/// key written is a checkpoint to resume after only while every key is
-/// greater than the one before (the source sends them in order and they
-/// are unique). Once that fails, checkpoints carry no key.
-struct KeyOrder {
-    /// The key's column in the reader's batches.
-    column: Option<usize>,
-    last: Option<i128>,
-    ordered: bool,
-}
-
-impl KeyOrder {
-    fn new(schema: &Schema, split: &Split) -> Self {
-        let column = split.key_column().and_then(|k| {
-            let fields = schema.fields();
-            fields
-                .iter()
-                .position(|f| f.name() == k)
-                .or_else(|| fields.iter().position(|f| f.name().eq_ignore_ascii_case(k)))
-                .filter(|&i| fields[i].data_type().is_integer())
-        });
-        Self {
-            ordered: column.is_some(),
-            column,
-            last: split.after,
-        }
-    }
-
-    /// Follows the keys of `batch`; the checkpoint key after it.
-    fn follow(&mut self, batch: &RecordBatch) -> Option<i128> {
-        let column = self.column?;
-        if !self.ordered {
-            return None;
-        }
-        let Some(keys) = int_keys(batch.column(column).as_ref()) else {
-            self.ordered = false;
-            return None;
-        };
-        for key in keys {
-            match (key, self.last) {
-                (Some(k), Some(last)) if k <= last => {
-                    self.ordered = false;
-                    break;
-                }
-                (Some(k), _) => self.last = Some(k),
-                (None, _) => {
-                    self.ordered = false;
-                    break;
-                }
-            }
-        }
-        if self.ordered {
-            self.last
-        } else {
-            warn!("the split key is not unique and ascending in this split: its checkpoints carry no key");
-            None
-        }
-    }
-}
-
-/// The values of an integer column, widened.
-fn int_keys(a: &dyn arrow_array::Array) -> Option<Vec<Option<i128>>> {
-    use arrow_array::cast::AsArray;
-    use arrow_array::types::*;
-    use arrow_schema::DataType as D;
-    macro_rules! keys {
-        ($t:ty) => {
-            a.as_primitive::<$t>()
-                .iter()
-                .map(|v| v.map(i128::from))
-                .collect()
-        };
-    }
-    Some(match a.data_type() {
-        D::Int8 => keys!(Int8Type),
-        D::Int16 => keys!(Int16Type),
-        D::Int32 => keys!(Int32Type),
-        D::Int64 => keys!(Int64Type),
-        D::UInt8 => keys!(UInt8Type),
-        D::UInt16 => keys!(UInt16Type),
-        D::UInt32 => keys!(UInt32Type),
-        D::UInt64 => keys!(UInt64Type),
-        _ => return None,
-    })
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn pump(
     feed: &mut dyn SplitFeed,
@@ -985,7 +900,7 @@ async fn pump(
     tschema: &SchemaRef,
     batch_size: usize,
     split: &Split,
-    mut keys: KeyOrder,
+    mut keys: Follow,
     shared: &Shared,
     counts: &mut Counts,
 ) -> Result<(), ReadError> {
@@ -1033,7 +948,7 @@ async fn pump(
                 seq: counts.batches + 1,
                 rows: counts.read + len as u64,
                 written: counts.written,
-                last_key: keys.follow(&batch.slice(offset, len)),
+                position: keys.follow(&batch.slice(offset, len)),
             };
             let began = Instant::now();
             let mut outcome = writer

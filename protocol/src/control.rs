@@ -4,7 +4,9 @@
 //! `"type"`. JSON keeps the control plane debuggable and lets a newer peer add fields: unknown
 //! fields are ignored, unknown message types are an error.
 
+use arrow_schema::Schema;
 use bytes::Bytes;
+use ferry_model::{ReadSpec, Split};
 use serde::{Deserialize, Serialize};
 
 use crate::frame::{Frame, FrameKind};
@@ -17,9 +19,10 @@ pub const MAX_NAME_LEN: usize = 256;
 pub const MAX_CAPABILITIES: usize = 64;
 /// Longest free-text field (reject/error message, goodbye reason), in bytes.
 pub const MAX_TEXT_LEN: usize = 16 * 1024;
-/// Longest embedded JSON document (read spec, schema, split list), in bytes;
-/// the control frame limit bounds a whole message anyway.
-pub const MAX_DOC_LEN: usize = 768 * 1024;
+/// Most columns in a read or a schema (PostgreSQL allows 1,600, MySQL 4,096).
+pub const MAX_COLUMNS: usize = 4096;
+/// Most splits in one plan; an agent caps its own plans lower.
+pub const MAX_SPLITS: usize = 65_536;
 /// Most data sources in a `Catalog`.
 pub const MAX_SOURCES: usize = 1024;
 
@@ -111,21 +114,21 @@ pub enum ControlMessage {
         request_id: u64,
         /// Name of one of the agent's data sources.
         datasource: String,
-        /// The read (a `ReadSpec`), as JSON.
-        spec: String,
-        /// The job's connector options (a JSON object; no credentials).
-        #[serde(default = "empty_object")]
-        options: String,
+        /// The read.
+        spec: Box<ReadSpec>,
+        /// The job's connector options (no credentials).
+        #[serde(default)]
+        options: Options,
         /// Upper bound on the number of splits wanted.
         max_splits: u32,
     },
     /// Agent -> broker: the plan.
     PlanReply {
         request_id: u64,
-        /// The Arrow schema of the read, as JSON.
-        schema: String,
-        /// The splits (`Vec<Split>`), as JSON.
-        splits: String,
+        /// The Arrow schema of the read.
+        schema: Schema,
+        /// The splits, each knowing its table and order.
+        splits: Vec<Split>,
         /// Rows the read will produce, from table statistics, if known.
         estimated_rows: Option<u64>,
     },
@@ -137,13 +140,13 @@ pub enum ControlMessage {
     TaskAssign {
         task_id: String,
         datasource: String,
-        /// The read (a `ReadSpec`), as JSON.
-        spec: String,
-        /// The job's connector options (a JSON object; no credentials).
-        #[serde(default = "empty_object")]
-        options: String,
-        /// The split (a `Split`), as JSON.
-        split: String,
+        /// The read, as planned.
+        spec: Box<ReadSpec>,
+        /// The job's connector options (no credentials).
+        #[serde(default)]
+        options: Options,
+        /// The split, with the position to resume after when it is resumed.
+        split: Box<Split>,
         /// How to compress batches.
         compression: crate::data::Compression,
     },
@@ -153,9 +156,8 @@ pub enum ControlMessage {
     TaskFailed { task_id: String, message: String },
 }
 
-fn empty_object() -> String {
-    "{}".into()
-}
+/// A job's connector options: a JSON object of option names to values.
+pub type Options = serde_json::Map<String, serde_json::Value>;
 
 /// Why a broker refused a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -299,18 +301,27 @@ impl ControlMessage {
                 })
             }
             ControlMessage::PlanRequest {
-                datasource,
-                spec,
-                options,
-                ..
+                datasource, spec, ..
             } => {
                 check_len("datasource", datasource, MAX_NAME_LEN)?;
-                check_len("spec", spec, MAX_DOC_LEN)?;
-                check_len("options", options, MAX_DOC_LEN)
+                check_spec(spec)
             }
             ControlMessage::PlanReply { schema, splits, .. } => {
-                check_len("schema", schema, MAX_DOC_LEN)?;
-                check_len("splits", splits, MAX_DOC_LEN)
+                if schema.fields().len() > MAX_COLUMNS {
+                    return Err(ProtocolError::FieldTooLong {
+                        field: "schema.fields",
+                        len: schema.fields().len(),
+                        limit: MAX_COLUMNS,
+                    });
+                }
+                if splits.len() > MAX_SPLITS {
+                    return Err(ProtocolError::FieldTooLong {
+                        field: "splits",
+                        len: splits.len(),
+                        limit: MAX_SPLITS,
+                    });
+                }
+                splits.iter().try_for_each(check_split)
             }
             ControlMessage::PlanFailed { message, .. } => {
                 check_len("message", message, MAX_TEXT_LEN)
@@ -319,15 +330,13 @@ impl ControlMessage {
                 task_id,
                 datasource,
                 spec,
-                options,
                 split,
                 ..
             } => {
                 check_len("task_id", task_id, MAX_NAME_LEN)?;
                 check_len("datasource", datasource, MAX_NAME_LEN)?;
-                check_len("spec", spec, MAX_DOC_LEN)?;
-                check_len("options", options, MAX_DOC_LEN)?;
-                check_len("split", split, MAX_DOC_LEN)
+                check_spec(spec)?;
+                check_split(split)
             }
             ControlMessage::TaskCancel {
                 task_id,
@@ -363,6 +372,26 @@ impl ControlMessage {
         frame.expect_kind(FrameKind::Control, "control")?;
         Self::decode(&frame.payload)
     }
+}
+
+/// A read's table, columns and filters are bounded by the frame; only the split key, column
+/// count and fetch size need a word here (the agent applies its own, lower limits).
+fn check_spec(spec: &ReadSpec) -> Result<(), ProtocolError> {
+    if spec.columns.len() > MAX_COLUMNS {
+        return Err(ProtocolError::FieldTooLong {
+            field: "spec.columns",
+            len: spec.columns.len(),
+            limit: MAX_COLUMNS,
+        });
+    }
+    Ok(())
+}
+
+fn check_split(split: &Split) -> Result<(), ProtocolError> {
+    split.check().map_err(|why| ProtocolError::InvalidField {
+        field: "split",
+        why,
+    })
 }
 
 pub(crate) fn check_len(field: &'static str, s: &str, limit: usize) -> Result<(), ProtocolError> {
@@ -491,6 +520,25 @@ mod tests {
 
     #[test]
     fn job_messages_round_trip_and_are_bounded() {
+        use arrow_schema::{DataType, Field};
+        let spec = ReadSpec {
+            table: Some("orders".into()),
+            ..Default::default()
+        };
+        let split = Split::all()
+            .ordered(Some(ferry_model::SplitOrder {
+                columns: vec!["id".into(), "name".into()],
+                unique: true,
+            }))
+            .resumed_after(
+                ferry_model::Position::new(vec![
+                    ferry_model::KeyValue::Int(5),
+                    ferry_model::KeyValue::text("x").unwrap(),
+                ])
+                .unwrap(),
+            );
+        let mut options = Options::new();
+        options.insert("zeroDate".into(), "null".into());
         let msgs = [
             ControlMessage::Catalog {
                 sources: vec![SourceInfo {
@@ -501,23 +549,23 @@ mod tests {
             ControlMessage::PlanRequest {
                 request_id: 1,
                 datasource: "orders_db".into(),
-                spec: "{\"table\":\"orders\"}".into(),
-                options: "{}".into(),
+                spec: Box::new(spec.clone()),
+                options: options.clone(),
                 max_splits: 8,
             },
             ControlMessage::PlanReply {
                 request_id: 1,
-                schema: "{}".into(),
-                splits: "[]".into(),
+                schema: Schema::new(vec![Field::new("id", DataType::Int64, false)]),
+                splits: vec![split.clone()],
                 estimated_rows: Some(10),
             },
             ControlMessage::plan_failed(1, "no such table"),
             ControlMessage::TaskAssign {
                 task_id: "j1-t0".into(),
                 datasource: "orders_db".into(),
-                spec: "{}".into(),
-                options: "{}".into(),
-                split: "{}".into(),
+                spec: Box::new(spec.clone()),
+                options,
+                split: Box::new(split.clone()),
                 compression: crate::data::Compression::Zstd { level: 1 },
             },
             ControlMessage::TaskCancel {
@@ -532,17 +580,48 @@ mod tests {
                 m
             );
         }
-        let big = ControlMessage::TaskAssign {
-            task_id: "t".into(),
+        // Payloads are typed: no JSON inside a JSON string.
+        let json: serde_json::Value = serde_json::from_slice(
+            &ControlMessage::TaskAssign {
+                task_id: "t".into(),
+                datasource: "d".into(),
+                spec: Box::new(spec.clone()),
+                options: Options::new(),
+                split: Box::new(split.clone()),
+                compression: crate::data::Compression::None,
+            }
+            .encode()
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(json["spec"]["table"], "orders");
+        assert_eq!(json["split"]["resume"][1]["text"], "x");
+        // A split whose position does not fit its order is refused on decode.
+        let mut bad = json.clone();
+        bad["split"]["resume"] = serde_json::json!([{"int": "1"}]);
+        assert!(matches!(
+            ControlMessage::decode(&serde_json::to_vec(&bad).unwrap()),
+            Err(ProtocolError::InvalidField { field: "split", .. })
+        ));
+        let mut bad = json;
+        bad["split"]["resume"] = serde_json::json!([{"num": "1 OR 1=1"}, {"int": "2"}]);
+        assert!(ControlMessage::decode(&serde_json::to_vec(&bad).unwrap()).is_err());
+        let wide = ControlMessage::PlanRequest {
+            request_id: 1,
             datasource: "d".into(),
-            spec: "x".repeat(MAX_DOC_LEN + 1),
-            options: "{}".into(),
-            split: "{}".into(),
-            compression: crate::data::Compression::None,
+            spec: Box::new(ReadSpec {
+                columns: vec!["c".into(); MAX_COLUMNS + 1],
+                ..spec
+            }),
+            options: Options::new(),
+            max_splits: 1,
         };
         assert!(matches!(
-            ControlMessage::decode(&serde_json::to_vec(&big).unwrap()),
-            Err(ProtocolError::FieldTooLong { field: "spec", .. })
+            ControlMessage::decode(&serde_json::to_vec(&wide).unwrap()),
+            Err(ProtocolError::FieldTooLong {
+                field: "spec.columns",
+                ..
+            })
         ));
         let many = ControlMessage::Catalog {
             sources: (0..MAX_SOURCES + 1)

@@ -50,6 +50,15 @@ pub enum ProtocolError {
         /// Allowed maximum.
         limit: usize,
     },
+    /// A field holds a value the protocol does not allow (a split whose resume position
+    /// does not match its order).
+    #[error("field `{field}` is invalid: {why}")]
+    InvalidField {
+        /// Field name.
+        field: &'static str,
+        /// What is wrong.
+        why: String,
+    },
     /// A batch declares an uncompressed size above the limit (a possible zstd bomb).
     #[error("batch declares {declared} uncompressed bytes, the limit is {limit}")]
     DecompressedTooLarge {

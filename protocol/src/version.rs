@@ -6,9 +6,9 @@
 use serde::{Deserialize, Serialize};
 
 /// Version this build speaks natively.
-pub const CURRENT: u16 = 1;
+pub const CURRENT: u16 = 2;
 /// Oldest version this build still accepts.
-pub const MIN_SUPPORTED: u16 = 1;
+pub const MIN_SUPPORTED: u16 = 2;
 
 /// Inclusive range of protocol versions a peer supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -129,8 +129,8 @@ impl StateStore {
     }
 
     /// A batch of the split was committed in the target: its sequence
-    /// number, the split's rows committed so far and the split key of its
-    /// last row (key-ordered splits). One UPDATE by primary key: this runs
+    /// number, the split's rows committed so far and the position of its
+    /// last row (key-ordered splits), in its stored form. One UPDATE by primary key: this runs
     /// after every committed batch.
     pub async fn checkpoint(
         &self,
@@ -138,7 +138,7 @@ impl StateStore {
         index: u32,
         seq: u64,
         rows_committed: u64,
-        last_key: Option<i128>,
+        position: Option<&str>,
     ) -> Result<(), StateError> {
         let result = sqlx::query(
             "UPDATE splits SET last_seq = $3, rows_committed = $4, updated_ms = $5, last_key = $6 \
@@ -149,7 +149,7 @@ impl StateStore {
         .bind(to_db(seq, "batch sequence number")?)
         .bind(to_db(rows_committed, "rows committed")?)
         .bind(now_ms())
-        .bind(last_key.map(|k| k.to_string()))
+        .bind(position)
         .execute(&self.pool)
         .await
         .map_err(StateError::db(|| {

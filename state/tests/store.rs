@@ -129,9 +129,9 @@ async fn exercise(url: &str, raw_url: &str, backend: Backend) {
         .split_started(first, 0, Some("agent-a"))
         .await
         .unwrap();
-    store.checkpoint(first, 0, 1, 10, Some(-7)).await.unwrap();
+    store.checkpoint(first, 0, 1, 10, Some("-7")).await.unwrap();
     store
-        .checkpoint(first, 0, 2, 25, Some(i128::from(u64::MAX) + 1))
+        .checkpoint(first, 0, 2, 25, Some("18446744073709551616"))
         .await
         .unwrap();
     let split = &store.splits(first).await.unwrap()[0];

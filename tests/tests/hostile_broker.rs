@@ -127,8 +127,8 @@ impl Hostile {
             ControlMessage::PlanRequest {
                 request_id,
                 datasource: source.into(),
-                spec: spec.to_string(),
-                options: options.to_string(),
+                spec: Box::new(serde_json::from_value(spec.clone()).expect("a well-formed spec")),
+                options: serde_json::from_value(options).expect("an options object"),
                 max_splits,
             },
         )
@@ -174,9 +174,11 @@ impl Hostile {
             ControlMessage::TaskAssign {
                 task_id: task_id.clone(),
                 datasource: source.into(),
-                spec: spec.to_string(),
-                options: options.to_string(),
-                split: split.to_string(),
+                spec: Box::new(serde_json::from_value(spec.clone()).expect("a well-formed spec")),
+                options: serde_json::from_value(options).expect("an options object"),
+                split: Box::new(
+                    serde_json::from_value(split.clone()).expect("a well-formed split"),
+                ),
                 compression: Compression::None,
             },
         )
@@ -299,7 +301,7 @@ async fn postgres_source_refuses_a_hostile_broker() {
         .plan("pg", spec(json!({"where": "id > 90"})), json!({}), 1)
         .await
         .expect("an allowed plan");
-    let splits: Vec<Value> = serde_json::from_str(plan["splits"].as_str().unwrap()).unwrap();
+    let splits: Vec<Value> = plan["splits"].as_array().unwrap().clone();
     let o = h
         .task(
             "pg",
@@ -320,7 +322,7 @@ async fn postgres_source_refuses_a_hostile_broker() {
         .plan("pg", shapes.clone(), json!({}), 1)
         .await
         .expect("a filter beside an unread point column");
-    let splits: Vec<Value> = serde_json::from_str(plan["splits"].as_str().unwrap()).unwrap();
+    let splits: Vec<Value> = plan["splits"].as_array().unwrap().clone();
     match h.task("pg", shapes, json!({}), splits[0].clone()).await {
         TaskOutcome::Streamed(c) => assert!(c.ended && c.rows == 2, "{c:?}"),
         other => panic!("shapes: {other:?}"),
@@ -414,12 +416,55 @@ async fn postgres_source_refuses_a_hostile_broker() {
             needle,
         );
     }
+    // A split ordered by something that is not a column, or of another
+    // table than the read's.
+    for (split, needle) in [
+        (
+            json!({"index":0,"total":1,"bounds":{"kind":"all"},
+                   "order":{"columns":["note\" from secret --"],"unique":true}}),
+            "not a column",
+        ),
+        (
+            json!({"index":0,"total":1,"bounds":{"kind":"all"},
+                   "table":{"source":"pg","schema":s.name,"name":"secret"}}),
+            "another table",
+        ),
+    ] {
+        task_refused(
+            &split.to_string(),
+            h.task("pg", spec(json!({})), json!({}), split).await,
+            needle,
+        );
+    }
+    // A resume position is data, never SQL: text that would close a quoted
+    // literal (with or without backslash escapes) is compared as a value,
+    // and exactly the rows after it in the column's collation arrive.
+    for text in [
+        "n9' UNION SELECT 0, v FROM secret --",
+        "n9\\' UNION SELECT 0, v FROM secret --",
+        "n5'); SELECT pg_sleep(30); --",
+    ] {
+        let after: u64 = s
+            .sql(&format!(
+                "SELECT count(*) FROM orders WHERE note > $q${text}$q$"
+            ))
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(after < 100, "{text}: {after}");
+        let split = json!({"index":0,"total":1,"bounds":{"kind":"all"},
+            "order":{"columns":["note"],"unique":true},"resume":[{"text": text}]});
+        match h.task("pg", spec(json!({})), json!({}), split).await {
+            TaskOutcome::Streamed(c) => assert!(c.ended && c.rows == after, "{text}: {c:?}"),
+            other => panic!("{text}: {other:?}"),
+        }
+    }
     // Numbers: a million splits asked for, the agent's cap given.
     let plan = h
         .plan("pg", spec(json!({"splitPk": "id"})), json!({}), 1_000_000)
         .await
         .expect("a capped plan");
-    let splits: Vec<Value> = serde_json::from_str(plan["splits"].as_str().unwrap()).unwrap();
+    let splits: Vec<Value> = plan["splits"].as_array().unwrap().clone();
     assert!(splits.len() <= 9, "{} splits", splits.len());
 
     // The agent told its operator that its login is a superuser.
@@ -471,7 +516,7 @@ async fn mysql_source_refuses_a_hostile_broker() {
         .plan("my", spec("id >= 2"), json!({}), 1)
         .await
         .expect("allowed");
-    let splits: Vec<Value> = serde_json::from_str(ok["splits"].as_str().unwrap()).unwrap();
+    let splits: Vec<Value> = ok["splits"].as_array().unwrap().clone();
     match h
         .task("my", spec("id >= 2"), json!({}), splits[0].clone())
         .await
@@ -499,7 +544,7 @@ async fn mysql_source_refuses_a_hostile_broker() {
         .plan("my", spec(w), json!({}), 1)
         .await
         .expect("a plain filter");
-    let splits: Vec<Value> = serde_json::from_str(ok["splits"].as_str().unwrap()).unwrap();
+    let splits: Vec<Value> = ok["splits"].as_array().unwrap().clone();
     match h.task("my", spec(w), json!({}), splits[0].clone()).await {
         TaskOutcome::Streamed(c) => assert!(c.ended && c.rows == 0, "{c:?}"),
         other => panic!("{w}: {other:?}"),
@@ -606,7 +651,7 @@ async fn sqlite_and_file_sources_refuse_a_hostile_broker() {
         .plan("logs", json!({}), json!({}), 1)
         .await
         .expect("a file plan");
-    let splits = plan["splits"].as_str().unwrap();
+    let splits = plan["splits"].to_string();
     assert!(splits.contains("\"day/a.csv\""), "{splits}");
     assert!(
         !splits.contains(root_url.trim_start_matches('/')),

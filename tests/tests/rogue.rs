@@ -189,7 +189,7 @@ async fn another_groups_agent_cannot_answer_for_the_agent_asked() {
     // The tap sees A's plan reply before the broker routes it: it hands the
     // real request id to the rogue and holds A's reply until the rogue's
     // forgery with that id was refused.
-    let (real_tx, real_rx) = std::sync::mpsc::channel::<(u64, String)>();
+    let (real_tx, real_rx) = std::sync::mpsc::channel::<(u64, Schema)>();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let go_rx = Mutex::new(go_rx);
     let real_tx = Mutex::new(real_tx);
@@ -201,7 +201,7 @@ async fn another_groups_agent_cannot_answer_for_the_agent_asked() {
         else {
             return;
         };
-        if schema.contains("pwned") || held.swap(true, Ordering::SeqCst) {
+        if schema.field_with_name("pwned").is_ok() || held.swap(true, Ordering::SeqCst) {
             return;
         }
         let _ = real_tx.lock().unwrap().send((request_id, schema));
@@ -248,8 +248,8 @@ async fn another_groups_agent_cannot_answer_for_the_agent_asked() {
         rogue
             .send(ControlMessage::PlanReply {
                 request_id: id,
-                schema: "{\"fields\":[{\"name\":\"pwned\"}]}".into(),
-                splits: "[]".into(),
+                schema: pwned_schema(),
+                splits: Vec::new(),
                 estimated_rows: None,
             })
             .await;
@@ -272,19 +272,19 @@ async fn another_groups_agent_cannot_answer_for_the_agent_asked() {
     let number: u64 = id.strip_prefix("job-").unwrap().parse().unwrap();
 
     // The real plan request id, from the tap; the forgery goes first.
-    let (real_id, schema_json) = tokio::task::spawn_blocking(move || {
+    let (real_id, real_schema) = tokio::task::spawn_blocking(move || {
         real_rx
             .recv_timeout(Duration::from_secs(30))
             .expect("A planned")
     })
     .await
     .unwrap();
-    let schema: SchemaRef = Arc::new(serde_json::from_str::<Schema>(&schema_json).unwrap());
+    let schema: SchemaRef = Arc::new(real_schema);
     rogue
         .send(ControlMessage::PlanReply {
             request_id: real_id,
-            schema: "{\"fields\":[{\"name\":\"pwned\",\"data_type\":\"Utf8\",\"nullable\":true,\"dict_id\":0,\"dict_is_ordered\":false,\"metadata\":{}}],\"metadata\":{}}".into(),
-            splits: "[{\"index\":0,\"where\":\"1=1\"}]".into(),
+            schema: pwned_schema(),
+            splits: vec![ferry_connectors::Split::all()],
             estimated_rows: Some(1),
         })
         .await;
@@ -837,4 +837,13 @@ async fn a_tokenless_loopback_admin_api_answers_only_loopback_host_names() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     broker.shutdown().await;
+}
+
+/// The schema a forged plan reply carries: one column the real table does not have.
+fn pwned_schema() -> Schema {
+    Schema::new(vec![arrow_schema::Field::new(
+        "pwned",
+        arrow_schema::DataType::Utf8,
+        true,
+    )])
 }

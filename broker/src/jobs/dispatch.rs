@@ -21,8 +21,8 @@ use crate::registry::AgentKey;
 #[derive(Debug)]
 pub struct PlanAnswer {
     pub agent_id: String,
-    pub schema: String,
-    pub splits: String,
+    pub schema: arrow_schema::Schema,
+    pub splits: Vec<ferry_connectors::Split>,
     pub estimated_rows: Option<u64>,
 }
 
@@ -237,8 +237,8 @@ mod tests {
     fn answer(agent: &str) -> Result<PlanAnswer, String> {
         Ok(PlanAnswer {
             agent_id: agent.into(),
-            schema: "{}".into(),
-            splits: "[]".into(),
+            schema: arrow_schema::Schema::empty(),
+            splits: Vec::new(),
             estimated_rows: None,
         })
     }

@@ -172,15 +172,22 @@ impl RunObserver for JobObserver {
     }
 
     async fn committed(&self, split: &Split, cp: &Checkpoint) -> Result<(), String> {
+        let position = cp.position.as_ref().map(|p| p.to_stored());
         self.stored(
             "recording a checkpoint",
             self.store
-                .checkpoint(self.number(), split.index, cp.seq, cp.written, cp.last_key)
+                .checkpoint(
+                    self.number(),
+                    split.index,
+                    cp.seq,
+                    cp.written,
+                    position.as_deref(),
+                )
                 .await,
         )?;
         self.entry.update_task(split.index, |t| {
             t.rows = cp.written;
-            t.last_key = cp.last_key.map(|k| k.to_string());
+            t.last_key = position;
         });
         Ok(())
     }

@@ -18,9 +18,9 @@ use std::time::Duration;
 use arrow_array::RecordBatch;
 use arrow_schema::{Schema, SchemaRef};
 use async_trait::async_trait;
-use ferry_connectors::{ReadSpec, Split};
+use ferry_connectors::{ReadSpec, Split, TableRef};
 use ferry_engine::{ReadError, Reading, SplitFeed};
-use ferry_protocol::control::{ControlMessage, ErrorCode};
+use ferry_protocol::control::{ControlMessage, ErrorCode, Options};
 use ferry_protocol::data::Compression;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -67,8 +67,8 @@ pub struct TunnelReading {
     attempt_prefix: String,
     group: String,
     datasource: String,
-    /// The job's reader options, as JSON.
-    options: String,
+    /// The job's reader options.
+    options: Options,
     compression: Compression,
     max_splits: usize,
     plan: Mutex<Option<(Vec<Split>, Option<u64>)>>,
@@ -91,7 +91,7 @@ impl TunnelReading {
             attempt_prefix: job.attempt_prefix,
             group: job.group,
             datasource: job.datasource,
-            options: serde_json::Value::Object(job.options.clone()).to_string(),
+            options: job.options.clone(),
             compression: job.compression,
             max_splits: job.max_splits,
             plan: Mutex::new(plan),
@@ -151,7 +151,6 @@ impl Reading for TunnelReading {
             return Ok(s.clone());
         }
         let agent = self.agent(self.plan_wait).await?;
-        let spec = serde_json::to_string(spec).map_err(|e| e.to_string())?;
         let dispatch = &self.shared.dispatch;
         let (request_id, answer) = dispatch
             .expect_plan(&agent.key, self.shared.config.limits.max_plans_per_agent)
@@ -159,7 +158,7 @@ impl Reading for TunnelReading {
         let req = ControlMessage::PlanRequest {
             request_id,
             datasource: self.datasource.clone(),
-            spec,
+            spec: Box::new(spec.clone()),
             options: self.options.clone(),
             max_splits: u32::try_from(self.max_splits).unwrap_or(u32::MAX),
         };
@@ -184,13 +183,9 @@ impl Reading for TunnelReading {
             splits,
             estimated_rows,
         } = answer.map_err(|e| format!("agent `{}`: {e}", agent.agent_id))?;
-        let schema: Schema = serde_json::from_str(&schema)
-            .map_err(|e| format!("agent `{agent_id}` sent an unreadable schema: {e}"))?;
-        let splits: Vec<Split> = serde_json::from_str(&splits)
-            .map_err(|e| format!("agent `{agent_id}` sent unreadable splits: {e}"))?;
-        if splits.is_empty() {
-            return Err(format!("agent `{agent_id}` planned no splits"));
-        }
+        check_plan(&splits, &spec.table_ref(Some(&self.datasource))).map_err(|e| {
+            format!("agent `{agent_id}` sent a plan that does not fit the job: {e}")
+        })?;
         info!(job = %self.job_id, agent = %agent_id, splits = splits.len(), "planned by agent");
         self.log
             .info(format!("agent `{agent_id}` planned the read"))
@@ -237,9 +232,9 @@ impl Reading for TunnelReading {
         let assign = ControlMessage::TaskAssign {
             task_id: task_id.clone(),
             datasource: self.datasource.clone(),
-            spec: serde_json::to_string(spec).map_err(|e| e.to_string())?,
+            spec: Box::new(spec.clone()),
             options: self.options.clone(),
-            split: serde_json::to_string(split).map_err(|e| e.to_string())?,
+            split: Box::new(split.clone()),
             compression: self.compression,
         };
         let fail = |e: ReadError| {
@@ -435,5 +430,55 @@ impl SplitFeed for TunnelFeed {
                 Ok(())
             }
         }
+    }
+}
+
+/// Checks an agent's plan before the job relies on it: splits numbered
+/// 0..n of n, each of the job's own table (or of none: a query, a file).
+fn check_plan(splits: &[Split], table: &Option<TableRef>) -> Result<(), String> {
+    if splits.is_empty() {
+        return Err("no splits".into());
+    }
+    let n = splits.len();
+    for (i, s) in splits.iter().enumerate() {
+        if s.index as usize != i || s.total as usize != n {
+            return Err(format!(
+                "split {i} of {n} calls itself {} of {}",
+                s.index, s.total
+            ));
+        }
+        if s.resume.is_some() {
+            return Err(format!("split {i} is planned as resumed"));
+        }
+        if let Some(t) = &s.table {
+            if Some(t) != table.as_ref() {
+                return Err(format!("split {i} reads table `{}`", t.display_name()));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    #[test]
+    fn an_agents_plan_must_fit_the_job() {
+        let table = TableRef::parse("orders", Some("shop"));
+        let ok: Vec<Split> = ferry_connectors::spec::int_splits("id", 1, 100, 3, None)
+            .into_iter()
+            .map(|s| s.of_table(table.clone()))
+            .collect();
+        assert!(check_plan(&ok, &table).is_ok());
+        assert!(check_plan(&[], &table).is_err());
+        let mut other = ok.clone();
+        other[1].table = TableRef::parse("secrets", Some("shop"));
+        assert!(check_plan(&other, &table).unwrap_err().contains("secrets"));
+        let mut renumbered = ok.clone();
+        renumbered[2].index = 0;
+        assert!(check_plan(&renumbered, &table).is_err());
+        let resumed = vec![Split::all().resumed_after(ferry_connectors::spec::Position::int(1))];
+        assert!(check_plan(&resumed, &None).is_err());
     }
 }

@@ -581,8 +581,7 @@ impl Source for FileSource {
             .map(|(i, path)| Split {
                 index: i as u32,
                 total,
-                bounds: SplitBounds::File { path },
-                after: None,
+                ..Split::whole(SplitBounds::File { path })
             })
             .collect())
     }

@@ -243,6 +243,63 @@ fn get_str(row: &MySqlRow, i: usize) -> Option<String> {
         .map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
+/// The primary key of `table`, in key order, each column with whether a
+/// read can be ordered and resumed by it: its values compare in SQL as
+/// they sort (integers, decimals, strings, binary, dates and times; not
+/// floats, ENUM or SET, which sort by their index, nor JSON) and come back
+/// as a [`KeyValue`](crate::spec::KeyValue).
+pub(crate) async fn primary_key(
+    conn: &mut MySqlConnection,
+    table: &str,
+    all: &[ColMeta],
+) -> Result<Vec<(String, bool)>, ConnectorError> {
+    let (db, t) = split_table(table);
+    let rows = sqlx::query(
+        "SELECT COLUMN_NAME FROM information_schema.STATISTICS \
+         WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' \
+         ORDER BY SEQ_IN_INDEX",
+    )
+    .bind(db)
+    .bind(t)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| ConnectorError::query(format!("reading the primary key of `{table}`"), e))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| get_str(r, 0))
+        .map(|name| {
+            let ok = all.iter().any(|c| {
+                c.name.eq_ignore_ascii_case(&name)
+                    && !c.json
+                    && matches!(
+                        c.base.as_str(),
+                        "tinyint"
+                            | "smallint"
+                            | "mediumint"
+                            | "int"
+                            | "integer"
+                            | "bigint"
+                            | "decimal"
+                            | "numeric"
+                            | "char"
+                            | "varchar"
+                            | "tinytext"
+                            | "text"
+                            | "mediumtext"
+                            | "longtext"
+                            | "binary"
+                            | "varbinary"
+                            | "date"
+                            | "datetime"
+                            | "timestamp"
+                            | "year"
+                    )
+            });
+            (name, ok)
+        })
+        .collect())
+}
+
 /// Every column of `table` (`db.table` or the connection's database), in table order.
 pub(crate) async fn table_columns(
     conn: &mut MySqlConnection,

@@ -210,6 +210,28 @@ pub(crate) fn quote_ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 
+/// How a MySQL read writes key columns and values: a text key as a
+/// `_utf8mb4` hex literal, so no value can end the literal (whatever the
+/// connection's character set) and the column's own collation compares it.
+pub(crate) struct MySqlKeys;
+
+impl crate::spec::KeySql for MySqlKeys {
+    fn ident(&self, name: &str) -> String {
+        quote_ident(name)
+    }
+
+    fn literal(&self, value: &crate::spec::KeyValue) -> String {
+        use crate::spec::KeyValue;
+        match value {
+            KeyValue::Int(n) => n.to_string(),
+            KeyValue::Num(n) => n.clone(),
+            KeyValue::Text(t) if t.is_empty() => "''".into(),
+            KeyValue::Text(t) => format!("_utf8mb4 X'{}'", hex::encode(t)),
+            KeyValue::Bytes(b) => format!("X'{}'", hex::encode(b)),
+        }
+    }
+}
+
 /// Quotes `table` or `db.table`.
 pub(crate) fn quote_table(name: &str) -> String {
     let (db, t) = split_table(name);

@@ -16,7 +16,7 @@ use sqlx::mysql::MySqlRow;
 use sqlx::{Column, Executor, MySqlConnection, Row, TypeInfo};
 use tokio::sync::mpsc;
 
-use super::meta::{pick_columns, query_columns, table_columns};
+use super::meta::{pick_columns, primary_key, query_columns, table_columns};
 use super::value::{decode_datetime, decode_time, parse_decimal128, parse_decimal256, Temporal};
 use super::{quote_ident, quote_table, MySqlSource};
 use crate::error::ConnectorError;
@@ -119,13 +119,13 @@ pub(crate) fn select_sql(
         });
     }
     let table = table_of(spec)?;
-    let conds = crate::spec::read_conditions(spec, Some(split), quote_ident);
+    let conds = crate::spec::read_conditions(spec, Some(split), &super::MySqlKeys);
     Ok(format!(
         "SELECT {} FROM {}{}{}",
         column_list(schema),
         quote_table(table),
         crate::spec::where_suffix(&conds),
-        crate::spec::order_suffix(Some(split), quote_ident)
+        crate::spec::order_suffix(Some(split), &super::MySqlKeys)
     ))
 }
 
@@ -183,24 +183,34 @@ impl MySqlSource {
         }
     }
 
-    async fn range_on(
+    async fn plan_on(
         conn: &mut MySqlConnection,
         spec: &ReadSpec,
-        pk: &str,
         max_splits: usize,
     ) -> Result<Vec<Split>, ConnectorError> {
         let table = table_of(spec)?;
         begin_read(conn).await?;
         let all = table_columns(conn, table).await?;
-        let col = pick_columns(table, all, &[pk.to_string()])?.remove(0);
-        let is_int = matches!(
-            col.base.as_str(),
-            "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint"
-        );
-        if !is_int {
-            tracing::info!(table, split_pk = pk, column_type = %col.base, "splitPk is not an integer column; reading in one split");
-            return Ok(vec![Split::all()]);
-        }
+        let pk = primary_key(conn, table, &all).await?;
+        let key = match spec.split_pk.as_deref().filter(|k| !k.trim().is_empty()) {
+            None => None,
+            Some(k) => {
+                let col = pick_columns(table, all, &[k.to_string()])?.remove(0);
+                let is_int = matches!(
+                    col.base.as_str(),
+                    "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint"
+                );
+                if !is_int {
+                    tracing::info!(table, split_pk = k, column_type = %col.base, "splitPk is not an integer column; reading in one split");
+                }
+                is_int.then_some(col)
+            }
+        };
+        let order = crate::spec::key_order(&pk, key.as_ref().map(|c| c.name.as_str()));
+        let Some(col) = key.filter(|_| max_splits > 1) else {
+            return Ok(vec![Split::all().ordered(order)]);
+        };
+        let pk = col.name.as_str();
         let c = quote_ident(&col.name);
         let mut sql = format!(
             "SELECT CAST(MIN({c}) AS CHAR), CAST(MAX({c}) AS CHAR) FROM {}",
@@ -235,7 +245,7 @@ impl MySqlSource {
             (Some(a), Some(b)) => (a, b),
             _ => (0, 0),
         };
-        Ok(int_splits(&col.name, min, max, max_splits))
+        Ok(int_splits(&col.name, min, max, max_splits, order))
     }
 
     /// Global privileges beyond reading, from `SHOW GRANTS`.
@@ -305,12 +315,15 @@ impl Source for MySqlSource {
     }
 
     async fn plan(&self, spec: &ReadSpec, max_splits: usize) -> Result<Vec<Split>, ConnectorError> {
-        let pk = match spec.split_pk.as_deref().filter(|k| !k.trim().is_empty()) {
-            Some(pk) if spec.query_sql.is_none() && max_splits > 1 => pk,
-            _ => return Ok(vec![Split::all()]),
-        };
+        let query = spec
+            .query_sql
+            .as_deref()
+            .is_some_and(|q| !q.trim().is_empty());
+        if query || spec.table.is_none() {
+            return Ok(vec![Split::all()]);
+        }
         let mut conn = self.acquire().await?;
-        let r = Self::range_on(&mut conn, spec, pk, max_splits).await;
+        let r = Self::plan_on(&mut conn, spec, max_splits).await;
         end_read(conn, r).await
     }
 
@@ -803,19 +816,22 @@ mod tests {
         let split = Split {
             index: 0,
             total: 2,
-            bounds: SplitBounds::IntRange {
+            ..Split::whole(SplitBounds::IntRange {
                 column: "id".into(),
                 lo: Some(-5),
                 hi: Some(10),
-            },
-            after: None,
-        };
+            })
+        }
+        .ordered(Some(crate::spec::SplitOrder {
+            columns: vec!["id".into()],
+            unique: true,
+        }));
         assert_eq!(
             select_sql(&spec, &schema, &split).unwrap(),
             "SELECT `id` FROM `db`.`t` WHERE (x > 1) AND `id` >= -5 AND `id` < 10 ORDER BY `id`"
         );
         assert_eq!(
-            select_sql(&spec, &schema, &split.resumed_after(3)).unwrap(),
+            select_sql(&spec, &schema, &split.resumed_after(crate::spec::Position::int(3))).unwrap(),
             "SELECT `id` FROM `db`.`t` WHERE (x > 1) AND `id` >= -5 AND `id` < 10 AND `id` > 3 ORDER BY `id`"
         );
     }

@@ -21,7 +21,7 @@ use super::meta::{pick_columns, table_columns, ColMeta};
 use super::value::{format_date, format_datetime, format_decimal, format_time, integer_digits};
 use super::{quote_ident, quote_table, split_table, MySqlSink};
 use crate::error::ConnectorError;
-use crate::spec::{WriteMode, WriteSpec};
+use crate::spec::{Position, WriteMode, WriteSpec};
 use crate::traits::{Checkpoint, CheckpointSql, DirtyRecord, Sink, SinkWriter, WriteOutcome};
 
 /// Most placeholders one statement may carry.
@@ -277,7 +277,7 @@ async fn ensure_checkpoints(
     let ddl = format!(
         "CREATE TABLE IF NOT EXISTS {} (job VARCHAR(64) NOT NULL, split INT UNSIGNED NOT NULL, \
          seq BIGINT NOT NULL, rows_read BIGINT NOT NULL, rows_written BIGINT NOT NULL, \
-         last_key VARCHAR(40) NULL, updated_at DATETIME(6) NOT NULL, PRIMARY KEY (job, split)) \
+         last_key MEDIUMTEXT NULL, updated_at DATETIME(6) NOT NULL, PRIMARY KEY (job, split)) \
          ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
         quote_table(&name)
     );
@@ -290,6 +290,31 @@ async fn ensure_checkpoints(
             e,
         )
     })?;
+    // Tables made before positions were more than one integer hold them in VARCHAR(40).
+    let show = format!("SHOW COLUMNS FROM {} LIKE 'last_key'", quote_table(&name));
+    let row = sqlx::query(&show)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| ConnectorError::query(show.clone(), e))?;
+    let narrow = row
+        .and_then(|r| {
+            r.try_get::<String, _>(1).ok().or_else(|| {
+                r.try_get::<Vec<u8>, _>(1)
+                    .ok()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+            })
+        })
+        .is_some_and(|t| t.to_ascii_lowercase().starts_with("varchar"));
+    if narrow {
+        let alter = format!(
+            "ALTER TABLE {} MODIFY last_key MEDIUMTEXT NULL",
+            quote_table(&name)
+        );
+        (&mut *conn)
+            .execute(alter.as_str())
+            .await
+            .map_err(|e| ConnectorError::query(alter.clone(), e))?;
+    }
     Ok(())
 }
 
@@ -858,7 +883,7 @@ impl MySqlWriter {
                 .bind(cp.seq as i64)
                 .bind(cp.rows as i64)
                 .bind((cp.written + outcome.written) as i64)
-                .bind(cp.last_key.map(|k| k.to_string()))
+                .bind(cp.position.as_ref().map(Position::to_stored))
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| ConnectorError::query("recording the checkpoint", e))?;

@@ -256,6 +256,28 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// How a PostgreSQL read writes key columns and values: text as an escape
+/// string (`E'…'`, backslash and quote escaped, so it means the same
+/// whatever `standard_conforming_strings` says), binary through `decode`.
+/// An untyped literal takes the key column's type (a date, a timestamp).
+pub(crate) struct PgKeys;
+
+impl crate::spec::KeySql for PgKeys {
+    fn ident(&self, name: &str) -> String {
+        quote_ident(name)
+    }
+
+    fn literal(&self, value: &crate::spec::KeyValue) -> String {
+        use crate::spec::KeyValue;
+        match value {
+            KeyValue::Int(n) => n.to_string(),
+            KeyValue::Num(n) => n.clone(),
+            KeyValue::Text(t) => format!("E'{}'", t.replace('\\', "\\\\").replace('\'', "''")),
+            KeyValue::Bytes(b) => format!("decode('{}', 'hex')", hex::encode(b)),
+        }
+    }
+}
+
 /// Quotes a possibly schema-qualified name: `public.orders` → `"public"."orders"`,
 /// `"My ""Schema"".T` → `"My ""Schema"""."T"`. Unquoted parts keep their case.
 pub fn quote_qualified(name: &str) -> Result<String, ConnectorError> {
@@ -415,6 +437,54 @@ where
             let type_name: String = r.get(4);
             let col = PgCol::from_catalog(name.clone(), &typname, typmod, not_null, type_name);
             (name, col)
+        })
+        .collect())
+}
+
+/// The primary key of a relation, in key order, each column with whether a
+/// read can be ordered and resumed by it (its values compare in SQL as
+/// they sort, and come back as a [`KeyValue`](crate::spec::KeyValue)).
+async fn primary_key<'e, E>(
+    ex: E,
+    qualified: &str,
+    all: &[(String, Result<PgCol, ConnectorError>)],
+) -> Result<Vec<(String, bool)>, ConnectorError>
+where
+    E: Executor<'e, Database = Postgres>,
+{
+    let rows = sqlx::query(
+        "SELECT a.attname::text FROM pg_index i \
+         CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n) \
+         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+         WHERE i.indrelid = to_regclass($1) AND i.indisprimary ORDER BY k.n",
+    )
+    .bind(qualified)
+    .fetch_all(ex)
+    .await
+    .map_err(q("primary key lookup"))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let name: String = r.get(0);
+            let ok = all.iter().any(|(n, c)| {
+                n == &name
+                    && c.as_ref().is_ok_and(|c| {
+                        matches!(
+                            c.kind,
+                            PgKind::Int2
+                                | PgKind::Int4
+                                | PgKind::Int8
+                                | PgKind::Numeric(_)
+                                | PgKind::Text { .. }
+                                | PgKind::Uuid
+                                | PgKind::Bytea
+                                | PgKind::Date
+                                | PgKind::Timestamp
+                                | PgKind::Timestamptz
+                        )
+                    })
+            });
+            (name, ok)
         })
         .collect())
 }
@@ -637,9 +707,7 @@ impl PostgresSource {
     }
 
     fn where_sql(spec: &ReadSpec, split: Option<&Split>) -> String {
-        crate::spec::where_suffix(&crate::spec::read_conditions(spec, split, |c| {
-            quote_ident(c)
-        }))
+        crate::spec::where_suffix(&crate::spec::read_conditions(spec, split, &PgKeys))
     }
 
     async fn read_on(
@@ -775,34 +843,41 @@ impl Source for PostgresSource {
     }
 
     async fn plan(&self, spec: &ReadSpec, max_splits: usize) -> Result<Vec<Split>, ConnectorError> {
-        let Some(pk) = spec.split_pk.as_deref().filter(|p| !p.trim().is_empty()) else {
-            return Ok(vec![Split::all()]);
+        let table = match spec.table.as_deref() {
+            Some(t) if Self::query_sql(spec).is_none() => t,
+            _ => return Ok(vec![Split::all()]),
         };
-        if Self::query_sql(spec).is_some() || max_splits <= 1 {
-            return Ok(vec![Split::all()]);
-        }
-        let table = spec
-            .table
-            .as_deref()
-            .ok_or_else(|| ConnectorError::config("table", "splitPk needs `table`"))?;
         let qualified = quote_qualified(table)?;
         let mut tx = self.begin_read().await?;
         if !relation_exists(&mut *tx, &qualified).await? {
             return Err(ConnectorError::NoSuchTable(table.to_string()));
         }
         let all = relation_columns(&mut *tx, &qualified).await?;
-        let key = select_columns(all, &[pk.to_string()], table)
-            .map_err(|e| ConnectorError::config("splitPk", e.to_string()))?
-            .remove(0);
-        if !matches!(key.kind, PgKind::Int2 | PgKind::Int4 | PgKind::Int8) {
-            tracing::info!(
-                table,
-                split_pk = pk,
-                type_name = %key.type_name,
-                "split key is not an integer column; reading the table as one split"
-            );
-            return Ok(vec![Split::all()]);
-        }
+        let pk = primary_key(&mut *tx, &qualified, &all).await?;
+        let split_key = match spec.split_pk.as_deref().filter(|p| !p.trim().is_empty()) {
+            None => None,
+            Some(pk) => {
+                let key = select_columns(all, &[pk.to_string()], table)
+                    .map_err(|e| ConnectorError::config("splitPk", e.to_string()))?
+                    .remove(0);
+                if matches!(key.kind, PgKind::Int2 | PgKind::Int4 | PgKind::Int8) {
+                    Some(key)
+                } else {
+                    tracing::info!(
+                        table,
+                        split_pk = pk,
+                        type_name = %key.type_name,
+                        "split key is not an integer column; reading the table as one split"
+                    );
+                    None
+                }
+            }
+        };
+        let order = crate::spec::key_order(&pk, split_key.as_ref().map(|k| k.name.as_str()));
+        let Some(key) = split_key.filter(|_| max_splits > 1) else {
+            tx.rollback().await.map_err(q("rollback"))?;
+            return Ok(vec![Split::all().ordered(order)]);
+        };
         let sql = format!(
             "SELECT min({k})::text, max({k})::text FROM {qualified}{w}",
             k = quote_ident(&key.name),
@@ -824,8 +899,8 @@ impl Source for PostgresSource {
         let min = parse(row.get(0))?;
         let max = parse(row.get(1))?;
         Ok(match (min, max) {
-            (Some(lo), Some(hi)) => int_splits(&key.name, lo, hi, max_splits),
-            _ => int_splits(&key.name, 0, 0, 1),
+            (Some(lo), Some(hi)) => int_splits(&key.name, lo, hi, max_splits, order),
+            _ => int_splits(&key.name, 0, 0, 1, order),
         })
     }
 
@@ -846,7 +921,7 @@ impl Source for PostgresSource {
             "COPY (SELECT {list} FROM {}{}{}) TO STDOUT (FORMAT binary)",
             Self::from_item(spec)?,
             Self::where_sql(spec, Some(split)),
-            crate::spec::order_suffix(Some(split), quote_ident)
+            crate::spec::order_suffix(Some(split), &PgKeys)
         );
         tracing::debug!(%sql, split = split.index, "reading split");
         let mut conn = self.pool.acquire().await.map_err(q("acquire connection"))?;
@@ -1197,7 +1272,7 @@ impl PostgresWriter {
                 .bind(cp.seq as i64)
                 .bind(cp.rows as i64)
                 .bind(cp.written as i64)
-                .bind(cp.last_key.map(|k| k.to_string()))
+                .bind(cp.position.as_ref().map(crate::spec::Position::to_stored))
                 .execute(&mut *tx)
                 .await
                 .map_err(q("recording the checkpoint"))?;

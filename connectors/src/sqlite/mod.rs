@@ -236,6 +236,26 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// How a SQLite read writes key columns and values (SQLite strings know no
+/// backslash escapes: a quote doubled is all).
+pub(crate) struct SqliteKeys;
+
+impl crate::spec::KeySql for SqliteKeys {
+    fn ident(&self, name: &str) -> String {
+        quote_ident(name)
+    }
+
+    fn literal(&self, value: &crate::spec::KeyValue) -> String {
+        use crate::spec::KeyValue;
+        match value {
+            KeyValue::Int(n) => n.to_string(),
+            KeyValue::Num(n) => n.clone(),
+            KeyValue::Text(t) => format!("'{}'", t.replace('\'', "''")),
+            KeyValue::Bytes(b) => format!("X'{}'", hex::encode(b)),
+        }
+    }
+}
+
 /// A table name as `(schema, table)`: `main.t`, `"My t"`, `"s"."t"`.
 fn split_name(name: &str) -> Result<(Option<String>, String), ConnectorError> {
     // Validates and quotes each part; then unquote them again.
@@ -478,9 +498,7 @@ impl SqliteSource {
     }
 
     fn where_sql(spec: &ReadSpec, split: Option<&Split>) -> String {
-        crate::spec::where_suffix(&crate::spec::read_conditions(spec, split, |c| {
-            quote_ident(c)
-        }))
+        crate::spec::where_suffix(&crate::spec::read_conditions(spec, split, &SqliteKeys))
     }
 
     async fn read_on(
@@ -724,26 +742,40 @@ impl Source for SqliteSource {
     }
 
     async fn plan(&self, spec: &ReadSpec, max_splits: usize) -> Result<Vec<Split>, ConnectorError> {
-        let Some(pk) = spec.split_pk.as_deref().filter(|p| !p.trim().is_empty()) else {
-            return Ok(vec![Split::all()]);
-        };
-        if Self::query_sql(spec).is_some() || max_splits <= 1 {
+        if Self::query_sql(spec).is_some() || spec.table.is_none() {
             return Ok(vec![Split::all()]);
         }
         let plan = self.resolve(spec).await?;
         let (schema, name) = split_name(spec.table.as_deref().unwrap_or_default())?;
         let all = table_columns(&self.pool, &schema, &name).await?;
-        let key = select_columns(all, &[pk.to_string()], &name)
-            .map_err(|e| ConnectorError::config("splitPk", e.to_string()))?
-            .remove(0);
-        if key.kind != Kind::Int {
-            tracing::info!(
-                split_pk = pk,
-                decl = %key.decl,
-                "split key is not an integer column; reading the table as one split"
-            );
-            return Ok(vec![Split::all()]);
-        }
+        // Only a rowid alias (`INTEGER PRIMARY KEY` of a rowid table) is sure to
+        // hold integers: any other column may hold values of any type, which
+        // SQLite orders by type first.
+        let mut pk: Vec<&Col> = all.iter().filter(|c| c.pk > 0).collect();
+        pk.sort_by_key(|c| c.pk);
+        let rowid_alias =
+            plan.has_rowid && pk.len() == 1 && pk[0].decl.eq_ignore_ascii_case("INTEGER");
+        let pk: Vec<(String, bool)> = pk.iter().map(|c| (c.name.clone(), rowid_alias)).collect();
+        let key = match spec.split_pk.as_deref().filter(|p| !p.trim().is_empty()) {
+            None => None,
+            Some(k) => {
+                let key = select_columns(all, &[k.to_string()], &name)
+                    .map_err(|e| ConnectorError::config("splitPk", e.to_string()))?
+                    .remove(0);
+                if key.kind != Kind::Int {
+                    tracing::info!(
+                        split_pk = k,
+                        decl = %key.decl,
+                        "split key is not an integer column; reading the table as one split"
+                    );
+                }
+                (key.kind == Kind::Int).then_some(key)
+            }
+        };
+        let order = crate::spec::key_order(&pk, key.as_ref().map(|c| c.name.as_str()));
+        let Some(key) = key.filter(|_| max_splits > 1) else {
+            return Ok(vec![Split::all().ordered(order)]);
+        };
         let k = quote_ident(&key.name);
         let w = Self::where_sql(spec, None);
         let cond = if w.is_empty() {
@@ -759,8 +791,10 @@ impl Source for SqliteSource {
         let min: Option<i64> = row.try_get(0).map_err(q("split key range"))?;
         let max: Option<i64> = row.try_get(1).map_err(q("split key range"))?;
         Ok(match (min, max) {
-            (Some(lo), Some(hi)) => int_splits(&key.name, lo as i128, hi as i128, max_splits),
-            _ => int_splits(&key.name, 0, 0, 1),
+            (Some(lo), Some(hi)) => {
+                int_splits(&key.name, lo as i128, hi as i128, max_splits, order)
+            }
+            _ => int_splits(&key.name, 0, 0, 1, order),
         })
     }
 
@@ -781,7 +815,7 @@ impl Source for SqliteSource {
             list.join(", "),
             plan.from,
             Self::where_sql(spec, Some(split)),
-            crate::spec::order_suffix(Some(split), quote_ident)
+            crate::spec::order_suffix(Some(split), &SqliteKeys)
         );
         tracing::debug!(%sql, split = split.index, "reading split");
         let mut conn = self.pool.acquire().await.map_err(q("acquire connection"))?;
@@ -1122,7 +1156,7 @@ impl SqliteWriter {
                 .bind(cp.seq as i64)
                 .bind(cp.rows as i64)
                 .bind(cp.written as i64)
-                .bind(cp.last_key.map(|k| k.to_string()))
+                .bind(cp.position.as_ref().map(crate::spec::Position::to_stored))
                 .execute(&mut **conn)
                 .await
                 .map_err(q("recording the checkpoint"))?;

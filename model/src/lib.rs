@@ -1,0 +1,24 @@
+//! What flows through Ferry, in one model for batch, whole-database and (next) change
+//! streams.
+//!
+//! * [`ReadSpec`]: what a job asks of a reader (DataX's parameters).
+//! * [`Split`]: one slice of a read, run by one task. It knows its table ([`TableRef`]), its
+//!   bounds, the order the source reads it in ([`SplitOrder`]) and, when resumed, the
+//!   [`Position`] to resume after.
+//! * [`Position`]: a point in a source's order, supplied by the source (today the values of
+//!   a unique key of the last row committed: integer, decimal, string, binary or any tuple
+//!   of them). The engine stores and returns it; only the source compares positions.
+//!
+//! These types cross the tunnel as typed fields of control messages, so everything here
+//! treats its input as untrusted: deserialising validates (a decimal is digits, bytes are
+//! hex), and nothing here builds SQL. Rendering a position as SQL is each connector's job.
+
+#![forbid(unsafe_code)]
+
+mod position;
+mod read;
+mod split;
+
+pub use position::{KeyValue, Position, PositionError, MAX_POSITION_VALUES, MAX_TEXT_KEY_LEN};
+pub use read::{ReadSpec, DEFAULT_FETCH_SIZE};
+pub use split::{int_splits, Split, SplitBounds, SplitOrder, TableRef};
