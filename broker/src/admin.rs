@@ -39,8 +39,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::jobs::JobStatus;
 
+use crate::jobs::JobHub;
 use crate::registry::AgentInfo;
-use crate::server::Shared;
+use crate::server::Sessions;
 
 #[derive(Serialize)]
 struct Health {
@@ -54,8 +55,16 @@ struct Health {
     refused_timeout: u64,
 }
 
+/// What the admin API reads: the sessions (agents, health, metrics) and
+/// the jobs.
+#[derive(Clone)]
+pub(crate) struct AdminState {
+    pub sessions: Arc<Sessions>,
+    pub hub: Arc<JobHub>,
+}
+
 pub(crate) fn router(
-    shared: Arc<Shared>,
+    state: AdminState,
     token: Option<String>,
     bound: std::net::SocketAddr,
 ) -> Router {
@@ -69,7 +78,7 @@ pub(crate) fn router(
         .route("/v1/jobs/{id}/resume", post(resume))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
-        .with_state(shared.clone());
+        .with_state(state.clone());
     let v1 = match token {
         Some(t) => v1.layer(axum::middleware::from_fn_with_state(
             Arc::new(t),
@@ -79,7 +88,7 @@ pub(crate) fn router(
     };
     let app = Router::new()
         .route("/healthz", get(health))
-        .with_state(shared)
+        .with_state(state)
         .merge(v1);
     if open_on_loopback {
         app.layer(axum::middleware::from_fn_with_state(
@@ -176,16 +185,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn agents(State(shared): State<Arc<Shared>>) -> Json<Vec<AgentInfo>> {
-    Json(shared.registry.list())
+async fn agents(State(s): State<AdminState>) -> Json<Vec<AgentInfo>> {
+    Json(s.sessions.registry.list())
 }
 
-async fn health(State(shared): State<Arc<Shared>>) -> Json<Health> {
-    let m = &shared.metrics;
+async fn health(State(s): State<AdminState>) -> Json<Health> {
+    let m = &s.sessions.metrics;
     Json(Health {
         status: "ok",
-        agents: shared.registry.len(),
-        handshakes_in_progress: shared.handshakes_in_progress(),
+        agents: s.sessions.registry.len(),
+        handshakes_in_progress: s.sessions.handshakes_in_progress(),
         refused_busy: m.refused_count("busy")
             + m.refused_count("source_busy")
             + m.refused_count("source_rate"),
@@ -230,7 +239,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-async fn submit(State(shared): State<Arc<Shared>>, Json(req): Json<SubmitRequest>) -> Response {
+async fn submit(State(s): State<AdminState>, Json(req): Json<SubmitRequest>) -> Response {
     let mut vars = ferry_engine::config::default_vars();
     vars.extend(req.vars);
     let compression = match req.compression.as_deref() {
@@ -240,7 +249,7 @@ async fn submit(State(shared): State<Arc<Shared>>, Json(req): Json<SubmitRequest
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("compression: {e}")),
         },
     };
-    match crate::jobs::submit(&shared, &req.job, vars, compression).await {
+    match crate::jobs::submit(&s.hub, &req.job, vars, compression).await {
         Ok(id) => (StatusCode::CREATED, Json(Submitted { id })).into_response(),
         Err(crate::jobs::SubmitError::State(e)) => {
             error(StatusCode::SERVICE_UNAVAILABLE, format!("state store: {e}"))
@@ -253,15 +262,15 @@ fn store_error(e: ferry_state::StateError) -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, format!("state store: {e}"))
 }
 
-async fn list_jobs(State(shared): State<Arc<Shared>>) -> Response {
-    match shared.jobs.list().await {
+async fn list_jobs(State(s): State<AdminState>) -> Response {
+    match s.hub.jobs.list().await {
         Ok(jobs) => Json::<Vec<JobStatus>>(jobs).into_response(),
         Err(e) => store_error(e),
     }
 }
 
-async fn job(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    match shared.jobs.get(&id).await {
+async fn job(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
+    match s.hub.jobs.get(&id).await {
         Ok(Some(s)) => Json(s).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no job `{id}`")),
         Err(e) => store_error(e),
@@ -288,17 +297,17 @@ pub struct LogPage {
 }
 
 async fn logs(
-    State(shared): State<Arc<Shared>>,
+    State(s): State<AdminState>,
     Path(id): Path<String>,
     axum::extract::Query(q): axum::extract::Query<LogsQuery>,
 ) -> Response {
     let limit = q.limit.unwrap_or(1000).clamp(1, 1000);
-    let entries = match shared.jobs.logs(&id, q.after, limit).await {
+    let entries = match s.hub.jobs.logs(&id, q.after, limit).await {
         Ok(Some(e)) => e,
         Ok(None) => return error(StatusCode::NOT_FOUND, format!("no job `{id}`")),
         Err(e) => return store_error(e),
     };
-    let running = shared.jobs.is_running(&id);
+    let running = s.hub.jobs.is_running(&id);
     let next = entries.last().map_or(q.after, |e| e.id);
     Json(LogPage {
         entries,
@@ -308,11 +317,11 @@ async fn logs(
     .into_response()
 }
 
-async fn cancel(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    if shared.jobs.cancel(&id) {
+async fn cancel(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
+    if s.hub.jobs.cancel(&id) {
         return StatusCode::ACCEPTED.into_response();
     }
-    match shared.jobs.get(&id).await {
+    match s.hub.jobs.get(&id).await {
         Ok(Some(s)) => error(
             StatusCode::CONFLICT,
             format!("job `{id}` is not running here (it is {:?})", s.state),
@@ -322,9 +331,9 @@ async fn cancel(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Re
     }
 }
 
-async fn resume(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+async fn resume(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
     use crate::jobs::ResumeError;
-    match crate::jobs::resume(&shared, &id).await {
+    match crate::jobs::resume(&s.hub, &id).await {
         Ok(()) => (StatusCode::ACCEPTED, Json(Submitted { id })).into_response(),
         Err(e @ ResumeError::NotFound(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
         Err(e @ (ResumeError::Running(_) | ResumeError::Succeeded(_))) => {
@@ -347,23 +356,23 @@ async fn openapi() -> Response {
 }
 
 /// The metrics text, gauges from live state.
-pub(crate) fn render_metrics(shared: &Shared) -> String {
-    let (jobs_running, tasks_active) = shared.jobs.running();
-    shared.metrics.render(crate::metrics::Live {
-        agents: shared.registry.len(),
-        handshakes: shared.handshakes_in_progress(),
+pub(crate) fn render_metrics(s: &AdminState) -> String {
+    let (jobs_running, tasks_active) = s.hub.jobs.running();
+    s.sessions.metrics.render(crate::metrics::Live {
+        agents: s.sessions.registry.len(),
+        handshakes: s.sessions.handshakes_in_progress(),
         tasks_active,
         jobs_running,
     })
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+async fn metrics(State(s): State<AdminState>) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        render_metrics(&shared),
+        render_metrics(&s),
     )
         .into_response()
 }

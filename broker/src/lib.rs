@@ -11,6 +11,7 @@
 //! - [`admission`]: handshake slots: at once, per source address, per second;
 //! - [`refusals`]: refused attempts, counted one by one, logged at a bounded rate;
 //! - [`session`]: the control-stream protocol with one agent;
+//! - [`routes`]: where an agent's answers and data streams go (sessions know no jobs);
 //! - [`registry`]: who is connected; newest session of an agent wins;
 //! - [`data`]: data streams (header, batches, acks);
 //! - [`revocation`]: reloads the CRL without a restart and drops revoked agents;
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod refusals;
 pub mod registry;
 pub mod revocation;
+pub mod routes;
 pub mod server;
 pub mod session;
 

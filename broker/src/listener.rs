@@ -21,10 +21,10 @@ use tokio::net::TcpListener;
 
 use crate::admission::Permit;
 use crate::refusals::Reason;
-use crate::server::Shared;
+use crate::server::Sessions;
 use crate::session::{self, HandshakeError};
 
-pub(crate) async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
+pub(crate) async fn accept_loop(shared: Arc<Sessions>, endpoint: quinn::Endpoint) {
     while let Some(incoming) = endpoint.accept().await {
         let remote = incoming.remote_address();
         // Address validation first: one extra round trip for an agent (which
@@ -56,7 +56,7 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) 
 /// Accepts agents that fall back to TLS over TCP. The same slots and
 /// timeout apply; a TCP connection costs a socket before TLS, so one
 /// without a slot is closed at once.
-pub(crate) async fn tcp_accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+pub(crate) async fn tcp_accept_loop(shared: Arc<Sessions>, listener: TcpListener) {
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(a) => a,
@@ -98,7 +98,7 @@ pub(crate) async fn tcp_accept_loop(shared: Arc<Shared>, listener: TcpListener) 
 /// holding `permit` only for that long, then serves the session; or counts
 /// why the attempt failed.
 async fn establish<E>(
-    shared: Arc<Shared>,
+    shared: Arc<Sessions>,
     remote: SocketAddr,
     handshake: impl Future<Output = Result<Connection, E>>,
     permit: Permit,

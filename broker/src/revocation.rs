@@ -13,14 +13,14 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{error, info, warn};
 
-use crate::server::{build_quic_config, build_tcp_tls, Shared};
+use crate::server::{build_quic_config, build_tcp_tls, Sessions};
 
 fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len()))
 }
 
-pub(crate) async fn watch(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
+pub(crate) async fn watch(shared: Arc<Sessions>, endpoint: quinn::Endpoint) {
     let path = shared.config.tls.crl.clone();
     let every = Duration::from_secs(shared.config.tls.crl_poll_secs);
     let mut last = stamp(&path);
@@ -36,7 +36,7 @@ pub(crate) async fn watch(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
 }
 
 /// Applies the CRL file now; returns the number of sessions closed.
-pub(crate) fn reload(shared: &Shared, endpoint: &quinn::Endpoint) -> usize {
+pub(crate) fn reload(shared: &Sessions, endpoint: &quinn::Endpoint) -> usize {
     let path = &shared.config.tls.crl;
     let revoked = match ferry_certs::revoked_serials(path) {
         Ok(r) => r,

@@ -39,8 +39,10 @@ pub enum BrokerError {
     State(#[from] ferry_state::StateError),
 }
 
-/// State shared by the broker's tasks.
-pub(crate) struct Shared {
+/// What the sessions with agents share: the transport side of the broker.
+/// It knows agents, not jobs: answers to work and data streams go to
+/// [`routes`](Self::routes).
+pub(crate) struct Sessions {
     pub config: BrokerConfig,
     pub registry: Registry,
     pub data_handler: DataHandler,
@@ -51,10 +53,9 @@ pub(crate) struct Shared {
     pub refusals: crate::refusals::RefusalLog,
     /// Connection and data-stream tasks, awaited on shutdown.
     pub tasks: TaskTracker,
-    /// Plan requests and tasks waiting for agents.
-    pub dispatch: Arc<crate::jobs::dispatch::Dispatch>,
-    pub jobs: crate::jobs::Jobs,
-    /// Durable jobs, tasks, checkpoints, sessions and job logs.
+    /// Where agents' answers to work, and their data streams, go.
+    pub routes: Arc<dyn crate::routes::AgentRoutes>,
+    /// Durable state; sessions record who connected when.
     pub state: ferry_state::StateStore,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Sees every control frame an agent sends (tests prove with it what
@@ -64,7 +65,7 @@ pub(crate) struct Shared {
     pub tcp_tls: std::sync::RwLock<Arc<rustls::ServerConfig>>,
 }
 
-impl Shared {
+impl Sessions {
     /// Counts (and maybe logs) one refused connection attempt.
     pub(crate) fn refused(
         &self,
@@ -109,7 +110,7 @@ pub(crate) fn build_tcp_tls(
 /// A function given each control frame's payload as it arrives.
 pub type ControlTap = Arc<dyn Fn(&[u8]) + Send + Sync>;
 
-impl Shared {
+impl Sessions {
     /// Shows `frame` to the tap, if one is set; gives it back.
     pub(crate) fn tapped<'f>(
         &self,
@@ -133,7 +134,8 @@ pub(crate) fn build_quic_config(config: &BrokerConfig) -> Result<quinn::ServerCo
 
 /// A running broker. Dropping it does not stop it; call [`Broker::shutdown`].
 pub struct Broker {
-    shared: Arc<Shared>,
+    shared: Arc<Sessions>,
+    hub: Arc<crate::jobs::JobHub>,
     endpoint: quinn::Endpoint,
     tcp_addr: Option<SocketAddr>,
     admin_addr: SocketAddr,
@@ -192,21 +194,37 @@ impl Broker {
             source,
         })?;
         let admission = crate::admission::Admission::new(&config.limits);
-        let shared = Arc::new(Shared {
+        let registry = Registry::new();
+        let tasks_tracker = TaskTracker::new();
+        let metrics: Arc<crate::metrics::Metrics> = Arc::default();
+        let hub = Arc::new(crate::jobs::JobHub {
+            jobs: crate::jobs::Jobs::new(state.clone()),
+            dispatch: Arc::default(),
+            registry: registry.clone(),
+            state: state.clone(),
+            metrics: metrics.clone(),
+            tasks: tasks_tracker.clone(),
+            jobs_dir: config.jobs_dir.clone(),
+            max_plans_per_agent: config.limits.max_plans_per_agent,
+        });
+        let shared = Arc::new(Sessions {
             config,
-            registry: Registry::new(),
+            registry,
             data_handler,
             protocol_limits: ProtocolLimits::default(),
             admission,
             refusals: crate::refusals::RefusalLog::default(),
-            tasks: TaskTracker::new(),
-            dispatch: Arc::default(),
-            jobs: crate::jobs::Jobs::new(state.clone()),
+            tasks: tasks_tracker,
+            routes: hub.clone(),
             state,
-            metrics: Arc::default(),
+            metrics,
             tap: std::sync::RwLock::new(None),
             tcp_tls: std::sync::RwLock::new(tcp_tls),
         });
+        let admin_state = crate::admin::AdminState {
+            sessions: shared.clone(),
+            hub: hub.clone(),
+        };
         let mut tasks = vec![
             tokio::spawn(crate::listener::accept_loop(
                 shared.clone(),
@@ -214,7 +232,7 @@ impl Broker {
             )),
             tokio::spawn(crate::revocation::watch(shared.clone(), endpoint.clone())),
             tokio::spawn({
-                let app = crate::admin::router(shared.clone(), admin_token, admin_addr);
+                let app = crate::admin::router(admin_state, admin_token, admin_addr);
                 async move {
                     if let Err(e) = axum::serve(admin, app).await {
                         tracing::error!("admin API stopped: {e}");
@@ -230,12 +248,13 @@ impl Broker {
         }
         let local = endpoint.local_addr().ok();
         info!(listen = ?local, tcp_listen = ?tcp_addr, admin = %admin_addr, "broker listening");
-        let resumed = crate::jobs::resume_unfinished(&shared).await?;
+        let resumed = crate::jobs::resume_unfinished(&hub).await?;
         if resumed > 0 {
             info!(jobs = resumed, "picked up unfinished jobs");
         }
         Ok(Self {
             shared,
+            hub,
             endpoint,
             tcp_addr,
             admin_addr,
@@ -267,7 +286,7 @@ impl Broker {
 
     /// Submitted jobs.
     pub fn jobs(&self) -> &crate::jobs::Jobs {
-        &self.shared.jobs
+        &self.hub.jobs
     }
 
     /// Starts the job `text` (YAML or JSON; `${vars}` from `vars`, which
@@ -279,7 +298,7 @@ impl Broker {
         vars: std::collections::BTreeMap<String, String>,
         compression: Option<ferry_protocol::data::Compression>,
     ) -> Result<String, crate::jobs::SubmitError> {
-        crate::jobs::submit(&self.shared, text, vars, compression).await
+        crate::jobs::submit(&self.hub, text, vars, compression).await
     }
 
     /// Hands every control frame agents send from now on to `tap`.
@@ -289,7 +308,10 @@ impl Broker {
 
     /// The broker's metrics in the OpenMetrics text format.
     pub fn metrics_text(&self) -> String {
-        crate::admin::render_metrics(&self.shared)
+        crate::admin::render_metrics(&crate::admin::AdminState {
+            sessions: self.shared.clone(),
+            hub: self.hub.clone(),
+        })
     }
 
     /// Re-reads the CRL now (the watcher also does this on its own).
@@ -303,11 +325,12 @@ impl Broker {
     pub async fn shutdown(self) {
         let Broker {
             shared,
+            hub,
             endpoint,
             tasks,
             ..
         } = self;
-        shared.jobs.stop_all();
+        hub.jobs.stop_all();
         shared
             .registry
             .close_all(CloseCode::ShuttingDown, "broker shutting down");
@@ -325,6 +348,7 @@ impl Broker {
         let addr = endpoint.local_addr().ok();
         drop(endpoint);
         drop(shared);
+        drop(hub);
         // quinn's endpoint driver closes the socket the next time it runs,
         // after the last handle is gone; wait for that, so a broker started
         // right after this one (same process, same port) can bind.

@@ -20,9 +20,9 @@ use ferry_tunnel::{CloseCause, CloseCode, Connection, FrameReader, FrameWriter, 
 use tracing::{debug, info, warn};
 
 use crate::data::DataStream;
-use crate::jobs::dispatch::{PlanAnswer, Routed, StreamRouted};
 use crate::registry::AgentKey;
-use crate::server::Shared;
+use crate::routes::{Routed, StreamRouted};
+use crate::server::Sessions;
 
 /// Heartbeat interval the broker asks agents for.
 pub const HEARTBEAT_SECS: u32 = 10;
@@ -94,7 +94,10 @@ pub(crate) struct Admitted {
 }
 
 /// Runs the control-stream handshake on an established connection.
-pub(crate) async fn admit(shared: &Shared, conn: &Connection) -> Result<Admitted, HandshakeError> {
+pub(crate) async fn admit(
+    shared: &Sessions,
+    conn: &Connection,
+) -> Result<Admitted, HandshakeError> {
     let identity = peer_identity(conn)?;
     let (send, recv) = conn.accept_bi().await?;
     let mut reader = FrameReader::new(recv, shared.protocol_limits.max_control_frame);
@@ -163,7 +166,7 @@ async fn hello(identity: &AgentIdentity, reader: &mut FrameReader) -> Result<u16
 }
 
 /// Serves an admitted session until the connection ends.
-pub(crate) async fn serve(shared: Arc<Shared>, conn: Connection, admitted: Admitted) {
+pub(crate) async fn serve(shared: Arc<Sessions>, conn: Connection, admitted: Admitted) {
     let Admitted {
         identity,
         session_id,
@@ -242,23 +245,13 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: Connection, admitted: Admit
                         }
                         shared.registry.set_sources(&key, session_id, sources);
                     }
-                    Ok(ControlMessage::PlanReply { request_id, schema, splits, estimated_rows }) => {
-                        let answer = PlanAnswer { agent_id: agent.clone(), schema, splits, estimated_rows };
-                        let routed = shared.dispatch.plan_answered(&key, request_id, Ok(answer));
-                        refused_answer(&shared, &key, remote, "plan reply", &request_id.to_string(), &routed);
-                    }
-                    Ok(ControlMessage::PlanFailed { request_id, message }) => {
-                        let routed = shared.dispatch.plan_answered(&key, request_id, Err(message));
-                        refused_answer(&shared, &key, remote, "plan failure", &request_id.to_string(), &routed);
-                    }
-                    Ok(ControlMessage::TaskFailed { task_id, message }) => {
-                        let routed = shared.dispatch.task_failed(&key, &task_id, message.clone());
-                        if routed != Routed::Delivered {
-                            debug!(agent = %key, task = %task_id, "refused failure report said: {message}");
+                    Ok(other) => {
+                        let name = other.type_name();
+                        match shared.routes.message(&key, other) {
+                            Some(a) => refused_answer(&shared, &key, remote, a.what, &a.id, &a.routed),
+                            None => debug!(agent = %agent, "ignoring control message {name}"),
                         }
-                        refused_answer(&shared, &key, remote, "task failure", &task_id, &routed);
                     }
-                    Ok(other) => debug!(agent = %agent, "ignoring control message {}", other.type_name()),
                     Err(e) => {
                         warn!(agent = %agent, session_id, "protocol violation on control stream: {e}");
                         CloseCode::ProtocolViolation.close(&conn, &e.to_string());
@@ -298,7 +291,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: Connection, admitted: Admit
                     let key = key.clone();
                     tracker.spawn(async move {
                         match DataStream::open(identity, send, recv, shared.protocol_limits, Some(slot)).await {
-                            Ok(ds) => match shared.dispatch.deliver_stream(&key, ds) {
+                            Ok(ds) => match shared.routes.stream(&key, ds) {
                                 StreamRouted::Delivered => {}
                                 StreamRouted::Unknown(ds) => (shared.data_handler)(ds),
                                 StreamRouted::NotYours { stream, expected } => {
@@ -345,7 +338,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: Connection, admitted: Admit
 /// Logs an answer that was not delivered: `what` (`plan reply`, ...) for
 /// `id` from `from`.
 fn refused_answer(
-    shared: &Shared,
+    shared: &Sessions,
     from: &AgentKey,
     remote: std::net::SocketAddr,
     what: &str,
@@ -365,7 +358,7 @@ fn refused_answer(
 }
 
 async fn record_session(
-    shared: &Shared,
+    shared: &Sessions,
     identity: &AgentIdentity,
     remote: std::net::SocketAddr,
     sources: &[ferry_protocol::control::SourceInfo],

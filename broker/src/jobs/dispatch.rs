@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::data::DataStream;
 use crate::registry::AgentKey;
+pub use crate::routes::{Routed, StreamRouted};
 
 /// What an agent answered to a plan request.
 #[derive(Debug)]
@@ -40,33 +41,6 @@ pub enum DispatchError {
     /// The agent has as many plan requests in flight as allowed.
     #[error("agent `{agent}` already has {in_flight} plan requests in flight (limits.max_plans_per_agent); not sending another")]
     TooManyPlans { agent: AgentKey, in_flight: usize },
-}
-
-/// Where an answer from an agent went.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Routed {
-    /// To whoever waits for it.
-    Delivered,
-    /// Nobody waits for this id (never issued, answered or given up on).
-    Unknown,
-    /// The id was sent to another agent; the answer was dropped.
-    NotYours {
-        /// The agent the request or task was sent to.
-        expected: AgentKey,
-    },
-}
-
-/// Where a data stream went; a stream not delivered is given back.
-pub enum StreamRouted {
-    /// To the task that waits for it.
-    Delivered,
-    /// No task of that id waits.
-    Unknown(DataStream),
-    /// The task was assigned to another agent.
-    NotYours {
-        stream: DataStream,
-        expected: AgentKey,
-    },
 }
 
 struct PendingPlan {

@@ -31,7 +31,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
-use crate::server::Shared;
+use crate::registry::{AgentKey, Registry};
+use crate::routes::{AgentRoutes, Answered, StreamRouted};
 use observer::{JobLog, JobObserver};
 
 /// Where a job is in its life.
@@ -180,6 +181,79 @@ impl Entry {
             .iter()
             .filter(|t| t.state == SplitState::Running)
             .count()
+    }
+}
+
+/// What the job side of the broker shares: the jobs, the work sent to
+/// agents and waiting for their answers, and the few things of the rest of
+/// the broker a job uses (the agents connected, the state store, metrics).
+pub(crate) struct JobHub {
+    pub jobs: Jobs,
+    /// Plan requests and tasks waiting for agents.
+    pub dispatch: Arc<dispatch::Dispatch>,
+    /// Connected agents, to find one offering a job's data source.
+    pub registry: Registry,
+    pub state: StateStore,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Job runs, awaited on shutdown with the broker's other tasks.
+    pub tasks: tokio_util::task::TaskTracker,
+    /// Where each job keeps its file of dirty records.
+    pub jobs_dir: PathBuf,
+    /// `limits.max_plans_per_agent`.
+    pub max_plans_per_agent: usize,
+}
+
+impl AgentRoutes for JobHub {
+    fn message(
+        &self,
+        from: &AgentKey,
+        msg: ferry_protocol::control::ControlMessage,
+    ) -> Option<Answered> {
+        use ferry_protocol::control::ControlMessage as M;
+        Some(match msg {
+            M::PlanReply {
+                request_id,
+                schema,
+                splits,
+                estimated_rows,
+            } => {
+                let answer = dispatch::PlanAnswer {
+                    agent_id: from.id.clone(),
+                    schema,
+                    splits,
+                    estimated_rows,
+                };
+                Answered {
+                    what: "plan reply",
+                    id: request_id.to_string(),
+                    routed: self.dispatch.plan_answered(from, request_id, Ok(answer)),
+                }
+            }
+            M::PlanFailed {
+                request_id,
+                message,
+            } => Answered {
+                what: "plan failure",
+                id: request_id.to_string(),
+                routed: self.dispatch.plan_answered(from, request_id, Err(message)),
+            },
+            M::TaskFailed { task_id, message } => {
+                let routed = self.dispatch.task_failed(from, &task_id, message.clone());
+                if routed != crate::routes::Routed::Delivered {
+                    tracing::debug!(agent = %from, task = %task_id, "refused failure report said: {message}");
+                }
+                Answered {
+                    what: "task failure",
+                    id: task_id,
+                    routed,
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    fn stream(&self, from: &AgentKey, stream: crate::data::DataStream) -> StreamRouted {
+        self.dispatch.deliver_stream(from, stream)
     }
 }
 
@@ -358,7 +432,7 @@ pub(crate) struct StoredPlan {
 /// Submits the job `text` (YAML or JSON, `${vars}` filled from `vars`):
 /// records it and starts it in the background; returns its id.
 pub(crate) async fn submit(
-    shared: &Arc<Shared>,
+    shared: &Arc<JobHub>,
     text: &str,
     vars: BTreeMap<String, String>,
     compression: Option<Compression>,
@@ -379,7 +453,7 @@ pub(crate) async fn submit(
         return Err(SubmitError::WriterOnAgent);
     }
     let sink = ferry_engine::registry::open_sink(&job.writer).await?;
-    let dir = shared.config.jobs_dir.clone();
+    let dir = shared.jobs_dir.clone();
     std::fs::create_dir_all(&dir).map_err(|source| SubmitError::Dir {
         path: dir.clone(),
         source,
@@ -440,7 +514,7 @@ struct Launch {
 }
 
 /// Runs a job in the background: a new one, or one picked up again.
-fn launch(shared: &Arc<Shared>, l: Launch) {
+fn launch(shared: &Arc<JobHub>, l: Launch) {
     let Launch {
         number,
         job,
@@ -507,7 +581,7 @@ fn launch(shared: &Arc<Shared>, l: Launch) {
         log.clone(),
     ));
     let opts = RunOptions {
-        dirty_path: shared.config.jobs_dir.join(format!("{id}.dirty.jsonl")),
+        dirty_path: shared.jobs_dir.join(format!("{id}.dirty.jsonl")),
         progress: false,
         observer: Some(observer),
         resume,
@@ -585,7 +659,7 @@ fn launch(shared: &Arc<Shared>, l: Launch) {
 
 /// Picks up the jobs a previous broker left unfinished (it stopped or
 /// crashed); called once at start.
-pub(crate) async fn resume_unfinished(shared: &Arc<Shared>) -> Result<usize, StateError> {
+pub(crate) async fn resume_unfinished(shared: &Arc<JobHub>) -> Result<usize, StateError> {
     let records = shared.state.unfinished_jobs().await?;
     let n = records.len();
     for r in records {
@@ -609,7 +683,7 @@ pub(crate) async fn resume_unfinished(shared: &Arc<Shared>) -> Result<usize, Sta
 /// Starts a failed or cancelled job again, by an operator's request: the
 /// splits it finished are not read again (the same rules as after a
 /// restart decide about the others).
-pub(crate) async fn resume(shared: &Arc<Shared>, id: &str) -> Result<(), ResumeError> {
+pub(crate) async fn resume(shared: &Arc<JobHub>, id: &str) -> Result<(), ResumeError> {
     let jobs = &shared.jobs;
     let number = number_of(id).ok_or_else(|| ResumeError::NotFound(id.to_string()))?;
     {
@@ -646,7 +720,7 @@ pub(crate) async fn resume(shared: &Arc<Shared>, id: &str) -> Result<(), ResumeE
 
 /// Marks a prepared job running again in the store, logs `why` with how
 /// far it had come, and runs it.
-async fn relaunch(shared: &Arc<Shared>, l: Launch, why: &str) -> Result<(), StateError> {
+async fn relaunch(shared: &Arc<JobHub>, l: Launch, why: &str) -> Result<(), StateError> {
     let number = l.number;
     shared.state.reopen_job(number).await?;
     let done = l.resume.as_ref().map_or(0, |r| r.done.len());
@@ -659,7 +733,7 @@ async fn relaunch(shared: &Arc<Shared>, l: Launch, why: &str) -> Result<(), Stat
     Ok(())
 }
 
-async fn prepare_resume(shared: &Arc<Shared>, r: &JobRecord) -> Result<Launch, String> {
+async fn prepare_resume(shared: &Arc<JobHub>, r: &JobRecord) -> Result<Launch, String> {
     let vars: BTreeMap<String, String> =
         serde_json::from_str(&r.vars_json).map_err(|e| format!("stored variables: {e}"))?;
     let job = Job::parse(&r.spec, &vars).map_err(|e| format!("the job no longer parses: {e}"))?;

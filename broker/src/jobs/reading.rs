@@ -26,9 +26,9 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::dispatch::{PlanAnswer, TaskEvent};
+use super::JobHub;
 use crate::data::DataStream;
 use crate::registry::AgentHandle;
-use crate::server::Shared;
 
 /// How long an agent has to answer a plan request.
 const PLAN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -62,7 +62,7 @@ pub(crate) struct TunnelJob<'a> {
 
 /// Reads a job's data source through agents of its group.
 pub struct TunnelReading {
-    shared: Arc<Shared>,
+    shared: Arc<JobHub>,
     job_id: String,
     attempt_prefix: String,
     group: String,
@@ -80,7 +80,7 @@ pub struct TunnelReading {
 }
 
 impl TunnelReading {
-    pub(crate) fn new(shared: Arc<Shared>, job: TunnelJob<'_>) -> Self {
+    pub(crate) fn new(shared: Arc<JobHub>, job: TunnelJob<'_>) -> Self {
         let (stored_schema, plan) = match job.plan {
             Some(p) => (Some(p.schema), Some((p.splits, p.estimated_rows))),
             None => (None, None),
@@ -153,7 +153,7 @@ impl Reading for TunnelReading {
         let agent = self.agent(self.plan_wait).await?;
         let dispatch = &self.shared.dispatch;
         let (request_id, answer) = dispatch
-            .expect_plan(&agent.key, self.shared.config.limits.max_plans_per_agent)
+            .expect_plan(&agent.key, self.shared.max_plans_per_agent)
             .map_err(|e| e.to_string())?;
         let req = ControlMessage::PlanRequest {
             request_id,
