@@ -14,9 +14,23 @@ pub use ferry_model::{
 pub trait KeySql {
     /// `name` as a quoted identifier.
     fn ident(&self, name: &str) -> String;
-    /// `value` as a literal the database compares with a key column of the type it was
-    /// read from. Must be injection-proof whatever the value holds.
-    fn literal(&self, value: &KeyValue) -> String;
+    /// Text (or a date or time written as text) as a literal the database
+    /// compares with a key column in the column's own type and collation.
+    /// Must be injection-proof whatever the text holds.
+    fn text(&self, text: &str) -> String;
+    /// Binary as a literal.
+    fn bytes(&self, bytes: &[u8]) -> String {
+        format!("X'{}'", hex::encode(bytes))
+    }
+    /// `value` as a literal (numbers are checked digits already).
+    fn literal(&self, value: &KeyValue) -> String {
+        match value {
+            KeyValue::Int(n) => n.to_string(),
+            KeyValue::Num(n) => n.clone(),
+            KeyValue::Text(t) => self.text(t),
+            KeyValue::Bytes(b) => self.bytes(b),
+        }
+    }
 }
 
 /// The SQL conditions of a read: the job's `where` (parenthesised), the
@@ -242,13 +256,8 @@ mod tests {
         fn ident(&self, name: &str) -> String {
             format!("\"{name}\"")
         }
-        fn literal(&self, v: &KeyValue) -> String {
-            match v {
-                KeyValue::Int(n) => n.to_string(),
-                KeyValue::Num(n) => n.clone(),
-                KeyValue::Text(t) => format!("'{t}'"),
-                KeyValue::Bytes(b) => format!("X'{}'", b.len()),
-            }
+        fn text(&self, t: &str) -> String {
+            format!("'{t}'")
         }
     }
 
@@ -295,6 +304,29 @@ mod tests {
         );
         assert_eq!(where_suffix(&[]), "");
         assert_eq!(where_suffix(&["x".into(), "y".into()]), " WHERE x AND y");
+    }
+
+    #[test]
+    fn each_dialect_writes_key_values_as_literals_no_value_can_end() {
+        let text = KeyValue::text("a'b\\c").unwrap();
+        let bytes = KeyValue::bytes(vec![0, 0x27, 0xff]).unwrap();
+        let pg = crate::postgres::PgKeys;
+        assert_eq!(pg.literal(&text), "E'a''b\\\\c'");
+        assert_eq!(pg.literal(&bytes), "decode('0027ff', 'hex')");
+        let my = crate::mysql::MySqlKeys;
+        assert_eq!(my.literal(&text), "_utf8mb4 X'6127625c63'");
+        assert_eq!(my.literal(&KeyValue::text("").unwrap()), "''");
+        assert_eq!(my.literal(&bytes), "X'0027ff'");
+        let lite = crate::sqlite::SqliteKeys;
+        assert_eq!(lite.literal(&text), "'a''b\\c'");
+        assert_eq!(lite.literal(&bytes), "X'0027ff'");
+        for sql in [&pg as &dyn KeySql, &my, &lite] {
+            assert_eq!(
+                sql.literal(&KeyValue::Int(-170141183460469231731687303715884105728)),
+                "-170141183460469231731687303715884105728"
+            );
+            assert_eq!(sql.literal(&KeyValue::num("-0.50").unwrap()), "-0.50");
+        }
     }
 
     #[test]

@@ -46,7 +46,7 @@ async fn agent_connects_is_listed_and_streams_batches() {
     let a = &agents[0];
     assert_eq!(a["agent_id"], "sh-01");
     assert_eq!(a["group"], "idc-sh");
-    assert_eq!(a["protocol_version"], 1);
+    assert_eq!(a["protocol_version"], ferry_protocol::version::CURRENT);
     assert_eq!(a["certificate_serial"], agent.serial.as_str());
     assert!(a["connected_since"].as_str().is_some());
     assert!(a["remote_addr"].as_str().unwrap().starts_with("127.0.0.1:"));

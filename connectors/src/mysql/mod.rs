@@ -220,14 +220,11 @@ impl crate::spec::KeySql for MySqlKeys {
         quote_ident(name)
     }
 
-    fn literal(&self, value: &crate::spec::KeyValue) -> String {
-        use crate::spec::KeyValue;
-        match value {
-            KeyValue::Int(n) => n.to_string(),
-            KeyValue::Num(n) => n.clone(),
-            KeyValue::Text(t) if t.is_empty() => "''".into(),
-            KeyValue::Text(t) => format!("_utf8mb4 X'{}'", hex::encode(t)),
-            KeyValue::Bytes(b) => format!("X'{}'", hex::encode(b)),
+    fn text(&self, text: &str) -> String {
+        if text.is_empty() {
+            "''".into()
+        } else {
+            format!("_utf8mb4 X'{}'", hex::encode(text))
         }
     }
 }

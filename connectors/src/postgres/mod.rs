@@ -267,14 +267,12 @@ impl crate::spec::KeySql for PgKeys {
         quote_ident(name)
     }
 
-    fn literal(&self, value: &crate::spec::KeyValue) -> String {
-        use crate::spec::KeyValue;
-        match value {
-            KeyValue::Int(n) => n.to_string(),
-            KeyValue::Num(n) => n.clone(),
-            KeyValue::Text(t) => format!("E'{}'", t.replace('\\', "\\\\").replace('\'', "''")),
-            KeyValue::Bytes(b) => format!("decode('{}', 'hex')", hex::encode(b)),
-        }
+    fn text(&self, text: &str) -> String {
+        format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+    }
+
+    fn bytes(&self, bytes: &[u8]) -> String {
+        format!("decode('{}', 'hex')", hex::encode(bytes))
     }
 }
 

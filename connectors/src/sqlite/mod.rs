@@ -245,14 +245,8 @@ impl crate::spec::KeySql for SqliteKeys {
         quote_ident(name)
     }
 
-    fn literal(&self, value: &crate::spec::KeyValue) -> String {
-        use crate::spec::KeyValue;
-        match value {
-            KeyValue::Int(n) => n.to_string(),
-            KeyValue::Num(n) => n.clone(),
-            KeyValue::Text(t) => format!("'{}'", t.replace('\'', "''")),
-            KeyValue::Bytes(b) => format!("X'{}'", hex::encode(b)),
-        }
+    fn text(&self, text: &str) -> String {
+        format!("'{}'", text.replace('\'', "''"))
     }
 }
 
