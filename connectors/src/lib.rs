@@ -9,6 +9,7 @@
 //! * [`traits`]: the contract: a [`Source`] plans splits and reads one into batches; a
 //!   [`Sink`] prepares the target and hands out [`SinkWriter`]s that commit batches.
 //! * [`spec`]: what a job asks of a reader and a writer (DataX's parameters), split planning.
+//! * [`existing`]: what a writer does with a target table that exists already.
 //! * [`file`]: CSV, JSON lines, Parquet and text-log readers and writers on opendal
 //!   (local disk, S3-compatible stores, HTTP for reading).
 //! * [`copy_text`]: decodes PostgreSQL `COPY ... (FORMAT text)` output — which is also
@@ -24,6 +25,7 @@
 
 pub mod copy_text;
 pub mod error;
+pub mod existing;
 pub mod file;
 pub mod kind;
 pub mod mysql;
@@ -33,6 +35,7 @@ pub mod sqlite;
 pub mod traits;
 
 pub use error::ConnectorError;
+pub use existing::Existing;
 pub use kind::Kind;
 pub use spec::{
     KeyValue, Position, ReadSpec, Split, SplitBounds, SplitOrder, TableRef, WriteMode, WriteSpec,

@@ -184,6 +184,11 @@ pub struct WriteSpec {
     /// Create the table from the source schema if it does not exist.
     #[serde(default)]
     pub create_table: bool,
+    /// What to do when the table exists already. Unset: write only into
+    /// a table without rows, unless `pre_sql` or a replacing `write_mode`
+    /// says how to treat the rows it holds.
+    #[serde(default)]
+    pub existing: Option<crate::existing::Existing>,
     /// Where a database target keeps each split's checkpoint, committed in
     /// the transaction of every batch (default: `ferry_checkpoints` in the
     /// target table's schema).

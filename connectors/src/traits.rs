@@ -128,6 +128,9 @@ pub trait Sink: Send + Sync {
     async fn reattach(&self, spec: &WriteSpec, schema: &SchemaRef) -> Result<(), ConnectorError> {
         let mut spec = spec.clone();
         spec.pre_sql.clear();
+        spec.create_table = crate::existing::creates(&spec);
+        // The rows there are the job's own: not emptied, dropped or refused again.
+        spec.existing = Some(crate::existing::Existing::Append);
         self.prepare(&spec, schema).await
     }
 

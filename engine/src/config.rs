@@ -18,6 +18,9 @@
 //!     writeMode: insert          # insert | replace | update
 //!     preSql: ["truncate ods.orders"]
 //!     createTable: true
+//!     existing: append           # a table that exists: fail | truncate | append | replace | drop
+//!                                # (unset: refused if it holds rows, unless preSql or writeMode
+//!                                # replace/update says how to treat them)
 //! setting:
 //!   speed: {channel: 4, byte: 0, record: 0}     # 0 = unlimited
 //!   errorLimit: {record: 0, percentage: 0.0}
@@ -51,7 +54,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use ferry_connectors::file::FileFormat;
-use ferry_connectors::{Kind, ReadSpec, WriteSpec};
+use ferry_connectors::{Existing, Kind, ReadSpec, WriteMode, WriteSpec};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -226,8 +229,28 @@ impl Job {
         let spec: ReadSpec = serde_json::from_value(Value::Object(rparam))
             .map_err(|e| field("reader.parameter", e.to_string()))?;
         let (wkind, wloc, wparam, wopts) = endpoint("writer", writer)?;
-        let wspec: WriteSpec = serde_json::from_value(Value::Object(wparam))
+        let mode_given = wparam.contains_key("writeMode");
+        let mut wspec: WriteSpec = serde_json::from_value(Value::Object(wparam))
             .map_err(|e| field("writer.parameter", e.to_string()))?;
+        match wspec.existing {
+            // `existing: replace` is `writeMode: replace` for a table that exists.
+            Some(Existing::Replace) => match (mode_given, wspec.write_mode) {
+                (true, WriteMode::Insert) => {
+                    return Err(field(
+                        "writer.parameter.existing",
+                        "`replace` replaces rows by key, which `writeMode: insert` does not; \
+                         drop `writeMode` or set it to replace or update",
+                    ))
+                }
+                (false, _) => wspec.write_mode = WriteMode::Replace,
+                (true, _) => {}
+            },
+            Some(_) if wkind == Kind::File => return Err(field(
+                "writer.parameter.existing",
+                "file targets do not take `existing` yet (their parts are named per job and split)",
+            )),
+            _ => {}
+        }
         let job = Job {
             reader: ReaderConfig {
                 kind: rkind,

@@ -207,7 +207,7 @@ fn jobs(dir: &Path) -> Vec<(&'static str, String)> {
             format!(
                 "# Users from the agent's SQLite database into the warehouse (re-runnable).\n\
                  reader:\n  name: sqlitereader\n  parameter:\n    datasource: {GROUP}/shop\n    table: ods_user_info_d\n    column: [uid, gender, age_range, zodiac]\n\
-                 writer:\n  name: sqlitewriter\n  parameter:\n    url: {wh}\n    table: ods_user_info_d\n    createTable: true\n    preSql: [\"DELETE FROM ods_user_info_d\"]\n\
+                 writer:\n  name: sqlitewriter\n  parameter:\n    url: {wh}\n    table: ods_user_info_d\n    createTable: true\n    existing: truncate\n\
                  setting:\n  speed: {{channel: 1}}\n"
             ),
         ),
@@ -241,7 +241,7 @@ fn jobs(dir: &Path) -> Vec<(&'static str, String)> {
             format!(
                 "# The access log as the tutorial loads it: each line into one column `col`.\n\
                  reader:\n  name: logreader\n  parameter:\n    datasource: {GROUP}/logs\n    path: user_log.txt\n    column: [{{name: col, type: string}}]\n\
-                 writer:\n  name: sqlitewriter\n  parameter:\n    url: {wh}\n    table: ods_raw_log_d\n    createTable: true\n    preSql: [\"DELETE FROM ods_raw_log_d\"]\n"
+                 writer:\n  name: sqlitewriter\n  parameter:\n    url: {wh}\n    table: ods_raw_log_d\n    createTable: true\n    existing: truncate\n"
             ),
         ),
     ]

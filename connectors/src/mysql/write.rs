@@ -21,6 +21,7 @@ use super::meta::{pick_columns, table_columns, ColMeta};
 use super::value::{format_date, format_datetime, format_decimal, format_time, integer_digits};
 use super::{quote_ident, quote_table, split_table, MySqlSink};
 use crate::error::ConnectorError;
+use crate::existing::{self, Step};
 use crate::spec::{Position, WriteMode, WriteSpec};
 use crate::traits::{Checkpoint, CheckpointSql, DirtyRecord, Sink, SinkWriter, WriteOutcome};
 
@@ -157,8 +158,35 @@ impl Sink for MySqlSink {
             .into_iter()
             .map(|c| c.trim_matches('`').to_string())
             .collect();
-        if !table_exists(&mut conn, &spec.table).await? {
-            if !spec.create_table {
+        let table = quote_table(&spec.table);
+        let mut exists = table_exists(&mut conn, &spec.table).await?;
+        let existing_sql = match existing::step(spec, exists)? {
+            Step::Keep => None,
+            Step::Truncate => Some(format!("TRUNCATE TABLE {table}")),
+            Step::Recreate => {
+                exists = false;
+                Some(format!("DROP TABLE {table}"))
+            }
+            Step::RefuseIfNotEmpty => {
+                let sql = format!("SELECT 1 FROM {table} LIMIT 1");
+                let row = sqlx::query(&sql)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(|e| ConnectorError::query("looking for rows in the target", e))?;
+                if row.is_some() {
+                    return Err(existing::not_empty(&spec.table));
+                }
+                None
+            }
+        };
+        if let Some(sql) = existing_sql {
+            tracing::info!(%sql, "existing target table");
+            (&mut *conn).execute(sql.as_str()).await.map_err(|e| {
+                ConnectorError::query("emptying or dropping the target (`existing`)", e)
+            })?;
+        }
+        if !exists {
+            if !existing::creates(spec) {
                 return Err(ConnectorError::NoSuchTable(spec.table.clone()));
             }
             let cols = schema

@@ -69,6 +69,7 @@ use sqlx::{Connection, Executor, PgPool, Postgres, Row};
 use tokio::sync::mpsc;
 
 use crate::error::ConnectorError;
+use crate::existing::{self, Step};
 use crate::spec::{int_splits, ReadSpec, Split, WriteMode, WriteSpec};
 use crate::traits::{
     Checkpoint, CheckpointSql, DirtyRecord, Sink, SinkWriter, Source, WriteOutcome,
@@ -976,8 +977,35 @@ impl Sink for PostgresSink {
     async fn prepare(&self, spec: &WriteSpec, schema: &SchemaRef) -> Result<(), ConnectorError> {
         let qualified = quote_qualified(&spec.table)?;
         let names = spec.target_names(schema)?;
-        if !relation_exists(&self.pool, &qualified).await? {
-            if !spec.create_table {
+        let mut exists = relation_exists(&self.pool, &qualified).await?;
+        let existing_sql = match existing::step(spec, exists)? {
+            Step::Keep => None,
+            Step::Truncate => Some(format!("TRUNCATE TABLE {qualified}")),
+            Step::Recreate => {
+                exists = false;
+                Some(format!("DROP TABLE {qualified}"))
+            }
+            Step::RefuseIfNotEmpty => {
+                let sql = format!("SELECT EXISTS (SELECT 1 FROM {qualified})");
+                let rows: bool = sqlx::query_scalar(&sql)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(q("looking for rows in the target"))?;
+                if rows {
+                    return Err(existing::not_empty(&spec.table));
+                }
+                None
+            }
+        };
+        if let Some(sql) = existing_sql {
+            tracing::info!(%sql, "existing target table");
+            sqlx::raw_sql(&sql)
+                .execute(&self.pool)
+                .await
+                .map_err(q("emptying or dropping the target (`existing`)"))?;
+        }
+        if !exists {
+            if !existing::creates(spec) {
                 return Err(ConnectorError::NoSuchTable(spec.table.clone()));
             }
             let mut defs = Vec::with_capacity(names.len());

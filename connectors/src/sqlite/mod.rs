@@ -68,6 +68,7 @@ use sqlx::{Executor, Row, Sqlite, SqlitePool, TypeInfo, ValueRef};
 use tokio::sync::mpsc;
 
 use crate::error::ConnectorError;
+use crate::existing::{self, Step};
 use crate::spec::{int_splits, ReadSpec, Split, WriteMode, WriteSpec};
 use crate::traits::{
     Checkpoint, CheckpointSql, DirtyRecord, Sink, SinkWriter, Source, WriteOutcome,
@@ -856,9 +857,36 @@ impl Sink for SqliteSink {
     async fn prepare(&self, spec: &WriteSpec, schema: &SchemaRef) -> Result<(), ConnectorError> {
         let (sch, name) = split_name(&spec.table)?;
         let names = spec.target_names(schema)?;
-        let existing = table_columns(&self.pool, &sch, &name).await?;
-        if existing.is_empty() {
-            if !spec.create_table {
+        let mut present = table_columns(&self.pool, &sch, &name).await?;
+        let table = qualified(&sch, &name);
+        let existing_sql = match existing::step(spec, !present.is_empty())? {
+            Step::Keep => None,
+            Step::Truncate => Some(format!("DELETE FROM {table}")),
+            Step::Recreate => {
+                present.clear();
+                Some(format!("DROP TABLE {table}"))
+            }
+            Step::RefuseIfNotEmpty => {
+                let sql = format!("SELECT 1 FROM {table} LIMIT 1");
+                let row = sqlx::query(&sql)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(q("looking for rows in the target"))?;
+                if row.is_some() {
+                    return Err(existing::not_empty(&spec.table));
+                }
+                None
+            }
+        };
+        if let Some(sql) = existing_sql {
+            tracing::info!(%sql, "existing target table");
+            sqlx::raw_sql(&sql)
+                .execute(&self.pool)
+                .await
+                .map_err(q("emptying or dropping the target (`existing`)"))?;
+        }
+        if present.is_empty() {
+            if !existing::creates(spec) {
                 return Err(ConnectorError::NoSuchTable(spec.table.clone()));
             }
             let mut defs = Vec::with_capacity(names.len());
@@ -892,7 +920,7 @@ impl Sink for SqliteSink {
                 .map_err(q("CREATE TABLE"))?;
         } else {
             for n in &names {
-                if !existing.iter().any(|c| &c.name == n) {
+                if !present.iter().any(|c| &c.name == n) {
                     return Err(ConnectorError::Schema(format!(
                         "column `{n}` does not exist in table `{}`",
                         spec.table
