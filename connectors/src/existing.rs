@@ -63,6 +63,16 @@ pub(crate) fn step(spec: &WriteSpec, exists: bool) -> Result<Step, ConnectorErro
     })
 }
 
+/// The statement `step` runs on `table` (quoted), given the dialect's way
+/// of emptying a table (`TRUNCATE TABLE`, SQLite's `DELETE FROM`).
+pub(crate) fn statement(step: Step, table: &str, empty: &str) -> Option<String> {
+    match step {
+        Step::Truncate => Some(format!("{empty} {table}")),
+        Step::Recreate => Some(format!("DROP TABLE {table}")),
+        Step::Keep | Step::RefuseIfNotEmpty => None,
+    }
+}
+
 /// Whether the table is to be created when it is missing.
 pub(crate) fn creates(spec: &WriteSpec) -> bool {
     spec.create_table || spec.existing == Some(Existing::Drop)

@@ -182,3 +182,22 @@ impl Drop for Proc {
         }
     }
 }
+
+/// Runs `ferry run` on `job` (written to `dir/job.yaml`, run in `dir`) with
+/// `args` after the file; (success, stdout, stderr).
+pub fn ferry_run_job(dir: &std::path::Path, job: &str, args: &[&str]) -> (bool, String, String) {
+    let path = dir.join("job.yaml");
+    std::fs::write(&path, job).expect("writing the job file");
+    let out = std::process::Command::new(ferry_bin())
+        .current_dir(dir)
+        .arg("run")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("running ferry");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

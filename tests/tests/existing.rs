@@ -6,27 +6,11 @@
 use std::process::Command;
 
 use ferry_tests::db::{pg_url, MyDb, PgSchema};
-use ferry_tests::proc::ferry_bin;
 
 /// Runs `job`; (success, stdout + stderr).
 fn ferry_run(dir: &std::path::Path, job: &str) -> (bool, String) {
-    let path = dir.join("job.yaml");
-    std::fs::write(&path, job).unwrap();
-    let out = Command::new(ferry_bin())
-        .current_dir(dir)
-        .arg("run")
-        .arg(&path)
-        .arg("--quiet")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let (ok, out, err) = ferry_tests::proc::ferry_run_job(dir, job, &["--quiet"]);
+    (ok, out + &err)
 }
 
 fn count(text: String) -> u64 {

@@ -1,28 +1,17 @@
 //! `ferry run job.yaml`: standalone jobs against the real PostgreSQL and
 //! MariaDB, checked in the target with SQL.
 
-use std::process::Command;
-
 use ferry_tests::db::{pg_url, MyDb, PgSchema};
-use ferry_tests::proc::ferry_bin;
 
 fn ferry_run(dir: &std::path::Path, job: &str, extra: &[&str]) -> (bool, String, String) {
-    let path = dir.join("job.yaml");
-    std::fs::write(&path, job).unwrap();
-    let out = Command::new(ferry_bin())
-        .current_dir(dir)
-        .arg("run")
-        .arg(&path)
-        .args(["--quiet", "--dirty-file"])
-        .arg(dir.join("dirty.jsonl"))
-        .args(extra)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let dirty = dir.join("dirty.jsonl");
+    let mut args = vec![
+        "--quiet",
+        "--dirty-file",
+        dirty.to_str().expect("a UTF-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    ferry_tests::proc::ferry_run_job(dir, job, &args)
 }
 
 #[test]

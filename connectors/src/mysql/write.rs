@@ -160,26 +160,19 @@ impl Sink for MySqlSink {
             .collect();
         let table = quote_table(&spec.table);
         let mut exists = table_exists(&mut conn, &spec.table).await?;
-        let existing_sql = match existing::step(spec, exists)? {
-            Step::Keep => None,
-            Step::Truncate => Some(format!("TRUNCATE TABLE {table}")),
-            Step::Recreate => {
-                exists = false;
-                Some(format!("DROP TABLE {table}"))
+        let step = existing::step(spec, exists)?;
+        if step == Step::RefuseIfNotEmpty {
+            let sql = format!("SELECT 1 FROM {table} LIMIT 1");
+            let row = sqlx::query(&sql)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(|e| ConnectorError::query("looking for rows in the target", e))?;
+            if row.is_some() {
+                return Err(existing::not_empty(&spec.table));
             }
-            Step::RefuseIfNotEmpty => {
-                let sql = format!("SELECT 1 FROM {table} LIMIT 1");
-                let row = sqlx::query(&sql)
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(|e| ConnectorError::query("looking for rows in the target", e))?;
-                if row.is_some() {
-                    return Err(existing::not_empty(&spec.table));
-                }
-                None
-            }
-        };
-        if let Some(sql) = existing_sql {
+        }
+        exists &= step != Step::Recreate;
+        if let Some(sql) = existing::statement(step, &table, "TRUNCATE TABLE") {
             tracing::info!(%sql, "existing target table");
             (&mut *conn).execute(sql.as_str()).await.map_err(|e| {
                 ConnectorError::query("emptying or dropping the target (`existing`)", e)

@@ -978,26 +978,19 @@ impl Sink for PostgresSink {
         let qualified = quote_qualified(&spec.table)?;
         let names = spec.target_names(schema)?;
         let mut exists = relation_exists(&self.pool, &qualified).await?;
-        let existing_sql = match existing::step(spec, exists)? {
-            Step::Keep => None,
-            Step::Truncate => Some(format!("TRUNCATE TABLE {qualified}")),
-            Step::Recreate => {
-                exists = false;
-                Some(format!("DROP TABLE {qualified}"))
+        let step = existing::step(spec, exists)?;
+        if step == Step::RefuseIfNotEmpty {
+            let sql = format!("SELECT EXISTS (SELECT 1 FROM {qualified})");
+            let rows: bool = sqlx::query_scalar(&sql)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(q("looking for rows in the target"))?;
+            if rows {
+                return Err(existing::not_empty(&spec.table));
             }
-            Step::RefuseIfNotEmpty => {
-                let sql = format!("SELECT EXISTS (SELECT 1 FROM {qualified})");
-                let rows: bool = sqlx::query_scalar(&sql)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(q("looking for rows in the target"))?;
-                if rows {
-                    return Err(existing::not_empty(&spec.table));
-                }
-                None
-            }
-        };
-        if let Some(sql) = existing_sql {
+        }
+        exists &= step != Step::Recreate;
+        if let Some(sql) = existing::statement(step, &qualified, "TRUNCATE TABLE") {
             tracing::info!(%sql, "existing target table");
             sqlx::raw_sql(&sql)
                 .execute(&self.pool)

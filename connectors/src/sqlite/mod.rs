@@ -859,26 +859,21 @@ impl Sink for SqliteSink {
         let names = spec.target_names(schema)?;
         let mut present = table_columns(&self.pool, &sch, &name).await?;
         let table = qualified(&sch, &name);
-        let existing_sql = match existing::step(spec, !present.is_empty())? {
-            Step::Keep => None,
-            Step::Truncate => Some(format!("DELETE FROM {table}")),
-            Step::Recreate => {
-                present.clear();
-                Some(format!("DROP TABLE {table}"))
+        let step = existing::step(spec, !present.is_empty())?;
+        if step == Step::RefuseIfNotEmpty {
+            let sql = format!("SELECT 1 FROM {table} LIMIT 1");
+            let row = sqlx::query(&sql)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(q("looking for rows in the target"))?;
+            if row.is_some() {
+                return Err(existing::not_empty(&spec.table));
             }
-            Step::RefuseIfNotEmpty => {
-                let sql = format!("SELECT 1 FROM {table} LIMIT 1");
-                let row = sqlx::query(&sql)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(q("looking for rows in the target"))?;
-                if row.is_some() {
-                    return Err(existing::not_empty(&spec.table));
-                }
-                None
-            }
-        };
-        if let Some(sql) = existing_sql {
+        }
+        if step == Step::Recreate {
+            present.clear();
+        }
+        if let Some(sql) = existing::statement(step, &table, "DELETE FROM") {
             tracing::info!(%sql, "existing target table");
             sqlx::raw_sql(&sql)
                 .execute(&self.pool)
