@@ -987,6 +987,7 @@ async fn update_and_replace_modes() {
     assert_eq!(rows, vec![(1, "r".into(), 100)]);
     // Plain insert of an existing key: refused row by row, reported dirty.
     spec.write_mode = WriteMode::Insert;
+    spec.existing = Some(ferry_connectors::Existing::Append);
     let (n, dirty) = write_all(
         &sink,
         &spec,

@@ -161,6 +161,10 @@ impl Sink for MySqlSink {
         let table = quote_table(&spec.table);
         let mut exists = table_exists(&mut conn, &spec.table).await?;
         let step = existing::step(spec, exists)?;
+        if exists && step != Step::Recreate {
+            let all = table_columns(&mut conn, &spec.table).await?;
+            pick_columns(&spec.table, all, &names)?;
+        }
         if step == Step::RefuseIfNotEmpty {
             let sql = format!("SELECT 1 FROM {table} LIMIT 1");
             let row = sqlx::query(&sql)
@@ -197,9 +201,6 @@ impl Sink for MySqlSink {
                 .execute(sql.as_str())
                 .await
                 .map_err(|e| ConnectorError::query(format!("creating `{}`", spec.table), e))?;
-        } else {
-            let all = table_columns(&mut conn, &spec.table).await?;
-            pick_columns(&spec.table, all, &names)?;
         }
         ensure_checkpoints(&mut conn, spec).await?;
         run_sql(&mut conn, &spec.pre_sql).await

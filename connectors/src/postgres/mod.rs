@@ -979,6 +979,18 @@ impl Sink for PostgresSink {
         let names = spec.target_names(schema)?;
         let mut exists = relation_exists(&self.pool, &qualified).await?;
         let step = existing::step(spec, exists)?;
+        if exists && step != Step::Recreate {
+            let all = relation_columns(&self.pool, &qualified).await?;
+            let present: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+            for n in &names {
+                if !present.contains(&n.as_str()) {
+                    return Err(ConnectorError::Schema(format!(
+                        "column `{n}` does not exist in table `{}`",
+                        spec.table
+                    )));
+                }
+            }
+        }
         if step == Step::RefuseIfNotEmpty {
             let sql = format!("SELECT EXISTS (SELECT 1 FROM {qualified})");
             let rows: bool = sqlx::query_scalar(&sql)
@@ -1019,17 +1031,6 @@ impl Sink for PostgresSink {
                 .execute(&self.pool)
                 .await
                 .map_err(q("CREATE TABLE"))?;
-        } else {
-            let all = relation_columns(&self.pool, &qualified).await?;
-            let present: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
-            for n in &names {
-                if !present.contains(&n.as_str()) {
-                    return Err(ConnectorError::Schema(format!(
-                        "column `{n}` does not exist in table `{}`",
-                        spec.table
-                    )));
-                }
-            }
         }
         self.ensure_checkpoints(spec).await?;
         self.run_all(&spec.pre_sql, "preSql").await

@@ -860,6 +860,16 @@ impl Sink for SqliteSink {
         let mut present = table_columns(&self.pool, &sch, &name).await?;
         let table = qualified(&sch, &name);
         let step = existing::step(spec, !present.is_empty())?;
+        if !present.is_empty() && step != Step::Recreate {
+            for n in &names {
+                if !present.iter().any(|c| &c.name == n) {
+                    return Err(ConnectorError::Schema(format!(
+                        "column `{n}` does not exist in table `{}`",
+                        spec.table
+                    )));
+                }
+            }
+        }
         if step == Step::RefuseIfNotEmpty {
             let sql = format!("SELECT 1 FROM {table} LIMIT 1");
             let row = sqlx::query(&sql)
@@ -913,15 +923,6 @@ impl Sink for SqliteSink {
                 .execute(&self.pool)
                 .await
                 .map_err(q("CREATE TABLE"))?;
-        } else {
-            for n in &names {
-                if !present.iter().any(|c| &c.name == n) {
-                    return Err(ConnectorError::Schema(format!(
-                        "column `{n}` does not exist in table `{}`",
-                        spec.table
-                    )));
-                }
-            }
         }
         let (csch, cname) = split_name(&spec.checkpoint_table())?;
         let ddl = format!(
