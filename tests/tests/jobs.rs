@@ -279,16 +279,9 @@ async fn a_failed_job_resumed_by_hand_skips_the_splits_it_finished() {
         .collect();
     assert!(!done_before.is_empty(), "{failed:?}");
 
-    let http = reqwest::Client::new();
-    let base = format!("http://{}", rig.broker.admin_addr());
-    let resume = |id: String| {
-        let http = http.clone();
-        let url = format!("{base}/v1/jobs/{id}/resume");
-        async move { http.post(url).send().await.unwrap().status().as_u16() }
-    };
     // The operator fixes the target, then resumes.
     dst.sql("ALTER TABLE orders DROP CONSTRAINT not_yet");
-    assert_eq!(resume(failed.id.clone()).await, 202);
+    assert_eq!(rig.resume(&failed.id).await, 202);
     let end = rig
         .wait(&failed.id, std::time::Duration::from_secs(120))
         .await;
@@ -302,8 +295,8 @@ async fn a_failed_job_resumed_by_hand_skips_the_splits_it_finished() {
     let q = "SELECT count(*), md5(string_agg(id || v, ',' ORDER BY id)) FROM orders";
     assert_eq!(dst.sql(q), src.sql(q));
     // A job that succeeded has nothing to resume; an unknown one is not found.
-    assert_eq!(resume(failed.id.clone()).await, 409);
-    assert_eq!(resume("job-999".into()).await, 404);
+    assert_eq!(rig.resume(&failed.id).await, 409);
+    assert_eq!(rig.resume("job-999").await, 404);
     let logs = rig
         .broker
         .jobs()

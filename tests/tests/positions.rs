@@ -14,18 +14,6 @@ use common::*;
 use ferry_broker::jobs::JobState;
 use ferry_tests::db::{pg_url, MyDb, PgSchema};
 
-/// `POST /v1/jobs/{id}/resume`, as `ferry job resume` calls it.
-async fn resume(rig: &Rig, id: &str) -> u16 {
-    let url = format!("http://{}/v1/jobs/{id}/resume", rig.broker.admin_addr());
-    reqwest::Client::new()
-        .post(url)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 /// The checkpoint the target holds for the failed job's only split: a
 /// position of more than one value (stored as JSON), with some rows
 /// committed but not all.
@@ -82,7 +70,7 @@ async fn a_composite_text_key_resumes_after_its_position_postgres() {
     let key = checkpoint(&dst, 21_000);
 
     dst.sql("ALTER TABLE events DROP CONSTRAINT not_yet");
-    assert_eq!(resume(&rig, &failed.id).await, 202);
+    assert_eq!(rig.resume(&failed.id).await, 202);
     let end = rig.wait(&failed.id, Duration::from_secs(120)).await;
     assert_eq!(end.state, JobState::Succeeded, "{end:?}");
     let q = "SELECT count(*), md5(string_agg(region || '|' || seq || '|' || v, ',' \
@@ -161,7 +149,7 @@ async fn a_case_insensitive_key_with_a_datetime_resumes_after_its_position_maria
     let key = checkpoint(&dst, 12_000);
 
     dst.sql("ALTER TABLE events DROP CONSTRAINT not_yet");
-    assert_eq!(resume(&rig, &failed.id).await, 202);
+    assert_eq!(rig.resume(&failed.id).await, 202);
     let end = rig.wait(&failed.id, Duration::from_secs(120)).await;
     assert_eq!(end.state, JobState::Succeeded, "{end:?}");
     let want = digests(&src.sql("SELECT MD5(CONCAT(city, '|', n, '|', v)) FROM events"));

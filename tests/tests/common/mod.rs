@@ -330,6 +330,19 @@ impl Rig {
         }
     }
 
+    /// `POST /v1/jobs/{id}/resume` (what `ferry job resume` calls); the
+    /// HTTP status.
+    pub async fn resume(&self, id: &str) -> u16 {
+        let url = format!("http://{}/v1/jobs/{id}/resume", self.broker.admin_addr());
+        reqwest::Client::new()
+            .post(url)
+            .send()
+            .await
+            .expect("admin API answers")
+            .status()
+            .as_u16()
+    }
+
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
