@@ -311,9 +311,14 @@ async fn a_thousand_agents_come_back_after_the_broker_is_killed() {
     for (id, session) in &sessions_before {
         assert_ne!(back[id].0, *session, "{id} has a new session");
     }
-    assert_eq!(
-        timed_out, 0,
-        "no agent should wait out its idle timeout: the new process resets the old connections"
+    // A reset is one UDP packet: on a loaded two-core machine one may be
+    // dropped (it was, once in five runs), and that agent then waits out its
+    // idle timeout, still inside the bound checked below. Without resets
+    // every QUIC agent would.
+    assert!(
+        timed_out * 100 <= resets.max(1),
+        "{timed_out} agents waited out their idle timeout against {resets} reset: the new process \
+         should reset the old connections (at most 1 in 100 may lose the packet)"
     );
     assert!(
         resets >= (n - over_tcp_count) * 9 / 10,
