@@ -251,6 +251,32 @@ impl Catalog {
         Ok(read)
     }
 
+    /// The table `read` reads, described for the broker's DDL: only the columns read
+    /// (`schema`), and foreign keys only to tables this source's policy allows (the names
+    /// of others do not leave the agent).
+    pub async fn describe(
+        &self,
+        read: &Read,
+        schema: &SchemaRef,
+    ) -> Result<Option<ferry_connectors::spec::TableSchema>, String> {
+        let Some(desc) = read
+            .source
+            .describe(&read.spec)
+            .await
+            .map_err(|e| peer_message(&e))?
+        else {
+            return Ok(None);
+        };
+        let config = self.config(&read.name)?;
+        let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let mut desc = desc.project(&names, &names);
+        desc.foreign_keys.retain(|f| {
+            let name = f.references.display_name();
+            policy::check_table(&read.name, config, &name).is_ok()
+        });
+        Ok(Some(desc))
+    }
+
     /// Plans `read` into at most `max_splits` splits (capped by the
     /// agent's limit); file paths come out relative to the source.
     pub async fn plan(&self, read: &Read, max_splits: u32) -> Result<Vec<Split>, String> {

@@ -202,11 +202,13 @@ impl Worker {
         let schema = read.schema().await?;
         let splits = self.catalog.plan(&read, max_splits).await?;
         let estimated_rows = read.source.estimate_rows(&read.spec).await;
+        let table = self.catalog.describe(&read, &schema).await?.map(Box::new);
         Ok(move |request_id| ControlMessage::PlanReply {
             request_id,
             schema: schema.as_ref().clone(),
             splits,
             estimated_rows,
+            table,
         })
     }
 

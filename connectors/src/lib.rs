@@ -9,6 +9,7 @@
 //! * [`traits`]: the contract: a [`Source`] plans splits and reads one into batches; a
 //!   [`Sink`] prepares the target and hands out [`SinkWriter`]s that commit batches.
 //! * [`spec`]: what a job asks of a reader and a writer (DataX's parameters), split planning.
+//! * [`ddl`]: a source table's keys, indexes, defaults and identity as a target's DDL.
 //! * [`existing`]: what a writer does with a target table that exists already.
 //! * [`file`]: CSV, JSON lines, Parquet and text-log readers and writers on opendal
 //!   (local disk, S3-compatible stores, HTTP for reading).
@@ -24,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod copy_text;
+pub mod ddl;
 pub mod error;
 pub mod existing;
 pub mod file;

@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 pub use ferry_model::{
-    int_splits, KeyValue, Position, ReadSpec, Split, SplitBounds, SplitOrder, TableRef,
+    int_splits, ColumnDef, ColumnDefault, FkAction, ForeignKey, Identity, Index, IndexColumn,
+    KeyValue, Position, ReadSpec, Split, SplitBounds, SplitOrder, TableRef, TableSchema,
     DEFAULT_FETCH_SIZE,
 };
 
@@ -194,6 +195,14 @@ pub struct WriteSpec {
     /// target table's schema).
     #[serde(default)]
     pub checkpoint_table: Option<String>,
+    /// How a created table holds an ENUM column where the target has no ENUM type.
+    #[serde(default)]
+    pub enum_as: crate::ddl::EnumAs,
+    /// The source table's keys, indexes, defaults and identity, projected onto the
+    /// written columns: with `create_table`, the target gets them too. Filled by the
+    /// engine from the source, never from a job file.
+    #[serde(skip)]
+    pub described: Option<TableSchema>,
 }
 
 impl WriteSpec {

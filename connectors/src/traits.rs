@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use crate::error::ConnectorError;
-use crate::spec::{Position, ReadSpec, Split, WriteSpec};
+use crate::spec::{Position, ReadSpec, Split, TableSchema, WriteSpec};
 
 /// A readable data source (one database or file location).
 #[async_trait]
@@ -29,6 +29,14 @@ pub trait Source: Send + Sync {
         };
         let schema = self.schema(&all).await?;
         Ok(schema.fields().iter().map(|f| f.name().clone()).collect())
+    }
+
+    /// The whole table `spec` reads (every column, not only those read): keys, indexes,
+    /// foreign keys, defaults, identity, comments. `None` for a query or a source without
+    /// such things (files).
+    async fn describe(&self, spec: &ReadSpec) -> Result<Option<TableSchema>, ConnectorError> {
+        let _ = spec;
+        Ok(None)
     }
 
     /// Cuts the read into at most about `max_splits` splits (DataX splitPk).
@@ -115,6 +123,30 @@ pub trait Sink: Send + Sync {
     /// checkpoints), once the job succeeded.
     async fn forget(&self, spec: &WriteSpec, job: &str) -> Result<(), ConnectorError> {
         let _ = (spec, job);
+        Ok(())
+    }
+
+    /// The DDL that creates `spec.table` from `spec.described` (the source table's keys,
+    /// indexes, defaults, identity) for rows of `schema`, by stage; `None` when there is no
+    /// description or the target has no DDL (files). Touches nothing.
+    fn table_ddl(
+        &self,
+        spec: &WriteSpec,
+        schema: &SchemaRef,
+    ) -> Result<Option<crate::ddl::TableDdl>, ConnectorError> {
+        let _ = (spec, schema);
+        Ok(None)
+    }
+
+    /// Runs DDL steps of [`table_ddl`](Self::table_ddl) after the load (indexes, identity
+    /// counters, foreign keys), skipping an index or foreign key whose name exists already,
+    /// so a job picked up again can run them again.
+    async fn apply_ddl(
+        &self,
+        spec: &WriteSpec,
+        steps: &[crate::ddl::DdlStep],
+    ) -> Result<(), ConnectorError> {
+        let _ = (spec, steps);
         Ok(())
     }
 

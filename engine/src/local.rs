@@ -39,6 +39,13 @@ impl Reading for LocalReading {
         self.source.schema(spec).await.map_err(|e| e.to_string())
     }
 
+    async fn describe(
+        &self,
+        spec: &ReadSpec,
+    ) -> Result<Option<ferry_connectors::spec::TableSchema>, String> {
+        self.source.describe(spec).await.map_err(|e| e.to_string())
+    }
+
     async fn plan(&self, spec: &ReadSpec, max_splits: usize) -> Result<Vec<Split>, String> {
         let splits = self
             .source

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use arrow_array::RecordBatch;
 use arrow_schema::{Schema, SchemaRef};
 use async_trait::async_trait;
+use ferry_connectors::spec::TableSchema;
 use ferry_connectors::{Checkpoint, ConnectorError, DirtyRecord, ReadSpec, Sink, Split};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -69,6 +70,12 @@ impl std::fmt::Display for ReadError {
 pub trait Reading: Send + Sync {
     /// The Arrow schema of what the reader reads.
     async fn schema(&self, spec: &ReadSpec) -> Result<SchemaRef, String>;
+    /// The source table's keys, indexes, defaults and identity, for the columns read
+    /// (`None` for a query or a file). Call after `schema`.
+    async fn describe(&self, spec: &ReadSpec) -> Result<Option<TableSchema>, String> {
+        let _ = spec;
+        Ok(None)
+    }
     /// Splits of the read, at most about `max_splits`.
     async fn plan(&self, spec: &ReadSpec, max_splits: usize) -> Result<Vec<Split>, String>;
     /// Rows the read will produce, when the source can estimate it cheaply
@@ -472,6 +479,22 @@ pub fn target_schema(source: &SchemaRef, columns: &[String]) -> Result<SchemaRef
     )))
 }
 
+/// The source table's description under the target's column names, when the reader
+/// reads a table that has one.
+async fn described(
+    reading: &dyn Reading,
+    rspec: &ReadSpec,
+    schema: &SchemaRef,
+    tschema: &SchemaRef,
+) -> Result<Option<TableSchema>, String> {
+    let Some(desc) = reading.describe(rspec).await? else {
+        return Ok(None);
+    };
+    let names =
+        |s: &SchemaRef| -> Vec<String> { s.fields().iter().map(|f| f.name().clone()).collect() };
+    Ok(Some(desc.project(&names(schema), &names(tschema))))
+}
+
 /// The reader's spec as a job states it (`column: ["*"]` means all columns).
 pub fn read_spec(job: &Job) -> ReadSpec {
     let mut rspec = job.reader.spec.clone();
@@ -505,14 +528,23 @@ pub async fn run_job(
         .plan(&rspec, channel * 4)
         .await
         .map_err(reader("planning splits"))?;
+    let mut wspec = job.writer.spec.clone();
+    if wspec.create_table {
+        wspec.described = described(reading.as_ref(), &rspec, &schema, &tschema)
+            .await
+            .map_err(reader("describing the source table"))?;
+    }
+    let ddl = sink
+        .table_ddl(&wspec, &tschema)
+        .map_err(conn("rendering the target's DDL"))?;
     let resume = opts.resume.clone();
     match &resume {
         None => sink
-            .prepare(&job.writer.spec, &tschema)
+            .prepare(&wspec, &tschema)
             .await
             .map_err(conn("preparing the target"))?,
         Some(_) => sink
-            .reattach(&job.writer.spec, &tschema)
+            .reattach(&wspec, &tschema)
             .await
             .map_err(conn("checking the target again"))?,
     }
@@ -606,6 +638,18 @@ pub async fn run_job(
                 100.0 * dirty as f64 / read as f64,
                 100.0 * pct
             ));
+        }
+    }
+    if let (false, Some(ddl)) = (progress.failed(), &ddl) {
+        // Indexes and identity counters after the load, foreign keys last.
+        for (steps, what) in [
+            (&ddl.after_load, "building indexes"),
+            (&ddl.constraints, "adding foreign keys"),
+        ] {
+            if let Err(e) = sink.apply_ddl(&wspec, steps).await {
+                progress.fail(format!("{what}: {e}"));
+                break;
+            }
         }
     }
     if !progress.failed() {

@@ -5,6 +5,8 @@
 //! * [`Split`]: one slice of a read, run by one task. It knows its table ([`TableRef`]), its
 //!   bounds, the order the source reads it in ([`SplitOrder`]) and, when resumed, the
 //!   [`Position`] to resume after.
+//! * [`TableSchema`]: what a table is beyond its column types (keys, indexes, foreign keys,
+//!   defaults, identity), described by a source and rendered as DDL by a target.
 //! * [`Position`]: a point in a source's order, supplied by the source (today the values of
 //!   a unique key of the last row committed: integer, decimal, string, binary or any tuple
 //!   of them). The engine stores and returns it; only the source compares positions.
@@ -17,8 +19,13 @@
 
 mod position;
 mod read;
+mod schema;
 mod split;
 
 pub use position::{KeyValue, Position, PositionError, MAX_POSITION_VALUES, MAX_TEXT_KEY_LEN};
 pub use read::{ReadSpec, DEFAULT_FETCH_SIZE};
+pub use schema::{
+    ColumnDef, ColumnDefault, FkAction, ForeignKey, Identity, Index, IndexColumn, SchemaError,
+    TableSchema, MAX_IDENT_LEN, MAX_KEY_COLUMNS, MAX_SCHEMA_ITEMS, MAX_TEXT_LEN,
+};
 pub use split::{int_splits, Split, SplitBounds, SplitOrder, TableRef};

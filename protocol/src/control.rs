@@ -6,7 +6,7 @@
 
 use arrow_schema::Schema;
 use bytes::Bytes;
-use ferry_model::{ReadSpec, Split};
+use ferry_model::{ReadSpec, Split, TableSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::frame::{Frame, FrameKind};
@@ -131,6 +131,10 @@ pub enum ControlMessage {
         splits: Vec<Split>,
         /// Rows the read will produce, from table statistics, if known.
         estimated_rows: Option<u64>,
+        /// The table's keys, indexes, defaults and identity, for the read's columns
+        /// (none for a query or a file).
+        #[serde(default)]
+        table: Option<Box<TableSchema>>,
     },
     /// Agent -> broker: a plan request failed (unknown data source, bad
     /// spec, database error).
@@ -306,7 +310,18 @@ impl ControlMessage {
                 check_len("datasource", datasource, MAX_NAME_LEN)?;
                 check_spec(spec)
             }
-            ControlMessage::PlanReply { schema, splits, .. } => {
+            ControlMessage::PlanReply {
+                schema,
+                splits,
+                table,
+                ..
+            } => {
+                if let Some(t) = table {
+                    t.check().map_err(|e| ProtocolError::InvalidField {
+                        field: "table",
+                        why: e.to_string(),
+                    })?;
+                }
                 if schema.fields().len() > MAX_COLUMNS {
                     return Err(ProtocolError::FieldTooLong {
                         field: "schema.fields",
@@ -558,6 +573,7 @@ mod tests {
                 schema: Schema::new(vec![Field::new("id", DataType::Int64, false)]),
                 splits: vec![split.clone()],
                 estimated_rows: Some(10),
+                table: None,
             },
             ControlMessage::plan_failed(1, "no such table"),
             ControlMessage::TaskAssign {

@@ -251,6 +251,7 @@ async fn another_groups_agent_cannot_answer_for_the_agent_asked() {
                 schema: pwned_schema(),
                 splits: Vec::new(),
                 estimated_rows: None,
+                table: None,
             })
             .await;
     }
@@ -286,6 +287,7 @@ async fn another_groups_agent_cannot_answer_for_the_agent_asked() {
             schema: pwned_schema(),
             splits: vec![ferry_connectors::Split::all()],
             estimated_rows: Some(1),
+            table: None,
         })
         .await;
     rogue

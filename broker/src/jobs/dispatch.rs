@@ -25,6 +25,7 @@ pub struct PlanAnswer {
     pub schema: arrow_schema::Schema,
     pub splits: Vec<ferry_connectors::Split>,
     pub estimated_rows: Option<u64>,
+    pub table: Option<ferry_connectors::spec::TableSchema>,
 }
 
 /// Something that happened to an assigned task.
@@ -214,6 +215,7 @@ mod tests {
             schema: arrow_schema::Schema::empty(),
             splits: Vec::new(),
             estimated_rows: None,
+            table: None,
         })
     }
 

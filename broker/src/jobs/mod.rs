@@ -216,12 +216,14 @@ impl AgentRoutes for JobHub {
                 schema,
                 splits,
                 estimated_rows,
+                table,
             } => {
                 let answer = dispatch::PlanAnswer {
                     agent_id: from.id.clone(),
                     schema,
                     splits,
                     estimated_rows,
+                    table: table.map(|t| *t),
                 };
                 Answered {
                     what: "plan reply",

@@ -73,6 +73,8 @@ pub struct TunnelReading {
     max_splits: usize,
     plan: Mutex<Option<(Vec<Split>, Option<u64>)>>,
     stored_schema: Option<SchemaRef>,
+    /// The source table's description from the agent's plan reply.
+    described: Mutex<Option<ferry_connectors::spec::TableSchema>>,
     plan_wait: Duration,
     next_agent: AtomicUsize,
     wire: Arc<AtomicU64>,
@@ -95,6 +97,7 @@ impl TunnelReading {
             compression: job.compression,
             max_splits: job.max_splits,
             plan: Mutex::new(plan),
+            described: Mutex::new(None),
             stored_schema,
             plan_wait: if job.resumed {
                 TASK_AGENT_WAIT
@@ -182,6 +185,7 @@ impl Reading for TunnelReading {
             schema,
             splits,
             estimated_rows,
+            table,
         } = answer.map_err(|e| format!("agent `{}`: {e}", agent.agent_id))?;
         check_plan(&splits, &spec.table_ref(Some(&self.datasource))).map_err(|e| {
             format!("agent `{agent_id}` sent a plan that does not fit the job: {e}")
@@ -191,6 +195,7 @@ impl Reading for TunnelReading {
             .info(format!("agent `{agent_id}` planned the read"))
             .await;
         *self.lock_plan() = Some((splits, estimated_rows));
+        *self.described.lock().unwrap_or_else(|p| p.into_inner()) = table;
         Ok(Arc::new(schema))
     }
 
@@ -206,6 +211,20 @@ impl Reading for TunnelReading {
 
     fn estimated_rows(&self) -> Option<u64> {
         self.lock_plan().as_ref().and_then(|(_, e)| *e)
+    }
+
+    async fn describe(
+        &self,
+        spec: &ReadSpec,
+    ) -> Result<Option<ferry_connectors::spec::TableSchema>, String> {
+        if self.lock_plan().is_none() {
+            self.schema(spec).await?;
+        }
+        Ok(self
+            .described
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone())
     }
 
     async fn open(

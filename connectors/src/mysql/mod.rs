@@ -73,6 +73,8 @@
 //! `YYYY-MM-DD HH:MM:SS.ffffff` in UTC (session zone +00:00), binary as bytes. Sub-microsecond
 //! parts of nanosecond timestamps are truncated (MySQL keeps microseconds).
 
+mod ddl;
+mod describe;
 mod meta;
 mod read;
 mod value;

@@ -20,7 +20,7 @@ use super::meta::{pick_columns, primary_key, query_columns, table_columns};
 use super::value::{decode_datetime, decode_time, parse_decimal128, parse_decimal256, Temporal};
 use super::{quote_ident, quote_table, MySqlSource};
 use crate::error::ConnectorError;
-use crate::spec::{int_splits, ReadSpec, Split};
+use crate::spec::{int_splits, ReadSpec, Split, TableSchema};
 use crate::traits::Source;
 
 /// How a zero date (`0000-00-00`, or a zero month/day) is read.
@@ -312,6 +312,25 @@ impl Source for MySqlSource {
             }
         }
         Ok(Arc::new(Schema::new(fields)))
+    }
+
+    async fn describe(&self, spec: &ReadSpec) -> Result<Option<TableSchema>, ConnectorError> {
+        if spec
+            .query_sql
+            .as_deref()
+            .is_some_and(|q| !q.trim().is_empty())
+        {
+            return Ok(None);
+        }
+        let table = table_of(spec)?;
+        let mut conn = self.acquire().await?;
+        let r = async {
+            begin_read(&mut conn).await?;
+            let all = table_columns(&mut conn, table).await?;
+            super::describe::table_schema(&mut conn, table, &all).await
+        }
+        .await;
+        end_read(conn, r).await.map(Some)
     }
 
     async fn plan(&self, spec: &ReadSpec, max_splits: usize) -> Result<Vec<Split>, ConnectorError> {

@@ -28,8 +28,8 @@ use crate::traits::{Checkpoint, CheckpointSql, DirtyRecord, Sink, SinkWriter, Wr
 /// Most placeholders one statement may carry.
 const MAX_PLACEHOLDERS: usize = 65_535;
 
-/// The MySQL column type `create_table` uses for `f`.
-pub(crate) fn mysql_type(f: &Field) -> Result<String, ConnectorError> {
+/// The MySQL column type for `f`, without nullability.
+pub(crate) fn mysql_base_type(f: &Field) -> Result<String, ConnectorError> {
     let md = f.metadata();
     let ferry_type = md.get("ferry.type").map(String::as_str);
     let members = |key: &str| -> String {
@@ -97,13 +97,7 @@ pub(crate) fn mysql_type(f: &Field) -> Result<String, ConnectorError> {
         DataType::Boolean => "TINYINT(1)".into(),
         DataType::Date32 | DataType::Date64 => "DATE".into(),
         DataType::Timestamp(_, None) => "DATETIME(6)".into(),
-        DataType::Timestamp(_, Some(_)) => {
-            return Ok(if f.is_nullable() {
-                "TIMESTAMP(6) NULL DEFAULT NULL".into()
-            } else {
-                "TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)".into()
-            })
-        }
+        DataType::Timestamp(_, Some(_)) => "TIMESTAMP(6)".into(),
         DataType::Time32(_) | DataType::Time64(_) | DataType::Duration(_) => "TIME(6)".into(),
         other => {
             return Err(ConnectorError::UnsupportedType {
@@ -112,10 +106,18 @@ pub(crate) fn mysql_type(f: &Field) -> Result<String, ConnectorError> {
             })
         }
     };
-    Ok(if f.is_nullable() {
-        format!("{t} NULL")
-    } else {
-        format!("{t} NOT NULL")
+    Ok(t)
+}
+
+/// The MySQL column definition `create_table` uses for `f`: type and nullability (a
+/// TIMESTAMP with an explicit default, so the server adds no `ON UPDATE` of its own).
+pub(crate) fn mysql_type(f: &Field) -> Result<String, ConnectorError> {
+    let t = mysql_base_type(f)?;
+    Ok(match (t.as_str(), f.is_nullable()) {
+        ("TIMESTAMP(6)", true) => "TIMESTAMP(6) NULL DEFAULT NULL".into(),
+        ("TIMESTAMP(6)", false) => "TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)".into(),
+        (_, true) => format!("{t} NULL"),
+        (_, false) => format!("{t} NOT NULL"),
     })
 }
 
@@ -186,21 +188,33 @@ impl Sink for MySqlSink {
             if !existing::creates(spec) {
                 return Err(ConnectorError::NoSuchTable(spec.table.clone()));
             }
-            let cols = schema
-                .fields()
-                .iter()
-                .zip(&names)
-                .map(|(f, n)| Ok(format!("{} {}", quote_ident(n), mysql_type(f)?)))
-                .collect::<Result<Vec<_>, ConnectorError>>()?;
-            let sql = format!(
-                "CREATE TABLE {} ({}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-                quote_table(&spec.table),
-                cols.join(", ")
-            );
-            (&mut *conn)
-                .execute(sql.as_str())
-                .await
-                .map_err(|e| ConnectorError::query(format!("creating `{}`", spec.table), e))?;
+            let statements = match self.table_ddl(spec, schema)? {
+                Some(ddl) => {
+                    for n in &ddl.notes {
+                        tracing::warn!(table = %spec.table, "{n}");
+                    }
+                    ddl.create.into_iter().map(|s| s.sql).collect()
+                }
+                None => {
+                    let cols = schema
+                        .fields()
+                        .iter()
+                        .zip(&names)
+                        .map(|(f, n)| Ok(format!("{} {}", quote_ident(n), mysql_type(f)?)))
+                        .collect::<Result<Vec<_>, ConnectorError>>()?;
+                    vec![format!(
+                        "CREATE TABLE {} ({}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+                        quote_table(&spec.table),
+                        cols.join(", ")
+                    )]
+                }
+            };
+            for sql in statements {
+                tracing::info!(%sql, "creating target table");
+                (&mut *conn).execute(sql.as_str()).await.map_err(|e| {
+                    ConnectorError::query(format!("creating `{}`: `{sql}`", spec.table), e)
+                })?;
+            }
         }
         ensure_checkpoints(&mut conn, spec).await?;
         run_sql(&mut conn, &spec.pre_sql).await
@@ -280,6 +294,65 @@ impl Sink for MySqlSink {
         .execute(&mut *conn)
         .await
         .map_err(|e| ConnectorError::query(format!("clearing checkpoints in {table}"), e))?;
+        Ok(())
+    }
+
+    fn table_ddl(
+        &self,
+        spec: &WriteSpec,
+        schema: &SchemaRef,
+    ) -> Result<Option<crate::ddl::TableDdl>, ConnectorError> {
+        let Some(desc) = spec.described.as_ref() else {
+            return Ok(None);
+        };
+        let names: Vec<String> = spec
+            .target_names(schema)?
+            .into_iter()
+            .map(|c| c.trim_matches('`').to_string())
+            .collect();
+        super::ddl::table_ddl(spec, schema, &names, desc).map(Some)
+    }
+
+    async fn apply_ddl(
+        &self,
+        spec: &WriteSpec,
+        steps: &[crate::ddl::DdlStep],
+    ) -> Result<(), ConnectorError> {
+        use crate::ddl::Object;
+        let mut conn = acquire(&self.pool).await?;
+        let (db, t) = split_table(&spec.table);
+        for step in steps {
+            let lookup = match &step.creates {
+                None => None,
+                Some(Object::Index(name)) => Some((
+                    "SELECT 1 FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) \
+                     AND TABLE_NAME = ? AND INDEX_NAME = ? LIMIT 1",
+                    name,
+                )),
+                Some(Object::ForeignKey(name)) => Some((
+                    "SELECT 1 FROM information_schema.TABLE_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = COALESCE(?, DATABASE()) \
+                     AND TABLE_NAME = ? AND CONSTRAINT_NAME = ? AND CONSTRAINT_TYPE = 'FOREIGN KEY' LIMIT 1",
+                    name,
+                )),
+            };
+            if let Some((sql, name)) = lookup {
+                let found = sqlx::query(sql)
+                    .bind(db)
+                    .bind(t)
+                    .bind(name)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(|e| ConnectorError::query("looking up an index or foreign key", e))?;
+                if found.is_some() {
+                    continue;
+                }
+            }
+            tracing::info!(sql = %step.sql, "target table DDL");
+            (&mut *conn)
+                .execute(step.sql.as_str())
+                .await
+                .map_err(|e| ConnectorError::query(format!("`{}`", step.sql), e))?;
+        }
         Ok(())
     }
 

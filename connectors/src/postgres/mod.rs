@@ -53,6 +53,8 @@
 //! `numeric`, `json`/`jsonb` (validated) and `uuid` (parsed).
 
 mod binary;
+mod ddl;
+mod describe;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -394,7 +396,7 @@ fn q(what: &str) -> impl FnOnce(sqlx::Error) -> ConnectorError + '_ {
 }
 
 const CATALOG_SQL: &str = "SELECT a.attname::text, t.typname::text, a.atttypmod, a.attnotnull, \
-     format_type(a.atttypid, a.atttypmod) \
+     format_type(a.atttypid, a.atttypmod), t.typtype::text \
      FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
      ORDER BY a.attnum";
@@ -434,7 +436,10 @@ where
             let typmod: i32 = r.get(2);
             let not_null: bool = r.get(3);
             let type_name: String = r.get(4);
-            let col = PgCol::from_catalog(name.clone(), &typname, typmod, not_null, type_name);
+            let typtype: String = r.get(5);
+            // An enum's values go over COPY binary as their labels' text.
+            let typname = if typtype == "e" { "text" } else { &typname };
+            let col = PgCol::from_catalog(name.clone(), typname, typmod, not_null, type_name);
             (name, col)
         })
         .collect())
@@ -811,6 +816,30 @@ impl PostgresSource {
 
 #[async_trait]
 impl Source for PostgresSource {
+    async fn describe(
+        &self,
+        spec: &ReadSpec,
+    ) -> Result<Option<crate::spec::TableSchema>, ConnectorError> {
+        if spec
+            .query_sql
+            .as_deref()
+            .is_some_and(|q| !q.trim().is_empty())
+        {
+            return Ok(None);
+        }
+        let Some(table) = spec.table.as_deref() else {
+            return Ok(None);
+        };
+        let qualified = quote_qualified(table)?;
+        let mut tx = self.begin_read().await?;
+        if !relation_exists(&mut *tx, &qualified).await? {
+            return Err(ConnectorError::NoSuchTable(table.to_string()));
+        }
+        let described = describe::table_schema(&mut tx, &qualified).await?;
+        tx.rollback().await.map_err(q("rollback"))?;
+        Ok(Some(described))
+    }
+
     async fn estimate_rows(&self, spec: &ReadSpec) -> Option<u64> {
         if spec.query_sql.is_some() || spec.where_clause.is_some() {
             return None;
@@ -1013,24 +1042,31 @@ impl Sink for PostgresSink {
             if !existing::creates(spec) {
                 return Err(ConnectorError::NoSuchTable(spec.table.clone()));
             }
-            let mut defs = Vec::with_capacity(names.len());
-            for (name, field) in names.iter().zip(schema.fields()) {
-                defs.push(format!(
-                    "{} {}{}",
-                    quote_ident(name),
-                    pg_type_for(field)?,
-                    if field.is_nullable() { "" } else { " NOT NULL" }
-                ));
+            if let Some(ddl) = self.table_ddl(spec, schema)? {
+                for n in &ddl.notes {
+                    tracing::warn!(table = %spec.table, "{n}");
+                }
+                create_in_one_transaction(&self.pool, &ddl.create).await?;
+            } else {
+                let mut defs = Vec::with_capacity(names.len());
+                for (name, field) in names.iter().zip(schema.fields()) {
+                    defs.push(format!(
+                        "{} {}{}",
+                        quote_ident(name),
+                        pg_type_for(field)?,
+                        if field.is_nullable() { "" } else { " NOT NULL" }
+                    ));
+                }
+                let ddl = format!(
+                    "CREATE TABLE IF NOT EXISTS {qualified} ({})",
+                    defs.join(", ")
+                );
+                tracing::info!(%ddl, "creating target table");
+                sqlx::raw_sql(&ddl)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(q("CREATE TABLE"))?;
             }
-            let ddl = format!(
-                "CREATE TABLE IF NOT EXISTS {qualified} ({})",
-                defs.join(", ")
-            );
-            tracing::info!(%ddl, "creating target table");
-            sqlx::raw_sql(&ddl)
-                .execute(&self.pool)
-                .await
-                .map_err(q("CREATE TABLE"))?;
         }
         self.ensure_checkpoints(spec).await?;
         self.run_all(&spec.pre_sql, "preSql").await
@@ -1099,9 +1135,77 @@ impl Sink for PostgresSink {
         Ok(Box::new(self.open_writer(spec, schema).await?))
     }
 
+    fn table_ddl(
+        &self,
+        spec: &WriteSpec,
+        schema: &SchemaRef,
+    ) -> Result<Option<crate::ddl::TableDdl>, ConnectorError> {
+        let Some(desc) = spec.described.as_ref() else {
+            return Ok(None);
+        };
+        let names = spec.target_names(schema)?;
+        ddl::table_ddl(spec, schema, &names, desc).map(Some)
+    }
+
+    async fn apply_ddl(
+        &self,
+        spec: &WriteSpec,
+        steps: &[crate::ddl::DdlStep],
+    ) -> Result<(), ConnectorError> {
+        let table = quote_qualified(&spec.table)?;
+        for step in steps {
+            let exists: bool = match &step.creates {
+                None => false,
+                Some(crate::ddl::Object::Index(name)) => {
+                    let schema = crate::spec::TableRef::parse(&spec.table, None)
+                        .and_then(|t| t.schema);
+                    let qualified = match schema {
+                        Some(s) => format!("{}.{}", quote_ident(&s), quote_ident(name)),
+                        None => quote_ident(name),
+                    };
+                    relation_exists(&self.pool, &qualified).await?
+                }
+                Some(crate::ddl::Object::ForeignKey(name)) => sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2)",
+                )
+                .bind(&table)
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(q("looking up a foreign key"))?,
+            };
+            if exists {
+                continue;
+            }
+            tracing::info!(sql = %step.sql, "target table DDL");
+            sqlx::raw_sql(&step.sql)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| ConnectorError::query(format!("`{}`", step.sql), e))?;
+        }
+        Ok(())
+    }
+
     async fn finish(&self, spec: &WriteSpec) -> Result<(), ConnectorError> {
         self.run_all(&spec.post_sql, "postSql").await
     }
+}
+
+/// Runs the steps that create a table in one transaction (PostgreSQL DDL is
+/// transactional): a failure leaves no half-made table or enum type behind.
+async fn create_in_one_transaction(
+    pool: &PgPool,
+    steps: &[crate::ddl::DdlStep],
+) -> Result<(), ConnectorError> {
+    let mut tx = pool.begin().await.map_err(q("begin"))?;
+    for step in steps {
+        tracing::info!(sql = %step.sql, "creating target table");
+        (&mut *tx)
+            .execute(step.sql.as_str())
+            .await
+            .map_err(|e| ConnectorError::query(format!("`{}`", step.sql), e))?;
+    }
+    tx.commit().await.map_err(q("commit CREATE TABLE"))
 }
 
 impl PostgresSink {

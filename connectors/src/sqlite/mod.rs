@@ -45,6 +45,8 @@
 //! URLs: `sqlite:///abs/path.db` or `sqlite://relative.db`. The reader opens the file
 //! read-only (a missing file is an error naming it); the writer creates it, in WAL mode.
 
+mod ddl;
+mod describe;
 mod value;
 
 use std::collections::HashMap;
@@ -305,7 +307,10 @@ async fn connect_pool(url: &str, writer: bool) -> Result<SqlitePool, ConnectorEr
         .busy_timeout(Duration::from_secs(30));
     let path = opts.get_filename().to_path_buf();
     let opts = if writer {
+        // A loading writer does not enforce foreign keys (sqlx turns them on): a whole
+        // database loads its tables in any order, as PostgreSQL and MySQL loads do.
         opts.create_if_missing(true)
+            .foreign_keys(false)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
     } else {
@@ -705,6 +710,22 @@ impl ColBuilder {
 
 #[async_trait]
 impl Source for SqliteSource {
+    async fn describe(
+        &self,
+        spec: &ReadSpec,
+    ) -> Result<Option<crate::spec::TableSchema>, ConnectorError> {
+        if Self::query_sql(spec).is_some() {
+            return Ok(None);
+        }
+        let Some(table) = spec.table.as_deref() else {
+            return Ok(None);
+        };
+        let (schema, name) = split_name(table)?;
+        describe::table_schema(&self.pool, &schema, &name)
+            .await
+            .map(Some)
+    }
+
     async fn schema(&self, spec: &ReadSpec) -> Result<SchemaRef, ConnectorError> {
         let plan = self.resolve(spec).await?;
         if Self::query_sql(spec).is_none() {
@@ -894,35 +915,47 @@ impl Sink for SqliteSink {
             if !existing::creates(spec) {
                 return Err(ConnectorError::NoSuchTable(spec.table.clone()));
             }
-            let mut defs = Vec::with_capacity(names.len());
-            for (n, field) in names.iter().zip(schema.fields()) {
-                defs.push(format!(
-                    "{} {}{}",
-                    quote_ident(n),
-                    sqlite_type_for(field)?,
-                    if field.is_nullable() { "" } else { " NOT NULL" }
-                ));
+            let statements = match self.table_ddl(spec, schema)? {
+                Some(ddl) => {
+                    for n in &ddl.notes {
+                        tracing::warn!(table = %spec.table, "{n}");
+                    }
+                    ddl.create.into_iter().map(|s| s.sql).collect()
+                }
+                None => {
+                    let mut defs = Vec::with_capacity(names.len());
+                    for (n, field) in names.iter().zip(schema.fields()) {
+                        defs.push(format!(
+                            "{} {}{}",
+                            quote_ident(n),
+                            sqlite_type_for(field)?,
+                            if field.is_nullable() { "" } else { " NOT NULL" }
+                        ));
+                    }
+                    if !spec.keys.is_empty() {
+                        defs.push(format!(
+                            "PRIMARY KEY ({})",
+                            spec.keys
+                                .iter()
+                                .map(|k| quote_ident(k))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
+                    }
+                    vec![format!(
+                        "CREATE TABLE IF NOT EXISTS {} ({})",
+                        qualified(&sch, &name),
+                        defs.join(", ")
+                    )]
+                }
+            };
+            for ddl in statements {
+                tracing::info!(%ddl, "creating target table");
+                sqlx::raw_sql(&ddl)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| ConnectorError::query(format!("`{ddl}`"), e))?;
             }
-            if !spec.keys.is_empty() {
-                defs.push(format!(
-                    "PRIMARY KEY ({})",
-                    spec.keys
-                        .iter()
-                        .map(|k| quote_ident(k))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
-            let ddl = format!(
-                "CREATE TABLE IF NOT EXISTS {} ({})",
-                qualified(&sch, &name),
-                defs.join(", ")
-            );
-            tracing::info!(%ddl, "creating target table");
-            sqlx::raw_sql(&ddl)
-                .execute(&self.pool)
-                .await
-                .map_err(q("CREATE TABLE"))?;
         }
         let (csch, cname) = split_name(&spec.checkpoint_table())?;
         let ddl = format!(
@@ -1011,6 +1044,50 @@ impl Sink for SqliteSink {
         .execute(&self.pool)
         .await
         .map_err(q("clearing checkpoints"))?;
+        Ok(())
+    }
+
+    fn table_ddl(
+        &self,
+        spec: &WriteSpec,
+        schema: &SchemaRef,
+    ) -> Result<Option<crate::ddl::TableDdl>, ConnectorError> {
+        let Some(desc) = spec.described.as_ref() else {
+            return Ok(None);
+        };
+        let names = spec.target_names(schema)?;
+        ddl::table_ddl(spec, schema, &names, desc).map(Some)
+    }
+
+    async fn apply_ddl(
+        &self,
+        spec: &WriteSpec,
+        steps: &[crate::ddl::DdlStep],
+    ) -> Result<(), ConnectorError> {
+        let (sch, _) = split_name(&spec.table)?;
+        let master = format!(
+            "{}.sqlite_master",
+            quote_ident(sch.as_deref().unwrap_or("main"))
+        );
+        for step in steps {
+            if let Some(crate::ddl::Object::Index(name) | crate::ddl::Object::ForeignKey(name)) =
+                &step.creates
+            {
+                let found = sqlx::query(&format!("SELECT 1 FROM {master} WHERE name = ?1"))
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(q("looking up an index"))?;
+                if found.is_some() {
+                    continue;
+                }
+            }
+            tracing::info!(sql = %step.sql, "target table DDL");
+            sqlx::raw_sql(&step.sql)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| ConnectorError::query(format!("`{}`", step.sql), e))?;
+        }
         Ok(())
     }
 
