@@ -42,4 +42,4 @@ pub use kind::Kind;
 pub use spec::{
     KeyValue, Position, ReadSpec, Split, SplitBounds, SplitOrder, TableRef, WriteMode, WriteSpec,
 };
-pub use traits::{Checkpoint, DirtyRecord, Sink, SinkWriter, Source, WriteOutcome};
+pub use traits::{Checkpoint, DirtyRecord, Sink, SinkWriter, Source, TableListing, WriteOutcome};

@@ -160,7 +160,9 @@ pub enum WriteMode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WriteSpec {
-    /// Target table, optionally schema-qualified.
+    /// Target table, optionally schema-qualified (empty in a whole-database job's file:
+    /// each table gets its own).
+    #[serde(default)]
     pub table: String,
     /// Target column names, positionally matching the reader's columns;
     /// empty means the reader's names (DataX: `column`).

@@ -39,6 +39,13 @@ pub trait Source: Send + Sync {
         Ok(None)
     }
 
+    /// The tables of the source's own database (MySQL) or schemas (PostgreSQL: every
+    /// schema but the system's, `schema.table` outside the current schema; SQLite: `main`),
+    /// and what a whole-database job does not migrate (views, routines). Empty for files.
+    async fn list_tables(&self) -> Result<TableListing, ConnectorError> {
+        Ok(TableListing::default())
+    }
+
     /// Cuts the read into at most about `max_splits` splits (DataX splitPk).
     /// Rows with a NULL split key get a split of their own.
     async fn plan(&self, spec: &ReadSpec, max_splits: usize) -> Result<Vec<Split>, ConnectorError>;
@@ -69,6 +76,16 @@ pub trait Source: Send + Sync {
         split: &Split,
         out: mpsc::Sender<RecordBatch>,
     ) -> Result<u64, ConnectorError>;
+}
+
+/// What a source's database holds, for a whole-database job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableListing {
+    /// Base tables, as a job names them, in name order.
+    pub tables: Vec<String>,
+    /// Views, routines and the like, one line each (`view shop_totals`): listed in the
+    /// summary as not migrated.
+    pub not_migrated: Vec<String>,
 }
 
 /// A writable target.

@@ -103,6 +103,8 @@ pub struct ReaderConfig {
     pub spec: ReadSpec,
     /// Connector-specific options (e.g. `zeroDate`).
     pub options: Map<String, Value>,
+    /// A whole-database job: which tables (`tables`, `exclude`); `spec.table` is unset.
+    pub tables: Option<crate::database::TableSelection>,
 }
 
 /// The writer half.
@@ -112,6 +114,8 @@ pub struct WriterConfig {
     pub location: Location,
     pub spec: WriteSpec,
     pub options: Map<String, Value>,
+    /// Where each table of a whole-database job goes.
+    pub naming: crate::database::TableNaming,
 }
 
 /// `setting.speed`.
@@ -225,10 +229,14 @@ impl Job {
                 "unknown key (expected reader, writer, setting)",
             ));
         }
-        let (rkind, rloc, rparam, ropts) = endpoint("reader", reader)?;
+        let (rkind, rloc, mut rparam, ropts) = endpoint("reader", reader)?;
+        let tables = crate::database::TableSelection::take(&mut rparam)
+            .map_err(|e| field("reader.parameter", e))?;
         let spec: ReadSpec = serde_json::from_value(Value::Object(rparam))
             .map_err(|e| field("reader.parameter", e.to_string()))?;
-        let (wkind, wloc, wparam, wopts) = endpoint("writer", writer)?;
+        let (wkind, wloc, mut wparam, wopts) = endpoint("writer", writer)?;
+        let naming = crate::database::TableNaming::take(&mut wparam)
+            .map_err(|e| field("writer.parameter", e))?;
         let mode_given = wparam.contains_key("writeMode");
         let mut wspec: WriteSpec = serde_json::from_value(Value::Object(wparam))
             .map_err(|e| field("writer.parameter", e.to_string()))?;
@@ -257,12 +265,14 @@ impl Job {
                 location: rloc,
                 spec,
                 options: ropts,
+                tables,
             },
             writer: WriterConfig {
                 kind: wkind,
                 location: wloc,
                 spec: wspec,
                 options: wopts,
+                naming,
             },
             setting,
         };
@@ -316,8 +326,37 @@ impl Job {
                 }
             }
         }
+        if self.reader.tables.is_some() {
+            for (set, key) in [
+                (r.table.is_some(), "reader.parameter.table"),
+                (r.query_sql.is_some(), "reader.parameter.querySql"),
+                (r.where_clause.is_some(), "reader.parameter.where"),
+                (r.split_pk.is_some(), "reader.parameter.splitPk"),
+                (!r.columns.is_empty(), "reader.parameter.column"),
+                (!self.writer.spec.table.is_empty(), "writer.parameter.table"),
+                (
+                    !self.writer.spec.columns.is_empty(),
+                    "writer.parameter.column",
+                ),
+            ] {
+                if set {
+                    return Err(field(
+                        key,
+                        "not with `tables` (a whole-database job reads every column of each \
+                         table it selects, split on its primary key, into a table named by the \
+                         writer's `schema`, `tablePrefix`, `tableSuffix` and `tableCase`)",
+                    ));
+                }
+            }
+        } else if self.writer.naming != crate::database::TableNaming::default() {
+            return Err(field(
+                "writer.parameter.tablePrefix",
+                "`schema`, `tablePrefix`, `tableSuffix` and `tableCase` are for a whole-database \
+                 job (reader `tables`); give the writer's `table`",
+            ));
+        }
         match (&r.table, &r.query_sql) {
-            _ if self.reader.kind == Kind::File => {}
+            _ if self.reader.kind == Kind::File || self.reader.tables.is_some() => {}
             (None, None) => {
                 return Err(field(
                     "reader.parameter.table",
@@ -348,7 +387,7 @@ impl Job {
             ));
         }
         self.screen_sql()?;
-        if self.writer.spec.table.trim().is_empty() {
+        if self.writer.spec.table.trim().is_empty() && self.reader.tables.is_none() {
             return Err(field("writer.parameter.table", "missing"));
         }
         let s = &self.setting;

@@ -10,10 +10,13 @@
 //! - [`run`]: the runner, the same for both transports: plan splits, run up
 //!   to `channel` tasks, count, route dirty records, enforce `errorLimit`,
 //!   report progress and a summary. Batches come through a [`Reading`]:
+//! - [`database`]: whole-database jobs: a reader's `tables`, each into its own
+//!   target table, sharing the job's `channel`; foreign keys once all are loaded;
 //! - [`local`]: the reader in this process (`ferry run`); the broker has the
 //!   other one, an agent across the tunnel.
 
 pub mod config;
+pub mod database;
 pub mod local;
 mod position;
 pub mod registry;
@@ -22,6 +25,7 @@ pub mod summary;
 pub mod throttle;
 
 pub use config::{Job, JobError};
+pub use database::{run_database_standalone, DatabaseSummary};
 pub use local::run_standalone;
 pub use run::{
     new_job_key, run_job, Progress, ProgressSnapshot, ReadError, Reading, Resume, RunError,

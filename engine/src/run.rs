@@ -129,6 +129,18 @@ pub struct RunOptions {
     /// each split's checkpoint under it. A resumed job passes the key it
     /// ran with; `None` makes a fresh one.
     pub job_key: Option<String>,
+    /// Task slots shared with other tables of a whole-database job (instead of the job's
+    /// own `channel`).
+    pub slots: Option<Arc<Semaphore>>,
+    /// Held while the table is planned and its target prepared, so a whole-database job
+    /// does not open every table at once.
+    pub starting: Option<Arc<Semaphore>>,
+    /// Foreign keys go here instead of being added: a whole-database job adds them once
+    /// every table is loaded.
+    pub deferred: Option<crate::database::Deferred>,
+    /// How a whole-database job names target tables: foreign keys refer to the target
+    /// names of their tables.
+    pub naming: Option<crate::database::TableNaming>,
 }
 
 impl RunOptions {
@@ -140,6 +152,10 @@ impl RunOptions {
             observer: None,
             resume: None,
             job_key: None,
+            slots: None,
+            starting: None,
+            deferred: None,
+            naming: None,
         }
     }
 }
@@ -515,6 +531,10 @@ pub async fn run_job(
 ) -> Result<Summary, RunError> {
     let start = OffsetDateTime::now_utc();
     let rspec = read_spec(job);
+    let starting = match &opts.starting {
+        Some(s) => s.clone().acquire_owned().await.ok(),
+        None => None,
+    };
     let reader = |stage| move |message| RunError::Reader { stage, message };
     let conn = |stage| move |source| RunError::Connector { stage, source };
     let schema = reading
@@ -533,6 +553,14 @@ pub async fn run_job(
         wspec.described = described(reading.as_ref(), &rspec, &schema, &tschema)
             .await
             .map_err(reader("describing the source table"))?;
+        if let (Some(desc), Some(naming)) = (wspec.described.as_mut(), &opts.naming) {
+            // A reference to a table of the same database is to its target.
+            for f in desc.foreign_keys.iter_mut() {
+                if f.references.schema.is_none() {
+                    f.references.name = naming.name(&f.references.name);
+                }
+            }
+        }
     }
     let ddl = sink
         .table_ddl(&wspec, &tschema)
@@ -595,7 +623,11 @@ pub async fn run_job(
         })
     });
 
-    let slots = Arc::new(Semaphore::new(channel));
+    drop(starting);
+    let slots = opts
+        .slots
+        .clone()
+        .unwrap_or_else(|| Arc::new(Semaphore::new(channel)));
     let mut tasks = JoinSet::new();
     for split in splits.iter().cloned() {
         if resume.done.contains_key(&split.index) {
@@ -642,9 +674,17 @@ pub async fn run_job(
     }
     if let (false, Some(ddl)) = (progress.failed(), &ddl) {
         // Indexes and identity counters after the load, foreign keys last.
+        let constraints = match &opts.deferred {
+            Some(later) => {
+                let mut later = later.lock().unwrap_or_else(|p| p.into_inner());
+                later.push((wspec.clone(), ddl.constraints.clone()));
+                &[][..]
+            }
+            None => &ddl.constraints[..],
+        };
         for (steps, what) in [
-            (&ddl.after_load, "building indexes"),
-            (&ddl.constraints, "adding foreign keys"),
+            (&ddl.after_load[..], "building indexes"),
+            (constraints, "adding foreign keys"),
         ] {
             if let Err(e) = sink.apply_ddl(&wspec, steps).await {
                 progress.fail(format!("{what}: {e}"));

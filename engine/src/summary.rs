@@ -27,6 +27,43 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// A job that failed before it read anything.
+    pub fn failed_at(start: OffsetDateTime, error: String) -> Self {
+        Self {
+            start,
+            end: OffsetDateTime::now_utc(),
+            records_read: 0,
+            records_written: 0,
+            bytes_read: 0,
+            bytes_written: 0,
+            wire_bytes: 0,
+            dirty_records: 0,
+            dirty_file: None,
+            splits: 0,
+            failed: Some(error),
+        }
+    }
+
+    /// The totals of several jobs (a whole-database job's tables), from `start` to now.
+    pub fn sum<'a>(start: OffsetDateTime, parts: impl Iterator<Item = &'a Summary>) -> Self {
+        let mut total = Self::failed_at(start, String::new());
+        total.failed = None;
+        for p in parts {
+            total.records_read += p.records_read;
+            total.records_written += p.records_written;
+            total.bytes_read += p.bytes_read;
+            total.bytes_written += p.bytes_written;
+            total.wire_bytes += p.wire_bytes;
+            total.dirty_records += p.dirty_records;
+            total.splits += p.splits;
+            if p.dirty_file.is_some() && total.dirty_file.is_none() {
+                total.dirty_file = p.dirty_file.clone();
+            }
+        }
+        total.end = OffsetDateTime::now_utc();
+        total
+    }
+
     pub fn elapsed_secs(&self) -> f64 {
         ((self.end - self.start).as_seconds_f64()).max(1e-9)
     }

@@ -44,6 +44,20 @@ pub async fn run(args: RunArgs) -> Result<()> {
             .unwrap_or_else(|| PathBuf::from(format!("ferry-dirty-{stem}-{stamp}.jsonl"))),
     );
     opts.progress = !args.quiet && std::io::stderr().is_terminal();
+    if job.reader.tables.is_some() {
+        let summary = ferry_engine::run_database_standalone(&job, &opts).await?;
+        outln!("{summary}");
+        let failed = summary.failed();
+        if !failed.is_empty() {
+            bail!(
+                "{} of {} tables failed: {}",
+                failed.len(),
+                summary.tables.len(),
+                failed.join(", ")
+            );
+        }
+        return Ok(());
+    }
     let summary = ferry_engine::run_standalone(&job, &opts).await?;
     outln!("{summary}");
     if let Some(e) = &summary.failed {

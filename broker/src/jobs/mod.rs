@@ -118,6 +118,9 @@ pub enum SubmitError {
     Job(#[from] ferry_engine::JobError),
     #[error("the job's reader must name an agent's data source as `datasource: group/name`; a `url` job runs standalone with `ferry run`")]
     NotBrokered,
+    /// A reader's `tables`: the agent cannot list its tables for the broker yet.
+    #[error("a whole-database job (reader `tables`) runs standalone with `ferry run` for now; through the tunnel, submit one job per table")]
+    WholeDatabase,
     #[error("the job's writer must be a `url` the broker can reach; a writer on an agent is not supported yet")]
     WriterOnAgent,
     #[error("opening the writer: {0}")]
@@ -451,6 +454,9 @@ pub(crate) async fn submit(
     let Location::DataSource { group, name } = &job.reader.location else {
         return Err(SubmitError::NotBrokered);
     };
+    if job.reader.tables.is_some() {
+        return Err(SubmitError::WholeDatabase);
+    }
     if !matches!(job.writer.location, Location::Url(_)) {
         return Err(SubmitError::WriterOnAgent);
     }
@@ -582,13 +588,10 @@ fn launch(shared: &Arc<JobHub>, l: Launch) {
         shared.metrics.clone(),
         log.clone(),
     ));
-    let opts = RunOptions {
-        dirty_path: shared.jobs_dir.join(format!("{id}.dirty.jsonl")),
-        progress: false,
-        observer: Some(observer),
-        resume,
-        job_key: Some(job_key),
-    };
+    let mut opts = RunOptions::new(shared.jobs_dir.join(format!("{id}.dirty.jsonl")));
+    opts.observer = Some(observer);
+    opts.resume = resume;
+    opts.job_key = Some(job_key);
     let shared2 = shared.clone();
     shared.tasks.spawn(async move {
         let result = ferry_engine::run_job(&job, reading, sink, &opts, progress.clone()).await;

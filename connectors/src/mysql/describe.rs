@@ -237,6 +237,60 @@ pub(crate) async fn table_schema(
     Ok(out)
 }
 
+/// The connection database's tables, views and routines.
+pub(crate) async fn list_tables(
+    conn: &mut MySqlConnection,
+) -> Result<crate::traits::TableListing, ConnectorError> {
+    let q = |e| ConnectorError::query("listing the database's tables", e);
+    let rows = sqlx::query(
+        "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(q)?;
+    let mut out = crate::traits::TableListing::default();
+    for r in &rows {
+        let mut name = s(r, 0).unwrap_or_default();
+        if name.contains(['.', '`']) {
+            name = super::quote_ident(&name);
+        }
+        match s(r, 1).as_deref() {
+            Some("BASE TABLE") => out.tables.push(name),
+            Some("VIEW") => out.not_migrated.push(format!("view {name}")),
+            Some(other) => out
+                .not_migrated
+                .push(format!("{} {name}", other.to_lowercase())),
+            None => {}
+        }
+    }
+    let rows = sqlx::query(
+        "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES \
+         WHERE ROUTINE_SCHEMA = DATABASE() ORDER BY ROUTINE_NAME",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(q)?;
+    for r in &rows {
+        out.not_migrated.push(format!(
+            "{} {}",
+            s(r, 0).unwrap_or_default().to_lowercase(),
+            s(r, 1).unwrap_or_default()
+        ));
+    }
+    let rows = sqlx::query(
+        "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = DATABASE() ORDER BY EVENT_NAME",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap_or_default();
+    for r in &rows {
+        out.not_migrated
+            .push(format!("event {}", s(r, 0).unwrap_or_default()));
+    }
+    Ok(out)
+}
+
 /// A default as `information_schema.COLUMNS.COLUMN_DEFAULT` gives it. MariaDB quotes string
 /// literals and writes an explicit `DEFAULT NULL` as `NULL`; MySQL 8 gives literals bare and
 /// marks expressions with `DEFAULT_GENERATED` in `EXTRA`.

@@ -314,6 +314,16 @@ impl Source for MySqlSource {
         Ok(Arc::new(Schema::new(fields)))
     }
 
+    async fn list_tables(&self) -> Result<crate::traits::TableListing, ConnectorError> {
+        let mut conn = self.acquire().await?;
+        let r = async {
+            begin_read(&mut conn).await?;
+            super::describe::list_tables(&mut conn).await
+        }
+        .await;
+        end_read(conn, r).await
+    }
+
     async fn describe(&self, spec: &ReadSpec) -> Result<Option<TableSchema>, ConnectorError> {
         if spec
             .query_sql

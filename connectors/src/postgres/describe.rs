@@ -212,6 +212,66 @@ pub(crate) async fn table_schema(
     Ok(out)
 }
 
+/// Tables of every schema but the system's (`schema.table` outside the current schema),
+/// and views, materialized views, foreign tables and routines as not migrated.
+pub(crate) async fn list_tables(
+    conn: &mut PgConnection,
+) -> Result<crate::traits::TableListing, ConnectorError> {
+    let rows = sqlx::query(
+        "SELECT n.nspname::text, c.relname::text, c.relkind::text, n.nspname = current_schema() \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND NOT c.relispartition \
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' \
+         ORDER BY n.nspname <> current_schema(), n.nspname, c.relname",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(q("listing the database's tables"))?;
+    let mut out = crate::traits::TableListing::default();
+    for r in &rows {
+        let schema: String = r.get(0);
+        let name: String = r.get(1);
+        let kind: String = r.get(2);
+        let current: bool = r.get(3);
+        // Quoted only where a name would not read back as itself.
+        let part = |p: String| {
+            if p.contains(['.', '"']) {
+                super::quote_ident(&p)
+            } else {
+                p
+            }
+        };
+        let shown = if current {
+            part(name)
+        } else {
+            format!("{}.{}", part(schema), part(name))
+        };
+        match kind.as_str() {
+            "r" | "p" => out.tables.push(shown),
+            "v" => out.not_migrated.push(format!("view {shown}")),
+            "m" => out.not_migrated.push(format!("materialized view {shown}")),
+            _ => out.not_migrated.push(format!("foreign table {shown}")),
+        }
+    }
+    let rows = sqlx::query(
+        "SELECT CASE p.prokind WHEN 'p' THEN 'procedure' WHEN 'a' THEN 'aggregate' ELSE 'function' END, \
+         n.nspname::text || '.' || p.proname::text \
+         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+         LEFT JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e' \
+         WHERE d.objid IS NULL AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+           AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 2",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(q("listing the database's routines"))?;
+    for r in &rows {
+        let kind: String = r.get(0);
+        let name: String = r.get(1);
+        out.not_migrated.push(format!("{kind} {name}"));
+    }
+    Ok(out)
+}
+
 /// A default as `pg_get_expr` prints it: `'text'::character varying`, `42`,
 /// `'-1.5'::numeric`, `(-1)`, `true`, `now()`, `CURRENT_TIMESTAMP`, `NULL::text`, ...
 fn parse_default(expr: &str) -> ColumnDefault {

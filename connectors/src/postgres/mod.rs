@@ -816,6 +816,13 @@ impl PostgresSource {
 
 #[async_trait]
 impl Source for PostgresSource {
+    async fn list_tables(&self) -> Result<crate::traits::TableListing, ConnectorError> {
+        let mut tx = self.begin_read().await?;
+        let listing = describe::list_tables(&mut tx).await?;
+        tx.rollback().await.map_err(q("rollback"))?;
+        Ok(listing)
+    }
+
     async fn describe(
         &self,
         spec: &ReadSpec,

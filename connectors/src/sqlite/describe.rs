@@ -204,6 +204,33 @@ pub(crate) async fn table_schema(
     Ok(out)
 }
 
+/// The tables of `main` (not SQLite's own), and its views as not migrated.
+pub(crate) async fn list_tables(
+    pool: &SqlitePool,
+) -> Result<crate::traits::TableListing, ConnectorError> {
+    let rows = sqlx::query(
+        "SELECT type, name FROM main.sqlite_master WHERE type IN ('table', 'view') \
+         AND name NOT LIKE 'sqlite!_%' ESCAPE '!' ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(q("listing the database's tables"))?;
+    let mut out = crate::traits::TableListing::default();
+    for r in &rows {
+        let kind: String = r.get(0);
+        let mut name: String = r.get(1);
+        if name.contains(['.', '"']) {
+            name = quote_ident(&name);
+        }
+        if kind == "table" {
+            out.tables.push(name);
+        } else {
+            out.not_migrated.push(format!("view {name}"));
+        }
+    }
+    Ok(out)
+}
+
 /// A default as `pragma_table_info` gives it: the SQL text of the `DEFAULT` clause.
 fn parse_default(d: &str) -> ColumnDefault {
     let t = d.trim();

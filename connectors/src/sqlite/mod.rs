@@ -710,6 +710,10 @@ impl ColBuilder {
 
 #[async_trait]
 impl Source for SqliteSource {
+    async fn list_tables(&self) -> Result<crate::traits::TableListing, ConnectorError> {
+        describe::list_tables(&self.pool).await
+    }
+
     async fn describe(
         &self,
         spec: &ReadSpec,

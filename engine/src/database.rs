@@ -1,0 +1,464 @@
+//! Whole-database jobs: a reader's `tables` (names and glob patterns, minus `exclude`),
+//! each table into its own target table (named by the writer's `schema`, `tablePrefix`,
+//! `tableSuffix`, `tableCase`), all in one job.
+//!
+//! Each table runs as the one-table job it would be on its own (same splits, positions,
+//! checkpoints, `existing` and DDL), so there is no second model of what flows: the
+//! tables share the job's `channel` (one pool of task slots), and foreign keys are added
+//! once every table is loaded, since they may point at any of them.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use ferry_connectors::ddl::DdlStep;
+use ferry_connectors::{Sink, Source, WriteSpec};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::config::Job;
+use crate::local::LocalReading;
+use crate::run::{run_job, Progress, RunError, RunOptions};
+use crate::summary::Summary;
+
+/// Most tables one job may select.
+pub const MAX_TABLES: usize = 10_000;
+
+/// Tables a whole-database job never takes: Ferry's own.
+const OWN_TABLES: &[&str] = &["ferry_checkpoints"];
+
+/// A reader's `tables` and `exclude`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TableSelection {
+    /// Names or glob patterns (`*`, `?`, `[a-z]`); `["*"]` is every table.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+impl TableSelection {
+    /// Takes `tables` and `exclude` out of a reader's parameters; `None` without `tables`.
+    pub fn take(param: &mut Map<String, Value>) -> Result<Option<Self>, String> {
+        let list = |v: Value, key: &str| -> Result<Vec<String>, String> {
+            match v {
+                Value::String(s) => Ok(vec![s]),
+                Value::Array(a) => a
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::String(s) if !s.trim().is_empty() => Ok(s),
+                        _ => Err(format!(
+                            "`{key}` holds names or patterns (non-empty strings)"
+                        )),
+                    })
+                    .collect(),
+                _ => Err(format!("`{key}` is a list of table names or patterns")),
+            }
+        };
+        let exclude = param
+            .remove("exclude")
+            .map(|v| list(v, "exclude"))
+            .transpose()?;
+        let Some(tables) = param.remove("tables") else {
+            if exclude.is_some() {
+                return Err("`exclude` needs `tables`".into());
+            }
+            return Ok(None);
+        };
+        let s = Self {
+            include: list(tables, "tables")?,
+            exclude: exclude.unwrap_or_default(),
+        };
+        if s.include.is_empty() {
+            return Err("`tables` is empty (`[\"*\"]` selects every table)".into());
+        }
+        for p in s.include.iter().chain(&s.exclude) {
+            glob::Pattern::new(p).map_err(|e| format!("pattern `{p}`: {e}"))?;
+        }
+        Ok(Some(s))
+    }
+
+    /// The tables of `all` this selection takes, in `all`'s order.
+    pub fn select(&self, all: &[String]) -> Vec<String> {
+        let pats = |ps: &[String]| -> Vec<glob::Pattern> {
+            ps.iter()
+                .filter_map(|p| glob::Pattern::new(p).ok())
+                .collect()
+        };
+        let (inc, exc) = (pats(&self.include), pats(&self.exclude));
+        all.iter()
+            .filter(|t| !OWN_TABLES.contains(&t.as_str()))
+            .filter(|t| inc.iter().any(|p| p.matches(t)))
+            .filter(|t| !exc.iter().any(|p| p.matches(t)))
+            .cloned()
+            .collect()
+    }
+
+    /// Names this selection gives exactly (not as patterns) that are not in `all`.
+    pub fn missing(&self, all: &[String]) -> Vec<String> {
+        self.include
+            .iter()
+            .filter(|p| !p.contains(['*', '?', '[']) && !all.contains(p))
+            .cloned()
+            .collect()
+    }
+}
+
+/// How a table's target name is made from its source name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableCase {
+    #[default]
+    Keep,
+    Lower,
+    Upper,
+}
+
+/// A writer's `schema`, `tablePrefix`, `tableSuffix` and `tableCase`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct TableNaming {
+    /// The target schema (PostgreSQL) or database (MySQL); unset: the connection's.
+    pub schema: Option<String>,
+    pub table_prefix: String,
+    pub table_suffix: String,
+    pub table_case: TableCase,
+}
+
+impl TableNaming {
+    /// Takes the naming keys out of a writer's parameters.
+    pub fn take(param: &mut Map<String, Value>) -> Result<Self, String> {
+        let mut found = Map::new();
+        for k in ["schema", "tablePrefix", "tableSuffix", "tableCase"] {
+            if let Some(v) = param.remove(k) {
+                found.insert(k.to_string(), v);
+            }
+        }
+        serde_json::from_value(Value::Object(found)).map_err(|e| e.to_string())
+    }
+
+    /// The target table's name (without schema) for source table `source` (`schema.table`
+    /// or `table`): the source schema dropped, prefix, suffix and case applied.
+    pub fn name(&self, source: &str) -> String {
+        let bare = ferry_connectors::TableRef::parse(source, None)
+            .map(|t| t.name)
+            .unwrap_or_else(|| source.to_string());
+        let name = format!("{}{bare}{}", self.table_prefix, self.table_suffix);
+        match self.table_case {
+            TableCase::Keep => name,
+            TableCase::Lower => name.to_lowercase(),
+            TableCase::Upper => name.to_uppercase(),
+        }
+    }
+
+    /// The writer's `table` for source table `source`: [`name`](Self::name) in this
+    /// naming's schema, quoted only where a name needs it (MySQL's backticks for `mysql`).
+    pub fn target(&self, source: &str, kind: ferry_connectors::Kind) -> String {
+        let quote = |s: &str| {
+            if !s.contains(['.', '"', '`']) {
+                s.to_string()
+            } else if kind == ferry_connectors::Kind::MySql {
+                format!("`{}`", s.replace('`', "``"))
+            } else {
+                format!("\"{}\"", s.replace('"', "\"\""))
+            }
+        };
+        let name = quote(&self.name(source));
+        match &self.schema {
+            Some(s) => format!("{}.{name}", quote(s)),
+            None => name,
+        }
+    }
+}
+
+/// How one table of a whole-database job went.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TableOutcome {
+    pub source: String,
+    pub target: String,
+    pub summary: Summary,
+}
+
+/// What a whole-database job did: the totals and each table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatabaseSummary {
+    pub total: Summary,
+    pub tables: Vec<TableOutcome>,
+    /// Views, routines and the like the job did not migrate.
+    pub not_migrated: Vec<String>,
+}
+
+impl DatabaseSummary {
+    /// The tables that failed.
+    pub fn failed(&self) -> Vec<&str> {
+        self.tables
+            .iter()
+            .filter(|t| !t.summary.succeeded())
+            .map(|t| t.source.as_str())
+            .collect()
+    }
+}
+
+impl std::fmt::Display for DatabaseSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let width = self
+            .tables
+            .iter()
+            .map(|t| t.source.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        writeln!(
+            f,
+            "{:<width$}  {:>12}  {:>8}  {:>6}  status",
+            "table", "rows", "seconds", "dirty"
+        )?;
+        for t in &self.tables {
+            let s = &t.summary;
+            let status = match &s.failed {
+                None => "ok".to_string(),
+                Some(e) => format!("FAILED: {e}"),
+            };
+            writeln!(
+                f,
+                "{:<width$}  {:>12}  {:>8.2}  {:>6}  {status}",
+                t.source,
+                s.records_written,
+                s.elapsed_secs(),
+                s.dirty_records
+            )?;
+        }
+        for n in &self.not_migrated {
+            writeln!(f, "not migrated          : {n}")?;
+        }
+        writeln!(f, "Tables                : {}", self.tables.len())?;
+        write!(f, "{}", self.total)
+    }
+}
+
+/// A whole-database job's foreign keys, held back until every table is loaded.
+pub type Deferred = Arc<Mutex<Vec<(WriteSpec, Vec<DdlStep>)>>>;
+
+/// Runs whole-database `job` with reader and writer in this process.
+pub async fn run_database_standalone(
+    job: &Job,
+    opts: &RunOptions,
+) -> Result<DatabaseSummary, RunError> {
+    let source = crate::registry::open_source(&job.reader).await?;
+    let sink = crate::registry::open_sink(&job.writer).await?;
+    run_database(job, source, sink, opts).await
+}
+
+/// Runs whole-database `job`: lists the source's tables, runs each selected one as its
+/// own one-table job (sharing `channel`), then adds every foreign key.
+pub async fn run_database(
+    job: &Job,
+    source: Arc<dyn Source>,
+    sink: Arc<dyn Sink>,
+    opts: &RunOptions,
+) -> Result<DatabaseSummary, RunError> {
+    let start = OffsetDateTime::now_utc();
+    let selection = job.reader.tables.clone().unwrap_or_default();
+    let listing = source.list_tables().await.map_err(|e| RunError::Reader {
+        stage: "listing the source's tables",
+        message: e.to_string(),
+    })?;
+    let missing = selection.missing(&listing.tables);
+    if !missing.is_empty() {
+        return Err(RunError::Reader {
+            stage: "selecting tables",
+            message: format!("no table {} in the source", missing.join(", ")),
+        });
+    }
+    let tables = selection.select(&listing.tables);
+    if tables.is_empty() {
+        return Err(RunError::Reader {
+            stage: "selecting tables",
+            message: format!(
+                "`tables` {:?} (minus `exclude` {:?}) selects none of the source's {} tables",
+                selection.include,
+                selection.exclude,
+                listing.tables.len()
+            ),
+        });
+    }
+    if tables.len() > MAX_TABLES {
+        return Err(RunError::Reader {
+            stage: "selecting tables",
+            message: format!("{} tables selected, at most {MAX_TABLES}", tables.len()),
+        });
+    }
+    let targets: Vec<String> = tables
+        .iter()
+        .map(|t| job.writer.naming.target(t, job.writer.kind))
+        .collect();
+    let distinct: BTreeSet<&String> = targets.iter().collect();
+    if distinct.len() != targets.len() {
+        return Err(RunError::Reader {
+            stage: "naming target tables",
+            message: "two source tables map to the same target table (tableCase?)".into(),
+        });
+    }
+    info!(tables = tables.len(), "whole-database job");
+    let channel = job.setting.speed.channel.max(1);
+    let slots = Arc::new(Semaphore::new(channel));
+    // Tables being planned and prepared at once: each holds a connection or two.
+    let starting = Arc::new(Semaphore::new(channel));
+    let deferred: Deferred = Arc::default();
+    let mut set = JoinSet::new();
+    for (i, (table, target)) in tables.iter().zip(&targets).enumerate() {
+        let mut one = job.clone();
+        one.reader.tables = None;
+        one.reader.spec.table = Some(table.clone());
+        one.writer.spec.table = target.clone();
+        let mut o = RunOptions::new(table_dirty_path(&opts.dirty_path, table));
+        o.job_key = Some(format!(
+            "{}-{i}",
+            opts.job_key.clone().unwrap_or_else(crate::run::new_job_key)
+        ));
+        o.slots = Some(slots.clone());
+        o.deferred = Some(deferred.clone());
+        o.starting = Some(starting.clone());
+        o.naming = Some(job.writer.naming.clone());
+        let (source, sink) = (source.clone(), sink.clone());
+        let (table, target) = (table.clone(), target.clone());
+        set.spawn(async move {
+            let t0 = OffsetDateTime::now_utc();
+            let r = run_job(
+                &one,
+                Arc::new(LocalReading::new(source)),
+                sink,
+                &o,
+                Arc::new(Progress::new()),
+            )
+            .await;
+            let summary = r.unwrap_or_else(|e| Summary::failed_at(t0, e.to_string()));
+            (
+                i,
+                TableOutcome {
+                    source: table,
+                    target,
+                    summary,
+                },
+            )
+        });
+    }
+    let mut outcomes: Vec<Option<TableOutcome>> = vec![None; tables.len()];
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok((i, o)) => {
+                info!(table = %o.source, ok = o.summary.succeeded(), "table done");
+                outcomes[i] = Some(o);
+            }
+            Err(e) => warn!("a table's task ended abnormally: {e}"),
+        }
+    }
+    let mut outcomes: Vec<TableOutcome> = outcomes.into_iter().flatten().collect();
+    add_foreign_keys(sink.as_ref(), &deferred, &mut outcomes).await;
+    let mut total = Summary::sum(start, outcomes.iter().map(|o| &o.summary));
+    let failed: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| !o.summary.succeeded())
+        .map(|o| o.source.as_str())
+        .collect();
+    if !failed.is_empty() {
+        total.failed = Some(format!(
+            "{} of {} tables failed: {}",
+            failed.len(),
+            outcomes.len(),
+            failed.join(", ")
+        ));
+    }
+    Ok(DatabaseSummary {
+        total,
+        tables: outcomes,
+        not_migrated: listing.not_migrated,
+    })
+}
+
+/// Adds the foreign keys of every loaded table; a table whose key cannot be added (it
+/// refers to a table that failed, or rows break it) fails with the reason.
+async fn add_foreign_keys(sink: &dyn Sink, deferred: &Deferred, outcomes: &mut [TableOutcome]) {
+    let pending = std::mem::take(&mut *deferred.lock().unwrap_or_else(|p| p.into_inner()));
+    for (spec, steps) in pending {
+        let Some(o) = outcomes.iter_mut().find(|o| o.target == spec.table) else {
+            continue;
+        };
+        if !o.summary.succeeded() || steps.is_empty() {
+            continue;
+        }
+        if let Err(e) = sink.apply_ddl(&spec, &steps).await {
+            o.summary.failed = Some(format!("adding foreign keys: {e}"));
+        }
+    }
+}
+
+/// `ferry-dirty-job-1.jsonl` → `ferry-dirty-job-1-<table>.jsonl`.
+fn table_dirty_path(path: &std::path::Path, table: &str) -> std::path::PathBuf {
+    let safe: String = table
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "dirty".into());
+    path.with_file_name(format!("{stem}-{safe}.jsonl"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_connectors::Kind;
+
+    #[test]
+    fn selection_takes_patterns_minus_exclusions() {
+        let mut p: Map<String, Value> = serde_json::from_str(
+            r#"{"tables": ["*"], "exclude": ["tmp_*", "audit"], "fetchSize": 5}"#,
+        )
+        .unwrap();
+        let s = TableSelection::take(&mut p).unwrap().unwrap();
+        assert_eq!(p.len(), 1, "only the reader's own keys are left");
+        let all: Vec<String> = ["audit", "ferry_checkpoints", "orders", "tmp_x", "users"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(s.select(&all), vec!["orders", "users"]);
+        let mut p: Map<String, Value> =
+            serde_json::from_str(r#"{"tables": ["order_[0-9]*", "users", "nope"]}"#).unwrap();
+        let s = TableSelection::take(&mut p).unwrap().unwrap();
+        assert_eq!(
+            s.select(&["order_01".into(), "order_x".into(), "users".into()]),
+            vec!["order_01", "users"]
+        );
+        assert_eq!(s.missing(&["users".into()]), vec!["nope"]);
+        let mut p: Map<String, Value> = serde_json::from_str(r#"{"exclude": ["a"]}"#).unwrap();
+        assert!(TableSelection::take(&mut p).is_err());
+        let mut p: Map<String, Value> = serde_json::from_str(r#"{"tables": []}"#).unwrap();
+        assert!(TableSelection::take(&mut p).is_err());
+    }
+
+    #[test]
+    fn naming_makes_target_names() {
+        let mut p: Map<String, Value> = serde_json::from_str(
+            r#"{"schema": "dw", "tablePrefix": "src_", "tableCase": "lower", "url": "x"}"#,
+        )
+        .unwrap();
+        let n = TableNaming::take(&mut p).unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!(n.target("shop.Orders", Kind::Postgres), "dw.src_orders");
+        assert_eq!(
+            TableNaming::default().target(r#""a.b""c""#, Kind::Postgres),
+            r#""a.b""c""#
+        );
+        assert_eq!(TableNaming::default().target("`x.y`", Kind::MySql), "`x.y`");
+        let mut p: Map<String, Value> = serde_json::from_str(r#"{"tableCase": "title"}"#).unwrap();
+        assert!(TableNaming::take(&mut p).is_err());
+    }
+}

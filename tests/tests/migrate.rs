@@ -1,0 +1,310 @@
+//! Whole-database jobs with their schema: a 16-table MariaDB shop (composite keys, foreign
+//! keys with actions, unique and secondary indexes, defaults, auto-increment with gaps,
+//! ENUM, SET, YEAR, BLOB, geometry, DATETIME and TIMESTAMP, NULL and '', a zero date, a
+//! view) moved with one job, then the rows and the target's catalog checked.
+
+use ferry_tests::db::{pg_url, MyDb, PgSchema};
+
+/// The sample shop: 16 tables and a view.
+const SHOP: &str = r#"
+SET SESSION sql_mode = '';
+CREATE TABLE customers (id INT UNSIGNED AUTO_INCREMENT PRIMARY KEY, email VARCHAR(120) NOT NULL,
+  name VARCHAR(80) NOT NULL DEFAULT '', tier ENUM('free','pro','team') NOT NULL DEFAULT 'free',
+  flags SET('vip','beta','churn') DEFAULT NULL, created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  updated_at DATETIME NULL DEFAULT NULL ON UPDATE CURRENT_TIMESTAMP, birth_year YEAR NULL,
+  UNIQUE KEY uq_email (email), KEY idx_tier_created (tier, created_at)) COMMENT='who buys';
+CREATE TABLE addresses (customer_id INT UNSIGNED NOT NULL, seq SMALLINT NOT NULL, line1 VARCHAR(200) NOT NULL,
+  city VARCHAR(80) NULL COMMENT 'NULL when unknown', PRIMARY KEY (customer_id, seq),
+  CONSTRAINT fk_addr_customer FOREIGN KEY (customer_id) REFERENCES customers(id) ON DELETE CASCADE ON UPDATE CASCADE);
+CREATE TABLE categories (id INT AUTO_INCREMENT PRIMARY KEY, parent_id INT NULL, name VARCHAR(60) NOT NULL,
+  CONSTRAINT fk_cat_parent FOREIGN KEY (parent_id) REFERENCES categories(id) ON DELETE SET NULL);
+CREATE TABLE products (id BIGINT AUTO_INCREMENT PRIMARY KEY, sku CHAR(12) NOT NULL, category_id INT NULL,
+  price DECIMAL(12,2) NOT NULL DEFAULT 0.00, weight DOUBLE NULL, active TINYINT(1) NOT NULL DEFAULT 1,
+  description TEXT, UNIQUE KEY uq_sku (sku), KEY idx_cat (category_id),
+  CONSTRAINT fk_prod_cat FOREIGN KEY (category_id) REFERENCES categories(id) ON DELETE RESTRICT);
+CREATE TABLE product_images (product_id BIGINT NOT NULL, pos TINYINT UNSIGNED NOT NULL, image BLOB,
+  PRIMARY KEY (product_id, pos),
+  CONSTRAINT fk_img_prod FOREIGN KEY (product_id) REFERENCES products(id) ON DELETE CASCADE);
+CREATE TABLE warehouses (code CHAR(4) PRIMARY KEY, location POINT NULL, opened DATE NULL);
+CREATE TABLE stock (warehouse CHAR(4) NOT NULL, product_id BIGINT NOT NULL, qty INT NOT NULL DEFAULT 0,
+  PRIMARY KEY (warehouse, product_id), CONSTRAINT fk_stock_wh FOREIGN KEY (warehouse) REFERENCES warehouses(code),
+  CONSTRAINT fk_stock_prod FOREIGN KEY (product_id) REFERENCES products(id) ON DELETE CASCADE);
+CREATE TABLE orders (id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY, customer_id INT UNSIGNED NOT NULL,
+  status ENUM('new','paid','shipped','cancelled') NOT NULL DEFAULT 'new',
+  placed_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3), shipped_on DATE NULL, note VARCHAR(255) NULL,
+  KEY idx_cust_placed (customer_id, placed_at DESC),
+  CONSTRAINT fk_order_customer FOREIGN KEY (customer_id) REFERENCES customers(id) ON DELETE RESTRICT ON UPDATE CASCADE);
+CREATE TABLE order_items (order_id BIGINT UNSIGNED NOT NULL, line SMALLINT UNSIGNED NOT NULL, product_id BIGINT NOT NULL,
+  qty INT NOT NULL, unit_price DECIMAL(12,2) NOT NULL, PRIMARY KEY (order_id, line), KEY idx_item_product (product_id),
+  CONSTRAINT fk_item_order FOREIGN KEY (order_id) REFERENCES orders(id) ON DELETE CASCADE,
+  CONSTRAINT fk_item_product FOREIGN KEY (product_id) REFERENCES products(id));
+CREATE TABLE payments (id INT AUTO_INCREMENT PRIMARY KEY, order_id BIGINT UNSIGNED NOT NULL, amount DECIMAL(12,2) NOT NULL,
+  paid_at TIMESTAMP(6) NULL DEFAULT NULL, method VARCHAR(20) NOT NULL DEFAULT 'card',
+  CONSTRAINT fk_pay_order FOREIGN KEY (order_id) REFERENCES orders(id) ON DELETE CASCADE);
+CREATE TABLE coupons (code VARCHAR(20) PRIMARY KEY, pct TINYINT UNSIGNED NOT NULL, valid_until DATE NULL);
+CREATE TABLE order_coupons (order_id BIGINT UNSIGNED NOT NULL, code VARCHAR(20) NOT NULL, PRIMARY KEY (order_id, code),
+  CONSTRAINT fk_oc_order FOREIGN KEY (order_id) REFERENCES orders(id) ON DELETE CASCADE,
+  CONSTRAINT fk_oc_coupon FOREIGN KEY (code) REFERENCES coupons(code) ON UPDATE CASCADE);
+CREATE TABLE reviews (id INT AUTO_INCREMENT PRIMARY KEY, product_id BIGINT NOT NULL, customer_id INT UNSIGNED NULL,
+  stars TINYINT NOT NULL, body TEXT NULL, created DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  UNIQUE KEY uq_review (product_id, customer_id),
+  CONSTRAINT fk_rev_prod FOREIGN KEY (product_id) REFERENCES products(id) ON DELETE CASCADE,
+  CONSTRAINT fk_rev_cust FOREIGN KEY (customer_id) REFERENCES customers(id) ON DELETE SET NULL);
+CREATE TABLE legacy_events (id INT AUTO_INCREMENT PRIMARY KEY, happened DATETIME NULL, label VARCHAR(30) NULL);
+CREATE TABLE settings (k VARCHAR(40) PRIMARY KEY, v JSON NULL, bits BIT(8) NULL);
+CREATE TABLE audit_log (id BIGINT AUTO_INCREMENT PRIMARY KEY, at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  who VARCHAR(40) NOT NULL DEFAULT 'system', what TEXT NOT NULL);
+CREATE VIEW order_totals AS SELECT order_id, SUM(qty * unit_price) AS total FROM order_items GROUP BY order_id;
+
+INSERT INTO customers (id, email, name, tier, flags, created_at, updated_at, birth_year) VALUES
+  (1, 'a@x', 'Ann', 'pro', 'vip,beta', '2024-01-02 03:04:05', NULL, 1990),
+  (2, 'b@x', '', 'free', '', '2024-02-03 04:05:06', '2024-03-01 00:00:00', NULL),
+  (5, 'c@x', 'Cé', 'team', NULL, '2024-03-04 05:06:07', NULL, 2001),
+  (9, 'd@x', 'Dee', 'free', 'churn', '2024-04-05 06:07:08', NULL, NULL);
+ALTER TABLE customers AUTO_INCREMENT = 50;
+INSERT INTO addresses VALUES (1, 1, 'Main St 1', 'Berlin'), (1, 2, 'Side St 2', NULL), (5, 1, 'Ring 3', '');
+INSERT INTO categories VALUES (1, NULL, 'root'), (2, 1, 'tools'), (3, 2, 'saws');
+INSERT INTO products VALUES (1, 'SKU-0001', 3, 19.99, 1.5, 1, 'a saw'), (2, 'SKU-0002', 2, 5.00, NULL, 0, NULL),
+  (7, 'SKU-0007', NULL, 0.00, 0.125, 1, '');
+INSERT INTO product_images VALUES (1, 0, 0x89504E470D0A1A0A00FF), (1, 1, ''), (2, 0, NULL);
+INSERT INTO warehouses VALUES ('BER1', ST_GeomFromText('POINT(13.4 52.5)'), '2020-05-01'), ('MUC1', NULL, NULL);
+INSERT INTO stock VALUES ('BER1', 1, 10), ('BER1', 2, 0), ('MUC1', 7, 3);
+INSERT INTO orders VALUES (1, 1, 'paid', '2024-05-01 10:00:00.123', NULL, NULL), (2, 1, 'shipped', '2024-05-02 11:00:00.000', '2024-05-04', ''),
+  (4, 5, 'new', '2024-05-03 12:30:00.500', NULL, 'gift');
+INSERT INTO order_items VALUES (1, 1, 1, 2, 19.99), (1, 2, 2, 1, 5.00), (2, 1, 7, 10, 0.00), (4, 1, 1, 1, 18.50);
+INSERT INTO payments VALUES (1, 1, 44.98, '2024-05-01 10:05:00.654321', 'card'), (3, 2, 0.00, NULL, 'voucher');
+INSERT INTO coupons VALUES ('SPRING', 10, '2024-06-30'), ('OLD', 5, '0000-00-00');
+INSERT INTO order_coupons VALUES (1, 'SPRING'), (2, 'OLD');
+INSERT INTO reviews VALUES (1, 1, 1, 5, 'great', '2024-05-10 00:00:00'), (2, 1, NULL, 1, NULL, '2024-05-11 00:00:00');
+INSERT INTO legacy_events VALUES (1, '0000-00-00 00:00:00', 'zero'), (2, '2019-12-31 23:59:59', 'real'), (3, NULL, NULL);
+INSERT INTO settings VALUES ('theme', '{"dark": true}', b'10100101'), ('empty', NULL, NULL);
+INSERT INTO audit_log (id, at, who, what) VALUES (1, '2024-01-01 00:00:00', 'system', 'created'), (2, '2024-01-02 00:00:00', 'ann', 'x');
+"#;
+
+const TABLES: [&str; 16] = [
+    "addresses",
+    "audit_log",
+    "categories",
+    "coupons",
+    "customers",
+    "legacy_events",
+    "order_coupons",
+    "order_items",
+    "orders",
+    "payments",
+    "product_images",
+    "products",
+    "reviews",
+    "settings",
+    "stock",
+    "warehouses",
+];
+
+fn one(text: String) -> String {
+    text.trim().to_string()
+}
+
+#[test]
+fn a_mariadb_shop_moves_to_postgres_with_its_schema() {
+    let Some(src) = MyDb::new("ferry_mig_src") else {
+        return;
+    };
+    let Some(dst) = PgSchema::new("ferry_mig_dst") else {
+        return;
+    };
+    src.sql(SHOP);
+    let tmp = tempfile::tempdir().unwrap();
+    let job = format!(
+        "reader:\n  name: mysqlreader\n  parameter:\n    url: {src}\n    tables: [\"*\"]\n\
+         writer:\n  name: postgresqlwriter\n  parameter:\n    url: {pg}\n    schema: {d}\n    createTable: true\n\
+         setting:\n  speed: {{channel: 3}}\n",
+        src = src.url(),
+        pg = pg_url(),
+        d = dst.name
+    );
+    let (ok, out, err) = ferry_tests::proc::ferry_run_job(tmp.path(), &job, &["--quiet"]);
+    assert!(ok, "{out}\n{err}");
+    // One line per table, and the view listed as not migrated.
+    for t in TABLES {
+        assert!(
+            out.lines().any(|l| l.starts_with(t) && l.ends_with("ok")),
+            "{t}: {out}"
+        );
+    }
+    assert!(
+        out.contains("not migrated          : view order_totals"),
+        "{out}"
+    );
+    assert!(out.contains("Tables                : 16"), "{out}");
+
+    // Rows: the same count in every table, and the same values.
+    for t in TABLES {
+        assert_eq!(
+            one(dst.sql(&format!("SELECT count(*) FROM {t}"))),
+            one(src.sql(&format!("SELECT count(*) FROM {t}"))),
+            "{t}"
+        );
+    }
+    let pairs = [
+        (
+            "SELECT string_agg(concat_ws('|', id, email, name, tier, coalesce(flags, 'NULL'), to_char(created_at, 'YYYY-MM-DD HH24:MI:SS'), coalesce(birth_year::text, 'NULL')), ';' ORDER BY id) FROM customers",
+            "SET time_zone = '+00:00'; SELECT group_concat(concat_ws('|', id, email, name, tier, coalesce(flags, 'NULL'), created_at, coalesce(birth_year, 'NULL')) ORDER BY id SEPARATOR ';') FROM customers",
+        ),
+        (
+            "SELECT string_agg(concat_ws('|', customer_id, seq, coalesce(city, 'NULL')), ';' ORDER BY customer_id, seq) FROM addresses",
+            "SELECT group_concat(concat_ws('|', customer_id, seq, coalesce(city, 'NULL')) ORDER BY customer_id, seq SEPARATOR ';') FROM addresses",
+        ),
+        (
+            "SELECT string_agg(coalesce(md5(image), 'NULL'), ';' ORDER BY product_id, pos) FROM product_images",
+            "SELECT group_concat(coalesce(md5(image), 'NULL') ORDER BY product_id, pos SEPARATOR ';') FROM product_images",
+        ),
+        (
+            "SELECT sum(qty * unit_price)::text FROM order_items",
+            "SELECT sum(qty * unit_price) FROM order_items",
+        ),
+        (
+            "SELECT string_agg(to_char(placed_at, 'YYYY-MM-DD HH24:MI:SS.MS'), ';' ORDER BY id) FROM orders",
+            "SELECT group_concat(date_format(placed_at, '%Y-%m-%d %H:%i:%s.%f') ORDER BY id SEPARATOR ';') FROM orders",
+        ),
+    ];
+    for (pg, my) in pairs {
+        let (a, mut b) = (one(dst.sql(pg)), one(src.sql(my)));
+        if my.contains("date_format") {
+            // MariaDB's %f has six digits; the source column keeps three.
+            b = b
+                .split(';')
+                .map(|v| &v[..v.len() - 3])
+                .collect::<Vec<_>>()
+                .join(";");
+        }
+        assert_eq!(a, b, "{pg}");
+    }
+    // The zero date reads as NULL (counted in the summary), the real one stays.
+    assert_eq!(
+        one(dst.sql("SELECT coalesce(happened::text, 'NULL') FROM legacy_events ORDER BY id")),
+        "NULL\n2019-12-31 23:59:59\nNULL"
+    );
+    assert_eq!(
+        one(dst.sql("SELECT length(location) FROM warehouses WHERE code = 'BER1'")),
+        "25",
+        "geometry: 4-byte SRID + 21-byte WKB point"
+    );
+
+    // The catalog: primary keys (composite too).
+    let pk = |t: &str| {
+        one(dst.sql(&format!(
+            "SELECT string_agg(a.attname, ',' ORDER BY k.n) FROM pg_index i \
+             CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, n) \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+             WHERE i.indrelid = '{}.{t}'::regclass AND i.indisprimary",
+            dst.name
+        )))
+    };
+    assert_eq!(pk("customers"), "id");
+    assert_eq!(pk("addresses"), "customer_id,seq");
+    assert_eq!(pk("stock"), "warehouse,product_id");
+    assert_eq!(pk("order_coupons"), "order_id,code");
+    // Unique and secondary indexes, with their columns and order.
+    let index = |name: &str| {
+        one(dst.sql(&format!(
+            "SELECT pg_get_indexdef('{}.{name}'::regclass)",
+            dst.name
+        )))
+    };
+    assert!(index("customers_uq_email").contains("UNIQUE INDEX"));
+    assert!(index("customers_idx_tier_created").ends_with("(tier, created_at)"));
+    assert!(index("orders_idx_cust_placed").ends_with("(customer_id, placed_at DESC)"));
+    assert!(index("reviews_uq_review").contains("UNIQUE INDEX"));
+    assert!(index("products_uq_sku").contains("UNIQUE INDEX"));
+    assert!(!index("order_items_idx_item_product").contains("UNIQUE"));
+    // Foreign keys with their actions.
+    let fk = |name: &str| {
+        one(dst.sql(&format!(
+            "SELECT confdeltype::text || confupdtype::text || ' ' || (SELECT relname FROM pg_class WHERE oid = confrelid) \
+             FROM pg_constraint WHERE conname = '{name}' AND connamespace = '{}'::regnamespace",
+            dst.name
+        )))
+    };
+    let d = &dst.name;
+    assert_eq!(fk("addresses_fk_addr_customer"), "cc customers");
+    // MariaDB says RESTRICT for an action not given.
+    assert_eq!(fk("categories_fk_cat_parent"), "nr categories");
+    assert_eq!(fk("products_fk_prod_cat"), "rr categories");
+    assert_eq!(fk("orders_fk_order_customer"), "rc customers");
+    assert_eq!(fk("order_coupons_fk_oc_coupon"), "rc coupons");
+    assert_eq!(fk("reviews_fk_rev_cust"), "nr customers");
+    assert_eq!(
+        one(dst.sql(&format!(
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND connamespace = '{d}'::regnamespace"
+        ))),
+        "14"
+    );
+    // Defaults, NOT NULL, identity.
+    let column = |t: &str, c: &str| {
+        one(dst.sql(&format!(
+            "SELECT a.attnotnull::text || ' ' || a.attidentity::text || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '-') \
+             FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+             WHERE a.attrelid = '{d}.{t}'::regclass AND a.attname = '{c}'"
+        )))
+    };
+    assert_eq!(column("customers", "id"), "true d -");
+    assert_eq!(column("customers", "name"), "true  ''::character varying");
+    let tier = column("customers", "tier");
+    assert!(
+        tier.starts_with("true  'free'::") && tier.ends_with("customers_tier"),
+        "an enum type: {tier}"
+    );
+    assert_eq!(column("customers", "created_at"), "true  CURRENT_TIMESTAMP");
+    assert_eq!(column("orders", "placed_at"), "true  LOCALTIMESTAMP");
+    assert_eq!(column("products", "price"), "true  0.00");
+    assert_eq!(
+        column("audit_log", "who"),
+        "true  'system'::character varying"
+    );
+    assert_eq!(column("payments", "paid_at"), "false  -");
+    assert!(column("addresses", "city").starts_with("false"));
+    // The next identity value is past the data and the source's counter (50, after gaps).
+    assert_eq!(
+        one(dst.sql("INSERT INTO customers (email) VALUES ('new@x') RETURNING id")),
+        "50"
+    );
+    assert_eq!(
+        one(dst.sql("INSERT INTO orders (customer_id) VALUES (1) RETURNING id")),
+        "5"
+    );
+    // ON UPDATE CURRENT_TIMESTAMP is a trigger; comments are kept.
+    dst.sql("UPDATE customers SET name = 'Bea' WHERE id = 2");
+    assert_eq!(
+        one(dst.sql("SELECT updated_at > '2024-03-01' FROM customers WHERE id = 2")),
+        "t"
+    );
+    assert_eq!(
+        one(dst.sql(&format!(
+            "SELECT obj_description('{d}.customers'::regclass, 'pg_class')"
+        ))),
+        "who buys"
+    );
+    assert_eq!(
+        one(dst.sql(&format!(
+            "SELECT col_description('{d}.addresses'::regclass, 4)"
+        ))),
+        "NULL when unknown"
+    );
+    // The foreign keys work: a cascade deletes the addresses of a customer.
+    dst.sql(
+        "INSERT INTO addresses VALUES (9, 1, 'Gone St', NULL); DELETE FROM customers WHERE id = 9",
+    );
+    assert_eq!(
+        one(dst.sql("SELECT count(*) FROM addresses WHERE customer_id = 9")),
+        "0"
+    );
+    let refused = std::process::Command::new("psql")
+        .args(["-X", "-q", "-d", &pg_url(), "-c"])
+        .arg(format!("INSERT INTO {d}.stock VALUES ('NOPE', 1, 1)"))
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "a stock row for a warehouse that does not exist is refused"
+    );
+}
