@@ -84,6 +84,32 @@ impl std::fmt::Display for Note {
     }
 }
 
+/// The DDL a target of `kind` runs for `spec.table` from `spec.described`, for rows of
+/// `schema`: what its sink's [`Sink::table_ddl`](crate::Sink::table_ddl) gives, without
+/// opening the target (`ferry job plan`). `None` without a description or for files.
+pub fn render(
+    kind: crate::Kind,
+    spec: &crate::WriteSpec,
+    schema: &arrow_schema::Schema,
+) -> Result<Option<TableDdl>, crate::ConnectorError> {
+    let Some(desc) = spec.described.as_ref() else {
+        return Ok(None);
+    };
+    let names = spec.target_names(schema)?;
+    Ok(Some(match kind {
+        crate::Kind::Postgres => crate::postgres::table_ddl(spec, schema, &names, desc)?,
+        crate::Kind::MySql => {
+            let names: Vec<String> = names
+                .into_iter()
+                .map(|c| c.trim_matches('`').to_string())
+                .collect();
+            crate::mysql::table_ddl(spec, schema, &names, desc)?
+        }
+        crate::Kind::Sqlite => crate::sqlite::table_ddl(spec, schema, &names, desc)?,
+        _ => return Ok(None),
+    }))
+}
+
 /// The name of an index or constraint of `table` in a target where such names share one
 /// namespace per schema (PostgreSQL, SQLite) or per database (MySQL foreign keys): the
 /// source's name when it already starts with the table's, else `<table>_<name>`; at most

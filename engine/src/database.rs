@@ -152,6 +152,15 @@ impl TableNaming {
         }
     }
 
+    /// Points `desc`'s foreign keys to tables of the same database at their target names.
+    pub fn retarget(&self, desc: &mut ferry_connectors::spec::TableSchema) {
+        for f in desc.foreign_keys.iter_mut() {
+            if f.references.schema.is_none() {
+                f.references.name = self.name(&f.references.name);
+            }
+        }
+    }
+
     /// The writer's `table` for source table `source`: [`name`](Self::name) in this
     /// naming's schema, quoted only where a name needs it (MySQL's backticks for `mysql`).
     pub fn target(&self, source: &str, kind: ferry_connectors::Kind) -> String {

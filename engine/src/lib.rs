@@ -12,12 +12,14 @@
 //!   report progress and a summary. Batches come through a [`Reading`]:
 //! - [`database`]: whole-database jobs: a reader's `tables`, each into its own
 //!   target table, sharing the job's `channel`; foreign keys once all are loaded;
+//! - [`plan`]: what a job would do (tables, DDL, flagged conversions), touching nothing;
 //! - [`local`]: the reader in this process (`ferry run`); the broker has the
 //!   other one, an agent across the tunnel.
 
 pub mod config;
 pub mod database;
 pub mod local;
+pub mod plan;
 mod position;
 pub mod registry;
 pub mod run;

@@ -554,12 +554,7 @@ pub async fn run_job(
             .await
             .map_err(reader("describing the source table"))?;
         if let (Some(desc), Some(naming)) = (wspec.described.as_mut(), &opts.naming) {
-            // A reference to a table of the same database is to its target.
-            for f in desc.foreign_keys.iter_mut() {
-                if f.references.schema.is_none() {
-                    f.references.name = naming.name(&f.references.name);
-                }
-            }
+            naming.retarget(desc);
         }
     }
     let ddl = sink

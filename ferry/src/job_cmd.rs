@@ -49,6 +49,14 @@ enum JobCommand {
         #[arg(long)]
         quiet: bool,
     },
+    /// Print what a job would do without touching the target: its tables, the DDL by
+    /// stage, every lossy conversion flagged (`ferry run --dry-run` does the same). Runs
+    /// here, so the job's reader must be a `url` this machine reaches.
+    Plan {
+        job: PathBuf,
+        #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+    },
     /// Show one job (its summary once it ended).
     Status {
         id: String,
@@ -126,6 +134,25 @@ pub async fn run(args: JobArgs) -> Result<()> {
         http: args.token.client()?,
     };
     match args.command {
+        JobCommand::Plan { job, params } => {
+            let mut vars: BTreeMap<String, String> = ferry_engine::config::default_vars();
+            for p in &params {
+                let (k, v) = p
+                    .split_once('=')
+                    .with_context(|| format!("-p `{p}`: expected NAME=VALUE"))?;
+                vars.insert(k.to_string(), v.to_string());
+            }
+            let job = Job::load(&job, &vars).with_context(|| format!("job {}", job.display()))?;
+            if !matches!(job.reader.location, ferry_engine::config::Location::Url(_)) {
+                anyhow::bail!(
+                    "`ferry job plan` reads the source's catalog from here, so the reader needs a `url`; \
+                     for an agent's data source, plan with a url job on the agent's side"
+                );
+            }
+            let plan = ferry_engine::plan::plan_job(&job).await?;
+            outln!("{plan}");
+            Ok(())
+        }
         JobCommand::Submit {
             job,
             params,

@@ -22,6 +22,10 @@ pub struct RunArgs {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    /// Print what the job would do (tables, the DDL by stage, every flagged conversion)
+    /// and stop: the target is not opened.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
@@ -33,6 +37,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
         vars.insert(k.to_string(), v.to_string());
     }
     let job = Job::load(&args.job, &vars).with_context(|| format!("job {}", args.job.display()))?;
+    if args.dry_run {
+        let plan = ferry_engine::plan::plan_job(&job).await?;
+        outln!("{plan}");
+        return Ok(());
+    }
     let stem = args
         .job
         .file_stem()

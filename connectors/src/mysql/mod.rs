@@ -74,6 +74,7 @@
 //! parts of nanosecond timestamps are truncated (MySQL keeps microseconds).
 
 mod ddl;
+pub(crate) use ddl::table_ddl;
 mod describe;
 mod meta;
 mod read;

@@ -54,6 +54,7 @@
 
 mod binary;
 mod ddl;
+pub(crate) use ddl::table_ddl;
 mod describe;
 
 use std::collections::HashMap;

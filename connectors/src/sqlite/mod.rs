@@ -46,6 +46,7 @@
 //! read-only (a missing file is an error naming it); the writer creates it, in WAL mode.
 
 mod ddl;
+pub(crate) use ddl::table_ddl;
 mod describe;
 mod value;
 
