@@ -67,6 +67,8 @@ pub struct DataSender {
     inflight: VecDeque<EncodeJob>,
     next_seq: u64,
     summary: SendSummary,
+    /// Values the read changed on purpose, for `End`.
+    changed: ferry_connectors::spec::Changes,
 }
 
 impl DataSender {
@@ -94,6 +96,7 @@ impl DataSender {
             inflight: VecDeque::new(),
             next_seq: header.resume_after_seq.map_or(1, |s| s + 1),
             summary: SendSummary::default(),
+            changed: Default::default(),
         })
     }
 
@@ -101,6 +104,9 @@ impl DataSender {
     /// backpressure) while all encoders are busy and the stream is full.
     pub async fn send(&mut self, batch: RecordBatch) -> Result<(), SendError> {
         self.check_broker()?;
+        // What the source changed travels in `End`, not in the batch's schema.
+        let (batch, changed) = ferry_connectors::take_changes(batch);
+        self.changed.merge(&changed);
         if self.idle.is_empty() {
             self.write_oldest().await?;
         }
@@ -183,6 +189,7 @@ impl DataSender {
         let end = End {
             batches: self.summary.batches,
             rows: self.summary.rows,
+            changed: std::mem::take(&mut self.changed),
         };
         if let Err(e) = self.writer.send(&end.to_frame()?).await {
             return Err(self.explain(e).await);

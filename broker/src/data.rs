@@ -49,6 +49,9 @@ pub enum DataError {
     Sequence { previous: u64, got: u64 },
     #[error("unexpected {0:?} frame on a data stream")]
     UnexpectedFrame(FrameKind),
+    /// The `End` frame's report of changed values breaks a bound.
+    #[error("{0}")]
+    Changes(#[from] ferry_connectors::spec::ChangesError),
 }
 
 /// One data stream from an agent, after its header was read.
@@ -62,6 +65,8 @@ pub struct DataStream {
     batches: u64,
     rows: u64,
     raw_bytes: u64,
+    /// What the agent's `End` reported as changed on purpose.
+    changed: ferry_connectors::spec::Changes,
     /// The connection's allowance of open data streams, given back on drop.
     _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
@@ -98,6 +103,7 @@ impl DataStream {
             batches: 0,
             rows: 0,
             raw_bytes: 0,
+            changed: Default::default(),
             _slot: slot,
         })
     }
@@ -109,6 +115,11 @@ impl DataStream {
 
     pub fn header(&self) -> &StreamHeader {
         &self.header
+    }
+
+    /// Values the read changed on purpose, as the agent's `End` reported them.
+    pub fn changed(&self) -> &ferry_connectors::spec::Changes {
+        &self.changed
     }
 
     /// The next batch, or `None` after the agent's `End` (whose counts are
@@ -142,6 +153,8 @@ impl DataStream {
                         got_rows: self.rows,
                     });
                 }
+                end.changed.check()?;
+                self.changed = end.changed;
                 Ok(None)
             }
             other => Err(DataError::UnexpectedFrame(other)),

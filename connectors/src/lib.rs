@@ -42,4 +42,7 @@ pub use kind::Kind;
 pub use spec::{
     KeyValue, Position, ReadSpec, Split, SplitBounds, SplitOrder, TableRef, WriteMode, WriteSpec,
 };
-pub use traits::{Checkpoint, DirtyRecord, Sink, SinkWriter, Source, TableListing, WriteOutcome};
+pub use traits::{
+    tag_changes, take_changes, Checkpoint, DirtyRecord, Sink, SinkWriter, Source, TableListing,
+    WriteOutcome,
+};

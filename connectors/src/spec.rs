@@ -5,9 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 pub use ferry_model::{
-    int_splits, ColumnDef, ColumnDefault, FkAction, ForeignKey, Identity, Index, IndexColumn,
-    KeyValue, Position, ReadSpec, Split, SplitBounds, SplitOrder, TableRef, TableSchema,
-    DEFAULT_FETCH_SIZE,
+    int_splits, Changes, ChangesError, ColumnDef, ColumnDefault, FkAction, ForeignKey, Identity,
+    Index, IndexColumn, KeyValue, Position, ReadSpec, Split, SplitBounds, SplitOrder, TableRef,
+    TableSchema, DEFAULT_FETCH_SIZE,
 };
 
 /// How a dialect writes identifiers and key values into a read's SQL: the only way a

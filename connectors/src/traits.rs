@@ -78,6 +78,44 @@ pub trait Source: Send + Sync {
     ) -> Result<u64, ConnectorError>;
 }
 
+/// `batch` carrying `changes` (values its read changed on purpose) in its schema
+/// metadata, for whoever sends or writes it ([`take_changes`]). A source calls it on a
+/// batch it changed values in.
+pub fn tag_changes(
+    batch: RecordBatch,
+    changes: &crate::spec::Changes,
+) -> Result<RecordBatch, ConnectorError> {
+    if changes.is_empty() {
+        return Ok(batch);
+    }
+    let json = serde_json::to_string(changes)
+        .map_err(|e| ConnectorError::Schema(format!("encoding changed values: {e}")))?;
+    let mut meta = batch.schema().metadata().clone();
+    meta.insert(crate::spec::Changes::METADATA_KEY.to_string(), json);
+    let schema = arrow_schema::Schema::new_with_metadata(batch.schema().fields().clone(), meta);
+    Ok(RecordBatch::try_new(
+        std::sync::Arc::new(schema),
+        batch.columns().to_vec(),
+    )?)
+}
+
+/// The changes [`tag_changes`] put on `batch`, and the batch without them (its schema as the
+/// read declared it).
+pub fn take_changes(batch: RecordBatch) -> (RecordBatch, crate::spec::Changes) {
+    let key = crate::spec::Changes::METADATA_KEY;
+    let Some(json) = batch.schema().metadata().get(key).cloned() else {
+        return (batch, Default::default());
+    };
+    let changes = serde_json::from_str(&json).unwrap_or_default();
+    let mut meta = batch.schema().metadata().clone();
+    meta.remove(key);
+    let schema = arrow_schema::Schema::new_with_metadata(batch.schema().fields().clone(), meta);
+    match RecordBatch::try_new(std::sync::Arc::new(schema), batch.columns().to_vec()) {
+        Ok(b) => (b, changes),
+        Err(_) => (batch, changes),
+    }
+}
+
 /// What a source's database holds, for a whole-database job.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TableListing {

@@ -241,6 +241,7 @@ impl std::fmt::Display for DatabaseSummary {
         for n in &self.not_migrated {
             writeln!(f, "not migrated          : {n}")?;
         }
+
         writeln!(f, "Tables                : {}", self.tables.len())?;
         write!(f, "{}", self.total)
     }
@@ -366,6 +367,15 @@ pub async fn run_database(
     let mut outcomes: Vec<TableOutcome> = outcomes.into_iter().flatten().collect();
     add_foreign_keys(sink.as_ref(), &deferred, &mut outcomes).await;
     let mut total = Summary::sum(start, outcomes.iter().map(|o| &o.summary));
+    // The totals name each changed column with its table.
+    total.changes = Default::default();
+    for o in &outcomes {
+        for (column, what, n) in o.summary.changes.entries() {
+            total
+                .changes
+                .add(&format!("{}.{column}", o.source), what, n);
+        }
+    }
     let failed: Vec<&str> = outcomes
         .iter()
         .filter(|o| !o.summary.succeeded())

@@ -109,6 +109,11 @@ pub trait SplitFeed: Send {
     fn origin(&self) -> Option<&str> {
         None
     }
+    /// Values the read changed on purpose that its batches did not carry (an agent
+    /// reports them at the end of its stream); asked once `next` gave `None`.
+    fn changes(&self) -> ferry_connectors::spec::Changes {
+        Default::default()
+    }
     /// The split ended: `Ok` after the last batch was committed, or the
     /// job's error. Releases the reader.
     async fn close(self: Box<Self>, outcome: Result<(), &str>) -> Result<(), String>;
@@ -279,6 +284,8 @@ pub struct Progress {
     /// Estimated rows, `u64::MAX` when unknown.
     estimate: AtomicU64,
     failure: Mutex<Option<String>>,
+    /// Values the reads changed on purpose, of batches written.
+    changes: Mutex<ferry_connectors::spec::Changes>,
 }
 
 impl Default for Progress {
@@ -294,7 +301,28 @@ impl Default for Progress {
             splits_done: AtomicU64::new(0),
             estimate: AtomicU64::new(u64::MAX),
             failure: Mutex::new(None),
+            changes: Mutex::new(Default::default()),
         }
+    }
+}
+
+impl Progress {
+    /// Counts values a read changed on purpose.
+    pub fn add_changes(&self, changes: &ferry_connectors::spec::Changes) {
+        if !changes.is_empty() {
+            self.changes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .merge(changes);
+        }
+    }
+
+    /// Values the reads changed on purpose so far.
+    pub fn changes(&self) -> ferry_connectors::spec::Changes {
+        self.changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -705,6 +733,7 @@ pub async fn run_job(
         wire_bytes: reading.wire_bytes(),
         dirty_records: snap.dirty_records,
         dirty_file: (snap.dirty_records > 0).then(|| opts.dirty_path.clone()),
+        changes: progress.changes(),
         splits: splits.len(),
         failed: progress.failure(),
     })
@@ -991,7 +1020,10 @@ async fn pump(
         }
         let batch = match feed.next().await {
             Ok(Some(b)) => b,
-            Ok(None) => return Ok(()),
+            Ok(None) => {
+                counters.add_changes(&feed.changes());
+                return Ok(());
+            }
             Err(e) => {
                 return Err(ReadError {
                     message: format!("reading: {}", e.message),
@@ -999,6 +1031,7 @@ async fn pump(
                 })
             }
         };
+        let (batch, changes) = ferry_connectors::take_changes(batch);
         let rows = batch.num_rows() as u64;
         let bytes = batch_bytes(&batch);
         counters.read.fetch_add(rows, Ordering::Relaxed);
@@ -1055,6 +1088,7 @@ async fn pump(
             written += outcome.written;
             offset += len;
         }
+        counters.add_changes(&changes);
         feed.committed(written).await?;
         if let Some(o) = observer {
             if renamed.num_rows() > 0 {

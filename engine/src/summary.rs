@@ -24,6 +24,9 @@ pub struct Summary {
     pub dirty_file: Option<PathBuf>,
     pub splits: usize,
     pub failed: Option<String>,
+    /// Values Ferry changed on purpose (zero dates read as NULL), per column.
+    #[serde(default)]
+    pub changes: ferry_connectors::spec::Changes,
 }
 
 impl Summary {
@@ -41,6 +44,7 @@ impl Summary {
             dirty_file: None,
             splits: 0,
             failed: Some(error),
+            changes: Default::default(),
         }
     }
 
@@ -56,6 +60,7 @@ impl Summary {
             total.wire_bytes += p.wire_bytes;
             total.dirty_records += p.dirty_records;
             total.splits += p.splits;
+            total.changes.merge(&p.changes);
             if p.dirty_file.is_some() && total.dirty_file.is_none() {
                 total.dirty_file = p.dirty_file.clone();
             }
@@ -126,6 +131,12 @@ impl fmt::Display for Summary {
                 p.display()
             )?,
             _ => writeln!(f, "Dirty records         : {}", self.dirty_records)?,
+        }
+        if !self.changes.is_empty() {
+            writeln!(f, "Changed values        : {}", self.changes.total())?;
+            for (column, what, n) in self.changes.entries() {
+                writeln!(f, "  {column}: {n} {what}")?;
+            }
         }
         match &self.failed {
             None => write!(f, "Result                : succeeded"),

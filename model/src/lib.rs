@@ -7,6 +7,8 @@
 //!   [`Position`] to resume after.
 //! * [`TableSchema`]: what a table is beyond its column types (keys, indexes, foreign keys,
 //!   defaults, identity), described by a source and rendered as DDL by a target.
+//! * [`Changes`]: values a read changed on purpose (a zero date read as NULL), counted per
+//!   column for the job summary.
 //! * [`Position`]: a point in a source's order, supplied by the source (today the values of
 //!   a unique key of the last row committed: integer, decimal, string, binary or any tuple
 //!   of them). The engine stores and returns it; only the source compares positions.
@@ -17,11 +19,13 @@
 
 #![forbid(unsafe_code)]
 
+mod changes;
 mod position;
 mod read;
 mod schema;
 mod split;
 
+pub use changes::{Changes, ChangesError, MAX_CHANGE_ENTRIES, MAX_CHANGE_TEXT};
 pub use position::{KeyValue, Position, PositionError, MAX_POSITION_VALUES, MAX_TEXT_KEY_LEN};
 pub use read::{ReadSpec, DEFAULT_FETCH_SIZE};
 pub use schema::{

@@ -613,12 +613,16 @@ impl BatchDecoder {
 
 /// End of a data stream, agent -> broker ([`FrameKind::End`], JSON): totals let the broker
 /// detect lost batches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct End {
     /// Batches sent on the stream.
     pub batches: u64,
     /// Rows sent on the stream.
     pub rows: u64,
+    /// Values the read changed on purpose (zero dates read as NULL), per column; the
+    /// receiver checks it ([`Changes::check`](ferry_model::Changes::check)).
+    #[serde(default, skip_serializing_if = "ferry_model::Changes::is_empty")]
+    pub changed: ferry_model::Changes,
 }
 
 /// Broker -> agent on the same stream ([`FrameKind::Ack`], JSON): everything up to and

@@ -188,8 +188,9 @@ proptest! {
 
     #[test]
     fn end_ack_roundtrip(a in any::<u64>(), b in any::<u64>()) {
-        let end = End { batches: a, rows: b };
-        prop_assert_eq!(End::from_frame(&through_codec(&end.to_frame().unwrap())).unwrap(), end);
+        let mut end = End { batches: a, rows: b, changed: Default::default() };
+        end.changed.add("d", "zero date read as NULL", b);
+        prop_assert_eq!(End::from_frame(&through_codec(&end.to_frame().unwrap())).unwrap(), end.clone());
         let ack = Ack { seq: a, rows: b };
         prop_assert_eq!(Ack::from_frame(&through_codec(&ack.to_frame().unwrap())).unwrap(), ack);
         prop_assert!(Ack::from_frame(&end.to_frame().unwrap()).is_err());

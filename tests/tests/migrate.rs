@@ -136,6 +136,13 @@ fn a_mariadb_shop_moves_to_postgres_with_its_schema() {
         "{out}"
     );
     assert!(out.contains("Tables                : 16"), "{out}");
+    // Values changed on purpose are counted per table and column.
+    assert!(out.contains("Changed values        : 2"), "{out}");
+    assert!(
+        out.contains("  legacy_events.happened: 1 zero date read as NULL")
+            && out.contains("  coupons.valid_until: 1 zero date read as NULL"),
+        "{out}"
+    );
 
     // Rows: the same count in every table, and the same values.
     for t in TABLES {

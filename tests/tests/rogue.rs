@@ -136,6 +136,7 @@ impl RawAgent {
         let end = End {
             batches: 1,
             rows: batch.num_rows() as u64,
+            changed: Default::default(),
         };
         for f in [header.to_frame().unwrap(), b.frame, end.to_frame().unwrap()] {
             w.send(&f).await.map_err(|e| e.to_string())?;

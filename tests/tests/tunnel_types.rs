@@ -193,9 +193,18 @@ async fn mysql_every_type_to_postgres_cell_by_cell() {
     let status = rig.run(&job).await;
     let summary = succeeded(&status, 5);
     assert_eq!(summary.dirty_records, 0, "{summary:?}");
+    // The zero dates read as NULL are counted in the summary, per column, across the tunnel.
+    assert_eq!(
+        summary.changes.entries().collect::<Vec<_>>(),
+        vec![
+            ("zd", "zero date read as NULL", 1),
+            ("zdt", "zero date read as NULL", 1)
+        ],
+        "{summary:?}"
+    );
     rig.stop().await;
 
-    // Column types created by createTable, as documented.
+    // Column types created by createTable, as documented (the ENUM as an enum type).
     let types = dst.sql(
         "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum)
            FROM pg_attribute WHERE attrelid = 't'::regclass AND attnum > 0 AND NOT attisdropped",
@@ -207,7 +216,7 @@ async fn mysql_every_type_to_postgres_cell_by_cell() {
          d18 numeric(18,4), f real, db double precision, ch character varying(3), \
          vc character varying(100), tx text, bn bytea, vb bytea, bl bytea, dt date, \
          dtm timestamp without time zone, ts timestamp with time zone, tm interval, yr smallint, \
-         en text, st text, js jsonb, b1 numeric(20,0), b64 numeric(20,0), bo smallint, zd date, \
+         en t_en, st text, js jsonb, b1 numeric(20,0), b64 numeric(20,0), bo smallint, zd date, \
          zdt timestamp without time zone, geo bytea"
     );
 

@@ -427,6 +427,13 @@ impl SplitFeed for TunnelFeed {
         Some(&self.agent.agent_id)
     }
 
+    fn changes(&self) -> ferry_connectors::spec::Changes {
+        self.ds
+            .as_ref()
+            .map(|ds| ds.changed().clone())
+            .unwrap_or_default()
+    }
+
     async fn close(mut self: Box<Self>, outcome: Result<(), &str>) -> Result<(), String> {
         self.dispatch.forget_task(&self.task_id);
         let Some(ds) = self.ds.take() else {

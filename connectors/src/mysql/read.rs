@@ -602,7 +602,9 @@ fn narrow<T: TryFrom<i128>>(v: i128) -> Result<T, String> {
 struct Column_ {
     name: String,
     bit: bool,
+    /// Zero dates read as NULL since the last batch, and in all.
     zero_dates: u64,
+    zero_dates_total: u64,
 }
 
 /// Appends one raw cell. `Ok(true)` means a zero date was read as NULL.
@@ -690,6 +692,7 @@ async fn read_rows(
             name: f.name().clone(),
             bit: f.metadata().get("ferry.type").map(String::as_str) == Some("bit"),
             zero_dates: 0,
+            zero_dates_total: 0,
         })
         .collect();
     let key_idx = spec.split_pk.as_deref().and_then(|k| {
@@ -790,7 +793,7 @@ async fn read_rows(
                 .iter_mut()
                 .map(Builder::finish)
                 .collect::<Result<Vec<_>, _>>()?;
-            let batch = RecordBatch::try_new(schema.clone(), arrays)?;
+            let batch = tag_zero_dates(RecordBatch::try_new(schema.clone(), arrays)?, &mut cols)?;
             out.send(batch)
                 .await
                 .map_err(|_| ConnectorError::Cancelled)?;
@@ -804,17 +807,31 @@ async fn read_rows(
             .iter_mut()
             .map(Builder::finish)
             .collect::<Result<Vec<_>, _>>()?;
-        let batch = RecordBatch::try_new(schema.clone(), arrays)?;
+        let batch = tag_zero_dates(RecordBatch::try_new(schema.clone(), arrays)?, &mut cols)?;
         out.send(batch)
             .await
             .map_err(|_| ConnectorError::Cancelled)?;
     }
     for c in &cols {
-        if c.zero_dates > 0 {
-            tracing::warn!(column = %c.name, count = c.zero_dates, "zero dates (0000-00-00) read as NULL");
+        if c.zero_dates_total > 0 {
+            tracing::warn!(column = %c.name, count = c.zero_dates_total, "zero dates (0000-00-00) read as NULL");
         }
     }
     Ok(total)
+}
+
+/// What the summary calls a zero date read as NULL.
+pub(crate) const ZERO_DATE_AS_NULL: &str = "zero date read as NULL";
+
+/// Tags `batch` with the zero dates read as NULL since the last batch, per column.
+fn tag_zero_dates(batch: RecordBatch, cols: &mut [Column_]) -> Result<RecordBatch, ConnectorError> {
+    let mut changes = crate::spec::Changes::default();
+    for c in cols.iter_mut() {
+        changes.add(&c.name, ZERO_DATE_AS_NULL, c.zero_dates);
+        c.zero_dates_total += c.zero_dates;
+        c.zero_dates = 0;
+    }
+    crate::traits::tag_changes(batch, &changes)
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ fn main() {
         write("control_decode", &format!("msg-{i}"), &f.payload);
         stream.extend_from_slice(&wire(&f));
     }
-    stream.extend_from_slice(&wire(&End { batches: 6, rows: 12 }.to_frame().unwrap_or_else(|e| panic!("{e}"))));
+    stream.extend_from_slice(&wire(&End { batches: 6, rows: 12, changed: Default::default() }.to_frame().unwrap_or_else(|e| panic!("{e}"))));
     stream.extend_from_slice(&wire(&Ack { seq: 5, rows: 12 }.to_frame().unwrap_or_else(|e| panic!("{e}"))));
     write("frame_decode", "stream", &stream);
     println!("corpus written");
