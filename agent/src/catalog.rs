@@ -251,6 +251,31 @@ impl Catalog {
         Ok(read)
     }
 
+    /// The tables of data source `name` its policy lets jobs read, and the views and
+    /// routines of those names a whole-database job would not migrate: nothing else of
+    /// the database is named to the broker.
+    pub async fn list_tables(&self, name: &str) -> Result<ferry_connectors::TableListing, String> {
+        let config = self.config(name)?;
+        let source = self.source(name, &Map::new()).await?;
+        let listing = source.list_tables().await.map_err(|e| peer_message(&e))?;
+        let allowed = |t: &str| policy::check_table(name, config, t).is_ok();
+        let max = ferry_protocol::control::MAX_TABLES;
+        Ok(ferry_connectors::TableListing {
+            tables: listing
+                .tables
+                .into_iter()
+                .filter(|t| allowed(t))
+                .take(max)
+                .collect(),
+            not_migrated: listing
+                .not_migrated
+                .into_iter()
+                .filter(|o| o.rsplit(' ').next().is_some_and(&allowed))
+                .take(max)
+                .collect(),
+        })
+    }
+
     /// The table `read` reads, described for the broker's DDL: only the columns read
     /// (`schema`), and foreign keys only to tables this source's policy allows (the names
     /// of others do not leave the agent).

@@ -112,6 +112,45 @@ impl Worker {
                     me.send(reply).await;
                 });
             }
+            ControlMessage::ListTables {
+                request_id,
+                datasource,
+            } => {
+                let max_plans = self.catalog.limits().max_plans;
+                if self.plans.fetch_add(1, Ordering::AcqRel) >= max_plans {
+                    self.plans.fetch_sub(1, Ordering::AcqRel);
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        me.send(ControlMessage::plan_failed(
+                            request_id,
+                            format!("this agent answers at most {max_plans} plan requests at once ([limits] max_plans)"),
+                        ))
+                        .await;
+                    });
+                    return true;
+                }
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let slot = PlanSlot(&me.plans);
+                    let listing = {
+                        let (me, datasource) = (me.clone(), datasource.clone());
+                        tokio::spawn(async move { me.catalog.list_tables(&datasource).await })
+                    };
+                    let reply = match listing.await.unwrap_or_else(|e| Err(crashed(e))) {
+                        Ok(l) => ControlMessage::TableList {
+                            request_id,
+                            tables: l.tables,
+                            not_migrated: l.not_migrated,
+                        },
+                        Err(e) => {
+                            warn!(request_id, %datasource, "listing tables failed: {e}");
+                            ControlMessage::plan_failed(request_id, me.catalog.scrub(e))
+                        }
+                    };
+                    drop(slot);
+                    me.send(reply).await;
+                });
+            }
             ControlMessage::TaskAssign {
                 task_id,
                 datasource,

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use ferry_connectors::ddl::DdlStep;
-use ferry_connectors::{Sink, Source, WriteSpec};
+use ferry_connectors::{Sink, TableListing, WriteSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -21,8 +21,8 @@ use tracing::{info, warn};
 
 use crate::config::Job;
 use crate::local::LocalReading;
-use crate::run::{run_job, Progress, RunError, RunOptions};
-use crate::summary::Summary;
+use crate::run::{run_job, Progress, Reading, RunError, RunOptions};
+use crate::summary::{Summary, TableLine};
 
 /// Most tables one job may select.
 pub const MAX_TABLES: usize = 10_000;
@@ -181,104 +181,42 @@ impl TableNaming {
     }
 }
 
-/// How one table of a whole-database job went.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TableOutcome {
-    pub source: String,
-    pub target: String,
-    pub summary: Summary,
-}
-
-/// What a whole-database job did: the totals and each table.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DatabaseSummary {
-    pub total: Summary,
-    pub tables: Vec<TableOutcome>,
-    /// Views, routines and the like the job did not migrate.
-    pub not_migrated: Vec<String>,
-}
-
-impl DatabaseSummary {
-    /// The tables that failed.
-    pub fn failed(&self) -> Vec<&str> {
-        self.tables
-            .iter()
-            .filter(|t| !t.summary.succeeded())
-            .map(|t| t.source.as_str())
-            .collect()
-    }
-}
-
-impl std::fmt::Display for DatabaseSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let width = self
-            .tables
-            .iter()
-            .map(|t| t.source.len())
-            .max()
-            .unwrap_or(5)
-            .max(5);
-        writeln!(
-            f,
-            "{:<width$}  {:>12}  {:>8}  {:>6}  status",
-            "table", "rows", "seconds", "dirty"
-        )?;
-        for t in &self.tables {
-            let s = &t.summary;
-            let status = match &s.failed {
-                None => "ok".to_string(),
-                Some(e) => format!("FAILED: {e}"),
-            };
-            writeln!(
-                f,
-                "{:<width$}  {:>12}  {:>8.2}  {:>6}  {status}",
-                t.source,
-                s.records_written,
-                s.elapsed_secs(),
-                s.dirty_records
-            )?;
-        }
-        for n in &self.not_migrated {
-            writeln!(f, "not migrated          : {n}")?;
-        }
-
-        writeln!(f, "Tables                : {}", self.tables.len())?;
-        write!(f, "{}", self.total)
-    }
-}
-
 /// A whole-database job's foreign keys, held back until every table is loaded.
 pub type Deferred = Arc<Mutex<Vec<(WriteSpec, Vec<DdlStep>)>>>;
 
 /// Runs whole-database `job` with reader and writer in this process.
-pub async fn run_database_standalone(
-    job: &Job,
-    opts: &RunOptions,
-) -> Result<DatabaseSummary, RunError> {
+pub async fn run_database_standalone(job: &Job, opts: &RunOptions) -> Result<Summary, RunError> {
     let source = crate::registry::open_source(&job.reader).await?;
     let sink = crate::registry::open_sink(&job.writer).await?;
-    run_database(job, source, sink, opts).await
-}
-
-/// Runs whole-database `job`: lists the source's tables, runs each selected one as its
-/// own one-table job (sharing `channel`), then adds every foreign key.
-pub async fn run_database(
-    job: &Job,
-    source: Arc<dyn Source>,
-    sink: Arc<dyn Sink>,
-    opts: &RunOptions,
-) -> Result<DatabaseSummary, RunError> {
-    let start = OffsetDateTime::now_utc();
-    let selection = job.reader.tables.clone().unwrap_or_default();
     let listing = source.list_tables().await.map_err(|e| RunError::Reader {
         stage: "listing the source's tables",
         message: e.to_string(),
     })?;
+    let reading_for =
+        move |_: &str| -> Arc<dyn Reading> { Arc::new(LocalReading::new(source.clone())) };
+    run_database(job, listing, &reading_for, sink, opts).await
+}
+
+/// Runs whole-database `job` over the source's `listing`: each selected table as its own
+/// one-table job, read through `reading_for(table)`, sharing `channel`; then every
+/// foreign key. The summary has a line per table.
+pub async fn run_database(
+    job: &Job,
+    listing: TableListing,
+    reading_for: &(dyn Fn(&str) -> Arc<dyn Reading> + Send + Sync),
+    sink: Arc<dyn Sink>,
+    opts: &RunOptions,
+) -> Result<Summary, RunError> {
+    let start = OffsetDateTime::now_utc();
+    let selection = job.reader.tables.clone().unwrap_or_default();
     let missing = selection.missing(&listing.tables);
     if !missing.is_empty() {
         return Err(RunError::Reader {
             stage: "selecting tables",
-            message: format!("no table {} in the source", missing.join(", ")),
+            message: format!(
+                "no table {} in the source (or not allowed to read it)",
+                missing.join(", ")
+            ),
         });
     }
     let tables = selection.select(&listing.tables);
@@ -316,6 +254,7 @@ pub async fn run_database(
     // Tables being planned and prepared at once: each holds a connection or two.
     let starting = Arc::new(Semaphore::new(channel));
     let deferred: Deferred = Arc::default();
+    let job_key = opts.job_key.clone().unwrap_or_else(crate::run::new_job_key);
     let mut set = JoinSet::new();
     for (i, (table, target)) in tables.iter().zip(&targets).enumerate() {
         let mut one = job.clone();
@@ -323,92 +262,74 @@ pub async fn run_database(
         one.reader.spec.table = Some(table.clone());
         one.writer.spec.table = target.clone();
         let mut o = RunOptions::new(table_dirty_path(&opts.dirty_path, table));
-        o.job_key = Some(format!(
-            "{}-{i}",
-            opts.job_key.clone().unwrap_or_else(crate::run::new_job_key)
-        ));
+        o.job_key = Some(format!("{job_key}-{i}"));
         o.slots = Some(slots.clone());
         o.deferred = Some(deferred.clone());
         o.starting = Some(starting.clone());
         o.naming = Some(job.writer.naming.clone());
-        let (source, sink) = (source.clone(), sink.clone());
+        let reading = reading_for(table);
+        let sink = sink.clone();
         let (table, target) = (table.clone(), target.clone());
         set.spawn(async move {
             let t0 = OffsetDateTime::now_utc();
-            let r = run_job(
-                &one,
-                Arc::new(LocalReading::new(source)),
-                sink,
-                &o,
-                Arc::new(Progress::new()),
-            )
-            .await;
+            let r = run_job(&one, reading, sink, &o, Arc::new(Progress::new())).await;
             let summary = r.unwrap_or_else(|e| Summary::failed_at(t0, e.to_string()));
-            (
-                i,
-                TableOutcome {
-                    source: table,
-                    target,
-                    summary,
-                },
-            )
+            (i, TableLine::of(table, target, summary))
         });
     }
-    let mut outcomes: Vec<Option<TableOutcome>> = vec![None; tables.len()];
+    let mut lines: Vec<Option<TableLine>> = vec![None; tables.len()];
     while let Some(r) = set.join_next().await {
         match r {
-            Ok((i, o)) => {
-                info!(table = %o.source, ok = o.summary.succeeded(), "table done");
-                outcomes[i] = Some(o);
+            Ok((i, line)) => {
+                info!(table = %line.source, ok = line.failed.is_none(), "table done");
+                lines[i] = Some(line);
             }
             Err(e) => warn!("a table's task ended abnormally: {e}"),
         }
     }
-    let mut outcomes: Vec<TableOutcome> = outcomes.into_iter().flatten().collect();
-    add_foreign_keys(sink.as_ref(), &deferred, &mut outcomes).await;
-    let mut total = Summary::sum(start, outcomes.iter().map(|o| &o.summary));
+    let mut lines: Vec<TableLine> = lines.into_iter().flatten().collect();
+    add_foreign_keys(sink.as_ref(), &deferred, &mut lines).await;
+    let mut total = Summary::sum(start, lines.iter().map(|l| l.summary.as_ref()));
     // The totals name each changed column with its table.
     total.changes = Default::default();
-    for o in &outcomes {
-        for (column, what, n) in o.summary.changes.entries() {
+    for l in &lines {
+        for (column, what, n) in l.summary.changes.entries() {
             total
                 .changes
-                .add(&format!("{}.{column}", o.source), what, n);
+                .add(&format!("{}.{column}", l.source), what, n);
         }
     }
-    let failed: Vec<&str> = outcomes
+    let failed: Vec<&str> = lines
         .iter()
-        .filter(|o| !o.summary.succeeded())
-        .map(|o| o.source.as_str())
+        .filter(|l| l.failed.is_some())
+        .map(|l| l.source.as_str())
         .collect();
     if !failed.is_empty() {
         total.failed = Some(format!(
             "{} of {} tables failed: {}",
             failed.len(),
-            outcomes.len(),
+            lines.len(),
             failed.join(", ")
         ));
     }
-    Ok(DatabaseSummary {
-        total,
-        tables: outcomes,
-        not_migrated: listing.not_migrated,
-    })
+    total.tables = lines;
+    total.not_migrated = listing.not_migrated;
+    Ok(total)
 }
 
 /// Adds the foreign keys of every loaded table; a table whose key cannot be added (it
 /// refers to a table that failed, or rows break it) fails with the reason.
-async fn add_foreign_keys(sink: &dyn Sink, deferred: &Deferred, outcomes: &mut [TableOutcome]) {
+async fn add_foreign_keys(sink: &dyn Sink, deferred: &Deferred, lines: &mut [TableLine]) {
     let pending = std::mem::take(&mut *deferred.lock().unwrap_or_else(|p| p.into_inner()));
     for (spec, steps) in pending {
-        let Some(o) = outcomes.iter_mut().find(|o| o.target == spec.table) else {
+        let Some(l) = lines.iter_mut().find(|l| l.target == spec.table) else {
             continue;
         };
-        if !o.summary.succeeded() || steps.is_empty() {
+        if l.failed.is_some() || steps.is_empty() {
             continue;
         }
         if let Err(e) = sink.apply_ddl(&spec, &steps).await {
-            o.summary.failed = Some(format!("adding foreign keys: {e}"));
+            l.failed = Some(format!("adding foreign keys: {e}"));
         }
     }
 }

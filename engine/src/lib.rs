@@ -27,10 +27,10 @@ pub mod summary;
 pub mod throttle;
 
 pub use config::{Job, JobError};
-pub use database::{run_database_standalone, DatabaseSummary};
+pub use database::{run_database, run_database_standalone};
 pub use local::run_standalone;
 pub use run::{
     new_job_key, run_job, Progress, ProgressSnapshot, ReadError, Reading, Resume, RunError,
     RunObserver, RunOptions, SplitFeed,
 };
-pub use summary::Summary;
+pub use summary::{Summary, TableLine};

@@ -734,6 +734,8 @@ pub async fn run_job(
         dirty_records: snap.dirty_records,
         dirty_file: (snap.dirty_records > 0).then(|| opts.dirty_path.clone()),
         changes: progress.changes(),
+        tables: Vec::new(),
+        not_migrated: Vec::new(),
         splits: splits.len(),
         failed: progress.failure(),
     })

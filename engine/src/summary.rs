@@ -27,6 +27,34 @@ pub struct Summary {
     /// Values Ferry changed on purpose (zero dates read as NULL), per column.
     #[serde(default)]
     pub changes: ferry_connectors::spec::Changes,
+    /// A whole-database job's tables, one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<TableLine>,
+    /// What a whole-database job did not migrate (views, routines).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_migrated: Vec<String>,
+}
+
+/// One table of a whole-database job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TableLine {
+    pub source: String,
+    pub target: String,
+    /// The table's own summary (its `tables` empty).
+    pub summary: Box<Summary>,
+    /// Why the table failed (its load, or a foreign key added after it).
+    pub failed: Option<String>,
+}
+
+impl TableLine {
+    pub fn of(source: String, target: String, summary: Summary) -> Self {
+        Self {
+            failed: summary.failed.clone(),
+            source,
+            target,
+            summary: Box::new(summary),
+        }
+    }
 }
 
 impl Summary {
@@ -45,6 +73,8 @@ impl Summary {
             splits: 0,
             failed: Some(error),
             changes: Default::default(),
+            tables: Vec::new(),
+            not_migrated: Vec::new(),
         }
     }
 
@@ -76,6 +106,15 @@ impl Summary {
     pub fn succeeded(&self) -> bool {
         self.failed.is_none()
     }
+
+    /// A whole-database job's tables that failed.
+    pub fn failed_tables(&self) -> Vec<&str> {
+        self.tables
+            .iter()
+            .filter(|t| t.failed.is_some())
+            .map(|t| t.source.as_str())
+            .collect()
+    }
 }
 
 fn ts(t: OffsetDateTime) -> String {
@@ -85,6 +124,39 @@ fn ts(t: OffsetDateTime) -> String {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.tables.is_empty() {
+            let width = self
+                .tables
+                .iter()
+                .map(|t| t.source.len())
+                .max()
+                .unwrap_or(5)
+                .max(5);
+            writeln!(
+                f,
+                "{:<width$}  {:>12}  {:>8}  {:>6}  status",
+                "table", "rows", "seconds", "dirty"
+            )?;
+            for t in &self.tables {
+                let s = &t.summary;
+                let status = match &t.failed {
+                    None => "ok".to_string(),
+                    Some(e) => format!("FAILED: {e}"),
+                };
+                writeln!(
+                    f,
+                    "{:<width$}  {:>12}  {:>8.2}  {:>6}  {status}",
+                    t.source,
+                    s.records_written,
+                    s.elapsed_secs(),
+                    s.dirty_records
+                )?;
+            }
+            for n in &self.not_migrated {
+                writeln!(f, "not migrated          : {n}")?;
+            }
+            writeln!(f, "Tables                : {}", self.tables.len())?;
+        }
         let secs = self.elapsed_secs();
         writeln!(f, "Job start time        : {}", ts(self.start))?;
         writeln!(f, "Job end time          : {}", ts(self.end))?;

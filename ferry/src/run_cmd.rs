@@ -56,7 +56,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if job.reader.tables.is_some() {
         let summary = ferry_engine::run_database_standalone(&job, &opts).await?;
         outln!("{summary}");
-        let failed = summary.failed();
+        let failed = summary.failed_tables();
         if !failed.is_empty() {
             bail!(
                 "{} of {} tables failed: {}",

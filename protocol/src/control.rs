@@ -19,6 +19,8 @@ pub const MAX_NAME_LEN: usize = 256;
 pub const MAX_CAPABILITIES: usize = 64;
 /// Longest free-text field (reject/error message, goodbye reason), in bytes.
 pub const MAX_TEXT_LEN: usize = 16 * 1024;
+/// Most tables (and most not-migrated objects) in a `TableList`.
+pub const MAX_TABLES: usize = 10_000;
 /// Most columns in a read or a schema (PostgreSQL allows 1,600, MySQL 4,096).
 pub const MAX_COLUMNS: usize = 4096;
 /// Most splits in one plan; an agent caps its own plans lower.
@@ -136,6 +138,18 @@ pub enum ControlMessage {
         #[serde(default)]
         table: Option<Box<TableSchema>>,
     },
+    /// Broker -> agent: list the tables of a data source, for a whole-database job. The
+    /// agent answers only with tables its policy lets jobs read (`TableList`), or with
+    /// `PlanFailed`.
+    ListTables { request_id: u64, datasource: String },
+    /// Agent -> broker: the tables of a data source its policy allows, and what a
+    /// whole-database job would not migrate (views, routines).
+    TableList {
+        request_id: u64,
+        tables: Vec<String>,
+        #[serde(default)]
+        not_migrated: Vec<String>,
+    },
     /// Agent -> broker: a plan request failed (unknown data source, bad
     /// spec, database error).
     PlanFailed { request_id: u64, message: String },
@@ -251,6 +265,8 @@ impl ControlMessage {
             ControlMessage::PlanRequest { .. } => "plan_request",
             ControlMessage::PlanReply { .. } => "plan_reply",
             ControlMessage::PlanFailed { .. } => "plan_failed",
+            ControlMessage::ListTables { .. } => "list_tables",
+            ControlMessage::TableList { .. } => "table_list",
             ControlMessage::TaskAssign { .. } => "task_assign",
             ControlMessage::TaskCancel { .. } => "task_cancel",
             ControlMessage::TaskFailed { .. } => "task_failed",
@@ -340,6 +356,28 @@ impl ControlMessage {
             }
             ControlMessage::PlanFailed { message, .. } => {
                 check_len("message", message, MAX_TEXT_LEN)
+            }
+            ControlMessage::ListTables { datasource, .. } => {
+                check_len("datasource", datasource, MAX_NAME_LEN)
+            }
+            ControlMessage::TableList {
+                tables,
+                not_migrated,
+                ..
+            } => {
+                for (field, list) in [("tables", tables), ("not_migrated", not_migrated)] {
+                    if list.len() > MAX_TABLES {
+                        return Err(ProtocolError::FieldTooLong {
+                            field,
+                            len: list.len(),
+                            limit: MAX_TABLES,
+                        });
+                    }
+                    for t in list {
+                        check_len(field, t, MAX_NAME_LEN)?;
+                    }
+                }
+                Ok(())
             }
             ControlMessage::TaskAssign {
                 task_id,
@@ -576,6 +614,15 @@ mod tests {
                 table: None,
             },
             ControlMessage::plan_failed(1, "no such table"),
+            ControlMessage::ListTables {
+                request_id: 2,
+                datasource: "orders_db".into(),
+            },
+            ControlMessage::TableList {
+                request_id: 2,
+                tables: vec!["orders".into(), "`odd.name`".into()],
+                not_migrated: vec!["view totals".into()],
+            },
             ControlMessage::TaskAssign {
                 task_id: "j1-t0".into(),
                 datasource: "orders_db".into(),

@@ -559,3 +559,90 @@ fn plan_prints_the_ddl_and_flags_lossy_conversions_without_touching_the_target()
     let dry = ferry_tests::proc::ferry(tmp.path(), &["run", "--dry-run", path.to_str().unwrap()]);
     assert_eq!(String::from_utf8_lossy(&dry.stdout), text);
 }
+
+mod common;
+use common::{Rig, RigSource};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_database_job_runs_through_the_tunnel_within_the_agents_policy() {
+    let Some(src) = MyDb::new("ferry_mig_tun") else {
+        return;
+    };
+    let Some(dst) = PgSchema::new("ferry_mig_tundst") else {
+        return;
+    };
+    src.sql(SHOP);
+    let url = src.url();
+    // The agent lets jobs read four tables; a whole-database job sees those only.
+    let rig = Rig::start(&[
+        RigSource {
+            name: "shop",
+            kind: "mysql",
+            url: &url,
+            extra: "",
+        },
+        RigSource {
+            name: "shop_part",
+            kind: "mysql",
+            url: &url,
+            extra: "tables = [\"customers\", \"addresses\", \"orders\", \"order_items\"]",
+        },
+    ])
+    .await;
+    let job = |ds: &str, schema: &str| {
+        format!(
+            "reader:\n  name: mysqlreader\n  parameter:\n    datasource: {}\n    tables: [\"*\"]\n\
+             writer:\n  name: postgresqlwriter\n  parameter:\n    url: {}\n    schema: {schema}\n    createTable: true\n\
+             setting:\n  speed: {{channel: 3}}\n",
+            rig.datasource(ds),
+            pg_url(),
+        )
+    };
+    let status = rig.run(&job("shop", &dst.name)).await;
+    let summary = status.summary.clone().expect("a summary");
+    assert!(summary.succeeded(), "{summary}");
+    assert_eq!(summary.tables.len(), 16, "{summary}");
+    assert!(summary.wire_bytes > 0, "through the tunnel: {summary}");
+    assert_eq!(summary.not_migrated, vec!["view order_totals".to_string()]);
+    assert_eq!(summary.changes.total(), 2, "{summary}");
+    for t in TABLES {
+        assert_eq!(
+            one(dst.sql(&format!("SELECT count(*) FROM {t}"))),
+            one(src.sql(&format!("SELECT count(*) FROM {t}"))),
+            "{t}"
+        );
+    }
+    assert_eq!(
+        one(dst.sql(&format!(
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND connamespace = '{}'::regnamespace",
+            dst.name
+        ))),
+        "14"
+    );
+    assert_eq!(
+        one(dst.sql("INSERT INTO customers (email) VALUES ('new@x') RETURNING id")),
+        "50"
+    );
+
+    // The narrower source: four tables, and only the foreign keys among them.
+    let part = PgSchema::new("ferry_mig_tunpart").expect("PostgreSQL");
+    let status = rig.run(&job("shop_part", &part.name)).await;
+    let summary = status.summary.clone().expect("a summary");
+    assert!(summary.succeeded(), "{summary}");
+    let mut moved: Vec<&str> = summary.tables.iter().map(|t| t.source.as_str()).collect();
+    moved.sort();
+    assert_eq!(moved, ["addresses", "customers", "order_items", "orders"]);
+    assert!(
+        summary.not_migrated.is_empty(),
+        "no view of another name is named: {summary}"
+    );
+    assert_eq!(
+        one(part.sql(&format!(
+            "SELECT string_agg(conname, ',' ORDER BY conname) FROM pg_constraint WHERE contype = 'f' AND connamespace = '{}'::regnamespace",
+            part.name
+        ))),
+        "addresses_fk_addr_customer,order_items_fk_item_order,orders_fk_order_customer",
+        "the key to products, which the agent does not let jobs read, is not created"
+    );
+    rig.stop().await;
+}

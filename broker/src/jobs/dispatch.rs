@@ -28,6 +28,13 @@ pub struct PlanAnswer {
     pub table: Option<ferry_connectors::spec::TableSchema>,
 }
 
+/// What an agent answered to a request: a plan, or the tables of a data source.
+#[derive(Debug)]
+pub enum Answer {
+    Plan(Box<PlanAnswer>),
+    Tables(ferry_connectors::TableListing),
+}
+
 /// Something that happened to an assigned task.
 pub enum TaskEvent {
     /// The agent opened the task's data stream.
@@ -46,7 +53,7 @@ pub enum DispatchError {
 
 struct PendingPlan {
     agent: AgentKey,
-    tx: oneshot::Sender<Result<PlanAnswer, String>>,
+    tx: oneshot::Sender<Result<Answer, String>>,
 }
 
 struct PendingTask {
@@ -79,7 +86,7 @@ impl Dispatch {
         &self,
         agent: &AgentKey,
         max_in_flight: usize,
-    ) -> Result<(u64, oneshot::Receiver<Result<PlanAnswer, String>>), DispatchError> {
+    ) -> Result<(u64, oneshot::Receiver<Result<Answer, String>>), DispatchError> {
         let (tx, rx) = oneshot::channel();
         let mut plans = lock(&self.plans);
         let in_flight = plans.values().filter(|p| &p.agent == agent).count();
@@ -116,7 +123,7 @@ impl Dispatch {
         &self,
         from: &AgentKey,
         id: u64,
-        answer: Result<PlanAnswer, String>,
+        answer: Result<Answer, String>,
     ) -> Routed {
         let mut plans = lock(&self.plans);
         match plans.get(&id) {
@@ -209,14 +216,14 @@ impl Dispatch {
 mod tests {
     use super::*;
 
-    fn answer(agent: &str) -> Result<PlanAnswer, String> {
-        Ok(PlanAnswer {
+    fn answer(agent: &str) -> Result<Answer, String> {
+        Ok(Answer::Plan(Box::new(PlanAnswer {
             agent_id: agent.into(),
             schema: arrow_schema::Schema::empty(),
             splits: Vec::new(),
             estimated_rows: None,
             table: None,
-        })
+        })))
     }
 
     #[test]
@@ -235,7 +242,10 @@ mod tests {
         }
         assert!(rx.try_recv().is_err(), "nothing delivered yet");
         assert_eq!(d.plan_answered(&asked, id, answer("a1")), Routed::Delivered);
-        assert_eq!(rx.try_recv().unwrap().unwrap().agent_id, "a1");
+        match rx.try_recv().unwrap().unwrap() {
+            Answer::Plan(p) => assert_eq!(p.agent_id, "a1"),
+            Answer::Tables(_) => panic!("a plan was sent"),
+        }
         assert_eq!(d.plan_answered(&asked, id, answer("a1")), Routed::Unknown);
     }
 

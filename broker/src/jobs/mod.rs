@@ -118,9 +118,6 @@ pub enum SubmitError {
     Job(#[from] ferry_engine::JobError),
     #[error("the job's reader must name an agent's data source as `datasource: group/name`; a `url` job runs standalone with `ferry run`")]
     NotBrokered,
-    /// A reader's `tables`: the agent cannot list its tables for the broker yet.
-    #[error("a whole-database job (reader `tables`) runs standalone with `ferry run` for now; through the tunnel, submit one job per table")]
-    WholeDatabase,
     #[error("the job's writer must be a `url` the broker can reach; a writer on an agent is not supported yet")]
     WriterOnAgent,
     #[error("opening the writer: {0}")]
@@ -231,9 +228,29 @@ impl AgentRoutes for JobHub {
                 Answered {
                     what: "plan reply",
                     id: request_id.to_string(),
-                    routed: self.dispatch.plan_answered(from, request_id, Ok(answer)),
+                    routed: self.dispatch.plan_answered(
+                        from,
+                        request_id,
+                        Ok(dispatch::Answer::Plan(Box::new(answer))),
+                    ),
                 }
             }
+            M::TableList {
+                request_id,
+                tables,
+                not_migrated,
+            } => Answered {
+                what: "table list",
+                id: request_id.to_string(),
+                routed: self.dispatch.plan_answered(
+                    from,
+                    request_id,
+                    Ok(dispatch::Answer::Tables(ferry_connectors::TableListing {
+                        tables,
+                        not_migrated,
+                    })),
+                ),
+            },
             M::PlanFailed {
                 request_id,
                 message,
@@ -454,9 +471,6 @@ pub(crate) async fn submit(
     let Location::DataSource { group, name } = &job.reader.location else {
         return Err(SubmitError::NotBrokered);
     };
-    if job.reader.tables.is_some() {
-        return Err(SubmitError::WholeDatabase);
-    }
     if !matches!(job.writer.location, Location::Url(_)) {
         return Err(SubmitError::WriterOnAgent);
     }
@@ -593,8 +607,19 @@ fn launch(shared: &Arc<JobHub>, l: Launch) {
     opts.resume = resume;
     opts.job_key = Some(job_key);
     let shared2 = shared.clone();
+    let whole = WholeDatabase {
+        shared: shared.clone(),
+        id: id.clone(),
+        group: group.clone(),
+        datasource: name.clone(),
+        compression,
+        log: log.clone(),
+    };
     shared.tasks.spawn(async move {
-        let result = ferry_engine::run_job(&job, reading, sink, &opts, progress.clone()).await;
+        let result = match &job.reader.tables {
+            None => ferry_engine::run_job(&job, reading, sink, &opts, progress.clone()).await,
+            Some(_) => whole.run(&job, &reading, sink, &opts).await,
+        };
         let wire_now = entry.wire.load(Ordering::Relaxed);
         let snap = progress.snapshot(wire_now);
         let (state, summary, error) = match result {
@@ -660,6 +685,63 @@ fn launch(shared: &Arc<JobHub>, l: Launch) {
         st.error = error;
         st.ended = Some(OffsetDateTime::now_utc());
     });
+}
+
+/// A whole-database job through the tunnel: an agent of the group lists the tables its
+/// policy allows, and each selected table runs as a one-table job through its own
+/// [`reading::TunnelReading`] (task ids unique per table), sharing `channel`.
+struct WholeDatabase {
+    shared: Arc<JobHub>,
+    id: String,
+    group: String,
+    datasource: String,
+    compression: Compression,
+    log: JobLog,
+}
+
+impl WholeDatabase {
+    async fn run(
+        &self,
+        job: &Job,
+        lister: &reading::TunnelReading,
+        sink: Arc<dyn ferry_connectors::Sink>,
+        opts: &RunOptions,
+    ) -> Result<Summary, ferry_engine::RunError> {
+        let listing =
+            lister
+                .list_tables()
+                .await
+                .map_err(|message| ferry_engine::RunError::Reader {
+                    stage: "listing the source's tables",
+                    message,
+                })?;
+        self.log
+            .info(format!(
+                "the agent lists {} tables its policy allows",
+                listing.tables.len()
+            ))
+            .await;
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let reading_for = |_: &str| -> Arc<dyn ferry_engine::Reading> {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            Arc::new(reading::TunnelReading::new(
+                self.shared.clone(),
+                reading::TunnelJob {
+                    job_id: self.id.clone(),
+                    attempt_prefix: format!("{}.t{i}", self.id),
+                    group: self.group.clone(),
+                    datasource: self.datasource.clone(),
+                    options: &job.reader.options,
+                    compression: self.compression,
+                    max_splits: job.setting.speed.channel.max(1) * 4,
+                    plan: None,
+                    resumed: false,
+                    log: self.log.clone(),
+                },
+            ))
+        };
+        ferry_engine::run_database(job, listing, &reading_for, sink, opts).await
+    }
 }
 
 /// Picks up the jobs a previous broker left unfinished (it stopped or
@@ -742,6 +824,13 @@ async fn prepare_resume(shared: &Arc<JobHub>, r: &JobRecord) -> Result<Launch, S
     let vars: BTreeMap<String, String> =
         serde_json::from_str(&r.vars_json).map_err(|e| format!("stored variables: {e}"))?;
     let job = Job::parse(&r.spec, &vars).map_err(|e| format!("the job no longer parses: {e}"))?;
+    if job.reader.tables.is_some() {
+        return Err(
+            "a whole-database job is not picked up again yet: run it anew (its tables that \
+             loaded hold rows: say what to do with them with `existing`)"
+                .into(),
+        );
+    }
     let compression: Compression =
         serde_json::from_str(&r.compression).map_err(|e| format!("stored compression: {e}"))?;
     let sink = ferry_engine::registry::open_sink(&job.writer)

@@ -25,7 +25,7 @@ use ferry_protocol::data::Compression;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::dispatch::{PlanAnswer, TaskEvent};
+use super::dispatch::{Answer, PlanAnswer, TaskEvent};
 use super::JobHub;
 use crate::data::DataStream;
 use crate::registry::AgentHandle;
@@ -142,6 +142,47 @@ impl TunnelReading {
         }
     }
 
+    /// Sends the request `make` builds (given its id) to an agent of the job's group and
+    /// waits for the answer, from that agent only.
+    async fn ask(&self, make: impl FnOnce(u64) -> ControlMessage) -> Result<Answer, String> {
+        let agent = self.agent(self.plan_wait).await?;
+        let dispatch = &self.shared.dispatch;
+        let (request_id, answer) = dispatch
+            .expect_plan(&agent.key, self.shared.max_plans_per_agent)
+            .map_err(|e| e.to_string())?;
+        if agent.outbox.send(make(request_id)).await.is_err() {
+            dispatch.forget_plan(request_id);
+            return Err(format!("agent `{}` disconnected", agent.agent_id));
+        }
+        let answer = match tokio::time::timeout(PLAN_TIMEOUT, answer).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(_)) => Err(format!("agent `{}` disconnected", agent.agent_id)),
+            Err(_) => {
+                dispatch.forget_plan(request_id);
+                Err(format!(
+                    "agent `{}` did not answer within {PLAN_TIMEOUT:?}",
+                    agent.agent_id
+                ))
+            }
+        };
+        answer.map_err(|e| format!("agent `{}`: {e}", agent.agent_id))
+    }
+
+    /// The tables of the job's data source, as an agent of its group lists them (only
+    /// those its policy allows).
+    pub async fn list_tables(&self) -> Result<ferry_connectors::TableListing, String> {
+        let answer = self
+            .ask(|request_id| ControlMessage::ListTables {
+                request_id,
+                datasource: self.datasource.clone(),
+            })
+            .await?;
+        match answer {
+            Answer::Tables(t) => Ok(t),
+            Answer::Plan(_) => Err("the agent answered a table listing with a plan".into()),
+        }
+    }
+
     fn lock_plan(&self) -> std::sync::MutexGuard<'_, Option<(Vec<Split>, Option<u64>)>> {
         self.plan.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -153,32 +194,17 @@ impl Reading for TunnelReading {
         if let Some(s) = &self.stored_schema {
             return Ok(s.clone());
         }
-        let agent = self.agent(self.plan_wait).await?;
-        let dispatch = &self.shared.dispatch;
-        let (request_id, answer) = dispatch
-            .expect_plan(&agent.key, self.shared.max_plans_per_agent)
-            .map_err(|e| e.to_string())?;
-        let req = ControlMessage::PlanRequest {
-            request_id,
-            datasource: self.datasource.clone(),
-            spec: Box::new(spec.clone()),
-            options: self.options.clone(),
-            max_splits: u32::try_from(self.max_splits).unwrap_or(u32::MAX),
-        };
-        if agent.outbox.send(req).await.is_err() {
-            dispatch.forget_plan(request_id);
-            return Err(format!("agent `{}` disconnected", agent.agent_id));
-        }
-        let answer = match tokio::time::timeout(PLAN_TIMEOUT, answer).await {
-            Ok(Ok(a)) => a,
-            Ok(Err(_)) => Err(format!("agent `{}` disconnected", agent.agent_id)),
-            Err(_) => {
-                dispatch.forget_plan(request_id);
-                Err(format!(
-                    "agent `{}` did not answer the plan request within {PLAN_TIMEOUT:?}",
-                    agent.agent_id
-                ))
-            }
+        let answer = self
+            .ask(|request_id| ControlMessage::PlanRequest {
+                request_id,
+                datasource: self.datasource.clone(),
+                spec: Box::new(spec.clone()),
+                options: self.options.clone(),
+                max_splits: u32::try_from(self.max_splits).unwrap_or(u32::MAX),
+            })
+            .await?;
+        let Answer::Plan(plan) = answer else {
+            return Err("the agent answered a plan request with something else".into());
         };
         let PlanAnswer {
             agent_id,
@@ -186,7 +212,7 @@ impl Reading for TunnelReading {
             splits,
             estimated_rows,
             table,
-        } = answer.map_err(|e| format!("agent `{}`: {e}", agent.agent_id))?;
+        } = *plan;
         check_plan(&splits, &spec.table_ref(Some(&self.datasource))).map_err(|e| {
             format!("agent `{agent_id}` sent a plan that does not fit the job: {e}")
         })?;
