@@ -68,6 +68,29 @@ impl Worker {
         self.plans.load(Ordering::Acquire) == 0 && self.lock_tasks().is_empty()
     }
 
+    /// Takes a plan slot for request `request_id` (a plan or a table listing), or refuses
+    /// the request when `[limits] max_plans` are running.
+    fn admit_plan(self: &Arc<Self>, request_id: u64) -> bool {
+        let max_plans = self.catalog.limits().max_plans;
+        if self.plans.fetch_add(1, Ordering::AcqRel) < max_plans {
+            return true;
+        }
+        self.plans.fetch_sub(1, Ordering::AcqRel);
+        warn!(
+            request_id,
+            "plan refused: {max_plans} plans already running"
+        );
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.send(ControlMessage::plan_failed(
+                request_id,
+                format!("this agent answers at most {max_plans} plan requests at once ([limits] max_plans)"),
+            ))
+            .await;
+        });
+        false
+    }
+
     /// Handles a job message; returns `false` for any other message.
     pub(crate) fn handle(self: &Arc<Self>, msg: ControlMessage) -> bool {
         match msg {
@@ -78,18 +101,7 @@ impl Worker {
                 options,
                 max_splits,
             } => {
-                let max_plans = self.catalog.limits().max_plans;
-                if self.plans.fetch_add(1, Ordering::AcqRel) >= max_plans {
-                    self.plans.fetch_sub(1, Ordering::AcqRel);
-                    warn!(request_id, %datasource, "plan refused: {max_plans} plans already running");
-                    let me = self.clone();
-                    tokio::spawn(async move {
-                        me.send(ControlMessage::plan_failed(
-                            request_id,
-                            format!("this agent answers at most {max_plans} plan requests at once ([limits] max_plans)"),
-                        ))
-                        .await;
-                    });
+                if !self.admit_plan(request_id) {
                     return true;
                 }
                 let me = self.clone();
@@ -116,17 +128,7 @@ impl Worker {
                 request_id,
                 datasource,
             } => {
-                let max_plans = self.catalog.limits().max_plans;
-                if self.plans.fetch_add(1, Ordering::AcqRel) >= max_plans {
-                    self.plans.fetch_sub(1, Ordering::AcqRel);
-                    let me = self.clone();
-                    tokio::spawn(async move {
-                        me.send(ControlMessage::plan_failed(
-                            request_id,
-                            format!("this agent answers at most {max_plans} plan requests at once ([limits] max_plans)"),
-                        ))
-                        .await;
-                    });
+                if !self.admit_plan(request_id) {
                     return true;
                 }
                 let me = self.clone();

@@ -10,7 +10,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{ColumnDefault, TableSchema};
+use arrow_schema::DataType;
+
+use crate::spec::{ColumnDefault, ForeignKey, TableSchema};
 
 /// How an ENUM column is created where the target has no ENUM column type of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -162,18 +164,87 @@ pub(crate) fn bool_literal(s: &str) -> Option<bool> {
     }
 }
 
-/// What every dialect says about a default it does not carry.
-pub(crate) fn default_not_carried(
+/// How a dialect writes a column default.
+pub(crate) struct DefaultSyntax<'a> {
+    /// The current date and time for a column of this type (`None`: the type takes none).
+    pub now: fn(&DataType) -> Option<&'static str>,
+    /// The current date for a column of this type.
+    pub today: fn(&DataType) -> Option<&'static str>,
+    pub boolean: fn(bool) -> String,
+    /// A text, date or time literal for the column.
+    pub text: &'a dyn Fn(&str) -> String,
+}
+
+/// The default `d` of `column` (Arrow type `dt`) as `syntax` writes it, or `None` with a
+/// note saying why it is not carried.
+pub(crate) fn default_sql(
     ddl: &mut TableDdl,
     column: &str,
-    default: &ColumnDefault,
-    why: &str,
-) {
-    let shown = match default {
+    dt: &DataType,
+    d: &ColumnDefault,
+    syntax: &DefaultSyntax<'_>,
+) -> Option<String> {
+    let why = match d {
+        ColumnDefault::Null => return Some("NULL".into()),
+        ColumnDefault::CurrentTimestamp => match (syntax.now)(dt) {
+            Some(s) => return Some(s.into()),
+            None => "the column is not a date or time",
+        },
+        ColumnDefault::CurrentDate => match (syntax.today)(dt) {
+            Some(s) => return Some(s.into()),
+            None => "the column is not a date",
+        },
+        ColumnDefault::Expression(_) => "an expression is not translated",
+        ColumnDefault::Literal(v) => match dt {
+            DataType::Boolean => match bool_literal(v) {
+                Some(b) => return Some((syntax.boolean)(b)),
+                None => "not a boolean",
+            },
+            t if t.is_numeric() => match numeric_literal(v) {
+                Some(n) => return Some(n.to_string()),
+                None => "not a number",
+            },
+            DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _) if zero_date(v) => {
+                "a zero date is not a date"
+            }
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
+                "binary defaults are not carried"
+            }
+            _ => return Some((syntax.text)(v)),
+        },
+    };
+    let shown = match d {
         ColumnDefault::Expression(e) | ColumnDefault::Literal(e) => e.clone(),
         other => format!("{other:?}"),
     };
     ddl.note(Some(column), format!("default {shown} not carried: {why}"));
+    None
+}
+
+/// `PRIMARY KEY (a, b)`, `None` without a key.
+pub(crate) fn primary_key(desc: &TableSchema, quote: fn(&str) -> String) -> Option<String> {
+    (!desc.primary_key.is_empty())
+        .then(|| format!("PRIMARY KEY ({})", list(&desc.primary_key, quote)))
+}
+
+/// `a, b`, each name quoted.
+pub(crate) fn list(names: &[String], quote: fn(&str) -> String) -> String {
+    names
+        .iter()
+        .map(|n| quote(n))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `FOREIGN KEY (a) REFERENCES <references> (b) ON DELETE … ON UPDATE …`.
+pub(crate) fn foreign_key(f: &ForeignKey, references: &str, quote: fn(&str) -> String) -> String {
+    format!(
+        "FOREIGN KEY ({}) REFERENCES {references} ({}) ON DELETE {} ON UPDATE {}",
+        list(&f.columns, quote),
+        list(&f.referenced_columns, quote),
+        f.on_delete.sql(),
+        f.on_update.sql()
+    )
 }
 
 /// Notes every dialect makes from the description alone.

@@ -128,6 +128,18 @@ impl AdminToken {
     }
 }
 
+/// The job variables: the defaults, then `-p NAME=VALUE`s.
+pub(crate) fn job_vars(params: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut vars: BTreeMap<String, String> = ferry_engine::config::default_vars();
+    for p in params {
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("-p `{p}`: expected NAME=VALUE"))?;
+        vars.insert(k.to_string(), v.to_string());
+    }
+    Ok(vars)
+}
+
 pub async fn run(args: JobArgs) -> Result<()> {
     let api = Api {
         base: format!("http://{}", args.admin),
@@ -135,13 +147,7 @@ pub async fn run(args: JobArgs) -> Result<()> {
     };
     match args.command {
         JobCommand::Plan { job, params } => {
-            let mut vars: BTreeMap<String, String> = ferry_engine::config::default_vars();
-            for p in &params {
-                let (k, v) = p
-                    .split_once('=')
-                    .with_context(|| format!("-p `{p}`: expected NAME=VALUE"))?;
-                vars.insert(k.to_string(), v.to_string());
-            }
+            let vars = job_vars(&params)?;
             let job = Job::load(&job, &vars).with_context(|| format!("job {}", job.display()))?;
             if !matches!(job.reader.location, ferry_engine::config::Location::Url(_)) {
                 anyhow::bail!(
@@ -160,13 +166,7 @@ pub async fn run(args: JobArgs) -> Result<()> {
             detach,
             quiet,
         } => {
-            let mut vars: BTreeMap<String, String> = ferry_engine::config::default_vars();
-            for p in &params {
-                let (k, v) = p
-                    .split_once('=')
-                    .with_context(|| format!("-p `{p}`: expected NAME=VALUE"))?;
-                vars.insert(k.to_string(), v.to_string());
-            }
+            let vars = job_vars(&params)?;
             Job::load(&job, &vars).with_context(|| format!("job {}", job.display()))?;
             let text = std::fs::read_to_string(&job)
                 .with_context(|| format!("cannot read {}", job.display()))?;

@@ -1,7 +1,6 @@
 //! `ferry run job.yaml`: a job with reader and writer in this process.
 
 use crate::out::outln;
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -29,13 +28,7 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
-    let mut vars: BTreeMap<String, String> = ferry_engine::config::default_vars();
-    for p in &args.params {
-        let (k, v) = p
-            .split_once('=')
-            .with_context(|| format!("-p `{p}`: expected NAME=VALUE"))?;
-        vars.insert(k.to_string(), v.to_string());
-    }
+    let vars = crate::job_cmd::job_vars(&args.params)?;
     let job = Job::load(&args.job, &vars).with_context(|| format!("job {}", args.job.display()))?;
     if args.dry_run {
         let plan = ferry_engine::plan::plan_job(&job).await?;

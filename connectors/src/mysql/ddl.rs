@@ -15,10 +15,7 @@ use arrow_schema::{DataType, Schema};
 
 use super::write::mysql_base_type;
 use super::{quote_ident, split_table};
-use crate::ddl::{
-    bool_literal, common_notes, default_not_carried, numeric_literal, object_name, zero_date,
-    DdlStep, Object, TableDdl,
-};
+use crate::ddl::{self, common_notes, object_name, DdlStep, DefaultSyntax, Object, TableDdl};
 use crate::error::ConnectorError;
 use crate::spec::{ColumnDefault, TableSchema, WriteSpec};
 
@@ -87,17 +84,7 @@ pub(crate) fn table_ddl(
         let identity = col.and_then(|c| c.identity.as_ref());
         let not_null = !field.is_nullable() || declared_not_null || identity.is_some();
         def.push_str(if not_null { " NOT NULL" } else { " NULL" });
-        let integer = matches!(
-            field.data_type(),
-            DataType::Int8
-                | DataType::Int16
-                | DataType::Int32
-                | DataType::Int64
-                | DataType::UInt8
-                | DataType::UInt16
-                | DataType::UInt32
-                | DataType::UInt64
-        );
+        let integer = field.data_type().is_integer();
         let first_of_key = desc.primary_key.first() == Some(name)
             || desc
                 .indexes
@@ -162,16 +149,7 @@ pub(crate) fn table_ddl(
         }
         defs.push(def);
     }
-    if !desc.primary_key.is_empty() {
-        defs.push(format!(
-            "PRIMARY KEY ({})",
-            desc.primary_key
-                .iter()
-                .map(|c| quote_ident(c))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
+    defs.extend(ddl::primary_key(desc, quote_ident));
     let comment = desc
         .comment
         .as_ref()
@@ -217,20 +195,11 @@ pub(crate) fn table_ddl(
             Some(s) => format!("{}.{}", quote_ident(s), quote_ident(&f.references.name)),
             None => in_db(&f.references.name),
         };
-        let list = |cols: &[String]| {
-            cols.iter()
-                .map(|c| quote_ident(c))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         ddl.constraints.push(DdlStep {
             sql: format!(
-                "ALTER TABLE {table} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {references} ({}) ON DELETE {} ON UPDATE {}",
+                "ALTER TABLE {table} ADD CONSTRAINT {} {}",
                 quote_ident(&name),
-                list(&f.columns),
-                list(&f.referenced_columns),
-                f.on_delete.sql(),
-                f.on_update.sql()
+                ddl::foreign_key(f, &references, quote_ident)
             ),
             creates: Some(Object::ForeignKey(name)),
         });
@@ -238,7 +207,7 @@ pub(crate) fn table_ddl(
     Ok(ddl)
 }
 
-/// A default for a column of Arrow type `dt` created as `ty`, or `None` with a note.
+/// How MySQL writes a default for a column created as `ty`.
 fn default_sql(
     ddl: &mut TableDdl,
     column: &str,
@@ -246,54 +215,24 @@ fn default_sql(
     ty: &str,
     d: &ColumnDefault,
 ) -> Option<String> {
-    let not = |ddl: &mut TableDdl, why: &str| {
-        default_not_carried(ddl, column, d, why);
-        None
-    };
     // TEXT, BLOB and JSON take a default only as an expression (MySQL 8.0.13+, MariaDB).
     let expression_only = matches!(ty, "LONGTEXT" | "LONGBLOB" | "JSON");
-    match d {
-        ColumnDefault::Null => Some("NULL".into()),
-        ColumnDefault::CurrentTimestamp => match dt {
-            DataType::Timestamp(_, _) => Some("CURRENT_TIMESTAMP(6)".into()),
-            DataType::Date32 | DataType::Date64 => Some("(CURRENT_DATE)".into()),
-            _ => not(ddl, "the column is not a date or time"),
+    let text = |v: &str| {
+        if expression_only {
+            format!("({})", string(v))
+        } else {
+            string(v)
+        }
+    };
+    let syntax = DefaultSyntax {
+        now: |dt| match dt {
+            DataType::Timestamp(_, _) => Some("CURRENT_TIMESTAMP(6)"),
+            DataType::Date32 | DataType::Date64 => Some("(CURRENT_DATE)"),
+            _ => None,
         },
-        ColumnDefault::CurrentDate => match dt {
-            DataType::Date32 | DataType::Date64 => Some("(CURRENT_DATE)".into()),
-            _ => not(ddl, "the column is not a date"),
-        },
-        ColumnDefault::Expression(_) => not(ddl, "an expression is not translated"),
-        ColumnDefault::Literal(v) => match dt {
-            DataType::Boolean => match bool_literal(v) {
-                Some(b) => Some(u8::from(b).to_string()),
-                None => not(ddl, "not a boolean"),
-            },
-            DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-            | DataType::UInt64
-            | DataType::Float32
-            | DataType::Float64
-            | DataType::Decimal128(_, _)
-            | DataType::Decimal256(_, _) => {
-                match numeric_literal(v)
-                    .or_else(|| bool_literal(v).map(|b| if b { "1" } else { "0" }))
-                {
-                    Some(n) => Some(n.to_string()),
-                    None => not(ddl, "not a number"),
-                }
-            }
-            DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _) if zero_date(v) => {
-                not(ddl, "a zero date is refused in strict mode")
-            }
-            DataType::Binary | DataType::LargeBinary => not(ddl, "binary defaults are not carried"),
-            _ if expression_only => Some(format!("({})", string(v))),
-            _ => Some(string(v)),
-        },
-    }
+        today: |dt| matches!(dt, DataType::Date32 | DataType::Date64).then_some("(CURRENT_DATE)"),
+        boolean: |b| u8::from(b).to_string(),
+        text: &text,
+    };
+    ddl::default_sql(ddl, column, dt, d, &syntax)
 }

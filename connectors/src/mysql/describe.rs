@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::{MySqlConnection, Row};
+use sqlx::MySqlConnection;
 
 use super::meta::ColMeta;
 use super::split_table;
@@ -13,14 +13,9 @@ use ferry_model::{
     ColumnDef, ColumnDefault, FkAction, ForeignKey, Identity, Index, IndexColumn, TableSchema,
 };
 
-/// Column `i` as text (integer columns are cast to CHAR in the queries: the binary
-/// protocol would give their bytes).
-fn s(row: &sqlx::mysql::MySqlRow, i: usize) -> Option<String> {
-    row.try_get_unchecked::<Option<Vec<u8>>, _>(i)
-        .ok()
-        .flatten()
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-}
+// Integer columns are cast to CHAR in these queries: the binary protocol would give their
+// bytes, and `get_str` reads text.
+use super::meta::get_str as s;
 
 /// Describes `table` (`db.table` or the connection's database), whose columns are `cols`.
 pub(crate) async fn table_schema(

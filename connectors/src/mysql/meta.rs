@@ -236,7 +236,7 @@ impl ColMeta {
     }
 }
 
-fn get_str(row: &MySqlRow, i: usize) -> Option<String> {
+pub(crate) fn get_str(row: &MySqlRow, i: usize) -> Option<String> {
     row.try_get_unchecked::<Option<Vec<u8>>, _>(i)
         .ok()
         .flatten()

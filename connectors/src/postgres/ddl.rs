@@ -16,8 +16,7 @@ use arrow_schema::{DataType, Schema};
 
 use super::{pg_type_for, quote_ident, PgKeys};
 use crate::ddl::{
-    bool_literal, common_notes, default_not_carried, numeric_literal, object_name, zero_date,
-    DdlStep, EnumAs, Object, TableDdl,
+    self, common_notes, object_name, DdlStep, DefaultSyntax, EnumAs, Object, TableDdl,
 };
 use crate::error::ConnectorError;
 use crate::spec::{ColumnDefault, KeySql, TableRef, TableSchema, WriteSpec};
@@ -135,7 +134,7 @@ pub(crate) fn table_ddl(
         }
         if let Some(d) = col.and_then(|c| c.default.as_ref()) {
             if identity.is_none() {
-                if let Some(sql) = default_sql(&mut ddl, name, field.data_type(), &ty, d) {
+                if let Some(sql) = default_sql(&mut ddl, name, field.data_type(), d) {
                     def.push_str(" DEFAULT ");
                     def.push_str(&sql);
                 }
@@ -197,16 +196,7 @@ pub(crate) fn table_ddl(
         }
         defs.push(def);
     }
-    if !desc.primary_key.is_empty() {
-        defs.push(format!(
-            "PRIMARY KEY ({})",
-            desc.primary_key
-                .iter()
-                .map(|c| quote_ident(c))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
+    defs.extend(ddl::primary_key(desc, quote_ident));
     ddl.create.push(TableDdl::step(format!(
         "CREATE TABLE IF NOT EXISTS {table} ({})",
         defs.join(", ")
@@ -264,20 +254,11 @@ pub(crate) fn table_ddl(
             Some(s) => format!("{}.{}", quote_ident(s), quote_ident(&f.references.name)),
             None => in_schema(&f.references.name),
         };
-        let list = |cols: &[String]| {
-            cols.iter()
-                .map(|c| quote_ident(c))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         ddl.constraints.push(DdlStep {
             sql: format!(
-                "ALTER TABLE {table} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {references} ({}) ON DELETE {} ON UPDATE {}",
+                "ALTER TABLE {table} ADD CONSTRAINT {} {}",
                 quote_ident(&name),
-                list(&f.columns),
-                list(&f.referenced_columns),
-                f.on_delete.sql(),
-                f.on_update.sql()
+                ddl::foreign_key(f, &references, quote_ident)
             ),
             creates: Some(Object::ForeignKey(name)),
         });
@@ -292,66 +273,39 @@ fn is_temporal(dt: &DataType) -> bool {
     )
 }
 
-/// A default for a column of Arrow type `dt` created as `ty`, or `None` with a note.
+/// How PostgreSQL writes a default for a column created as `ty`.
 fn default_sql(
     ddl: &mut TableDdl,
     column: &str,
     dt: &DataType,
-    ty: &str,
     d: &ColumnDefault,
 ) -> Option<String> {
-    let not = |ddl: &mut TableDdl, why: &str| {
-        default_not_carried(ddl, column, d, why);
-        None
-    };
-    match d {
-        ColumnDefault::Null => Some("NULL".into()),
-        ColumnDefault::CurrentTimestamp => match dt {
-            DataType::Timestamp(_, Some(_)) => Some("CURRENT_TIMESTAMP".into()),
-            DataType::Timestamp(_, None) => Some("LOCALTIMESTAMP".into()),
-            DataType::Date32 | DataType::Date64 => Some("CURRENT_DATE".into()),
-            _ => not(ddl, "the column is not a date or time"),
-        },
-        ColumnDefault::CurrentDate => match dt {
-            DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _) => {
-                Some("CURRENT_DATE".into())
-            }
-            _ => not(ddl, "the column is not a date"),
-        },
-        ColumnDefault::Expression(_) => not(ddl, "an expression is not translated"),
-        ColumnDefault::Literal(v) => match dt {
-            _ if ty == "boolean" => match bool_literal(v) {
-                Some(b) => Some(b.to_string()),
-                None => not(ddl, "not a boolean"),
-            },
-            DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-            | DataType::UInt64
-            | DataType::Float32
-            | DataType::Float64
-            | DataType::Decimal128(_, _)
-            | DataType::Decimal256(_, _) => match numeric_literal(v) {
-                Some(n) => Some(n.to_string()),
-                None => not(ddl, "not a number"),
-            },
-            DataType::Boolean => match bool_literal(v) {
-                Some(b) => Some(b.to_string()),
-                None => not(ddl, "not a boolean"),
-            },
-            DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _) if zero_date(v) => {
-                not(ddl, "a zero date has no PostgreSQL value")
-            }
-            DataType::Timestamp(_, Some(_)) => {
-                Some(format!("{}::timestamptz", PgKeys.text(&format!("{v}+00"))))
-            }
-            DataType::Binary | DataType::LargeBinary => not(ddl, "binary defaults are not carried"),
+    let tz = matches!(dt, DataType::Timestamp(_, Some(_)));
+    let text = |v: &str| {
+        if tz {
+            // An instant read in UTC.
+            format!("{}::timestamptz", PgKeys.text(&format!("{v}+00")))
+        } else {
             // The column's type coerces the literal (an enum's label, a date, text).
-            _ => Some(PgKeys.text(v)),
+            PgKeys.text(v)
+        }
+    };
+    let syntax = DefaultSyntax {
+        now: |dt| match dt {
+            DataType::Timestamp(_, Some(_)) => Some("CURRENT_TIMESTAMP"),
+            DataType::Timestamp(_, None) => Some("LOCALTIMESTAMP"),
+            DataType::Date32 | DataType::Date64 => Some("CURRENT_DATE"),
+            _ => None,
         },
-    }
+        today: |dt| {
+            matches!(
+                dt,
+                DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _)
+            )
+            .then_some("CURRENT_DATE")
+        },
+        boolean: |b| b.to_string(),
+        text: &text,
+    };
+    ddl::default_sql(ddl, column, dt, d, &syntax)
 }

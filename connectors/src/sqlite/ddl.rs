@@ -10,8 +10,7 @@ use arrow_schema::{DataType, Schema};
 
 use super::{quote_ident, split_name, sqlite_type_for};
 use crate::ddl::{
-    bool_literal, common_notes, default_not_carried, numeric_literal, object_name, zero_date,
-    DdlStep, EnumAs, Object, TableDdl,
+    self, common_notes, object_name, DdlStep, DefaultSyntax, EnumAs, Object, TableDdl,
 };
 use crate::error::ConnectorError;
 use crate::spec::{ColumnDefault, TableSchema, WriteSpec};
@@ -103,15 +102,8 @@ pub(crate) fn table_ddl(
     if desc.comment.is_some() {
         ddl.note(None, "table comment not carried (SQLite has no comments)");
     }
-    if !desc.primary_key.is_empty() && !rowid_key {
-        defs.push(format!(
-            "PRIMARY KEY ({})",
-            desc.primary_key
-                .iter()
-                .map(|c| quote_ident(c))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+    if !rowid_key {
+        defs.extend(ddl::primary_key(desc, quote_ident));
     }
     for f in &desc.foreign_keys {
         if f.references.schema.is_some() {
@@ -124,20 +116,10 @@ pub(crate) fn table_ddl(
             );
             continue;
         }
-        let list = |cols: &[String]| {
-            cols.iter()
-                .map(|c| quote_ident(c))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         defs.push(format!(
-            "CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}) ON DELETE {} ON UPDATE {}",
+            "CONSTRAINT {} {}",
             quote_ident(&f.name),
-            list(&f.columns),
-            quote_ident(&f.references.name),
-            list(&f.referenced_columns),
-            f.on_delete.sql(),
-            f.on_update.sql()
+            ddl::foreign_key(f, &quote_ident(&f.references.name), quote_ident)
         ));
     }
     ddl.create.push(TableDdl::step(format!(
@@ -171,51 +153,23 @@ pub(crate) fn table_ddl(
     Ok(ddl)
 }
 
-/// A default for a column of Arrow type `dt`, or `None` with a note.
+/// How SQLite writes a default (Ferry writes timestamps as UTC text, as
+/// `CURRENT_TIMESTAMP` is, and decimals as text).
 fn default_sql(
     ddl: &mut TableDdl,
     column: &str,
     dt: &DataType,
     d: &ColumnDefault,
 ) -> Option<String> {
-    let not = |ddl: &mut TableDdl, why: &str| {
-        default_not_carried(ddl, column, d, why);
-        None
+    let syntax = DefaultSyntax {
+        now: |dt| match dt {
+            DataType::Timestamp(_, _) => Some("CURRENT_TIMESTAMP"),
+            DataType::Date32 | DataType::Date64 => Some("CURRENT_DATE"),
+            _ => None,
+        },
+        today: |_| Some("CURRENT_DATE"),
+        boolean: |b| u8::from(b).to_string(),
+        text: &|v| string(v),
     };
-    match d {
-        ColumnDefault::Null => Some("NULL".into()),
-        ColumnDefault::CurrentTimestamp => match dt {
-            // Ferry writes timestamps as UTC text, as CURRENT_TIMESTAMP is.
-            DataType::Timestamp(_, _) => Some("CURRENT_TIMESTAMP".into()),
-            DataType::Date32 | DataType::Date64 => Some("CURRENT_DATE".into()),
-            _ => not(ddl, "the column is not a date or time"),
-        },
-        ColumnDefault::CurrentDate => Some("CURRENT_DATE".into()),
-        ColumnDefault::Expression(_) => not(ddl, "an expression is not translated"),
-        ColumnDefault::Literal(v) => match dt {
-            DataType::Boolean => match bool_literal(v) {
-                Some(b) => Some(u8::from(b).to_string()),
-                None => not(ddl, "not a boolean"),
-            },
-            DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-            | DataType::UInt64
-            | DataType::Float32
-            | DataType::Float64 => match numeric_literal(v) {
-                Some(n) => Some(n.to_string()),
-                None => not(ddl, "not a number"),
-            },
-            DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _) if zero_date(v) => {
-                not(ddl, "a zero date is not a date")
-            }
-            DataType::Binary | DataType::LargeBinary => not(ddl, "binary defaults are not carried"),
-            // Decimals are text in SQLite, as Ferry writes them.
-            _ => Some(string(v)),
-        },
-    }
+    ddl::default_sql(ddl, column, dt, d, &syntax)
 }
