@@ -133,6 +133,28 @@ pub trait Sink: Send + Sync {
     /// `create_table`) the target table for `schema` and runs `pre_sql`.
     async fn prepare(&self, spec: &WriteSpec, schema: &SchemaRef) -> Result<(), ConnectorError>;
 
+    /// Before a whole-database job loads any table: empties (`drop`: drops) those of the
+    /// tables `specs` name that exist, all together, so foreign keys among them do not
+    /// stand in the way. A foreign key from a table outside `specs` still does: the
+    /// target refuses, and nothing is emptied.
+    async fn clear_tables(&self, specs: &[WriteSpec], drop: bool) -> Result<(), ConnectorError> {
+        let _ = (specs, drop);
+        Ok(())
+    }
+
+    /// Before a whole-database job loads tables that exist: drops the foreign keys among
+    /// the tables `specs` name (rows of one may arrive before the rows they refer to) and
+    /// returns, per table (an index into `specs`), the steps that add them again, for
+    /// [`apply_ddl`](Self::apply_ddl) once every table is loaded. Targets that do not
+    /// check foreign keys while loading return nothing.
+    async fn suspend_foreign_keys(
+        &self,
+        specs: &[WriteSpec],
+    ) -> Result<Vec<(usize, Vec<crate::ddl::DdlStep>)>, ConnectorError> {
+        let _ = specs;
+        Ok(Vec::new())
+    }
+
     /// A writer for one task.
     async fn writer(
         &self,

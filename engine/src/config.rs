@@ -351,8 +351,8 @@ impl Job {
         } else if self.writer.naming != crate::database::TableNaming::default() {
             return Err(field(
                 "writer.parameter.tablePrefix",
-                "`schema`, `tablePrefix`, `tableSuffix` and `tableCase` are for a whole-database \
-                 job (reader `tables`); give the writer's `table`",
+                "`schema`, `tablePrefix`, `tableSuffix`, `tableCase` and `existingTables` are for \
+                 a whole-database job (reader `tables`); give the writer's `table`",
             ));
         }
         match (&r.table, &r.query_sql) {

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use ferry_connectors::ddl::DdlStep;
-use ferry_connectors::{Sink, TableListing, WriteSpec};
+use ferry_connectors::{Existing, Sink, TableListing, WriteMode, WriteSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -115,7 +115,8 @@ pub enum TableCase {
     Upper,
 }
 
-/// A writer's `schema`, `tablePrefix`, `tableSuffix` and `tableCase`.
+/// A writer's `schema`, `tablePrefix`, `tableSuffix`, `tableCase` and `existingTables`:
+/// where each table of a whole-database job goes, and what to do with it if it exists.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct TableNaming {
@@ -124,18 +125,43 @@ pub struct TableNaming {
     pub table_prefix: String,
     pub table_suffix: String,
     pub table_case: TableCase,
+    /// `existing` per source table (a name or glob pattern), over the writer's own.
+    pub existing_tables: std::collections::BTreeMap<String, Existing>,
 }
 
 impl TableNaming {
     /// Takes the naming keys out of a writer's parameters.
     pub fn take(param: &mut Map<String, Value>) -> Result<Self, String> {
         let mut found = Map::new();
-        for k in ["schema", "tablePrefix", "tableSuffix", "tableCase"] {
+        for k in [
+            "schema",
+            "tablePrefix",
+            "tableSuffix",
+            "tableCase",
+            "existingTables",
+        ] {
             if let Some(v) = param.remove(k) {
                 found.insert(k.to_string(), v);
             }
         }
-        serde_json::from_value(Value::Object(found)).map_err(|e| e.to_string())
+        let naming: Self =
+            serde_json::from_value(Value::Object(found)).map_err(|e| e.to_string())?;
+        for p in naming.existing_tables.keys() {
+            glob::Pattern::new(p).map_err(|e| format!("existingTables: pattern `{p}`: {e}"))?;
+        }
+        Ok(naming)
+    }
+
+    /// The `existing` mode `existingTables` gives source table `table`: its exact name
+    /// first, else the first pattern (in name order) that matches.
+    pub fn existing_for(&self, table: &str) -> Option<Existing> {
+        if let Some(e) = self.existing_tables.get(table) {
+            return Some(*e);
+        }
+        self.existing_tables
+            .iter()
+            .find(|(p, _)| glob::Pattern::new(p).is_ok_and(|p| p.matches(table)))
+            .map(|(_, e)| *e)
     }
 
     /// The target table's name (without schema) for source table `source` (`schema.table`
@@ -255,12 +281,62 @@ pub async fn run_database(
     let starting = Arc::new(Semaphore::new(channel));
     let deferred: Deferred = Arc::default();
     let job_key = opts.job_key.clone().unwrap_or_else(crate::run::new_job_key);
-    let mut set = JoinSet::new();
-    for (i, (table, target)) in tables.iter().zip(&targets).enumerate() {
+    // Each table's job, with its own `existing`; the tables to empty or drop are emptied or
+    // dropped together first, so foreign keys among them do not stand in the way.
+    let mut ones = Vec::with_capacity(tables.len());
+    let (mut truncate, mut drop) = (Vec::new(), Vec::new());
+    for (table, target) in tables.iter().zip(&targets) {
         let mut one = job.clone();
         one.reader.tables = None;
         one.reader.spec.table = Some(table.clone());
-        one.writer.spec.table = target.clone();
+        let w = &mut one.writer.spec;
+        w.table = target.clone();
+        if let Some(mode) = job.writer.naming.existing_for(table) {
+            w.existing = Some(mode);
+            if mode == Existing::Replace && w.write_mode == WriteMode::Insert {
+                w.write_mode = WriteMode::Replace;
+            }
+        }
+        match w.existing {
+            Some(Existing::Truncate) => {
+                truncate.push(w.clone());
+                // Emptied with the others: its rows from here on are this job's.
+                w.existing = Some(Existing::Append);
+            }
+            Some(Existing::Drop) => drop.push(w.clone()),
+            _ => {}
+        }
+        ones.push(one);
+    }
+    for (specs, dropping) in [(&truncate, false), (&drop, true)] {
+        if !specs.is_empty() {
+            sink.clear_tables(specs, dropping)
+                .await
+                .map_err(|source| RunError::Connector {
+                    stage: "emptying or dropping the target tables (`existing`)",
+                    source,
+                })?;
+        }
+    }
+    // Tables that stay keep their foreign keys to each other out of the way of the load
+    // (a row may come before the row it refers to); they are added again at the end.
+    let kept: Vec<WriteSpec> = ones
+        .iter()
+        .map(|o| o.writer.spec.clone())
+        .filter(|s| s.existing != Some(Existing::Drop))
+        .collect();
+    let restore: Vec<(WriteSpec, Vec<DdlStep>)> = sink
+        .suspend_foreign_keys(&kept)
+        .await
+        .map_err(|source| RunError::Connector {
+            stage: "setting aside the foreign keys among the target tables",
+            source,
+        })?
+        .into_iter()
+        .filter_map(|(i, steps)| kept.get(i).map(|s| (s.clone(), steps)))
+        .collect();
+    let mut set = JoinSet::new();
+    for (i, ((table, target), one)) in tables.iter().zip(&targets).zip(ones).enumerate() {
         let mut o = RunOptions::new(table_dirty_path(&opts.dirty_path, table));
         o.job_key = Some(format!("{job_key}-{i}"));
         o.slots = Some(slots.clone());
@@ -289,6 +365,15 @@ pub async fn run_database(
     }
     let mut lines: Vec<TableLine> = lines.into_iter().flatten().collect();
     add_foreign_keys(sink.as_ref(), &deferred, &mut lines).await;
+    // The keys set aside go back whether or not their table loaded: they were the
+    // target's (one the source's description added again is skipped by name).
+    for (spec, steps) in restore {
+        if let Err(e) = sink.apply_ddl(&spec, &steps).await {
+            if let Some(l) = lines.iter_mut().find(|l| l.target == spec.table) {
+                l.failed = Some(format!("restoring its foreign keys: {e}"));
+            }
+        }
+    }
     let mut total = Summary::sum(start, lines.iter().map(|l| l.summary.as_ref()));
     // The totals name each changed column with its table.
     total.changes = Default::default();

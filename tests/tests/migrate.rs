@@ -410,6 +410,24 @@ fn a_postgres_schema_moves_to_mariadb_with_its_schema() {
         one(dst.sql("INSERT INTO authors (handle) VALUES ('new'); SELECT LAST_INSERT_ID()")),
         "31"
     );
+
+    // Again, truncating: the tables are emptied together with the foreign key checks off,
+    // their foreign keys set aside during the load and added again.
+    let again = job.replace(
+        "    createTable: true\n",
+        "    createTable: true\n    existing: truncate\n",
+    );
+    let (ok, out, err) = ferry_tests::proc::ferry_run_job(tmp.path(), &again, &["--quiet"]);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(one(dst.sql("SELECT count(*) FROM authors")), "3");
+    assert_eq!(one(dst.sql("SELECT count(*) FROM tags")), "3");
+    let tags = create("tags");
+    assert!(
+        tags.contains(
+            "FOREIGN KEY (`post_id`) REFERENCES `posts` (`id`) ON DELETE CASCADE ON UPDATE CASCADE"
+        ),
+        "{tags}"
+    );
 }
 
 #[test]
@@ -645,4 +663,65 @@ async fn a_whole_database_job_runs_through_the_tunnel_within_the_agents_policy()
         "the key to products, which the agent does not let jobs read, is not created"
     );
     rig.stop().await;
+}
+
+#[test]
+fn running_a_database_job_again_is_explicit_per_table() {
+    let Some(src) = MyDb::new("ferry_mig_again") else {
+        return;
+    };
+    let Some(dst) = PgSchema::new("ferry_mig_againdst") else {
+        return;
+    };
+    src.sql(SHOP);
+    let tmp = tempfile::tempdir().unwrap();
+    let job = |extra: &str| {
+        format!(
+            "reader:\n  name: mysqlreader\n  parameter:\n    url: {src}\n    tables: [\"*\"]\n\
+             writer:\n  name: postgresqlwriter\n  parameter:\n    url: {pg}\n    schema: {d}\n    createTable: true\n{extra}\
+             setting:\n  speed: {{channel: 3}}\n",
+            src = src.url(),
+            pg = pg_url(),
+            d = dst.name
+        )
+    };
+    let counts = || {
+        TABLES
+            .iter()
+            .map(|t| one(dst.sql(&format!("SELECT count(*) FROM {t}"))))
+            .collect::<Vec<_>>()
+    };
+    let (ok, out, err) = ferry_tests::proc::ferry_run_job(tmp.path(), &job(""), &["--quiet"]);
+    assert!(ok, "{out}\n{err}");
+    let loaded = counts();
+
+    // The same job again: every table refused before a row is written.
+    let (ok, out, err) = ferry_tests::proc::ferry_run_job(tmp.path(), &job(""), &["--quiet"]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("16 of 16 tables failed"), "{err}");
+    assert!(out.contains("already holds rows"), "{out}");
+    assert_eq!(counts(), loaded, "nothing written");
+
+    // truncate for all, drop for one: the tables are emptied together (their foreign
+    // keys refer to each other), reloaded, and the keys added again.
+    dst.sql("INSERT INTO legacy_events (id, label) VALUES (99, 'only in the target')");
+    let (ok, out, err) = ferry_tests::proc::ferry_run_job(
+        tmp.path(),
+        &job("    existing: truncate\n    existingTables: {\"legacy_*\": drop}\n"),
+        &["--quiet"],
+    );
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(counts(), loaded);
+    assert_eq!(
+        one(dst.sql(&format!(
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND connamespace = '{}'::regnamespace",
+            dst.name
+        ))),
+        "14"
+    );
+    assert_eq!(
+        one(dst.sql("SELECT count(*) FROM legacy_events WHERE id = 99")),
+        "0",
+        "dropped and created again"
+    );
 }

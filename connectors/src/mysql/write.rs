@@ -283,6 +283,92 @@ impl Sink for MySqlSink {
         .map(Some)
     }
 
+    async fn suspend_foreign_keys(
+        &self,
+        specs: &[WriteSpec],
+    ) -> Result<Vec<(usize, Vec<crate::ddl::DdlStep>)>, ConnectorError> {
+        let names: Vec<(Option<&str>, &str)> =
+            specs.iter().map(|s| split_table(&s.table)).collect();
+        let mut out = Vec::new();
+        let mut conn = acquire(&self.pool).await?;
+        for (i, spec) in specs.iter().enumerate() {
+            if !table_exists(&mut conn, &spec.table).await? {
+                continue;
+            }
+            let (db, _) = split_table(&spec.table);
+            let table = quote_table(&spec.table);
+            let desc = super::describe::table_schema(&mut conn, &spec.table, &[]).await?;
+            let mut steps = Vec::new();
+            for f in desc.foreign_keys {
+                let target_db = f.references.schema.as_deref().or(db);
+                if !names.contains(&(target_db, f.references.name.as_str())) {
+                    continue;
+                }
+                let name = quote_ident(&f.name);
+                let drop = format!("ALTER TABLE {table} DROP FOREIGN KEY {name}");
+                tracing::info!(sql = %drop, "foreign key suspended while loading");
+                (&mut *conn)
+                    .execute(drop.as_str())
+                    .await
+                    .map_err(|e| ConnectorError::query(format!("`{drop}`"), e))?;
+                let references = match target_db {
+                    Some(d) => format!("{}.{}", quote_ident(d), quote_ident(&f.references.name)),
+                    None => quote_ident(&f.references.name),
+                };
+                steps.push(crate::ddl::DdlStep {
+                    sql: format!(
+                        "ALTER TABLE {table} ADD CONSTRAINT {name} {}",
+                        crate::ddl::foreign_key(&f, &references, quote_ident)
+                    ),
+                    creates: Some(crate::ddl::Object::ForeignKey(f.name.clone())),
+                });
+            }
+            if !steps.is_empty() {
+                out.push((i, steps));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn clear_tables(&self, specs: &[WriteSpec], drop: bool) -> Result<(), ConnectorError> {
+        let mut conn = acquire(&self.pool).await?;
+        // InnoDB empties a table another refers to only with the checks off; on this
+        // connection only, and only for these statements.
+        (&mut *conn)
+            .execute("SET SESSION FOREIGN_KEY_CHECKS = 0")
+            .await
+            .map_err(|e| ConnectorError::query("SET FOREIGN_KEY_CHECKS", e))?;
+        let mut result = Ok(());
+        for spec in specs {
+            match table_exists(&mut conn, &spec.table).await {
+                Ok(false) => continue,
+                Ok(true) => {}
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+            let sql = format!(
+                "{} {}",
+                if drop { "DROP TABLE" } else { "TRUNCATE TABLE" },
+                quote_table(&spec.table)
+            );
+            tracing::info!(%sql, "existing target table");
+            if let Err(e) = (&mut *conn).execute(sql.as_str()).await {
+                result = Err(ConnectorError::query(format!("`existing`: `{sql}`"), e));
+                break;
+            }
+        }
+        if (&mut *conn)
+            .execute("SET SESSION FOREIGN_KEY_CHECKS = 1")
+            .await
+            .is_err()
+        {
+            conn.close_on_drop();
+        }
+        result
+    }
+
     async fn forget(&self, spec: &WriteSpec, job: &str) -> Result<(), ConnectorError> {
         let table = spec.checkpoint_table();
         let mut conn = acquire(&self.pool).await?;

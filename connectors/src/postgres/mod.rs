@@ -1125,6 +1125,39 @@ impl Sink for PostgresSink {
             .transpose()
     }
 
+    async fn suspend_foreign_keys(
+        &self,
+        specs: &[WriteSpec],
+    ) -> Result<Vec<(usize, Vec<crate::ddl::DdlStep>)>, ConnectorError> {
+        suspend_foreign_keys(&self.pool, specs).await
+    }
+
+    async fn clear_tables(&self, specs: &[WriteSpec], drop: bool) -> Result<(), ConnectorError> {
+        let mut present = Vec::new();
+        for spec in specs {
+            let qualified = quote_qualified(&spec.table)?;
+            if relation_exists(&self.pool, &qualified).await? {
+                present.push(qualified);
+            }
+        }
+        if present.is_empty() {
+            return Ok(());
+        }
+        // One statement: PostgreSQL refuses to empty a table another one refers to,
+        // unless that one is emptied with it.
+        let sql = format!(
+            "{} {}",
+            if drop { "DROP TABLE" } else { "TRUNCATE TABLE" },
+            present.join(", ")
+        );
+        tracing::info!(%sql, "existing target tables");
+        sqlx::raw_sql(&sql)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| ConnectorError::query(format!("`existing`: `{sql}`"), e))?;
+        Ok(())
+    }
+
     async fn forget(&self, spec: &WriteSpec, job: &str) -> Result<(), ConnectorError> {
         let table = quote_qualified(&spec.checkpoint_table())?;
         sqlx::query(&format!("DELETE FROM {table} WHERE job = $1"))
@@ -1197,6 +1230,63 @@ impl Sink for PostgresSink {
     async fn finish(&self, spec: &WriteSpec) -> Result<(), ConnectorError> {
         self.run_all(&spec.post_sql, "postSql").await
     }
+}
+
+/// [`Sink::suspend_foreign_keys`] for PostgreSQL: drops the foreign keys among the tables
+/// `specs` name and returns the statements that add them again.
+async fn suspend_foreign_keys(
+    pool: &PgPool,
+    specs: &[WriteSpec],
+) -> Result<Vec<(usize, Vec<crate::ddl::DdlStep>)>, ConnectorError> {
+    let names: Vec<crate::spec::TableRef> = specs
+        .iter()
+        .filter_map(|s| crate::spec::TableRef::parse(&s.table, None))
+        .collect();
+    let mut out = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let qualified = quote_qualified(&spec.table)?;
+        if !relation_exists(pool, &qualified).await? {
+            continue;
+        }
+        let schema = crate::spec::TableRef::parse(&spec.table, None).and_then(|t| t.schema);
+        let desc = {
+            let mut conn = pool.acquire().await.map_err(q("acquire connection"))?;
+            describe::table_schema(&mut conn, &qualified).await?
+        };
+        let mut steps = Vec::new();
+        for f in desc.foreign_keys {
+            let target = crate::spec::TableRef {
+                source: None,
+                schema: f.references.schema.clone().or_else(|| schema.clone()),
+                name: f.references.name.clone(),
+            };
+            if !names.contains(&target) {
+                continue;
+            }
+            let name = quote_ident(&f.name);
+            let drop = format!("ALTER TABLE {qualified} DROP CONSTRAINT {name}");
+            tracing::info!(sql = %drop, "foreign key set aside while loading");
+            sqlx::raw_sql(&drop)
+                .execute(pool)
+                .await
+                .map_err(|e| ConnectorError::query(format!("`{drop}`"), e))?;
+            let references = match &target.schema {
+                Some(s) => format!("{}.{}", quote_ident(s), quote_ident(&target.name)),
+                None => quote_ident(&target.name),
+            };
+            steps.push(crate::ddl::DdlStep {
+                sql: format!(
+                    "ALTER TABLE {qualified} ADD CONSTRAINT {name} {}",
+                    crate::ddl::foreign_key(&f, &references, quote_ident)
+                ),
+                creates: Some(crate::ddl::Object::ForeignKey(f.name.clone())),
+            });
+        }
+        if !steps.is_empty() {
+            out.push((i, steps));
+        }
+    }
+    Ok(out)
 }
 
 /// Runs the steps that create a table in one transaction (PostgreSQL DDL is

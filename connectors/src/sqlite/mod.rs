@@ -1039,6 +1039,27 @@ impl Sink for SqliteSink {
         .map(Some)
     }
 
+    async fn clear_tables(&self, specs: &[WriteSpec], drop: bool) -> Result<(), ConnectorError> {
+        // The writer's connections do not enforce foreign keys: table by table.
+        for spec in specs {
+            let (sch, name) = split_name(&spec.table)?;
+            if table_columns(&self.pool, &sch, &name).await?.is_empty() {
+                continue;
+            }
+            let sql = format!(
+                "{} {}",
+                if drop { "DROP TABLE" } else { "DELETE FROM" },
+                qualified(&sch, &name)
+            );
+            tracing::info!(%sql, "existing target table");
+            sqlx::raw_sql(&sql)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| ConnectorError::query(format!("`existing`: `{sql}`"), e))?;
+        }
+        Ok(())
+    }
+
     async fn forget(&self, spec: &WriteSpec, job: &str) -> Result<(), ConnectorError> {
         let (sch, name) = split_name(&spec.checkpoint_table())?;
         sqlx::query(&format!(
