@@ -133,6 +133,12 @@ pub trait Sink: Send + Sync {
     /// `create_table`) the target table for `schema` and runs `pre_sql`.
     async fn prepare(&self, spec: &WriteSpec, schema: &SchemaRef) -> Result<(), ConnectorError>;
 
+    /// Whether the target table `spec` names exists (`None`: the target cannot tell, files).
+    async fn table_exists(&self, spec: &WriteSpec) -> Result<Option<bool>, ConnectorError> {
+        let _ = spec;
+        Ok(None)
+    }
+
     /// Before a whole-database job loads any table: empties (`drop`: drops) those of the
     /// tables `specs` name that exist, all together, so foreign keys among them do not
     /// stand in the way. A foreign key from a table outside `specs` still does: the

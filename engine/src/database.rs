@@ -318,6 +318,16 @@ pub async fn run_database(
                 })?;
         }
     }
+    // Tables this job creates: one that fails before a row of it is written is dropped
+    // again, so a failed job leaves no empty table behind.
+    let mut created = BTreeSet::new();
+    for o in &ones {
+        let spec = &o.writer.spec;
+        let gone = spec.existing == Some(Existing::Drop);
+        if gone || sink.table_exists(spec).await.ok().flatten() == Some(false) {
+            created.insert(spec.table.clone());
+        }
+    }
     // Tables that stay keep their foreign keys to each other out of the way of the load
     // (a row may come before the row it refers to); they are added again at the end.
     let kept: Vec<WriteSpec> = ones
@@ -335,6 +345,7 @@ pub async fn run_database(
         .into_iter()
         .filter_map(|(i, steps)| kept.get(i).map(|s| (s.clone(), steps)))
         .collect();
+    let ones_specs: Vec<WriteSpec> = ones.iter().map(|o| o.writer.spec.clone()).collect();
     let mut set = JoinSet::new();
     for (i, ((table, target), one)) in tables.iter().zip(&targets).zip(ones).enumerate() {
         let mut o = RunOptions::new(table_dirty_path(&opts.dirty_path, table));
@@ -364,6 +375,27 @@ pub async fn run_database(
         }
     }
     let mut lines: Vec<TableLine> = lines.into_iter().flatten().collect();
+    let empty: Vec<WriteSpec> = lines
+        .iter()
+        .filter(|l| l.failed.is_some() && l.summary.records_written == 0)
+        .filter(|l| created.contains(&l.target))
+        .filter_map(|l| ones_specs.iter().find(|s| s.table == l.target).cloned())
+        .collect();
+    if !empty.is_empty() {
+        match sink.clear_tables(&empty, true).await {
+            Ok(()) => {
+                for l in lines
+                    .iter_mut()
+                    .filter(|l| empty.iter().any(|s| s.table == l.target))
+                {
+                    if let Some(f) = &mut l.failed {
+                        f.push_str(" (the table it created is dropped again)");
+                    }
+                }
+            }
+            Err(e) => warn!("dropping the empty tables of failed loads: {e}"),
+        }
+    }
     add_foreign_keys(sink.as_ref(), &deferred, &mut lines).await;
     // The keys set aside go back whether or not their table loaded: they were the
     // target's (one the source's description added again is skipped by name).

@@ -725,3 +725,51 @@ fn running_a_database_job_again_is_explicit_per_table() {
         "dropped and created again"
     );
 }
+
+#[test]
+fn a_table_that_fails_before_a_row_is_written_leaves_no_empty_table() {
+    let Some(src) = MyDb::new("ferry_mig_fail") else {
+        return;
+    };
+    let Some(dst) = PgSchema::new("ferry_mig_faildst") else {
+        return;
+    };
+    src.sql(
+        "SET SESSION sql_mode = '';
+         CREATE TABLE good (id int PRIMARY KEY, v varchar(10));
+         CREATE TABLE bad (id int PRIMARY KEY, d date NOT NULL);
+         INSERT INTO good VALUES (1, 'a'), (2, 'b');
+         INSERT INTO bad VALUES (1, '0000-00-00');",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let job = format!(
+        "reader:\n  name: mysqlreader\n  parameter:\n    url: {src}\n    tables: [\"*\"]\n\
+         writer:\n  name: postgresqlwriter\n  parameter:\n    url: {pg}\n    schema: {d}\n    createTable: true\n\
+         setting:\n  errorLimit: {{record: 0}}\n",
+        src = src.url(),
+        pg = pg_url(),
+        d = dst.name
+    );
+    let (ok, out, err) = ferry_tests::proc::ferry_run_job(tmp.path(), &job, &["--quiet"]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("1 of 2 tables failed: bad"), "{err}");
+    assert!(
+        out.contains("(the table it created is dropped again)"),
+        "{out}"
+    );
+    // The zero date in a NOT NULL column is a dirty row, not a schema change.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("bad") && l.contains("  1  FAILED")),
+        "{out}"
+    );
+    assert_eq!(one(dst.sql("SELECT count(*) FROM good")), "2");
+    assert_eq!(
+        one(dst.sql(&format!(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = '{}' AND c.relname = 'bad'",
+            dst.name
+        ))),
+        "0"
+    );
+}

@@ -283,6 +283,11 @@ impl Sink for MySqlSink {
         .map(Some)
     }
 
+    async fn table_exists(&self, spec: &WriteSpec) -> Result<Option<bool>, ConnectorError> {
+        let mut conn = acquire(&self.pool).await?;
+        table_exists(&mut conn, &spec.table).await.map(Some)
+    }
+
     async fn suspend_foreign_keys(
         &self,
         specs: &[WriteSpec],

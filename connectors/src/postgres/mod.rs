@@ -1132,6 +1132,11 @@ impl Sink for PostgresSink {
         suspend_foreign_keys(&self.pool, specs).await
     }
 
+    async fn table_exists(&self, spec: &WriteSpec) -> Result<Option<bool>, ConnectorError> {
+        let qualified = quote_qualified(&spec.table)?;
+        relation_exists(&self.pool, &qualified).await.map(Some)
+    }
+
     async fn clear_tables(&self, specs: &[WriteSpec], drop: bool) -> Result<(), ConnectorError> {
         let mut present = Vec::new();
         for spec in specs {

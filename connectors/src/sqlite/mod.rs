@@ -1039,6 +1039,13 @@ impl Sink for SqliteSink {
         .map(Some)
     }
 
+    async fn table_exists(&self, spec: &WriteSpec) -> Result<Option<bool>, ConnectorError> {
+        let (sch, name) = split_name(&spec.table)?;
+        Ok(Some(
+            !table_columns(&self.pool, &sch, &name).await?.is_empty(),
+        ))
+    }
+
     async fn clear_tables(&self, specs: &[WriteSpec], drop: bool) -> Result<(), ConnectorError> {
         // The writer's connections do not enforce foreign keys: table by table.
         for spec in specs {
