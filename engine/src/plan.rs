@@ -152,17 +152,13 @@ async fn plan_table(
         })?;
     let mut wspec = job.writer.spec.clone();
     if wspec.create_table {
-        let names = |s: &arrow_schema::SchemaRef| -> Vec<String> {
-            s.fields().iter().map(|f| f.name().clone()).collect()
-        };
-        wspec.described = source
-            .describe(&rspec)
+        let reading = crate::local::LocalReading::new(source);
+        wspec.described = crate::run::described(&reading, &rspec, &schema, &tschema, naming)
             .await
-            .map_err(reader("describing the source table"))?
-            .map(|d| d.project(&names(&schema), &names(&tschema)));
-        if let (Some(desc), Some(naming)) = (wspec.described.as_mut(), naming) {
-            naming.retarget(desc);
-        }
+            .map_err(|message| RunError::Reader {
+                stage: "describing the source table",
+                message,
+            })?;
     }
     let ddl =
         ddl::render(job.writer.kind, &wspec, &tschema).map_err(|source| RunError::Connector {

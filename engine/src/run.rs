@@ -524,19 +524,25 @@ pub fn target_schema(source: &SchemaRef, columns: &[String]) -> Result<SchemaRef
 }
 
 /// The source table's description under the target's column names, when the reader
-/// reads a table that has one.
-async fn described(
+/// reads a table that has one; with a whole-database job's `naming`, its foreign keys
+/// point at the target names of their tables.
+pub(crate) async fn described(
     reading: &dyn Reading,
     rspec: &ReadSpec,
     schema: &SchemaRef,
     tschema: &SchemaRef,
+    naming: Option<&crate::database::TableNaming>,
 ) -> Result<Option<TableSchema>, String> {
     let Some(desc) = reading.describe(rspec).await? else {
         return Ok(None);
     };
     let names =
         |s: &SchemaRef| -> Vec<String> { s.fields().iter().map(|f| f.name().clone()).collect() };
-    Ok(Some(desc.project(&names(schema), &names(tschema))))
+    let mut desc = desc.project(&names(schema), &names(tschema));
+    if let Some(naming) = naming {
+        naming.retarget(&mut desc);
+    }
+    Ok(Some(desc))
 }
 
 /// The reader's spec as a job states it (`column: ["*"]` means all columns).
@@ -578,12 +584,15 @@ pub async fn run_job(
         .map_err(reader("planning splits"))?;
     let mut wspec = job.writer.spec.clone();
     if wspec.create_table {
-        wspec.described = described(reading.as_ref(), &rspec, &schema, &tschema)
-            .await
-            .map_err(reader("describing the source table"))?;
-        if let (Some(desc), Some(naming)) = (wspec.described.as_mut(), &opts.naming) {
-            naming.retarget(desc);
-        }
+        wspec.described = described(
+            reading.as_ref(),
+            &rspec,
+            &schema,
+            &tschema,
+            opts.naming.as_ref(),
+        )
+        .await
+        .map_err(reader("describing the source table"))?;
     }
     let ddl = sink
         .table_ddl(&wspec, &tschema)
