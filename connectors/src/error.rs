@@ -255,10 +255,36 @@ impl ConnectorError {
     /// [`DbCode::of`]): every database failure goes through here (or
     /// [`connect`](Self::connect)), so none loses the code that decides what the broker sees.
     pub fn query(what: impl Into<String>, e: impl fmt::Display + 'static) -> Self {
+        let code = sqlx_code(&e);
+        let mut message = e.to_string();
+        // PostgreSQL names the key taken only in its DETAIL (`Key (id)=(5) already exists.`),
+        // which sqlx leaves out of the message; a writer's user needs it. The code stays
+        // 23505, so an agent still withholds it (it quotes a value).
+        if let Some(detail) = (&e as &dyn Any)
+            .downcast_ref::<sqlx::Error>()
+            .and_then(|e| e.as_database_error())
+            .and_then(|d| d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>())
+            .filter(|d| d.code() == "23505")
+            .and_then(|d| d.detail())
+        {
+            message = format!("{message}: {detail}");
+        }
         ConnectorError::Query {
             what: what.into(),
-            message: e.to_string(),
-            code: sqlx_code(&e),
+            message,
+            code,
+        }
+    }
+
+    /// Whether the database refused a row because its key (or another unique index's
+    /// value) is already in the table.
+    pub fn is_unique_violation(&self) -> bool {
+        match self.db_code() {
+            Some(DbCode::Postgres(state)) => state == "23505",
+            Some(DbCode::MySql { number, .. }) => *number == 1062,
+            // SQLITE_CONSTRAINT_UNIQUE, SQLITE_CONSTRAINT_PRIMARYKEY
+            Some(DbCode::Sqlite(code)) => matches!(code, 2067 | 1555),
+            _ => false,
         }
     }
 

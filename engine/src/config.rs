@@ -105,6 +105,8 @@ pub struct ReaderConfig {
     pub options: Map<String, Value>,
     /// A whole-database job: which tables (`tables`, `exclude`); `spec.table` is unset.
     pub tables: Option<crate::database::TableSelection>,
+    /// A sharded job: the sources and tables merged into the writer's one table.
+    pub merge: Option<crate::merge::Merge>,
 }
 
 /// The writer half.
@@ -229,8 +231,9 @@ impl Job {
                 "unknown key (expected reader, writer, setting)",
             ));
         }
+        let (reader, shards, source_columns) = take_shards(reader)?;
         let (rkind, rloc, mut rparam, ropts) = endpoint("reader", reader)?;
-        let tables = crate::database::TableSelection::take(&mut rparam)
+        let mut tables = crate::database::TableSelection::take(&mut rparam)
             .map_err(|e| field("reader.parameter", e))?;
         let spec: ReadSpec = serde_json::from_value(Value::Object(rparam))
             .map_err(|e| field("reader.parameter", e.to_string()))?;
@@ -259,6 +262,29 @@ impl Job {
             )),
             _ => {}
         }
+        // Sharded: `shards`, or one source's `tables` into the writer's one `table`.
+        let merge =
+            match shards {
+                Some(list) => Some(shards_of(rkind, list, tables.take(), source_columns)?),
+                None if tables.is_some() && !wspec.table.trim().is_empty() => {
+                    Some(crate::merge::Merge {
+                        shards: vec![crate::merge::Shard {
+                            name: crate::merge::Merge::default_name(&rloc),
+                            location: rloc.clone(),
+                            tables: tables.take().unwrap_or_default(),
+                        }],
+                        source_columns: source_columns.unwrap_or_default(),
+                    })
+                }
+                None if source_columns.is_some() => return Err(field(
+                    "reader.parameter.sourceColumns",
+                    "is for a sharded job (`shards`, or `tables` into the writer's one `table`)",
+                )),
+                None => None,
+            };
+        if let Some(m) = &merge {
+            m.check().map_err(|e| field("reader.parameter.shards", e))?;
+        }
         let job = Job {
             reader: ReaderConfig {
                 kind: rkind,
@@ -266,6 +292,7 @@ impl Job {
                 spec,
                 options: ropts,
                 tables,
+                merge,
             },
             writer: WriterConfig {
                 kind: wkind,
@@ -326,6 +353,19 @@ impl Job {
                 }
             }
         }
+        if self.reader.merge.is_some() {
+            for (set, key) in [
+                (r.table.is_some(), "reader.parameter.table"),
+                (r.query_sql.is_some(), "reader.parameter.querySql"),
+            ] {
+                if set {
+                    return Err(field(
+                        key,
+                        "not in a sharded job (its `shards` and `tables` say what it reads)",
+                    ));
+                }
+            }
+        }
         if self.reader.tables.is_some() {
             for (set, key) in [
                 (r.table.is_some(), "reader.parameter.table"),
@@ -356,7 +396,9 @@ impl Job {
             ));
         }
         match (&r.table, &r.query_sql) {
-            _ if self.reader.kind == Kind::File || self.reader.tables.is_some() => {}
+            _ if self.reader.kind == Kind::File
+                || self.reader.tables.is_some()
+                || self.reader.merge.is_some() => {}
             (None, None) => {
                 return Err(field(
                     "reader.parameter.table",
@@ -463,6 +505,113 @@ fn unwrap_datax(root: Value) -> Result<Value, JobError> {
 }
 
 type Endpoint = (Kind, Location, Map<String, Value>, Map<String, Value>);
+
+/// A reader's `shards` and `sourceColumns`, taken out of it; the first shard's location is
+/// left in its place, so the reader parses as that source's.
+#[allow(clippy::type_complexity)]
+fn take_shards(
+    mut reader: Value,
+) -> Result<
+    (
+        Value,
+        Option<Vec<Map<String, Value>>>,
+        Option<crate::merge::SourceColumns>,
+    ),
+    JobError,
+> {
+    let Some(param) = reader.get_mut("parameter").and_then(Value::as_object_mut) else {
+        return Ok((reader, None, None));
+    };
+    let source_columns = param
+        .remove("sourceColumns")
+        .map(serde_json::from_value::<crate::merge::SourceColumns>)
+        .transpose()
+        .map_err(|e| field("reader.parameter.sourceColumns", e.to_string()))?;
+    let Some(list) = param.remove("shards") else {
+        return Ok((reader, None, source_columns));
+    };
+    let here = "reader.parameter.shards";
+    let Value::Array(list) = list else {
+        return Err(field(here, "is a list of {url | datasource, tables, name}"));
+    };
+    if list.is_empty() {
+        return Err(field(here, "is empty"));
+    }
+    if list.len() > crate::database::MAX_TABLES {
+        return Err(field(
+            here,
+            format!("at most {} shards", crate::database::MAX_TABLES),
+        ));
+    }
+    if let Some(k) = ["url", "datasource", "connection"]
+        .into_iter()
+        .find(|k| param.contains_key(*k))
+    {
+        return Err(field(
+            format!("reader.parameter.{k}"),
+            "not with `shards` (each shard names its own `url` or `datasource`)",
+        ));
+    }
+    let mut shards = Vec::with_capacity(list.len());
+    for (i, s) in list.into_iter().enumerate() {
+        let Value::Object(mut s) = s else {
+            return Err(field(
+                format!("{here}[{i}]"),
+                "is a mapping {url | datasource, tables, name}",
+            ));
+        };
+        // The reader's login applies to every shard that gives none.
+        for key in ["username", "password"] {
+            if let (false, Some(v)) = (s.contains_key(key), param.get(key)) {
+                s.insert(key.into(), v.clone());
+            }
+        }
+        shards.push(s);
+    }
+    for key in ["url", "datasource"] {
+        if let Some(v) = shards[0].get(key) {
+            param.insert(key.into(), v.clone());
+        }
+    }
+    Ok((reader, Some(shards), source_columns))
+}
+
+/// The shards of a sharded job, each with its location and its tables (or `tables`).
+fn shards_of(
+    kind: Kind,
+    list: Vec<Map<String, Value>>,
+    tables: Option<crate::database::TableSelection>,
+    source_columns: Option<crate::merge::SourceColumns>,
+) -> Result<crate::merge::Merge, JobError> {
+    let mut shards = Vec::with_capacity(list.len());
+    for (i, mut s) in list.into_iter().enumerate() {
+        let here = format!("reader.parameter.shards[{i}]");
+        let name = take_str(&mut s, "name");
+        let own = crate::database::TableSelection::take(&mut s).map_err(|e| field(&here, e))?;
+        let location = location(&here, kind, &mut s)?;
+        if let Some(k) = s.keys().next() {
+            return Err(field(
+                format!("{here}.{k}"),
+                "unknown key (expected url or datasource, tables, exclude, name)",
+            ));
+        }
+        let tables = own.or_else(|| tables.clone()).ok_or_else(|| {
+            field(
+                format!("{here}.tables"),
+                "missing: give the shard's `tables`, or the reader's for every shard",
+            )
+        })?;
+        shards.push(crate::merge::Shard {
+            name: name.unwrap_or_else(|| crate::merge::Merge::default_name(&location)),
+            location,
+            tables,
+        });
+    }
+    Ok(crate::merge::Merge {
+        shards,
+        source_columns: source_columns.unwrap_or_default(),
+    })
+}
 
 /// Splits a reader/writer entry into kind, location, spec parameters and
 /// connector options.

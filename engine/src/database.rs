@@ -207,6 +207,17 @@ impl TableNaming {
     }
 }
 
+/// What an earlier run of a whole-database job recorded about one of its tables.
+#[derive(Debug, Clone)]
+pub struct EarlierTable {
+    /// The job created, emptied or dropped it: every row in it is the job's.
+    pub owned: bool,
+    /// It loaded (indexes included): a resume does not load it again.
+    pub done: bool,
+    /// Its summary line, when done.
+    pub line: Option<TableLine>,
+}
+
 /// A whole-database job's foreign keys, held back until every table is loaded.
 pub type Deferred = Arc<Mutex<Vec<(WriteSpec, Vec<DdlStep>)>>>;
 
@@ -285,6 +296,10 @@ pub async fn run_database(
     // dropped together first, so foreign keys among them do not stand in the way.
     let mut ones = Vec::with_capacity(tables.len());
     let (mut truncate, mut drop) = (Vec::new(), Vec::new());
+    // A resumed job: tables that loaded before are not loaded again; one it owned that
+    // did not is emptied and loaded from the start.
+    let earlier = opts.earlier.as_ref();
+    let mut skipped = Vec::new();
     for (table, target) in tables.iter().zip(&targets) {
         let mut one = job.clone();
         one.reader.tables = None;
@@ -296,6 +311,16 @@ pub async fn run_database(
             if mode == Existing::Replace && w.write_mode == WriteMode::Insert {
                 w.write_mode = WriteMode::Replace;
             }
+        }
+        match earlier.and_then(|e| e.get(table)) {
+            Some(e) if e.done => {
+                skipped.push((one, e.line.clone()));
+                continue;
+            }
+            Some(e) if e.owned && w.existing != Some(Existing::Drop) => {
+                w.existing = Some(Existing::Truncate);
+            }
+            _ => {}
         }
         match w.existing {
             Some(Existing::Truncate) => {
@@ -345,26 +370,76 @@ pub async fn run_database(
         .into_iter()
         .filter_map(|(i, steps)| kept.get(i).map(|s| (s.clone(), steps)))
         .collect();
+    if let Some(o) = &opts.observer {
+        let owned: Vec<(String, bool)> = ones
+            .iter()
+            .map(|o| {
+                let spec = &o.writer.spec;
+                let table = o.reader.spec.table.clone().unwrap_or_default();
+                // Emptied ones are recorded as `append` from here on.
+                let emptied = truncate.iter().any(|t: &WriteSpec| t.table == spec.table);
+                let owned = emptied || created.contains(&spec.table);
+                (table, owned)
+            })
+            .collect();
+        o.tables_planned(&owned)
+            .await
+            .map_err(|message| RunError::Reader {
+                stage: "recording the tables",
+                message,
+            })?;
+    }
+    // The foreign keys of tables loaded before are added with the others at the end
+    // (one already there is skipped by name).
+    let mut lines_before = Vec::new();
+    for (one, line) in skipped {
+        let table = one.reader.spec.table.clone().unwrap_or_default();
+        let target = one.writer.spec.table.clone();
+        let reading = reading_for(&table);
+        if let Err(e) = earlier_constraints(&one, reading, sink.as_ref(), &deferred).await {
+            warn!(%table, "the foreign keys of a table loaded before: {e}");
+        }
+        let mut line = line.unwrap_or_else(|| {
+            TableLine::of(
+                table.clone(),
+                target,
+                Summary::failed_at(start, String::new()),
+            )
+        });
+        line.failed = None;
+        line.summary.failed = None;
+        line.earlier = true;
+        lines_before.push(line);
+    }
     let ones_specs: Vec<WriteSpec> = ones.iter().map(|o| o.writer.spec.clone()).collect();
     let mut set = JoinSet::new();
-    for (i, ((table, target), one)) in tables.iter().zip(&targets).zip(ones).enumerate() {
-        let mut o = RunOptions::new(table_dirty_path(&opts.dirty_path, table));
-        o.job_key = Some(format!("{job_key}-{i}"));
+    let n_ones = ones.len();
+    for (i, one) in ones.into_iter().enumerate() {
+        let table = one.reader.spec.table.clone().unwrap_or_default();
+        let target = one.writer.spec.table.clone();
+        let mut o = RunOptions::new(table_dirty_path(&opts.dirty_path, &table));
+        // Keyed by the table's place in the selection, the same in every run of the job.
+        let place = tables.iter().position(|t| *t == table).unwrap_or(i);
+        o.job_key = Some(format!("{job_key}-{place}"));
         o.slots = Some(slots.clone());
         o.deferred = Some(deferred.clone());
         o.starting = Some(starting.clone());
         o.naming = Some(job.writer.naming.clone());
-        let reading = reading_for(table);
+        let reading = reading_for(&table);
         let sink = sink.clone();
-        let (table, target) = (table.clone(), target.clone());
+        let observer = opts.observer.clone();
         set.spawn(async move {
             let t0 = OffsetDateTime::now_utc();
             let r = run_job(&one, reading, sink, &o, Arc::new(Progress::new())).await;
             let summary = r.unwrap_or_else(|e| Summary::failed_at(t0, e.to_string()));
-            (i, TableLine::of(table, target, summary))
+            let line = TableLine::of(table, target, summary);
+            if let Some(o) = observer {
+                o.table_ended(&line, line.failed.is_none()).await;
+            }
+            (i, line)
         });
     }
-    let mut lines: Vec<Option<TableLine>> = vec![None; tables.len()];
+    let mut lines: Vec<Option<TableLine>> = vec![None; n_ones];
     while let Some(r) = set.join_next().await {
         match r {
             Ok((i, line)) => {
@@ -375,6 +450,7 @@ pub async fn run_database(
         }
     }
     let mut lines: Vec<TableLine> = lines.into_iter().flatten().collect();
+    lines.splice(0..0, lines_before);
     let empty: Vec<WriteSpec> = lines
         .iter()
         .filter(|l| l.failed.is_some() && l.summary.records_written == 0)
@@ -406,6 +482,13 @@ pub async fn run_database(
             }
         }
     }
+    // A table whose foreign key could not be added is loaded again by a resume.
+    if let Some(o) = &opts.observer {
+        for l in lines.iter().filter(|l| l.failed.is_some()) {
+            o.table_ended(l, false).await;
+        }
+    }
+    lines.sort_by(|a, b| a.source.cmp(&b.source));
     let mut total = Summary::sum(start, lines.iter().map(|l| l.summary.as_ref()));
     // The totals name each changed column with its table.
     total.changes = Default::default();
@@ -434,6 +517,38 @@ pub async fn run_database(
     Ok(total)
 }
 
+/// The foreign keys of `one`'s table, loaded by an earlier run, for the end of this one.
+async fn earlier_constraints(
+    one: &Job,
+    reading: Arc<dyn Reading>,
+    sink: &dyn Sink,
+    deferred: &Deferred,
+) -> Result<(), String> {
+    let spec = &one.writer.spec;
+    if !spec.create_table {
+        return Ok(());
+    }
+    let rspec = crate::run::read_spec(one);
+    let schema = reading.schema(&rspec).await?;
+    let tschema = crate::run::target_schema(&schema, &spec.columns).map_err(|e| e.to_string())?;
+    let mut spec = spec.clone();
+    spec.described = crate::run::described(
+        reading.as_ref(),
+        &rspec,
+        &schema,
+        &tschema,
+        Some(&one.writer.naming),
+    )
+    .await?;
+    if let Some(ddl) = sink.table_ddl(&spec, &tschema).map_err(|e| e.to_string())? {
+        deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((spec, ddl.constraints));
+    }
+    Ok(())
+}
+
 /// Adds the foreign keys of every loaded table; a table whose key cannot be added (it
 /// refers to a table that failed, or rows break it) fails with the reason.
 async fn add_foreign_keys(sink: &dyn Sink, deferred: &Deferred, lines: &mut [TableLine]) {
@@ -452,7 +567,7 @@ async fn add_foreign_keys(sink: &dyn Sink, deferred: &Deferred, lines: &mut [Tab
 }
 
 /// `ferry-dirty-job-1.jsonl` → `ferry-dirty-job-1-<table>.jsonl`.
-fn table_dirty_path(path: &std::path::Path, table: &str) -> std::path::PathBuf {
+pub(crate) fn table_dirty_path(path: &std::path::Path, table: &str) -> std::path::PathBuf {
     let safe: String = table
         .chars()
         .map(|c| {

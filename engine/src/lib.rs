@@ -12,6 +12,8 @@
 //!   report progress and a summary. Batches come through a [`Reading`]:
 //! - [`database`]: whole-database jobs: a reader's `tables`, each into its own
 //!   target table, sharing the job's `channel`; foreign keys once all are loaded;
+//! - [`merge`]: sharded jobs: the tables of one or more sources (`shards`) into one
+//!   target table, with columns naming where each row came from;
 //! - [`plan`]: what a job would do (tables, DDL, flagged conversions), touching nothing;
 //! - [`local`]: the reader in this process (`ferry run`); the broker has the
 //!   other one, an agent across the tunnel.
@@ -19,6 +21,7 @@
 pub mod config;
 pub mod database;
 pub mod local;
+pub mod merge;
 pub mod plan;
 mod position;
 pub mod registry;
@@ -29,6 +32,7 @@ pub mod throttle;
 pub use config::{Job, JobError};
 pub use database::{run_database, run_database_standalone};
 pub use local::run_standalone;
+pub use merge::run_merge;
 pub use run::{
     new_job_key, run_job, Progress, ProgressSnapshot, ReadError, Reading, Resume, RunError,
     RunObserver, RunOptions, SplitFeed,

@@ -146,6 +146,8 @@ pub struct RunOptions {
     /// How a whole-database job names target tables: foreign keys refer to the target
     /// names of their tables.
     pub naming: Option<crate::database::TableNaming>,
+    /// A whole-database job picked up again: what its earlier runs recorded per table.
+    pub earlier: Option<std::collections::BTreeMap<String, crate::database::EarlierTable>>,
 }
 
 impl RunOptions {
@@ -161,6 +163,7 @@ impl RunOptions {
             starting: None,
             deferred: None,
             naming: None,
+            earlier: None,
         }
     }
 }
@@ -240,6 +243,16 @@ pub trait RunObserver: Send + Sync {
     /// The split failed for good (the job fails with it).
     async fn split_failed(&self, split: &Split, error: &str, elapsed: Duration) {
         let _ = (split, error, elapsed);
+    }
+    /// A whole-database job's tables, before any of them loads: each source table and
+    /// whether the job owns its content (it creates, empties or drops it).
+    async fn tables_planned(&self, tables: &[(String, bool)]) -> Result<(), String> {
+        let _ = tables;
+        Ok(())
+    }
+    /// A table of a whole-database job ended: `done` (loaded, indexes built) or not.
+    async fn table_ended(&self, line: &crate::summary::TableLine, done: bool) {
+        let _ = (line, done);
     }
     /// A batch arrived from the reader.
     fn batch_read(&self, rows: u64, bytes: u64) {
@@ -1074,10 +1087,13 @@ async fn pump(
                 position: keys.follow(&batch.slice(offset, len)),
             };
             let began = Instant::now();
-            let mut outcome = writer
-                .write_at(&chunk, &checkpoint)
-                .await
-                .map_err(|e| ReadError::from(format!("writing: {e}")))?;
+            let mut outcome = writer.write_at(&chunk, &checkpoint).await.map_err(|e| {
+                ReadError::from(if e.is_unique_violation() {
+                    format!("writing: {KEY_COLLISION}: {e}")
+                } else {
+                    format!("writing: {e}")
+                })
+            })?;
             let took = began.elapsed();
             for d in &mut outcome.dirty {
                 d.row += offset;
@@ -1110,6 +1126,9 @@ async fn pump(
         }
     }
 }
+
+/// How a write refused for a key already in the target is named in a task's error.
+pub(crate) const KEY_COLLISION: &str = "key collision";
 
 /// Bytes of a batch's values: the slices it covers, not the buffers it may
 /// share with other batches (a reader that slices one large buffer into

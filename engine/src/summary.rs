@@ -44,12 +44,16 @@ pub struct TableLine {
     pub summary: Box<Summary>,
     /// Why the table failed (its load, or a foreign key added after it).
     pub failed: Option<String>,
+    /// Loaded by an earlier run of the job (a resume did not load it again).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub earlier: bool,
 }
 
 impl TableLine {
     pub fn of(source: String, target: String, summary: Summary) -> Self {
         Self {
             failed: summary.failed.clone(),
+            earlier: false,
             source,
             target,
             summary: Box::new(summary),
@@ -140,6 +144,7 @@ impl fmt::Display for Summary {
             for t in &self.tables {
                 let s = &t.summary;
                 let status = match &t.failed {
+                    None if t.earlier => "ok (loaded by an earlier run)".to_string(),
                     None => "ok".to_string(),
                     Some(e) => format!("FAILED: {e}"),
                 };

@@ -46,8 +46,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
             .unwrap_or_else(|| PathBuf::from(format!("ferry-dirty-{stem}-{stamp}.jsonl"))),
     );
     opts.progress = !args.quiet && std::io::stderr().is_terminal();
-    if job.reader.tables.is_some() {
-        let summary = ferry_engine::run_database_standalone(&job, &opts).await?;
+    let many = match (&job.reader.tables, &job.reader.merge) {
+        (Some(_), _) => Some(ferry_engine::run_database_standalone(&job, &opts).await?),
+        (_, Some(_)) => Some(ferry_engine::merge::run_merge_standalone(&job, &opts).await?),
+        _ => None,
+    };
+    if let Some(summary) = many {
         outln!("{summary}");
         let failed = summary.failed_tables();
         if !failed.is_empty() {
@@ -57,6 +61,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 summary.tables.len(),
                 failed.join(", ")
             );
+        }
+        if let Some(e) = &summary.failed {
+            bail!("job failed: {e}");
         }
         return Ok(());
     }

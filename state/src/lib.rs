@@ -24,6 +24,7 @@ mod open;
 mod row;
 mod sessions;
 mod splits;
+mod tables;
 
 use std::fmt;
 
@@ -33,6 +34,7 @@ pub use jobs::{JobRecord, NewJob};
 pub use logs::LogRecord;
 pub use sessions::AgentSessionRecord;
 pub use splits::{SplitRecord, SplitState};
+pub use tables::TableRecord;
 
 /// The broker's state store. Cloning is cheap: the clones share one pool.
 #[derive(Clone)]

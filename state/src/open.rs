@@ -31,6 +31,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "checkpoint keys",
         include_str!("../migrations/sqlite/0002_checkpoint_keys.sql"),
     ),
+    (
+        3,
+        "job tables",
+        include_str!("../migrations/sqlite/0003_job_tables.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -42,6 +47,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "checkpoint keys",
         include_str!("../migrations/postgres/0002_checkpoint_keys.sql"),
+    ),
+    (
+        3,
+        "job tables",
+        include_str!("../migrations/postgres/0003_job_tables.sql"),
     ),
 ];
 

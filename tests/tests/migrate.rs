@@ -773,3 +773,97 @@ fn a_table_that_fails_before_a_row_is_written_leaves_no_empty_table() {
         "0"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_a_whole_database_job_loads_only_the_tables_that_did_not_finish() {
+    let Some(src) = MyDb::new("ferry_mig_resume") else {
+        return;
+    };
+    let Some(dst) = PgSchema::new("ferry_mig_resumedst") else {
+        return;
+    };
+    src.sql(
+        "SET SESSION sql_mode = '';
+         CREATE TABLE good (id int PRIMARY KEY, v varchar(10));
+         CREATE TABLE child (id int PRIMARY KEY, good_id int NOT NULL,
+           CONSTRAINT fk_child_good FOREIGN KEY (good_id) REFERENCES good (id) ON DELETE CASCADE);
+         CREATE TABLE bad (id int PRIMARY KEY, d date NOT NULL, KEY idx_d (d));
+         INSERT INTO good VALUES (1, 'a'), (2, 'b');
+         INSERT INTO child VALUES (10, 1), (11, 2);
+         INSERT INTO bad VALUES (1, '0000-00-00'), (2, '2020-01-01');",
+    );
+    let url = src.url();
+    let rig = Rig::start(&[RigSource {
+        name: "shop",
+        kind: "mysql",
+        url: &url,
+        extra: "",
+    }])
+    .await;
+    let job = format!(
+        "reader:\n  name: mysqlreader\n  parameter:\n    datasource: {}\n    tables: [\"*\"]\n\
+         writer:\n  name: postgresqlwriter\n  parameter:\n    url: {}\n    schema: {}\n    createTable: true\n\
+         setting:\n  speed: {{channel: 2}}\n  errorLimit: {{record: 0}}\n",
+        rig.datasource("shop"),
+        pg_url(),
+        dst.name
+    );
+    let failed = rig.run(&job).await;
+    assert_eq!(failed.state, ferry_broker::jobs::JobState::Failed);
+    let summary = failed.summary.clone().expect("a summary");
+    assert_eq!(summary.failed_tables(), vec!["bad"], "{summary}");
+    // The zero date is a dirty row; the row after it is in the target.
+    assert_eq!(one(dst.sql("SELECT count(*) FROM bad")), "1");
+
+    // The source is mended (and gains a row in a table that loaded, which a resume
+    // must not read again).
+    src.sql("UPDATE bad SET d = '2021-02-03' WHERE id = 1; INSERT INTO good VALUES (3, 'late');");
+    assert_eq!(rig.resume(&failed.id).await, 202);
+    let status = rig
+        .wait(&failed.id, std::time::Duration::from_secs(120))
+        .await;
+    let summary = status.summary.clone().expect("a summary");
+    assert_eq!(
+        status.state,
+        ferry_broker::jobs::JobState::Succeeded,
+        "{summary}"
+    );
+    let earlier: Vec<&str> = summary
+        .tables
+        .iter()
+        .filter(|l| l.earlier)
+        .map(|l| l.source.as_str())
+        .collect();
+    assert_eq!(earlier, ["child", "good"], "{summary}");
+    assert!(
+        summary
+            .to_string()
+            .contains("ok (loaded by an earlier run)"),
+        "{summary}"
+    );
+    // bad loaded from the start, once: the job owned it (it created it).
+    assert_eq!(
+        dst.sql("SELECT id || ' ' || d FROM bad ORDER BY id"),
+        "1 2021-02-03\n2 2020-01-01\n"
+    );
+    assert_eq!(
+        one(dst.sql("SELECT count(*) FROM good")),
+        "2",
+        "not read again"
+    );
+    assert_eq!(
+        one(dst.sql(&format!(
+            "SELECT string_agg(conname, ',') FROM pg_constraint WHERE contype = 'f' AND connamespace = '{}'::regnamespace",
+            dst.name
+        ))),
+        "child_fk_child_good"
+    );
+    assert_eq!(
+        one(dst.sql(&format!(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = '{}' AND tablename = 'bad' AND indexdef LIKE '%(d)%'",
+            dst.name
+        ))),
+        "1"
+    );
+    rig.stop().await;
+}

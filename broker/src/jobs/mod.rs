@@ -516,6 +516,7 @@ pub(crate) async fn submit(
             resume: None,
             tasks: Vec::new(),
             job_key,
+            earlier: None,
         },
     );
     Ok(id)
@@ -533,6 +534,8 @@ struct Launch {
     tasks: Vec<TaskStatus>,
     /// The key the target's checkpoints of this job are kept under.
     job_key: String,
+    /// A whole-database job picked up again: its tables as recorded.
+    earlier: Option<std::collections::BTreeMap<String, ferry_engine::database::EarlierTable>>,
 }
 
 /// Runs a job in the background: a new one, or one picked up again.
@@ -548,6 +551,7 @@ fn launch(shared: &Arc<JobHub>, l: Launch) {
         resume,
         tasks,
         job_key,
+        earlier,
     } = l;
     let id = format!("job-{number}");
     let Location::DataSource { group, name } = job.reader.location.clone() else {
@@ -606,19 +610,20 @@ fn launch(shared: &Arc<JobHub>, l: Launch) {
     opts.observer = Some(observer);
     opts.resume = resume;
     opts.job_key = Some(job_key);
+    opts.earlier = earlier;
     let shared2 = shared.clone();
-    let whole = WholeDatabase {
+    let many = ManyTables {
         shared: shared.clone(),
         id: id.clone(),
-        group: group.clone(),
-        datasource: name.clone(),
         compression,
         log: log.clone(),
+        next: Default::default(),
     };
     shared.tasks.spawn(async move {
-        let result = match &job.reader.tables {
-            None => ferry_engine::run_job(&job, reading, sink, &opts, progress.clone()).await,
-            Some(_) => whole.run(&job, &reading, sink, &opts).await,
+        let result = if job.reader.tables.is_some() || job.reader.merge.is_some() {
+            many.run(&job, sink, &opts).await
+        } else {
+            ferry_engine::run_job(&job, reading, sink, &opts, progress.clone()).await
         };
         let wire_now = entry.wire.load(Ordering::Relaxed);
         let snap = progress.snapshot(wire_now);
@@ -687,60 +692,100 @@ fn launch(shared: &Arc<JobHub>, l: Launch) {
     });
 }
 
-/// A whole-database job through the tunnel: an agent of the group lists the tables its
-/// policy allows, and each selected table runs as a one-table job through its own
-/// [`reading::TunnelReading`] (task ids unique per table), sharing `channel`.
-struct WholeDatabase {
+/// A whole-database or sharded job through the tunnel: an agent of each source's group
+/// lists the tables its policy allows, and each selected table runs as a one-table job
+/// through its own [`reading::TunnelReading`] (task ids unique per table), sharing
+/// `channel`.
+struct ManyTables {
     shared: Arc<JobHub>,
     id: String,
-    group: String,
-    datasource: String,
     compression: Compression,
     log: JobLog,
+    /// Readings made so far: numbers each table's task ids.
+    next: std::sync::atomic::AtomicUsize,
 }
 
-impl WholeDatabase {
-    async fn run(
+impl ManyTables {
+    /// A reading of data source `group/datasource`, for one table (or for its listing).
+    fn reading(&self, job: &Job, group: &str, datasource: &str) -> reading::TunnelReading {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        reading::TunnelReading::new(
+            self.shared.clone(),
+            reading::TunnelJob {
+                job_id: self.id.clone(),
+                attempt_prefix: format!("{}.t{i}", self.id),
+                group: group.to_string(),
+                datasource: datasource.to_string(),
+                options: &job.reader.options,
+                compression: self.compression,
+                max_splits: job.setting.speed.channel.max(1) * 4,
+                plan: None,
+                resumed: false,
+                log: self.log.clone(),
+            },
+        )
+    }
+
+    async fn list(
         &self,
         job: &Job,
-        lister: &reading::TunnelReading,
-        sink: Arc<dyn ferry_connectors::Sink>,
-        opts: &RunOptions,
-    ) -> Result<Summary, ferry_engine::RunError> {
-        let listing =
-            lister
-                .list_tables()
-                .await
-                .map_err(|message| ferry_engine::RunError::Reader {
-                    stage: "listing the source's tables",
-                    message,
-                })?;
+        group: &str,
+        datasource: &str,
+    ) -> Result<ferry_connectors::TableListing, ferry_engine::RunError> {
+        let listing = self
+            .reading(job, group, datasource)
+            .list_tables()
+            .await
+            .map_err(|message| ferry_engine::RunError::Reader {
+                stage: "listing the source's tables",
+                message: format!("{group}/{datasource}: {message}"),
+            })?;
         self.log
             .info(format!(
-                "the agent lists {} tables its policy allows",
+                "an agent of {group} lists {} tables of {datasource} its policy allows",
                 listing.tables.len()
             ))
             .await;
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let reading_for = |_: &str| -> Arc<dyn ferry_engine::Reading> {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            Arc::new(reading::TunnelReading::new(
-                self.shared.clone(),
-                reading::TunnelJob {
-                    job_id: self.id.clone(),
-                    attempt_prefix: format!("{}.t{i}", self.id),
-                    group: self.group.clone(),
-                    datasource: self.datasource.clone(),
-                    options: &job.reader.options,
-                    compression: self.compression,
-                    max_splits: job.setting.speed.channel.max(1) * 4,
-                    plan: None,
-                    resumed: false,
-                    log: self.log.clone(),
-                },
-            ))
+        Ok(listing)
+    }
+
+    async fn run(
+        &self,
+        job: &Job,
+        sink: Arc<dyn ferry_connectors::Sink>,
+        opts: &RunOptions,
+    ) -> Result<Summary, ferry_engine::RunError> {
+        let Some(merge) = &job.reader.merge else {
+            let Location::DataSource { group, name } = &job.reader.location else {
+                return Err(not_brokered());
+            };
+            let listing = self.list(job, group, name).await?;
+            let reading_for = |_: &str| -> Arc<dyn ferry_engine::Reading> {
+                Arc::new(self.reading(job, group, name))
+            };
+            return ferry_engine::run_database(job, listing, &reading_for, sink, opts).await;
         };
-        ferry_engine::run_database(job, listing, &reading_for, sink, opts).await
+        let mut sources = Vec::with_capacity(merge.shards.len());
+        let mut listings = Vec::with_capacity(merge.shards.len());
+        for shard in &merge.shards {
+            let Location::DataSource { group, name } = &shard.location else {
+                return Err(not_brokered());
+            };
+            listings.push(self.list(job, group, name).await?);
+            sources.push((group.as_str(), name.as_str()));
+        }
+        let reading_for = |i: usize, _: &str| -> Arc<dyn ferry_engine::Reading> {
+            let (group, name) = sources[i];
+            Arc::new(self.reading(job, group, name))
+        };
+        ferry_engine::run_merge(job, listings, &reading_for, sink, opts).await
+    }
+}
+
+fn not_brokered() -> ferry_engine::RunError {
+    ferry_engine::RunError::Reader {
+        stage: "reading through the tunnel",
+        message: "every source of a brokered job is a `datasource`".into(),
     }
 }
 
@@ -824,10 +869,10 @@ async fn prepare_resume(shared: &Arc<JobHub>, r: &JobRecord) -> Result<Launch, S
     let vars: BTreeMap<String, String> =
         serde_json::from_str(&r.vars_json).map_err(|e| format!("stored variables: {e}"))?;
     let job = Job::parse(&r.spec, &vars).map_err(|e| format!("the job no longer parses: {e}"))?;
-    if job.reader.tables.is_some() {
+    if job.reader.merge.is_some() {
         return Err(
-            "a whole-database job is not picked up again yet: run it anew (its tables that \
-             loaded hold rows: say what to do with them with `existing`)"
+            "a sharded job is not picked up again yet: run it anew (say with `existing` what \
+             to do with the rows it wrote)"
                 .into(),
         );
     }
@@ -874,8 +919,34 @@ async fn prepare_resume(shared: &Arc<JobHub>, r: &JobRecord) -> Result<Launch, S
             )
         }
     };
+    // A whole-database job: the tables that loaded are not loaded again.
+    let earlier = match job.reader.tables {
+        None => None,
+        Some(_) => Some(
+            shared
+                .state
+                .tables(r.number)
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|t| {
+                    let line = t
+                        .line_json
+                        .as_deref()
+                        .and_then(|j| serde_json::from_str(j).ok());
+                    let e = ferry_engine::database::EarlierTable {
+                        owned: t.owned,
+                        done: t.done,
+                        line,
+                    };
+                    (t.source, e)
+                })
+                .collect(),
+        ),
+    };
     Ok(Launch {
         number: r.number,
+        earlier,
         job,
         sink,
         compression,

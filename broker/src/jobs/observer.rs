@@ -88,6 +88,34 @@ impl JobObserver {
 
 #[async_trait]
 impl RunObserver for JobObserver {
+    async fn tables_planned(&self, tables: &[(String, bool)]) -> Result<(), String> {
+        self.store
+            .tables_planned(self.number(), tables)
+            .await
+            .map_err(|e| {
+                self.metrics.error("state_store");
+                e.to_string()
+            })
+    }
+
+    async fn table_ended(&self, line: &ferry_engine::TableLine, done: bool) {
+        let json = serde_json::to_string(line).ok();
+        if let Err(e) = self
+            .store
+            .table_ended(
+                self.number(),
+                &line.source,
+                done,
+                json.as_deref().filter(|_| done),
+            )
+            .await
+        {
+            // The table is loaded again if the job resumes: more work, nothing lost.
+            self.metrics.error("state_store");
+            warn!(job = self.number(), table = %line.source, "recording a table's end: {e}");
+        }
+    }
+
     async fn planned(
         &self,
         schema: &SchemaRef,
