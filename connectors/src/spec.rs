@@ -205,6 +205,11 @@ pub struct WriteSpec {
     /// engine from the source, never from a job file.
     #[serde(skip)]
     pub described: Option<TableSchema>,
+    /// A row whose key is already in the target fails the write (a sharded job's key
+    /// collision) instead of becoming a dirty record where a target refuses rows one by
+    /// one (MySQL). Set by the engine, never from a job file.
+    #[serde(skip)]
+    pub collisions_fail: bool,
 }
 
 impl WriteSpec {

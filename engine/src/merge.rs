@@ -163,69 +163,13 @@ pub async fn run_merge(
     opts: &RunOptions,
 ) -> Result<Summary, RunError> {
     let start = OffsetDateTime::now_utc();
-    let merge = job.reader.merge.as_ref().ok_or_else(|| RunError::Reader {
-        stage: "merging shards",
-        message: "not a sharded job".into(),
-    })?;
-    let units = select(merge, &listings)?;
-    info!(
-        shards = merge.shards.len(),
-        tables = units.len(),
-        "sharded job"
-    );
-    let select_err = |message| RunError::Reader {
-        stage: "comparing the shards' columns",
-        message,
-    };
-    // Each unit's reading, with the source columns, and its schema.
-    let extra = merge.source_columns.names();
-    let mut readings = Vec::with_capacity(units.len());
-    let mut schemas = Vec::with_capacity(units.len());
-    for u in &units {
-        let mut values = Vec::new();
-        if let Some(c) = &merge.source_columns.source {
-            values.push((c.clone(), merge.shards[u.shard].name.clone()));
-        }
-        if let Some(c) = &merge.source_columns.table {
-            values.push((c.clone(), u.table.clone()));
-        }
-        let reading: Arc<dyn Reading> = Arc::new(Tagged {
-            inner: reading_for(u.shard, &u.table),
-            values,
-            in_key: merge.source_columns.in_key,
-        });
-        let schema = reading
-            .schema(&unit_spec(job, u))
-            .await
-            .map_err(|e| select_err(format!("{}: {e}", u.label)))?;
-        readings.push(reading);
-        schemas.push(schema);
-    }
-    let merged = compare(&units, &schemas).map_err(select_err)?;
-
-    // The target, prepared once: created from the first table's description (over the
-    // widest text columns of all), `existing` applied, preSql run.
+    let Resolved {
+        units,
+        readings,
+        wspec,
+        tschema,
+    } = resolve(job, &listings, reading_for).await?;
     let conn = |stage| move |source| RunError::Connector { stage, source };
-    let mut wspec = job.writer.spec.clone();
-    if !wspec.columns.is_empty() && wspec.columns != ["*"] {
-        wspec.columns.extend(extra.iter().cloned());
-    }
-    let tschema = target_schema(&merged, &wspec.columns).map_err(conn("mapping columns"))?;
-    let first = &units[0];
-    if wspec.create_table {
-        wspec.described = described(
-            readings[0].as_ref(),
-            &unit_spec(job, first),
-            &schemas[0],
-            &tschema,
-            None,
-        )
-        .await
-        .map_err(|message| RunError::Reader {
-            stage: "describing the first shard's table",
-            message,
-        })?;
-    }
     let ddl = sink
         .table_ddl(&wspec, &tschema)
         .map_err(conn("rendering the target's DDL"))?;
@@ -251,6 +195,7 @@ pub async fn run_merge(
         w.existing = Some(Existing::Append);
         w.pre_sql.clear();
         w.post_sql.clear();
+        w.collisions_fail = true;
         let mut o = RunOptions::new(crate::database::table_dirty_path(
             &opts.dirty_path,
             &u.label,
@@ -332,8 +277,103 @@ pub async fn run_merge(
     Ok(total)
 }
 
-/// Runs sharded `job` with its readers in this process.
-pub async fn run_merge_standalone(job: &Job, opts: &RunOptions) -> Result<Summary, RunError> {
+/// A sharded job's tables and its one target, before anything is written.
+pub(crate) struct Resolved {
+    units: Vec<Unit>,
+    /// Each unit's reading, the source columns added.
+    readings: Vec<Arc<dyn Reading>>,
+    /// The writer's spec for the target (its `described` filled with `createTable`).
+    pub wspec: ferry_connectors::WriteSpec,
+    /// The target's columns.
+    pub tschema: SchemaRef,
+}
+
+impl Resolved {
+    /// Every shard table, `shard.table`.
+    pub fn labels(&self) -> Vec<String> {
+        self.units.iter().map(|u| u.label.clone()).collect()
+    }
+}
+
+/// Selects the shard tables of `listings`, compares their columns, and describes the
+/// target from the first one (over the widest text columns of all).
+pub(crate) async fn resolve(
+    job: &Job,
+    listings: &[TableListing],
+    reading_for: &(dyn Fn(usize, &str) -> Arc<dyn Reading> + Send + Sync),
+) -> Result<Resolved, RunError> {
+    let merge = job.reader.merge.as_ref().ok_or_else(|| RunError::Reader {
+        stage: "merging shards",
+        message: "not a sharded job".into(),
+    })?;
+    let units = select(merge, listings)?;
+    info!(
+        shards = merge.shards.len(),
+        tables = units.len(),
+        "sharded job"
+    );
+    let select_err = |message| RunError::Reader {
+        stage: "comparing the shards' columns",
+        message,
+    };
+    let extra = merge.source_columns.names();
+    let mut readings = Vec::with_capacity(units.len());
+    let mut schemas = Vec::with_capacity(units.len());
+    for u in &units {
+        let mut values = Vec::new();
+        if let Some(c) = &merge.source_columns.source {
+            values.push((c.clone(), merge.shards[u.shard].name.clone()));
+        }
+        if let Some(c) = &merge.source_columns.table {
+            values.push((c.clone(), u.table.clone()));
+        }
+        let reading: Arc<dyn Reading> = Arc::new(Tagged {
+            inner: reading_for(u.shard, &u.table),
+            values,
+            in_key: merge.source_columns.in_key,
+        });
+        let schema = reading
+            .schema(&unit_spec(job, u))
+            .await
+            .map_err(|e| select_err(format!("{}: {e}", u.label)))?;
+        readings.push(reading);
+        schemas.push(schema);
+    }
+    let merged = compare(&units, &schemas).map_err(select_err)?;
+    let mut wspec = job.writer.spec.clone();
+    if !wspec.columns.is_empty() && wspec.columns != ["*"] {
+        wspec.columns.extend(extra.iter().cloned());
+    }
+    let tschema = target_schema(&merged, &wspec.columns).map_err(|source| RunError::Connector {
+        stage: "mapping columns",
+        source,
+    })?;
+    if wspec.create_table {
+        wspec.described = described(
+            readings[0].as_ref(),
+            &unit_spec(job, &units[0]),
+            &schemas[0],
+            &tschema,
+            None,
+        )
+        .await
+        .map_err(|message| RunError::Reader {
+            stage: "describing the first shard's table",
+            message,
+        })?;
+    }
+    Ok(Resolved {
+        units,
+        readings,
+        wspec,
+        tschema,
+    })
+}
+
+/// Opens each shard's source in this process and lists its tables.
+pub(crate) async fn open_shards(
+    job: &Job,
+) -> Result<(Vec<Arc<dyn ferry_connectors::Source>>, Vec<TableListing>), RunError> {
     let merge = job.reader.merge.as_ref().ok_or_else(|| RunError::Reader {
         stage: "merging shards",
         message: "not a sharded job".into(),
@@ -350,6 +390,12 @@ pub async fn run_merge_standalone(job: &Job, opts: &RunOptions) -> Result<Summar
         })?);
         sources.push(source);
     }
+    Ok((sources, listings))
+}
+
+/// Runs sharded `job` with its readers in this process.
+pub async fn run_merge_standalone(job: &Job, opts: &RunOptions) -> Result<Summary, RunError> {
+    let (sources, listings) = open_shards(job).await?;
     let sink = crate::registry::open_sink(&job.writer).await?;
     let reading_for = move |i: usize, _: &str| -> Arc<dyn Reading> {
         Arc::new(crate::local::LocalReading::new(sources[i].clone()))

@@ -88,6 +88,9 @@ impl fmt::Display for JobPlan {
 
 /// Plans `job` (a one-table or whole-database job whose reader this process can reach).
 pub async fn plan_job(job: &Job) -> Result<JobPlan, RunError> {
+    if job.reader.merge.is_some() {
+        return plan_merge(job).await;
+    }
     let source = crate::registry::open_source(&job.reader).await?;
     let reader = |stage| {
         move |e: ferry_connectors::ConnectorError| RunError::Reader {
@@ -126,6 +129,31 @@ pub async fn plan_job(job: &Job) -> Result<JobPlan, RunError> {
             .push(plan_table(&one, source.clone(), name, naming).await?);
     }
     Ok(plan)
+}
+
+/// Plans sharded `job`: its shard tables (their columns compared) into its one target.
+async fn plan_merge(job: &Job) -> Result<JobPlan, RunError> {
+    let (sources, listings) = crate::merge::open_shards(job).await?;
+    let reading_for = move |i: usize, _: &str| -> Arc<dyn crate::run::Reading> {
+        Arc::new(crate::local::LocalReading::new(sources[i].clone()))
+    };
+    let r = crate::merge::resolve(job, &listings, &reading_for).await?;
+    let ddl = ddl::render(job.writer.kind, &r.wspec, &r.tschema).map_err(|source| {
+        RunError::Connector {
+            stage: "rendering the target's DDL",
+            source,
+        }
+    })?;
+    let labels = r.labels();
+    Ok(JobPlan {
+        tables: vec![TablePlan {
+            source: format!("{} shard tables: {}", labels.len(), labels.join(", ")),
+            target: r.wspec.table.clone(),
+            columns: r.tschema.fields().len(),
+            ddl,
+        }],
+        not_migrated: Vec::new(),
+    })
 }
 
 async fn plan_table(

@@ -211,12 +211,28 @@ fn shards_with_other_columns_are_named_before_anything_is_written() {
         "nothing created"
     );
 
-    // Reading the columns they share, the merge runs.
-    let (ok, out, err) = ferry_tests::proc::ferry_run_job(
-        tmp.path(),
-        &job("    column: [id, amount, placed]\n    sourceColumns: {source: shard, table: tbl, inKey: true}\n"),
-        &["--quiet"],
+    // Reading the columns they share, the merge runs; its plan shows the one target.
+    let shared = job(
+        "    column: [id, amount, placed]\n    sourceColumns: {source: shard, table: tbl, inKey: true}\n",
     );
+    let path = tmp.path().join("shards.yaml");
+    std::fs::write(&path, &shared).unwrap();
+    let plan = ferry_tests::proc::ferry(tmp.path(), &["job", "plan", path.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    for want in [
+        "-- 8 shard tables: east.order_0, east.order_1",
+        "west.order_3 -> ",
+        "PRIMARY KEY (\"id\", \"shard\", \"tbl\")",
+        "-- 1 tables,",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    let (ok, out, err) = ferry_tests::proc::ferry_run_job(tmp.path(), &shared, &["--quiet"]);
     assert!(ok, "{out}\n{err}");
     let total: usize = (0..2).flat_map(|i| (0..4).map(move |k| rows(i, k))).sum();
     assert_eq!(
@@ -227,4 +243,22 @@ fn shards_with_other_columns_are_named_before_anything_is_written() {
         one(dst.sql("SELECT string_agg(DISTINCT shard, ',' ORDER BY shard) FROM orders")),
         "east,west"
     );
+
+    // Into MariaDB, which refuses rows one by one: a collision is still an error, not
+    // a dirty record.
+    let Some(my) = MyDb::new("ferry_shardcol_my") else {
+        return;
+    };
+    let into_my = format!(
+        "reader:\n  name: mysqlreader\n  parameter:\n    tables: [order_0]\n    column: [id, amount]\n    shards:\n\
+         \x20     - {{url: \"{a}\", name: east}}\n      - {{url: \"{b}\", name: west}}\n\
+         writer:\n  name: mysqlwriter\n  parameter:\n    url: {m}\n    table: orders\n    createTable: true\n",
+        a = dbs[0].url(),
+        b = dbs[1].url(),
+        m = my.url(),
+    );
+    let (ok, out, err) = ferry_tests::proc::ferry_run_job(tmp.path(), &into_my, &["--quiet"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("key collision across shards"), "{out}\n{err}");
+    assert!(out.contains("Duplicate entry"), "{out}");
 }

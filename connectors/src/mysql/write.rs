@@ -583,6 +583,7 @@ impl MySqlSink {
                 usize::MAX
             },
             checkpoint: None,
+            collisions_fail: spec.collisions_fail,
         })
     }
 }
@@ -596,6 +597,8 @@ struct MySqlWriter {
     max_bytes: usize,
     max_rows: usize,
     checkpoint: Option<CheckpointSql>,
+    /// See [`WriteSpec::collisions_fail`].
+    collisions_fail: bool,
 }
 
 /// One value taken from an Arrow array, with its meaning.
@@ -1019,6 +1022,7 @@ impl MySqlWriter {
             head,
             tail,
             checkpoint: cp_sql,
+            collisions_fail,
             ..
         } = self;
         let mut tx = conn
@@ -1046,6 +1050,16 @@ impl MySqlWriter {
                             .await
                         {
                             Ok(_) => outcome.written += 1,
+                            Err(sqlx::Error::Database(e))
+                                if *collisions_fail
+                                    && e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                                        .is_some_and(|m| m.number() == 1062) =>
+                            {
+                                return Err(ConnectorError::query(
+                                    "INSERT",
+                                    sqlx::Error::Database(e),
+                                ));
+                            }
                             Err(sqlx::Error::Database(e)) => {
                                 let msg = e.message().to_string();
                                 outcome.dirty.push(DirtyRecord {
