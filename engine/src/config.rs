@@ -118,6 +118,8 @@ pub struct WriterConfig {
     pub options: Map<String, Value>,
     /// Where each table of a whole-database job goes.
     pub naming: crate::database::TableNaming,
+    /// Target types the job chose for some source types (`typeMap`).
+    pub type_map: crate::retype::TypeMap,
 }
 
 /// `setting.speed`.
@@ -240,6 +242,8 @@ impl Job {
         let (wkind, wloc, mut wparam, wopts) = endpoint("writer", writer)?;
         let naming = crate::database::TableNaming::take(&mut wparam)
             .map_err(|e| field("writer.parameter", e))?;
+        let type_map = crate::retype::TypeMap::take(&mut wparam)
+            .map_err(|e| field("writer.parameter.typeMap", e))?;
         let mode_given = wparam.contains_key("writeMode");
         let mut wspec: WriteSpec = serde_json::from_value(Value::Object(wparam))
             .map_err(|e| field("writer.parameter", e.to_string()))?;
@@ -300,6 +304,7 @@ impl Job {
                 spec: wspec,
                 options: wopts,
                 naming,
+                type_map,
             },
             setting,
         };

@@ -531,6 +531,7 @@ async fn earlier_constraints(
     let rspec = crate::run::read_spec(one);
     let schema = reading.schema(&rspec).await?;
     let tschema = crate::run::target_schema(&schema, &spec.columns).map_err(|e| e.to_string())?;
+    let (tschema, _) = one.writer.type_map.apply(&tschema);
     let mut spec = spec.clone();
     spec.described = crate::run::described(
         reading.as_ref(),

@@ -14,6 +14,7 @@
 //!   target table, sharing the job's `channel`; foreign keys once all are loaded;
 //! - [`merge`]: sharded jobs: the tables of one or more sources (`shards`) into one
 //!   target table, with columns naming where each row came from;
+//! - [`retype`]: a writer's `typeMap` (`tinyint(1)` as boolean, geometry as WKB);
 //! - [`plan`]: what a job would do (tables, DDL, flagged conversions), touching nothing;
 //! - [`local`]: the reader in this process (`ferry run`); the broker has the
 //!   other one, an agent across the tunnel.
@@ -25,6 +26,7 @@ pub mod merge;
 pub mod plan;
 mod position;
 pub mod registry;
+pub mod retype;
 pub mod run;
 pub mod summary;
 pub mod throttle;

@@ -348,6 +348,7 @@ pub(crate) async fn resolve(
         stage: "mapping columns",
         source,
     })?;
+    let (tschema, _) = job.writer.type_map.apply(&tschema);
     if wspec.create_table {
         wspec.described = described(
             readings[0].as_ref(),

@@ -178,6 +178,7 @@ async fn plan_table(
             stage: "mapping columns",
             source,
         })?;
+    let (tschema, _) = job.writer.type_map.apply(&tschema);
     let mut wspec = job.writer.spec.clone();
     if wspec.create_table {
         let reading = crate::local::LocalReading::new(source);

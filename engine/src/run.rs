@@ -590,6 +590,9 @@ pub async fn run_job(
         .map_err(reader("reading the source schema"))?;
     let tschema =
         target_schema(&schema, &job.writer.spec.columns).map_err(conn("mapping columns"))?;
+    let (tschema, retype) = job.writer.type_map.apply(&tschema);
+    let retype: Option<Arc<[Option<crate::retype::Retype>]>> =
+        retype.iter().any(Option::is_some).then(|| retype.into());
     let channel = job.setting.speed.channel.max(1);
     let splits = reading
         .plan(&rspec, channel * 4)
@@ -689,6 +692,7 @@ pub async fn run_job(
             wspec: job.writer.spec.clone(),
             schema: schema.clone(),
             tschema: tschema.clone(),
+            retype: retype.clone(),
             retry: job.setting.retry.clone(),
             shared: shared.clone(),
             job_key: job_key.clone(),
@@ -771,6 +775,8 @@ struct Task {
     wspec: ferry_connectors::WriteSpec,
     schema: SchemaRef,
     tschema: SchemaRef,
+    /// The writer's `typeMap`, per column, when it changes any.
+    retype: Option<Arc<[Option<crate::retype::Retype>]>>,
     retry: crate::config::Retry,
     shared: Arc<Shared>,
     job_key: Arc<str>,
@@ -995,6 +1001,7 @@ impl Task {
             feed.as_mut(),
             writer.as_mut(),
             &self.tschema,
+            self.retype.as_deref(),
             self.wspec.batch_size,
             split,
             keys,
@@ -1030,6 +1037,7 @@ async fn pump(
     feed: &mut dyn SplitFeed,
     writer: &mut dyn ferry_connectors::SinkWriter,
     tschema: &SchemaRef,
+    retype: Option<&[Option<crate::retype::Retype>]>,
     batch_size: usize,
     split: &Split,
     mut keys: Follow,
@@ -1066,7 +1074,16 @@ async fn pump(
             o.batch_read(rows, bytes);
         }
         shared.throttle.wait(bytes, rows).await;
-        let renamed = RecordBatch::try_new(tschema.clone(), batch.columns().to_vec())
+        let columns = match retype {
+            None => batch.columns().to_vec(),
+            Some(plan) => {
+                let (columns, changed) =
+                    crate::retype::convert(&batch, plan, tschema).map_err(ReadError::from)?;
+                counters.add_changes(&changed);
+                columns
+            }
+        };
+        let renamed = RecordBatch::try_new(tschema.clone(), columns)
             .map_err(|e| ReadError::from(format!("renaming columns: {e}")))?;
         // `batchSize` caps the rows per write (one transaction each); a
         // larger batch from the reader is written in slices (zero-copy).

@@ -867,3 +867,51 @@ async fn resuming_a_whole_database_job_loads_only_the_tables_that_did_not_finish
     );
     rig.stop().await;
 }
+
+#[test]
+fn a_type_map_makes_flags_booleans_and_geometries_standard_wkb() {
+    let Some(src) = MyDb::new("ferry_mig_types") else {
+        return;
+    };
+    let Some(dst) = PgSchema::new("ferry_mig_typesdst") else {
+        return;
+    };
+    src.sql(SHOP);
+    src.sql(
+        "INSERT INTO products VALUES (8, 'SKU-0008', NULL, 1.00, NULL, 2, 'odd flag');
+         INSERT INTO warehouses VALUES ('HAM1', ST_GeomFromText('POINT(10 53.5)', 4326), NULL);",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let job = format!(
+        "reader:\n  name: mysqlreader\n  parameter:\n    url: {src}\n    tables: [categories, products, warehouses]\n\
+         writer:\n  name: postgresqlwriter\n  parameter:\n    url: {pg}\n    schema: {d}\n    createTable: true\n\
+         \x20   typeMap: {{\"tinyint(1)\": boolean, geometry: wkb}}\n",
+        src = src.url(),
+        pg = pg_url(),
+        d = dst.name
+    );
+    let (ok, out, err) = ferry_tests::proc::ferry_run_job(tmp.path(), &job, &["--quiet"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains("products.active: 1 value other than 0 or 1 written as true"),
+        "{out}"
+    );
+    assert!(out.contains("warehouses.location: 1 SRID dropped"), "{out}");
+    assert_eq!(
+        dst.sql(&format!(
+            "SELECT data_type || ' ' || column_default FROM information_schema.columns \
+             WHERE table_schema = '{}' AND table_name = 'products' AND column_name = 'active'",
+            dst.name
+        )),
+        "boolean true\n"
+    );
+    assert_eq!(
+        dst.sql("SELECT id || ' ' || active FROM products ORDER BY id"),
+        "1 true\n2 false\n7 true\n8 true\n"
+    );
+    assert_eq!(
+        dst.sql("SELECT code || ' ' || coalesce(upper(encode(location, 'hex')), '-') FROM warehouses ORDER BY code"),
+        src.sql("SELECT CONCAT(code, ' ', coalesce(HEX(ST_AsWKB(location)), '-')) FROM warehouses ORDER BY code"),
+        "standard WKB, as ST_AsWKB gives it"
+    );
+}
