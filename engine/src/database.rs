@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use crate::config::Job;
 use crate::local::LocalReading;
-use crate::run::{run_job, Progress, Reading, RunError, RunOptions};
+use crate::run::{run_job, Reading, RunError, RunOptions};
 use crate::summary::{Summary, TableLine};
 
 /// Most tables one job may select.
@@ -412,6 +412,12 @@ pub async fn run_database(
         lines_before.push(line);
     }
     let ones_specs: Vec<WriteSpec> = ones.iter().map(|o| o.writer.spec.clone()).collect();
+    let throttle = Arc::new(crate::throttle::Throttle::new(
+        job.setting.speed.byte,
+        job.setting.speed.record,
+    ));
+    let parts = crate::run::Parts::default();
+    let follower = parts.follow(opts.totals.clone());
     let mut set = JoinSet::new();
     let n_ones = ones.len();
     for (i, one) in ones.into_iter().enumerate() {
@@ -422,15 +428,17 @@ pub async fn run_database(
         let place = tables.iter().position(|t| *t == table).unwrap_or(i);
         o.job_key = Some(format!("{job_key}-{place}"));
         o.slots = Some(slots.clone());
+        o.throttle = Some(throttle.clone());
         o.deferred = Some(deferred.clone());
         o.starting = Some(starting.clone());
         o.naming = Some(job.writer.naming.clone());
         let reading = reading_for(&table);
         let sink = sink.clone();
         let observer = opts.observer.clone();
+        let progress = parts.add();
         set.spawn(async move {
             let t0 = OffsetDateTime::now_utc();
-            let r = run_job(&one, reading, sink, &o, Arc::new(Progress::new())).await;
+            let r = run_job(&one, reading, sink, &o, progress).await;
             let summary = r.unwrap_or_else(|e| Summary::failed_at(t0, e.to_string()));
             let line = TableLine::of(table, target, summary);
             if let Some(o) = observer {
@@ -449,6 +457,7 @@ pub async fn run_database(
             Err(e) => warn!("a table's task ended abnormally: {e}"),
         }
     }
+    parts.end(follower, opts.totals.as_deref());
     let mut lines: Vec<TableLine> = lines.into_iter().flatten().collect();
     lines.splice(0..0, lines_before);
     let empty: Vec<WriteSpec> = lines

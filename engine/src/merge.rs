@@ -41,8 +41,8 @@ use tracing::{info, warn};
 use crate::config::{Job, Location};
 use crate::database::{TableSelection, MAX_TABLES};
 use crate::run::{
-    described, read_spec, run_job, target_schema, Progress, ReadError, Reading, RunError,
-    RunOptions, SplitFeed, KEY_COLLISION,
+    described, read_spec, run_job, target_schema, ReadError, Reading, RunError, RunOptions,
+    SplitFeed, KEY_COLLISION,
 };
 use crate::summary::{Summary, TableLine};
 
@@ -184,6 +184,12 @@ pub async fn run_merge(
     let slots = Arc::new(Semaphore::new(channel));
     let starting = Arc::new(Semaphore::new(channel));
     let job_key = opts.job_key.clone().unwrap_or_else(crate::run::new_job_key);
+    let throttle = Arc::new(crate::throttle::Throttle::new(
+        job.setting.speed.byte,
+        job.setting.speed.record,
+    ));
+    let parts = crate::run::Parts::default();
+    let follower = parts.follow(opts.totals.clone());
     let mut set = JoinSet::new();
     for (i, (u, reading)) in units.iter().zip(readings).enumerate() {
         let mut one = job.clone();
@@ -202,11 +208,13 @@ pub async fn run_merge(
         ));
         o.job_key = Some(format!("{job_key}-{i}"));
         o.slots = Some(slots.clone());
+        o.throttle = Some(throttle.clone());
         o.starting = Some(starting.clone());
         let (sink, label, target) = (sink.clone(), u.label.clone(), wspec.table.clone());
+        let progress = parts.add();
         set.spawn(async move {
             let t0 = OffsetDateTime::now_utc();
-            let r = run_job(&one, reading, sink, &o, Arc::new(Progress::new())).await;
+            let r = run_job(&one, reading, sink, &o, progress).await;
             let summary = r.unwrap_or_else(|e| Summary::failed_at(t0, e.to_string()));
             (i, TableLine::of(label, target, summary))
         });
@@ -218,6 +226,7 @@ pub async fn run_merge(
             Err(e) => warn!("a shard's task ended abnormally: {e}"),
         }
     }
+    parts.end(follower, opts.totals.as_deref());
     let mut lines: Vec<TableLine> = lines.into_iter().flatten().collect();
     for l in &mut lines {
         if let Some(f) = l.failed.as_mut().filter(|f| f.contains(KEY_COLLISION)) {

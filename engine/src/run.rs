@@ -146,6 +146,12 @@ pub struct RunOptions {
     /// How a whole-database job names target tables: foreign keys refer to the target
     /// names of their tables.
     pub naming: Option<crate::database::TableNaming>,
+    /// A many-table job (whole-database, sharded): the progress its caller watches, kept
+    /// the sum of its tables'; failing it (a cancel) stops every table.
+    pub totals: Option<Arc<Progress>>,
+    /// `setting.speed`'s limits, shared by the tables of a many-table job (the limits
+    /// are the job's).
+    pub throttle: Option<Arc<Throttle>>,
     /// A whole-database job picked up again: what its earlier runs recorded per table.
     pub earlier: Option<std::collections::BTreeMap<String, crate::database::EarlierTable>>,
 }
@@ -163,6 +169,8 @@ impl RunOptions {
             starting: None,
             deferred: None,
             naming: None,
+            totals: None,
+            throttle: None,
             earlier: None,
         }
     }
@@ -330,12 +338,88 @@ impl Progress {
         }
     }
 
+    /// Makes the counters the sum of `parts`' (the tables of a many-table job); failures
+    /// are not summed: each part has its own.
+    pub fn absorb(&self, parts: &[Arc<Progress>]) {
+        let sum = |f: fn(&Progress) -> &AtomicU64| -> u64 {
+            parts.iter().map(|p| f(p).load(Ordering::Relaxed)).sum()
+        };
+        self.read.store(sum(|p| &p.read), Ordering::Relaxed);
+        self.written.store(sum(|p| &p.written), Ordering::Relaxed);
+        self.bytes_read
+            .store(sum(|p| &p.bytes_read), Ordering::Relaxed);
+        self.bytes_written
+            .store(sum(|p| &p.bytes_written), Ordering::Relaxed);
+        self.dirty.store(sum(|p| &p.dirty), Ordering::Relaxed);
+        self.splits_total
+            .store(sum(|p| &p.splits_total), Ordering::Relaxed);
+        self.splits_done
+            .store(sum(|p| &p.splits_done), Ordering::Relaxed);
+        let known = parts
+            .iter()
+            .map(|p| p.estimate.load(Ordering::Relaxed))
+            .filter(|e| *e != u64::MAX);
+        self.estimate.store(known.sum(), Ordering::Relaxed);
+    }
+
     /// Values the reads changed on purpose so far.
     pub fn changes(&self) -> ferry_connectors::spec::Changes {
         self.changes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+}
+
+/// The tables of a many-table job (whole-database, sharded), each with its own
+/// [`Progress`], seen as one: `total` (what the caller watches) is kept their sum while
+/// they run, and a failure of `total` (a cancel, a broker stopping) reaches every one.
+#[derive(Clone, Default)]
+pub(crate) struct Parts(Arc<Mutex<Vec<Arc<Progress>>>>);
+
+impl Parts {
+    /// A new table's progress.
+    pub fn add(&self) -> Arc<Progress> {
+        let p = Arc::new(Progress::new());
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(p.clone());
+        p
+    }
+
+    fn all(&self) -> Vec<Arc<Progress>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Follows the parts into `total` until the returned handle is dropped (or the
+    /// job ends: [`Parts::end`]).
+    pub fn follow(&self, total: Option<Arc<Progress>>) -> Option<tokio::task::JoinHandle<()>> {
+        let total = total?;
+        let parts = self.clone();
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let all = parts.all();
+                total.absorb(&all);
+                if let Some(why) = total.failure() {
+                    for p in all.iter().filter(|p| !p.failed()) {
+                        p.fail(why.clone());
+                    }
+                }
+            }
+        }))
+    }
+
+    /// The job ended: stops following and leaves `total` the final sum.
+    pub fn end(&self, follower: Option<tokio::task::JoinHandle<()>>, total: Option<&Progress>) {
+        if let Some(f) = follower {
+            f.abort();
+        }
+        if let Some(t) = total {
+            t.absorb(&self.all());
+        }
     }
 }
 
@@ -455,7 +539,7 @@ impl Progress {
 
 struct Shared {
     progress: Arc<Progress>,
-    throttle: Throttle,
+    throttle: Arc<Throttle>,
     dirty_file: Mutex<Option<std::io::BufWriter<std::fs::File>>>,
     dirty_path: PathBuf,
     /// A resumed job adds to the dirty records of its earlier runs.
@@ -652,7 +736,12 @@ pub async fn run_job(
 
     let shared = Arc::new(Shared {
         progress: progress.clone(),
-        throttle: Throttle::new(job.setting.speed.byte, job.setting.speed.record),
+        throttle: opts.throttle.clone().unwrap_or_else(|| {
+            Arc::new(Throttle::new(
+                job.setting.speed.byte,
+                job.setting.speed.record,
+            ))
+        }),
         dirty_file: Mutex::new(None),
         dirty_path: opts.dirty_path.clone(),
         dirty_append: opts.resume.is_some(),

@@ -621,6 +621,10 @@ async fn a_whole_database_job_runs_through_the_tunnel_within_the_agents_policy()
     assert!(summary.succeeded(), "{summary}");
     assert_eq!(summary.tables.len(), 16, "{summary}");
     assert!(summary.wire_bytes > 0, "through the tunnel: {summary}");
+    // The job's own progress (what the API shows while it runs) adds its tables up.
+    assert_eq!(status.progress.records_written, summary.records_written);
+    assert_eq!(status.progress.wire_bytes, summary.wire_bytes);
+    assert_eq!(status.progress.splits_done, summary.splits as u64);
     assert_eq!(summary.not_migrated, vec!["view order_totals".to_string()]);
     assert_eq!(summary.changes.total(), 2, "{summary}");
     for t in TABLES {
@@ -914,4 +918,120 @@ fn a_type_map_makes_flags_booleans_and_geometries_standard_wkb() {
         src.sql("SELECT CONCAT(code, ' ', coalesce(HEX(ST_AsWKB(location)), '-')) FROM warehouses ORDER BY code"),
         "standard WKB, as ST_AsWKB gives it"
     );
+}
+
+/// A whole-database job a broker stopped while it ran is picked up by the next broker on
+/// the same state: the tables that had loaded are not loaded again, the others are, and
+/// every row is in the target once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_database_job_goes_on_after_a_broker_restart() {
+    use std::time::{Duration, Instant};
+    let Some(src) = MyDb::new("ferry_mig_restart") else {
+        return;
+    };
+    let Some(dst) = PgSchema::new("ferry_mig_restartdst") else {
+        return;
+    };
+    let mut ddl = String::new();
+    for t in 0..6 {
+        ddl.push_str(&format!(
+            "CREATE TABLE t{t} (id INT PRIMARY KEY, v VARCHAR(20) NOT NULL);
+             INSERT INTO t{t} SELECT seq, CONCAT('row ', seq) FROM seq_1_to_300;"
+        ));
+    }
+    src.sql(&ddl);
+    let setup = common::Setup::new();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", ferry_tests::proc::free_port())
+        .parse()
+        .unwrap();
+    let config = setup.broker_config(addr);
+    let broker = ferry_broker::Broker::start(config.clone(), ferry_broker::data::refuse_all())
+        .await
+        .expect("broker starts");
+    let cert = setup.pki.agent("restart-1", "idc-restart");
+    let mut text = setup.pki.agent_toml(&cert, &addr.to_string(), "localhost");
+    text.push_str(&format!(
+        "\n[sources.shop]\nkind = \"mysql\"\nurl = \"{}\"\n",
+        src.url()
+    ));
+    let agent_config: ferry_agent::AgentConfig = common::toml_from(&text);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(async move {
+        let _ = ferry_agent::run(agent_config, async {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    common::eventually("the agent registers", Duration::from_secs(20), || {
+        !broker.registry().list().is_empty()
+    })
+    .await;
+    // About 6 s at 300 rows/s: the broker stops while some tables are still loading.
+    let job = format!(
+        "reader:\n  name: mysqlreader\n  parameter:\n    datasource: idc-restart/shop\n    tables: [\"*\"]\n\
+         writer:\n  name: postgresqlwriter\n  parameter:\n    url: {}\n    schema: {}\n    createTable: true\n\
+         setting:\n  speed: {{channel: 2, record: 300}}\n",
+        pg_url(),
+        dst.name
+    );
+    let id = broker
+        .submit(&job, ferry_engine::config::default_vars(), None)
+        .await
+        .expect("job submitted");
+    let start = Instant::now();
+    loop {
+        let s = broker.jobs().get(&id).await.unwrap().expect("the job");
+        if s.progress.records_written >= 700 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the job does not move: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    broker.shutdown().await;
+
+    let broker = ferry_broker::Broker::start(config, ferry_broker::data::refuse_all())
+        .await
+        .expect("the broker starts again");
+    let start = Instant::now();
+    let status = loop {
+        let s = broker.jobs().get(&id).await.unwrap().expect("the job");
+        if s.state != ferry_broker::jobs::JobState::Running {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the job does not end: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let summary = status.summary.clone().expect("a summary");
+    assert_eq!(
+        status.state,
+        ferry_broker::jobs::JobState::Succeeded,
+        "{summary}"
+    );
+    assert!(status.resumes >= 1, "{status:?}");
+    assert!(
+        summary.tables.iter().any(|l| l.earlier),
+        "some tables had loaded before the stop: {summary}"
+    );
+    assert!(
+        summary.tables.iter().any(|l| !l.earlier),
+        "some had not: {summary}"
+    );
+    for t in 0..6 {
+        assert_eq!(
+            dst.sql(&format!(
+                "SELECT count(*) || ' ' || count(DISTINCT id) || ' ' || sum(id) FROM t{t}"
+            )),
+            "300 300 45150\n",
+            "t{t}"
+        );
+    }
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), agent).await;
+    broker.shutdown().await;
 }

@@ -618,7 +618,10 @@ fn launch(shared: &Arc<JobHub>, l: Launch) {
         compression,
         log: log.clone(),
         next: Default::default(),
+        wire: entry.wire.clone(),
     };
+    // A many-table job's tables add up into the job's progress, and a cancel reaches them.
+    opts.totals = Some(progress.clone());
     shared.tasks.spawn(async move {
         let result = if job.reader.tables.is_some() || job.reader.merge.is_some() {
             many.run(&job, sink, &opts).await
@@ -703,6 +706,8 @@ struct ManyTables {
     log: JobLog,
     /// Readings made so far: numbers each table's task ids.
     next: std::sync::atomic::AtomicUsize,
+    /// The job's wire bytes, which every table's reading adds to (live, for the API).
+    wire: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ManyTables {
@@ -724,6 +729,7 @@ impl ManyTables {
                 log: self.log.clone(),
             },
         )
+        .counting_into(self.wire.clone())
     }
 
     async fn list(

@@ -78,6 +78,8 @@ pub struct TunnelReading {
     plan_wait: Duration,
     next_agent: AtomicUsize,
     wire: Arc<AtomicU64>,
+    /// A many-table job's wire bytes, which this reading's add to.
+    total_wire: Option<Arc<AtomicU64>>,
     log: super::observer::JobLog,
 }
 
@@ -106,6 +108,7 @@ impl TunnelReading {
             },
             next_agent: AtomicUsize::new(0),
             wire: Arc::new(AtomicU64::new(0)),
+            total_wire: None,
             log: job.log,
         }
     }
@@ -113,6 +116,12 @@ impl TunnelReading {
     /// Bytes that crossed the tunnel for this job so far, shared.
     pub(crate) fn wire_counter(&self) -> Arc<AtomicU64> {
         self.wire.clone()
+    }
+
+    /// Also counts this reading's wire bytes into `total` (a many-table job's).
+    pub(crate) fn counting_into(mut self, total: Arc<AtomicU64>) -> Self {
+        self.total_wire = Some(total);
+        self
     }
 
     /// The next agent to give work to, waiting up to `wait` for one.
@@ -327,6 +336,7 @@ impl Reading for TunnelReading {
             last_seq: None,
             wire_seen: 0,
             wire: self.wire.clone(),
+            total_wire: self.total_wire.clone(),
             metrics: self.shared.metrics.clone(),
             task_id,
             agent: agent.clone(),
@@ -370,6 +380,8 @@ struct TunnelFeed {
     last_seq: Option<u64>,
     wire_seen: u64,
     wire: Arc<AtomicU64>,
+    /// A many-table job's wire bytes, which this reading's add to.
+    total_wire: Option<Arc<AtomicU64>>,
     metrics: Arc<crate::metrics::Metrics>,
     task_id: String,
     agent: AgentHandle,
@@ -382,6 +394,9 @@ impl TunnelFeed {
             let now = ds.wire_bytes();
             let new = now.saturating_sub(self.wire_seen);
             self.wire.fetch_add(new, Ordering::Relaxed);
+            if let Some(t) = &self.total_wire {
+                t.fetch_add(new, Ordering::Relaxed);
+            }
             self.metrics.wire_bytes.inc_by(new);
             self.wire_seen = now;
         }
