@@ -74,6 +74,19 @@ pub struct ColumnDef {
     pub set: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// The source's collation where it compares other than byte by byte (MySQL's `_ci`
+    /// and `_ai` collations): a target that compares otherwise flags it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collation: Option<String>,
+}
+
+impl ColumnDef {
+    /// Whether the source compares this column's text ignoring case or accents.
+    pub fn loose_collation(&self) -> Option<&str> {
+        self.collation
+            .as_deref()
+            .filter(|c| c.ends_with("_ci") || c.contains("_ai"))
+    }
 }
 
 /// A column default, dialect-free.
@@ -265,6 +278,9 @@ impl TableSchema {
             check_name("column", &c.name)?;
             if let Some(comment) = &c.comment {
                 check_text("column comment", comment)?;
+            }
+            if let Some(coll) = &c.collation {
+                check_name("collation", coll)?;
             }
             match &c.default {
                 Some(ColumnDefault::Literal(t)) => check_text("default", t)?,

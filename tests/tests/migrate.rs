@@ -560,6 +560,7 @@ fn plan_prints_the_ddl_and_flags_lossy_conversions_without_touching_the_target()
         "-- ! column location: geometry is bytea",
         "-- ! column flags: SET is text",
         "-- ! column created_at: NOT NULL kept: a zero date",
+        "-- ! column email: collation utf8mb4_general_ci ignores case or accents; PostgreSQL compares exactly",
         "-- not migrated: view order_totals",
         "-- 14 tables,",
     ] {

@@ -53,7 +53,7 @@ pub(crate) async fn table_schema(
         .filter(|c| !c.is_empty());
 
     let rows = sqlx::query(
-        "SELECT COLUMN_NAME, COLUMN_DEFAULT, EXTRA, COLUMN_COMMENT, IS_NULLABLE \
+        "SELECT COLUMN_NAME, COLUMN_DEFAULT, EXTRA, COLUMN_COMMENT, IS_NULLABLE, COLLATION_NAME \
          FROM information_schema.COLUMNS \
          WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
     )
@@ -71,6 +71,7 @@ pub(crate) async fn table_schema(
             not_null: s(r, 4).as_deref() == Some("NO"),
             comment: s(r, 3).filter(|c| !c.is_empty()),
             on_update_now: extra.contains("on update current_timestamp"),
+            collation: s(r, 5).filter(|c| !c.ends_with("_bin")),
             ..ColumnDef::default()
         };
         if extra.contains("auto_increment") {
