@@ -31,11 +31,14 @@
 #    column where the table has them) against the source; and compares the
 #    target catalog's indexes and foreign keys (columns, uniqueness, ON DELETE /
 #    ON UPDATE) with the source's. A run whose rows differ is FAIL and is left
-#    out of the medians; missing indexes or keys are shown, not hidden.
+#    out of the medians; missing indexes or keys are shown, not hidden. A run
+#    during which the VM stood still (no top frame for over 5 s) is STALL and is
+#    left out too.
 #
 # Env: RUNS=1  CHANNEL=4  SCALE=1  TOOLS="ferry pgloader"  COMPRESSION=zstd:1
 #      PGLOADER_HEAP=4096  FORCE=1 (rebuild the source)  GEN_ONLY=1 (only make the source)  CLEAN=1 (drop the source
 #      at the end too)  KEEP_TARGETS=1 (leave the last run's targets)
+#      QUIET_TIMEOUT=900 (s to wait, before each run, for other processes to go idle)
 #      QUIC_PORT=17920 ADMIN_PORT=17921
 # Output: $BENCH_WORK/migrate.<time>/{runs.tsv,summary.txt,logs}
 #         ($BENCH_WORK is /tmp/ferry-bench; migrate.latest links to the newest)
@@ -258,6 +261,41 @@ hwm_kib() { awk '/^VmHWM:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 cpu_s() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 stop() { kill -TERM "$1" 2>/dev/null; for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done; kill -KILL "$1" 2>/dev/null; }
 calib() { local a b; a=$(now); perl -e 'my $x=0; $x+=$_*2 for 1..8_000_000'; b=$(now); awk -v a="$a" -v b="$b" 'BEGIN{printf "%.3f", b-a}'; }
+# CPU by process during a run: `top -b -d 1` in the background; afterwards the
+# CPU seconds of the databases, of the tool and of everything else on the machine
+# (another build or test run on this 2-core VM shows up as other_cpu_s).
+SAMPLER=""
+start_sampler() { top -b -d 1 -w 512 > "$1" 2>/dev/null & SAMPLER=$!; }
+stop_sampler() { [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null; wait "$SAMPLER" 2>/dev/null; SAMPLER=""; }
+cpu_by_process() {  # FILE -> "postgres mariadbd tool other" in CPU seconds (frames after the first)
+  awk '/^top -/ {f++; next} f > 1 && $1 ~ /^[0-9]+$/ && NF >= 12 {
+         c = $12; v = $9 / 100
+         if (c == "postgres") pg += v; else if (c == "mariadbd") my += v
+         else if (c == "ferry" || c == "pgloader" || c == "sbcl") tool += v
+         else if (c != "top" && c != "bash" && c != "awk" && c != "sleep" && c != "time") other += v }
+       END { printf "%.1f %.1f %.1f %.1f\n", pg, my, tool, other }' "$1"
+}
+# Before each run, wait until the rest of the machine is idle (under 0.15 of a core
+# over 2 s), at most QUIET_TIMEOUT s: a build or test run of someone else on this
+# 2-core VM takes a core from whichever tool runs then.
+busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
+wait_quiet() {
+  local deadline=$((SECONDS + ${QUIET_TIMEOUT:-900})) a b
+  while :; do
+    a=$(busy_ticks); sleep 2; b=$(busy_ticks)
+    awk -v a="$a" -v b="$b" -v t="$TCK" 'BEGIN{exit !((b-a)/t/2 < 0.15)}' && return 0
+    if [ $SECONDS -ge $deadline ]; then log "the machine is still busy (other processes); running anyway"; return 0; fi
+    sleep 5
+  done
+}
+TCK=$(getconf CLK_TCK)
+# The longest gap between two of top's 1-s frames: this VM's host sometimes pauses
+# it (a snapshot: the kernel logs "crng reseeded due to virtual machine fork"),
+# which stops every process and the sampler alike but not the wall clock.
+max_gap() {
+  awk '/^top -/ { split($3, h, ":"); t = h[1]*3600 + h[2]*60 + h[3]; if (p != "" && t - p > g) g = t - p; p = t }
+       END { print g + 0 }' "$1"
+}
 target_db() { echo "${SRC_DB}_$1"; }
 prepare_target() {
   local db
@@ -272,6 +310,7 @@ drop_targets() {
 }
 BPID="" APID=""
 cleanup() {
+  stop_sampler
   [ -n "$APID" ] && stop "$APID"
   [ -n "$BPID" ] && stop "$BPID"
   [ "${KEEP_TARGETS:-0}" = 1 ] || drop_targets
@@ -309,7 +348,7 @@ verify() {
 
 # ---- the runs ----
 RUNS_TSV=$OUT/runs.tsv
-printf 'tool\trun\ttables\trows\tseconds\tbroker_rss_kib\tagent_rss_kib\tpgloader_rss_kib\tcpu_s\twire_bytes\tindexes\tidx_missing\tfks\tfk_missing\tcalib_s\tstatus\n' > "$RUNS_TSV"
+printf 'tool\trun\ttables\trows\tseconds\tbroker_rss_kib\tagent_rss_kib\tpgloader_rss_kib\tcpu_s\twire_bytes\tindexes\tidx_missing\tfks\tfk_missing\tcalib_s\tstatus\tpostgres_cpu_s\tmariadb_cpu_s\tother_cpu_s\n' > "$RUNS_TSV"
 log "migrate: $SRC_DB $NTABLES tables $SRC_ROWS rows, text $SRC_TEXT_BYTES B; runs=$RUNS channel=$CHANNEL out=$OUT"
 
 run_ferry() {  # sets SECS RC BRSS ARSS CPU WIRE
@@ -358,23 +397,26 @@ run_pgloader() {  # sets SECS RC PRSS CPU
 for run in $(seq 1 "$RUNS"); do
   for tool in $TOOLS; do
     prepare_target "$tool" || { log "preparing $(target_db "$tool") failed"; exit 1; }
+    wait_quiet
     cal=$(calib)
     SECS=0 RC=1 BRSS=0 ARSS=0 PRSS=0 CPU=0 WIRE=0 PHASES=""
-    case $tool in
-      ferry) run_ferry "$run" ;;
-      pgloader) run_pgloader "$run" ;;
-      *) log "unknown tool $tool"; continue ;;
-    esac
+    case $tool in ferry|pgloader) ;; *) log "unknown tool $tool"; continue ;; esac
+    start_sampler "$tool.$run.top"
+    "run_$tool" "$run"
+    stop_sampler
+    read -r pgcpu mycpu _ othercpu <<<"$(cpu_by_process "$tool.$run.top")"
     read -r status rows nidx imiss nfk fmiss <<<"$(verify "$tool" "$run")"
+    gap=$(max_gap "$tool.$run.top")
+    [ "$status" = ok ] && [ "$gap" -gt 5 ] && status="STALL(vm_paused_${gap}s)"
     if [ "$RC" -ne 0 ]; then
       why=$( { [ "$tool" = ferry ] && tail -n1 "ferry.$run.summary.txt"; [ "$tool" = pgloader ] && tail -n1 "pgloader.$run.out"; } | tr '\t ' '__' | cut -c1-100)
       status="FAIL(exit=$RC:$why)"
     fi
     ntab=$(awk -F'|' '$2>0' "$tool.$run.checks" | wc -l)
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$run" "$ntab" "$rows" "$SECS" \
-      "$BRSS" "$ARSS" "$PRSS" "$CPU" "${WIRE:-0}" "$nidx" "$imiss" "$nfk" "$fmiss" "$cal" "$status" >> "$RUNS_TSV"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$run" "$ntab" "$rows" "$SECS" \
+      "$BRSS" "$ARSS" "$PRSS" "$CPU" "${WIRE:-0}" "$nidx" "$imiss" "$nfk" "$fmiss" "$cal" "$status" "$pgcpu" "$mycpu" "$othercpu" >> "$RUNS_TSV"
     printf '%s\t%s\t%s\n' "$tool" "$run" "$PHASES" >> "$OUT/phases.tsv"
-    log "$tool run $run: ${SECS}s ($PHASES) rows=$rows idx=$nidx (missing $imiss) fks=$nfk (missing $fmiss) rss broker=$((BRSS/1024)) agent=$((ARSS/1024)) pgloader=$((PRSS/1024)) MiB cpu=${CPU}s calib=${cal}s $status"
+    log "$tool run $run: ${SECS}s ($PHASES) rows=$rows idx=$nidx (missing $imiss) fks=$nfk (missing $fmiss) rss broker=$((BRSS/1024)) agent=$((ARSS/1024)) pgloader=$((PRSS/1024)) MiB cpu=${CPU}s postgres=${pgcpu}s mariadb=${mycpu}s other=${othercpu}s calib=${cal}s $status"
   done
 done
 
@@ -411,6 +453,11 @@ maxc() { awk -F'\t' -v t="$1" -v c="$2" 'NR>1 && $1==t && $16=="ok"{if ($c>m) m=
   if [ -n "$f" ] && [ -n "$p" ] && [ "$f" != nan ] && [ "$p" != nan ]; then
     awk -v f="$f" -v p="$p" 'BEGIN{printf "# ratio: Ferry wall / pgloader wall = %.2f (%.2f s / %.2f s; target <= 0.5); pgloader / Ferry = %.2fx\n", f/p, f, p, p/f}'
   fi
+  echo "# CPU seconds during the runs (top -b -d 1), medians: tool's own / PostgreSQL / MariaDB / other processes on the machine:"
+  for tool in $TOOLS; do
+    [ "$(sel "$tool" 1 | wc -l)" -gt 0 ] || continue
+    printf '#   %-10s %6.1f / %6.1f / %6.1f / %6.1f\n' "$tool" "$(sel "$tool" 9 | median)" "$(sel "$tool" 17 | median)" "$(sel "$tool" 18 | median)" "$(sel "$tool" 19 | median)"
+  done
   echo "# seconds: median wall time of verified runs, from submit (Ferry) or start (pgloader) to the end, indexes and foreign keys included"
   echo "# MB_per_s: the source's tables as mariadb --batch text ($SRC_TEXT_BYTES B) / seconds; RSS: max VmHWM (Ferry broker, agent) / max RSS (pgloader) over runs"
   echo "# indexes, fks: in the target's catalog / in the source's (MariaDB counts the index it adds for a foreign key); diffs in $OUT/*.diff"
