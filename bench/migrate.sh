@@ -5,7 +5,7 @@
 # 1. Builds the release binary.
 # 2. Makes the MariaDB source `bench_migrate` from bench/migrate-source.sql: 25
 #    tables, about 6.3M rows at SCALE=1 (order_lines 2.5M, orders 1M, events 800k,
-#    and 22 small and medium tables), primary keys (3 composite), AUTO_INCREMENT,
+#    and 22 small and medium tables), primary keys (4 composite), AUTO_INCREMENT,
 #    unique and secondary indexes, 34 foreign keys with ON DELETE/UPDATE actions,
 #    NOT NULL, defaults (CURRENT_TIMESTAMP, ON UPDATE), and INT, BIGINT, SMALLINT,
 #    DECIMAL, VARCHAR, CHAR, TEXT, DATETIME(n), TIMESTAMP(n), DATE, TINYINT(1),
@@ -36,8 +36,9 @@
 #    left out too.
 #
 # Env: RUNS=1  CHANNEL=4  SCALE=1  TOOLS="ferry pgloader"  COMPRESSION=zstd:1
-#      PGLOADER_HEAP=4096  FORCE=1 (rebuild the source)  GEN_ONLY=1 (only make the source)  CLEAN=1 (drop the source
-#      at the end too)  KEEP_TARGETS=1 (leave the last run's targets)
+#      PGLOADER_HEAP=4096  FORCE=1 (rebuild the source)  GEN_ONLY=1 (only make
+#      the source)  CLEAN=1 (drop the source at the end too)  KEEP_TARGETS=1
+#      (leave the last run's target databases)
 #      QUIET_TIMEOUT=900 (s to wait, before each run, for other processes to go idle)
 #      QUIC_PORT=17920 ADMIN_PORT=17921
 # Output: $BENCH_WORK/migrate.<time>/{runs.tsv,summary.txt,logs}
