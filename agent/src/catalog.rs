@@ -260,13 +260,17 @@ impl Catalog {
         let listing = source.list_tables().await.map_err(|e| peer_message(&e))?;
         let allowed = |t: &str| policy::check_table(name, config, t).is_ok();
         let max = ferry_protocol::control::MAX_TABLES;
+        let estimates = listing.rows.iter().copied().chain(std::iter::repeat(0));
+        let (tables, rows): (Vec<String>, Vec<u64>) = listing
+            .tables
+            .into_iter()
+            .zip(estimates)
+            .filter(|(t, _)| allowed(t))
+            .take(max)
+            .unzip();
         Ok(ferry_connectors::TableListing {
-            tables: listing
-                .tables
-                .into_iter()
-                .filter(|t| allowed(t))
-                .take(max)
-                .collect(),
+            tables,
+            rows,
             not_migrated: listing
                 .not_migrated
                 .into_iter()

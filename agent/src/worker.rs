@@ -143,6 +143,7 @@ impl Worker {
                             request_id,
                             tables: l.tables,
                             not_migrated: l.not_migrated,
+                            rows: l.rows,
                         },
                         Err(e) => {
                             warn!(request_id, %datasource, "listing tables failed: {e}");

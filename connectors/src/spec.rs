@@ -117,6 +117,16 @@ pub fn where_suffix(conds: &[String]) -> String {
 /// job named, if any. The primary key when every column of it is
 /// comparable and it leads with the split key; else the split key alone,
 /// which the engine checks row by row; else none.
+/// The column a read splits on: its `splitPk`, else with `splitOnKey` the first column of
+/// the primary key `pk` (whether it is an integer the source decides).
+pub fn split_column<'a>(spec: &'a ReadSpec, pk: &'a [(String, bool)]) -> Option<&'a str> {
+    match spec.split_pk.as_deref().filter(|k| !k.trim().is_empty()) {
+        Some(k) => Some(k),
+        None if spec.split_on_key => pk.first().map(|(c, _)| c.as_str()),
+        None => None,
+    }
+}
+
 pub fn key_order(pk: &[(String, bool)], int_split_pk: Option<&str>) -> Option<SplitOrder> {
     let leads = |c: &str| int_split_pk.is_none_or(|k| k.eq_ignore_ascii_case(c));
     match pk.first() {
@@ -210,6 +220,11 @@ pub struct WriteSpec {
     /// one (MySQL). Set by the engine, never from a job file.
     #[serde(skip)]
     pub collisions_fail: bool,
+    /// A created table gets its primary key after the load (PostgreSQL; a table the job
+    /// creates and fills with plain inserts, whose rows nothing else writes meanwhile).
+    /// Set by the engine, never from a job file.
+    #[serde(skip)]
+    pub key_after_load: bool,
 }
 
 impl WriteSpec {

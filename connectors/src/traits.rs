@@ -121,6 +121,10 @@ pub fn take_changes(batch: RecordBatch) -> (RecordBatch, crate::spec::Changes) {
 pub struct TableListing {
     /// Base tables, as a job names them, in name order.
     pub tables: Vec<String>,
+    /// Each table's row count as the database estimates it (statistics, not a count; 0
+    /// when unknown), in `tables`' order; empty when the source estimates none. A
+    /// whole-database job starts the largest tables first.
+    pub rows: Vec<u64>,
     /// Views, routines and the like, one line each (`view shop_totals`): listed in the
     /// summary as not migrated.
     pub not_migrated: Vec<String>,

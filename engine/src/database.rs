@@ -304,6 +304,8 @@ pub async fn run_database(
         let mut one = job.clone();
         one.reader.tables = None;
         one.reader.spec.table = Some(table.clone());
+        // Large tables split on their key, as a one-table job with `splitPk` would.
+        one.reader.spec.split_on_key = true;
         let w = &mut one.writer.spec;
         w.table = target.clone();
         if let Some(mode) = job.writer.naming.existing_for(table) {
@@ -352,6 +354,15 @@ pub async fn run_database(
         if gone || sink.table_exists(spec).await.ok().flatten() == Some(false) {
             created.insert(spec.table.clone());
         }
+    }
+    // A table the job creates and fills with plain inserts gets its primary key after
+    // the load (a bulk build), as pgloader does.
+    // (An emptied one too: one an earlier run created may lack it; one that has it keeps it.)
+    for o in ones.iter_mut() {
+        let w = &mut o.writer.spec;
+        let emptied = truncate.iter().any(|t: &WriteSpec| t.table == w.table);
+        w.key_after_load =
+            w.write_mode == WriteMode::Insert && (emptied || created.contains(&w.table));
     }
     // Tables that stay keep their foreign keys to each other out of the way of the load
     // (a row may come before the row it refers to); they are added again at the end.
@@ -418,6 +429,17 @@ pub async fn run_database(
     ));
     let parts = crate::run::Parts::default();
     let follower = parts.follow(opts.totals.clone());
+    // The largest tables start first, so the longest load does not start last.
+    let rows: std::collections::HashMap<&str, u64> = listing
+        .tables
+        .iter()
+        .map(String::as_str)
+        .zip(listing.rows.iter().copied())
+        .collect();
+    ones.sort_by_key(|o| {
+        let table = o.reader.spec.table.as_deref().unwrap_or_default();
+        std::cmp::Reverse(rows.get(table).copied().unwrap_or(0))
+    });
     let mut set = JoinSet::new();
     let n_ones = ones.len();
     for (i, one) in ones.into_iter().enumerate() {
@@ -481,7 +503,7 @@ pub async fn run_database(
             Err(e) => warn!("dropping the empty tables of failed loads: {e}"),
         }
     }
-    add_foreign_keys(sink.as_ref(), &deferred, &mut lines).await;
+    add_foreign_keys(&sink, &deferred, &mut lines, channel).await;
     // The keys set aside go back whether or not their table loaded: they were the
     // target's (one the source's description added again is skipped by name).
     for (spec, steps) in restore {
@@ -559,19 +581,41 @@ async fn earlier_constraints(
     Ok(())
 }
 
-/// Adds the foreign keys of every loaded table; a table whose key cannot be added (it
+/// Adds the foreign keys of every loaded table, `channel` tables at a time (PostgreSQL
+/// validates keys of different tables side by side); a table whose key cannot be added (it
 /// refers to a table that failed, or rows break it) fails with the reason.
-async fn add_foreign_keys(sink: &dyn Sink, deferred: &Deferred, lines: &mut [TableLine]) {
+async fn add_foreign_keys(
+    sink: &Arc<dyn Sink>,
+    deferred: &Deferred,
+    lines: &mut [TableLine],
+    channel: usize,
+) {
     let pending = std::mem::take(&mut *deferred.lock().unwrap_or_else(|p| p.into_inner()));
+    let slots = Arc::new(Semaphore::new(channel.max(1)));
+    let mut set = JoinSet::new();
     for (spec, steps) in pending {
-        let Some(l) = lines.iter_mut().find(|l| l.target == spec.table) else {
+        let Some(l) = lines.iter().find(|l| l.target == spec.table) else {
             continue;
         };
         if l.failed.is_some() || steps.is_empty() {
             continue;
         }
-        if let Err(e) = sink.apply_ddl(&spec, &steps).await {
-            l.failed = Some(format!("adding foreign keys: {e}"));
+        let (sink, slots) = (sink.clone(), slots.clone());
+        set.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            let r = sink.apply_ddl(&spec, &steps).await;
+            (spec.table, r)
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok((table, Err(e))) => {
+                if let Some(l) = lines.iter_mut().find(|l| l.target == table) {
+                    l.failed = Some(format!("adding foreign keys: {e}"));
+                }
+            }
+            Ok((_, Ok(()))) => {}
+            Err(e) => warn!("adding a table's foreign keys ended abnormally: {e}"),
         }
     }
 }

@@ -195,6 +195,7 @@ pub async fn run_merge(
         let mut one = job.clone();
         one.reader.merge = None;
         one.reader.spec.table = Some(u.table.clone());
+        one.reader.spec.split_on_key |= one.reader.spec.split_pk.is_none();
         let w = &mut one.writer.spec;
         w.columns = wspec.columns.clone();
         w.create_table = false;

@@ -23,6 +23,10 @@ pub struct ReadSpec {
     /// Column to split on (DataX `splitPk`).
     #[serde(default)]
     pub split_pk: Option<String>,
+    /// Without `splitPk`: split on the first column of the table's primary key when it is
+    /// an integer (`splitOnKey: true`; a whole-database job sets it for every table).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub split_on_key: bool,
     /// A free-form query instead of `table` (DataX `querySql`); never split.
     #[serde(default)]
     pub query_sql: Option<String>,

@@ -149,6 +149,9 @@ pub enum ControlMessage {
         tables: Vec<String>,
         #[serde(default)]
         not_migrated: Vec<String>,
+        /// Each table's estimated rows, in `tables`' order (or none): which to start first.
+        #[serde(default)]
+        rows: Vec<u64>,
     },
     /// Agent -> broker: a plan request failed (unknown data source, bad
     /// spec, database error).
@@ -363,8 +366,16 @@ impl ControlMessage {
             ControlMessage::TableList {
                 tables,
                 not_migrated,
+                rows,
                 ..
             } => {
+                if !rows.is_empty() && rows.len() != tables.len() {
+                    return Err(ProtocolError::FieldTooLong {
+                        field: "rows (one per table)",
+                        len: rows.len(),
+                        limit: tables.len(),
+                    });
+                }
                 for (field, list) in [("tables", tables), ("not_migrated", not_migrated)] {
                     if list.len() > MAX_TABLES {
                         return Err(ProtocolError::FieldTooLong {
@@ -622,6 +633,7 @@ mod tests {
                 request_id: 2,
                 tables: vec!["orders".into(), "`odd.name`".into()],
                 not_migrated: vec!["view totals".into()],
+                rows: vec![1_000, 0],
             },
             ControlMessage::TaskAssign {
                 task_id: "j1-t0".into(),

@@ -239,6 +239,7 @@ impl AgentRoutes for JobHub {
                 request_id,
                 tables,
                 not_migrated,
+                rows,
             } => Answered {
                 what: "table list",
                 id: request_id.to_string(),
@@ -248,6 +249,7 @@ impl AgentRoutes for JobHub {
                     Ok(dispatch::Answer::Tables(ferry_connectors::TableListing {
                         tables,
                         not_migrated,
+                        rows,
                     })),
                 ),
             },

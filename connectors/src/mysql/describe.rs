@@ -239,7 +239,7 @@ pub(crate) async fn list_tables(
 ) -> Result<crate::traits::TableListing, ConnectorError> {
     let q = |e| ConnectorError::query("listing the database's tables", e);
     let rows = sqlx::query(
-        "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES \
+        "SELECT TABLE_NAME, TABLE_TYPE, CAST(COALESCE(TABLE_ROWS, 0) AS CHAR) FROM information_schema.TABLES \
          WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME",
     )
     .fetch_all(&mut *conn)
@@ -252,7 +252,11 @@ pub(crate) async fn list_tables(
             name = super::quote_ident(&name);
         }
         match s(r, 1).as_deref() {
-            Some("BASE TABLE") => out.tables.push(name),
+            Some("BASE TABLE") => {
+                out.tables.push(name);
+                out.rows
+                    .push(s(r, 2).and_then(|n| n.parse().ok()).unwrap_or(0));
+            }
             Some("VIEW") => out.not_migrated.push(format!("view {name}")),
             Some(other) => out
                 .not_migrated

@@ -192,7 +192,7 @@ impl MySqlSource {
         begin_read(conn).await?;
         let all = table_columns(conn, table).await?;
         let pk = primary_key(conn, table, &all).await?;
-        let key = match spec.split_pk.as_deref().filter(|k| !k.trim().is_empty()) {
+        let key = match crate::spec::split_column(spec, &pk) {
             None => None,
             Some(k) => {
                 let col = pick_columns(table, all, &[k.to_string()])?.remove(0);

@@ -208,7 +208,20 @@ pub(crate) fn table_ddl(
         }
         defs.push(def);
     }
-    defs.extend(ddl::primary_key(desc, quote_ident));
+    match (spec.key_after_load, ddl::primary_key(desc, quote_ident)) {
+        // Built in bulk after the load, as pgloader does: faster than keeping it while
+        // rows arrive. A table that has its key already keeps it.
+        (true, Some(pk)) => ddl.after_load.insert(
+            0,
+            TableDdl::step(format!(
+                "DO $ferry$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_constraint \
+                 WHERE conrelid = {}::regclass AND contype = 'p') \
+                 THEN ALTER TABLE {table} ADD {pk}; END IF; END $ferry$",
+                PgKeys.text(&table)
+            )),
+        ),
+        (_, pk) => defs.extend(pk),
+    }
     ddl.create.push(TableDdl::step(format!(
         "CREATE TABLE IF NOT EXISTS {table} ({})",
         defs.join(", ")
@@ -267,14 +280,20 @@ pub(crate) fn table_ddl(
             Some(s) => format!("{}.{}", quote_ident(s), quote_ident(&f.references.name)),
             None => in_schema(&f.references.name),
         };
+        // Added NOT VALID (no scan; a short lock on both tables), then validated, which
+        // scans without blocking the other tables' keys: a job validates them side by side.
         ddl.constraints.push(DdlStep {
             sql: format!(
-                "ALTER TABLE {table} ADD CONSTRAINT {} {}",
+                "ALTER TABLE {table} ADD CONSTRAINT {} {} NOT VALID",
                 quote_ident(&name),
                 ddl::foreign_key(f, &references, quote_ident)
             ),
-            creates: Some(Object::ForeignKey(name)),
+            creates: Some(Object::ForeignKey(name.clone())),
         });
+        ddl.constraints.push(TableDdl::step(format!(
+            "ALTER TABLE {table} VALIDATE CONSTRAINT {}",
+            quote_ident(&name)
+        )));
     }
     Ok(ddl)
 }

@@ -218,7 +218,8 @@ pub(crate) async fn list_tables(
     conn: &mut PgConnection,
 ) -> Result<crate::traits::TableListing, ConnectorError> {
     let rows = sqlx::query(
-        "SELECT n.nspname::text, c.relname::text, c.relkind::text, n.nspname = current_schema() \
+        "SELECT n.nspname::text, c.relname::text, c.relkind::text, n.nspname = current_schema(), \
+         greatest(c.reltuples, 0)::bigint \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND NOT c.relispartition \
            AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' \
@@ -247,7 +248,11 @@ pub(crate) async fn list_tables(
             format!("{}.{}", part(schema), part(name))
         };
         match kind.as_str() {
-            "r" | "p" => out.tables.push(shown),
+            "r" | "p" => {
+                out.tables.push(shown);
+                let rows: i64 = r.get(4);
+                out.rows.push(u64::try_from(rows).unwrap_or(0));
+            }
             "v" => out.not_migrated.push(format!("view {shown}")),
             "m" => out.not_migrated.push(format!("materialized view {shown}")),
             _ => out.not_migrated.push(format!("foreign table {shown}")),

@@ -890,7 +890,7 @@ impl Source for PostgresSource {
         }
         let all = relation_columns(&mut *tx, &qualified).await?;
         let pk = primary_key(&mut *tx, &qualified, &all).await?;
-        let split_key = match spec.split_pk.as_deref().filter(|p| !p.trim().is_empty()) {
+        let split_key = match crate::spec::split_column(spec, &pk) {
             None => None,
             Some(pk) => {
                 let key = select_columns(all, &[pk.to_string()], table)
@@ -1199,6 +1199,8 @@ impl Sink for PostgresSink {
         steps: &[crate::ddl::DdlStep],
     ) -> Result<(), ConnectorError> {
         let table = quote_qualified(&spec.table)?;
+        // The foreign key the step before added (its validation follows).
+        let mut added: Option<String> = None;
         for step in steps {
             let exists: bool = match &step.creates {
                 None => false,
@@ -1221,13 +1223,28 @@ impl Sink for PostgresSink {
                 .map_err(q("looking up a foreign key"))?,
             };
             if exists {
+                added = None;
                 continue;
             }
             tracing::info!(sql = %step.sql, "target table DDL");
-            sqlx::raw_sql(&step.sql)
-                .execute(&self.pool)
-                .await
-                .map_err(|e| ConnectorError::query(format!("`{}`", step.sql), e))?;
+            if let Err(e) = sqlx::raw_sql(&step.sql).execute(&self.pool).await {
+                // A foreign key added NOT VALID whose validation the rows fail is dropped
+                // again: the table has no key rather than one that does not hold.
+                if let (None, Some(name)) = (&step.creates, &added) {
+                    let drop = format!(
+                        "ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {}",
+                        quote_ident(name)
+                    );
+                    if let Err(e) = sqlx::raw_sql(&drop).execute(&self.pool).await {
+                        tracing::warn!(%drop, "dropping a foreign key that failed validation: {e}");
+                    }
+                }
+                return Err(ConnectorError::query(format!("`{}`", step.sql), e));
+            }
+            added = match &step.creates {
+                Some(crate::ddl::Object::ForeignKey(name)) => Some(name.clone()),
+                _ => None,
+            };
         }
         Ok(())
     }

@@ -777,7 +777,7 @@ impl Source for SqliteSource {
         let rowid_alias =
             plan.has_rowid && pk.len() == 1 && pk[0].decl.eq_ignore_ascii_case("INTEGER");
         let pk: Vec<(String, bool)> = pk.iter().map(|c| (c.name.clone(), rowid_alias)).collect();
-        let key = match spec.split_pk.as_deref().filter(|p| !p.trim().is_empty()) {
+        let key = match crate::spec::split_column(spec, &pk) {
             None => None,
             Some(k) => {
                 let key = select_columns(all, &[k.to_string()], &name)
