@@ -144,6 +144,13 @@ fn a_mariadb_shop_moves_to_postgres_with_its_schema() {
         "{out}"
     );
 
+    check_shop_in_postgres(&src, &dst);
+}
+
+/// The shop's rows (counts, and values per table) and its catalog in PostgreSQL: primary
+/// keys, indexes, foreign keys with their actions, defaults, NOT NULL, identities and
+/// their next values, triggers, comments; then that the keys work.
+fn check_shop_in_postgres(src: &MyDb, dst: &PgSchema) {
     // Rows: the same count in every table, and the same values.
     for t in TABLES {
         assert_eq!(
@@ -338,26 +345,39 @@ fn pg_shop(s: &PgSchema) {
     );
 }
 
-#[test]
-fn a_postgres_schema_moves_to_mariadb_with_its_schema() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_schema_moves_to_mariadb_with_its_schema() {
     let Some(src) = PgSchema::new("ferry_mig_pgsrc") else {
-        return;
-    };
-    let Some(dst) = MyDb::new("ferry_mig_mydst") else {
         return;
     };
     pg_shop(&src);
     let tmp = tempfile::tempdir().unwrap();
+    let pg = pg_url();
+    let rig = Rig::start(&[RigSource {
+        name: "blog",
+        kind: "postgres",
+        url: &pg,
+        extra: "",
+    }])
+    .await;
+    for via in [Via::Run(tmp.path()), Via::Tunnel(&rig)] {
+        let dst = MyDb::new("ferry_mig_mydst").expect("MariaDB");
+        postgres_to_mariadb(&via, &src, &dst).await;
+    }
+    rig.stop().await;
+}
+
+/// `pg_shop` into MariaDB `dst`, run `via`, checked; then again with `existing: truncate`.
+async fn postgres_to_mariadb(via: &Via<'_>, src: &PgSchema, dst: &MyDb) {
     let job = format!(
-        "reader:\n  name: postgresqlreader\n  parameter:\n    url: {pg}\n    tables: [\"{s}.*\"]\n\
+        "reader:\n  name: postgresqlreader\n  parameter:\n    {{source}}\n    tables: [\"{s}.*\"]\n\
          writer:\n  name: mysqlwriter\n  parameter:\n    url: {my}\n    createTable: true\n\
          setting:\n  speed: {{channel: 2}}\n",
-        pg = pg_url(),
         s = src.name,
         my = dst.url()
     );
-    let (ok, out, err) = ferry_tests::proc::ferry_run_job(tmp.path(), &job, &["--quiet"]);
-    assert!(ok, "{out}\n{err}");
+    let (ok, out) = via.run(&job, &pg_url(), "blog").await;
+    assert!(ok, "{out}");
     assert!(
         out.contains(&format!("view {}.busy_authors", src.name)),
         "{out}"
@@ -417,8 +437,8 @@ fn a_postgres_schema_moves_to_mariadb_with_its_schema() {
         "    createTable: true\n",
         "    createTable: true\n    existing: truncate\n",
     );
-    let (ok, out, err) = ferry_tests::proc::ferry_run_job(tmp.path(), &again, &["--quiet"]);
-    assert!(ok, "{out}\n{err}");
+    let (ok, out) = via.run(&again, &pg_url(), "blog").await;
+    assert!(ok, "{out}");
     assert_eq!(one(dst.sql("SELECT count(*) FROM authors")), "3");
     assert_eq!(one(dst.sql("SELECT count(*) FROM tags")), "3");
     let tags = create("tags");
@@ -430,8 +450,8 @@ fn a_postgres_schema_moves_to_mariadb_with_its_schema() {
     );
 }
 
-#[test]
-fn mariadb_and_postgres_databases_move_to_sqlite() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_and_postgres_databases_move_to_sqlite() {
     let Some(my) = MyDb::new("ferry_mig_sqsrc") else {
         return;
     };
@@ -440,26 +460,69 @@ fn mariadb_and_postgres_databases_move_to_sqlite() {
     };
     my.sql(SHOP);
     pg_shop(&pg);
-    let tmp = tempfile::tempdir().unwrap();
-    for (reader, url, tables, file, n) in [
-        ("mysqlreader", my.url(), "\"*\"".to_string(), "shop.db", 16),
+    let (my_url, pg_url) = (my.url(), pg_url());
+    let rig = Rig::start(&[
+        RigSource {
+            name: "shop",
+            kind: "mysql",
+            url: &my_url,
+            extra: "",
+        },
+        RigSource {
+            name: "blog",
+            kind: "postgres",
+            url: &pg_url,
+            extra: "",
+        },
+    ])
+    .await;
+    let (run_dir, tunnel_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for (via, dir) in [
+        (Via::Run(run_dir.path()), run_dir.path()),
+        (Via::Tunnel(&rig), tunnel_dir.path()),
+    ] {
+        into_sqlite(&via, dir, &my_url, &pg_url, &pg.name).await;
+    }
+    rig.stop().await;
+}
+
+/// The shop (MariaDB) and `pg_shop` (PostgreSQL schema `schema`) into SQLite files in
+/// `dir`, run `via`, checked.
+async fn into_sqlite(
+    via: &Via<'_>,
+    dir: &std::path::Path,
+    my_url: &str,
+    pg_url: &str,
+    schema: &str,
+) {
+    let tmp = dir;
+    for (reader, url, name, tables, file, n) in [
+        (
+            "mysqlreader",
+            my_url,
+            "shop",
+            "\"*\"".to_string(),
+            "shop.db",
+            16,
+        ),
         (
             "postgresqlreader",
-            pg_url(),
-            format!("\"{}.*\"", pg.name),
+            pg_url,
+            "blog",
+            format!("\"{schema}.*\""),
             "blog.db",
             3,
         ),
     ] {
-        let db = tmp.path().join(file);
+        let db = tmp.join(file);
         let job = format!(
-            "reader:\n  name: {reader}\n  parameter:\n    url: {url}\n    tables: [{tables}]\n\
+            "reader:\n  name: {reader}\n  parameter:\n    {{source}}\n    tables: [{tables}]\n\
              writer:\n  name: sqlitewriter\n  parameter:\n    url: sqlite://{}\n    createTable: true\n\
              setting:\n  speed: {{channel: 2}}\n",
             db.display()
         );
-        let (ok, out, err) = ferry_tests::proc::ferry_run_job(tmp.path(), &job, &["--quiet"]);
-        assert!(ok, "{out}\n{err}");
+        let (ok, out) = via.run(&job, url, name).await;
+        assert!(ok, "{out}");
         assert!(
             out.contains(&format!("Tables                : {n}")),
             "{out}"
@@ -467,7 +530,7 @@ fn mariadb_and_postgres_databases_move_to_sqlite() {
     }
     let sqlite = |file: &str, sql: &str| {
         let out = std::process::Command::new("sqlite3")
-            .arg(tmp.path().join(file))
+            .arg(tmp.join(file))
             .arg(sql)
             .output()
             .expect("sqlite3");
@@ -582,6 +645,40 @@ fn plan_prints_the_ddl_and_flags_lossy_conversions_without_touching_the_target()
 mod common;
 use common::{Rig, RigSource};
 
+/// Where a test's job runs: `ferry run` in a directory, or through a rig's agent and broker.
+enum Via<'a> {
+    Run(&'a std::path::Path),
+    Tunnel(&'a Rig),
+}
+
+impl Via<'_> {
+    /// Runs `job`, whose reader's location is the line `{source}`: `url` for `ferry run`,
+    /// the rig's data source `name` through the tunnel. Whether it succeeded, and its
+    /// summary and errors.
+    async fn run(&self, job: &str, url: &str, name: &str) -> (bool, String) {
+        match self {
+            Via::Run(dir) => {
+                let job = job.replace("{source}", &format!("url: {url}"));
+                let (ok, out, err) = ferry_tests::proc::ferry_run_job(dir, &job, &["--quiet"]);
+                (ok, format!("{out}\n{err}"))
+            }
+            Via::Tunnel(rig) => {
+                let job = job.replace("{source}", &format!("datasource: {}", rig.datasource(name)));
+                let s = rig.run(&job).await;
+                let text = format!(
+                    "{}\n{}",
+                    s.summary
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                    s.error.as_deref().unwrap_or_default()
+                );
+                (s.state == ferry_broker::jobs::JobState::Succeeded, text)
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_database_job_runs_through_the_tunnel_within_the_agents_policy() {
     let Some(src) = MyDb::new("ferry_mig_tun") else {
@@ -628,24 +725,8 @@ async fn a_whole_database_job_runs_through_the_tunnel_within_the_agents_policy()
     assert_eq!(status.progress.splits_done, summary.splits as u64);
     assert_eq!(summary.not_migrated, vec!["view order_totals".to_string()]);
     assert_eq!(summary.changes.total(), 2, "{summary}");
-    for t in TABLES {
-        assert_eq!(
-            one(dst.sql(&format!("SELECT count(*) FROM {t}"))),
-            one(src.sql(&format!("SELECT count(*) FROM {t}"))),
-            "{t}"
-        );
-    }
-    assert_eq!(
-        one(dst.sql(&format!(
-            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND connamespace = '{}'::regnamespace",
-            dst.name
-        ))),
-        "14"
-    );
-    assert_eq!(
-        one(dst.sql("INSERT INTO customers (email) VALUES ('new@x') RETURNING id")),
-        "50"
-    );
+    // Every row and the whole catalog, as after `ferry run`.
+    check_shop_in_postgres(&src, &dst);
 
     // The narrower source: four tables, and only the foreign keys among them.
     let part = PgSchema::new("ferry_mig_tunpart").expect("PostgreSQL");
