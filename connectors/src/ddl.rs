@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use arrow_schema::DataType;
 
-use crate::spec::{ColumnDefault, ForeignKey, TableSchema};
+use crate::spec::{ColumnDef, ColumnDefault, ForeignKey, TableSchema};
 
 /// How an ENUM column is created where the target has no ENUM column type of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -219,6 +219,25 @@ pub(crate) fn default_sql(
     };
     ddl.note(Some(column), format!("default {shown} not carried: {why}"));
     None
+}
+
+/// Notes a column whose source collation ignores case or accents, for a `target` that
+/// compares text exactly.
+pub(crate) fn note_collation(
+    ddl: &mut TableDdl,
+    col: Option<&ColumnDef>,
+    name: &str,
+    target: &str,
+) {
+    if let Some(coll) = col.and_then(|c| c.loose_collation()) {
+        ddl.note(
+            Some(name),
+            format!(
+                "collation {coll} ignores case or accents; {target} compares exactly, so a \
+                 unique index on it may hold values that differ only in case"
+            ),
+        );
+    }
 }
 
 /// `PRIMARY KEY (a, b)`, `None` without a key.

@@ -520,16 +520,7 @@ pub async fn run_database(
         }
     }
     lines.sort_by(|a, b| a.source.cmp(&b.source));
-    let mut total = Summary::sum(start, lines.iter().map(|l| l.summary.as_ref()));
-    // The totals name each changed column with its table.
-    total.changes = Default::default();
-    for l in &lines {
-        for (column, what, n) in l.summary.changes.entries() {
-            total
-                .changes
-                .add(&format!("{}.{column}", l.source), what, n);
-        }
-    }
+    let mut total = Summary::of_tables(start, &lines);
     let failed: Vec<&str> = lines
         .iter()
         .filter(|l| l.failed.is_some())

@@ -62,6 +62,21 @@ impl TableLine {
 }
 
 impl Summary {
+    /// The totals of a many-table job's `lines`, each changed column named with its table
+    /// (its `tables` left empty).
+    pub fn of_tables(start: OffsetDateTime, lines: &[TableLine]) -> Self {
+        let mut total = Self::sum(start, lines.iter().map(|l| l.summary.as_ref()));
+        total.changes = Default::default();
+        for l in lines {
+            for (column, what, n) in l.summary.changes.entries() {
+                total
+                    .changes
+                    .add(&format!("{}.{column}", l.source), what, n);
+            }
+        }
+        total
+    }
+
     /// A job that failed before it read anything.
     pub fn failed_at(start: OffsetDateTime, error: String) -> Self {
         Self {

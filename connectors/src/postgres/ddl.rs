@@ -148,15 +148,7 @@ pub(crate) fn table_ddl(
             def.push(' ');
             def.push_str(&c);
         }
-        if let Some(coll) = col.and_then(|c| c.loose_collation()) {
-            ddl.note(
-                Some(name),
-                format!(
-                    "collation {coll} ignores case or accents; PostgreSQL compares exactly, so a \
-                     unique index on it may hold values that differ only in case"
-                ),
-            );
-        }
+        ddl::note_collation(&mut ddl, col, name, "PostgreSQL");
         if col.is_some_and(|c| c.on_update_now) {
             let now = if matches!(field.data_type(), DataType::Timestamp(_, Some(_))) {
                 "CURRENT_TIMESTAMP"

@@ -85,15 +85,7 @@ pub(crate) fn table_ddl(
                 ));
             }
         }
-        if let Some(coll) = col.and_then(|c| c.loose_collation()) {
-            ddl.note(
-                Some(name),
-                format!(
-                    "collation {coll} ignores case or accents; SQLite compares exactly, so a \
-                     unique index on it may hold values that differ only in case"
-                ),
-            );
-        }
+        ddl::note_collation(&mut ddl, col, name, "SQLite");
         if col.is_some_and(|c| c.on_update_now) {
             ddl.note(
                 Some(name),
