@@ -514,6 +514,27 @@ mod tests {
     }
 
     #[test]
+    fn a_table_list_has_one_row_estimate_per_table_or_none() {
+        let list = |rows: Vec<u64>| ControlMessage::TableList {
+            request_id: 1,
+            tables: vec!["a".into(), "b".into()],
+            not_migrated: Vec::new(),
+            rows,
+        };
+        assert!(list(vec![3, 0]).validate().is_ok());
+        assert!(list(Vec::new()).validate().is_ok());
+        assert!(list(vec![3]).validate().is_err());
+        let e = ControlMessage::decode(
+            br#"{"type":"table_list","request_id":1,"tables":["a"],"rows":[1,2,3]}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("rows"), "{e}");
+        // From an agent that does not send estimates.
+        let old = ControlMessage::decode(br#"{"type":"table_list","request_id":1,"tables":["a"]}"#);
+        assert!(matches!(old, Ok(ControlMessage::TableList { rows, .. }) if rows.is_empty()));
+    }
+
+    #[test]
     fn unknown_fields_ignored_unknown_type_rejected() {
         let m = ControlMessage::decode(
             br#"{"type":"goodbye","reason":"superseded","future_field":[1,2,{"x":null}]}"#,
