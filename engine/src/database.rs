@@ -218,6 +218,61 @@ pub struct EarlierTable {
     pub line: Option<TableLine>,
 }
 
+/// What the tables of a many-table job (whole-database, sharded) share: `channel`'s task
+/// slots, the slots for tables being planned and prepared (each holds a connection or
+/// two), `setting.speed`'s limits, the job's key, and their progress, summed into the
+/// caller's.
+pub(crate) struct TablePool {
+    slots: Arc<Semaphore>,
+    starting: Arc<Semaphore>,
+    throttle: Arc<crate::throttle::Throttle>,
+    job_key: String,
+    parts: crate::run::Parts,
+}
+
+impl TablePool {
+    pub fn new(job: &Job, opts: &RunOptions) -> Self {
+        let channel = job.setting.speed.channel.max(1);
+        Self {
+            slots: Arc::new(Semaphore::new(channel)),
+            starting: Arc::new(Semaphore::new(channel)),
+            throttle: Arc::new(crate::throttle::Throttle::new(
+                job.setting.speed.byte,
+                job.setting.speed.record,
+            )),
+            job_key: opts.job_key.clone().unwrap_or_else(crate::run::new_job_key),
+            parts: crate::run::Parts::default(),
+        }
+    }
+
+    /// Options for one table (`label` names its dirty file, `key` its checkpoints), and
+    /// the progress to run it with.
+    pub fn table(
+        &self,
+        opts: &RunOptions,
+        label: &str,
+        key: usize,
+    ) -> (RunOptions, Arc<crate::run::Progress>) {
+        let mut o = RunOptions::new(table_dirty_path(&opts.dirty_path, label));
+        o.job_key = Some(format!("{}-{key}", self.job_key));
+        o.slots = Some(self.slots.clone());
+        o.starting = Some(self.starting.clone());
+        o.throttle = Some(self.throttle.clone());
+        (o, self.parts.add())
+    }
+
+    /// Keeps `opts.totals` the sum of the tables while they run; see [`Parts::end`].
+    ///
+    /// [`Parts::end`]: crate::run::Parts::end
+    pub fn follow(&self, opts: &RunOptions) -> Option<tokio::task::JoinHandle<()>> {
+        self.parts.follow(opts.totals.clone())
+    }
+
+    pub fn end(&self, follower: Option<tokio::task::JoinHandle<()>>, opts: &RunOptions) {
+        self.parts.end(follower, opts.totals.as_deref());
+    }
+}
+
 /// A whole-database job's foreign keys, held back until every table is loaded.
 pub type Deferred = Arc<Mutex<Vec<(WriteSpec, Vec<DdlStep>)>>>;
 
@@ -287,11 +342,8 @@ pub async fn run_database(
     }
     info!(tables = tables.len(), "whole-database job");
     let channel = job.setting.speed.channel.max(1);
-    let slots = Arc::new(Semaphore::new(channel));
-    // Tables being planned and prepared at once: each holds a connection or two.
-    let starting = Arc::new(Semaphore::new(channel));
+    let pool = TablePool::new(job, opts);
     let deferred: Deferred = Arc::default();
-    let job_key = opts.job_key.clone().unwrap_or_else(crate::run::new_job_key);
     // Each table's job, with its own `existing`; the tables to empty or drop are emptied or
     // dropped together first, so foreign keys among them do not stand in the way.
     let mut ones = Vec::with_capacity(tables.len());
@@ -423,12 +475,7 @@ pub async fn run_database(
         lines_before.push(line);
     }
     let ones_specs: Vec<WriteSpec> = ones.iter().map(|o| o.writer.spec.clone()).collect();
-    let throttle = Arc::new(crate::throttle::Throttle::new(
-        job.setting.speed.byte,
-        job.setting.speed.record,
-    ));
-    let parts = crate::run::Parts::default();
-    let follower = parts.follow(opts.totals.clone());
+    let follower = pool.follow(opts);
     // The largest tables start first, so the longest load does not start last.
     let rows: std::collections::HashMap<&str, u64> = listing
         .tables
@@ -440,24 +487,24 @@ pub async fn run_database(
         let table = o.reader.spec.table.as_deref().unwrap_or_default();
         std::cmp::Reverse(rows.get(table).copied().unwrap_or(0))
     });
+    let places: std::collections::HashMap<&str, usize> = tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i))
+        .collect();
     let mut set = JoinSet::new();
     let n_ones = ones.len();
     for (i, one) in ones.into_iter().enumerate() {
         let table = one.reader.spec.table.clone().unwrap_or_default();
         let target = one.writer.spec.table.clone();
-        let mut o = RunOptions::new(table_dirty_path(&opts.dirty_path, &table));
         // Keyed by the table's place in the selection, the same in every run of the job.
-        let place = tables.iter().position(|t| *t == table).unwrap_or(i);
-        o.job_key = Some(format!("{job_key}-{place}"));
-        o.slots = Some(slots.clone());
-        o.throttle = Some(throttle.clone());
+        let place = places.get(table.as_str()).copied().unwrap_or(i);
+        let (mut o, progress) = pool.table(opts, &table, place);
         o.deferred = Some(deferred.clone());
-        o.starting = Some(starting.clone());
         o.naming = Some(job.writer.naming.clone());
         let reading = reading_for(&table);
         let sink = sink.clone();
         let observer = opts.observer.clone();
-        let progress = parts.add();
         set.spawn(async move {
             let t0 = OffsetDateTime::now_utc();
             let r = run_job(&one, reading, sink, &o, progress).await;
@@ -479,7 +526,7 @@ pub async fn run_database(
             Err(e) => warn!("a table's task ended abnormally: {e}"),
         }
     }
-    parts.end(follower, opts.totals.as_deref());
+    pool.end(follower, opts);
     let mut lines: Vec<TableLine> = lines.into_iter().flatten().collect();
     lines.splice(0..0, lines_before);
     let empty: Vec<WriteSpec> = lines
@@ -612,7 +659,7 @@ async fn add_foreign_keys(
 }
 
 /// `ferry-dirty-job-1.jsonl` → `ferry-dirty-job-1-<table>.jsonl`.
-pub(crate) fn table_dirty_path(path: &std::path::Path, table: &str) -> std::path::PathBuf {
+fn table_dirty_path(path: &std::path::Path, table: &str) -> std::path::PathBuf {
     let safe: String = table
         .chars()
         .map(|c| {

@@ -34,7 +34,6 @@ use ferry_connectors::spec::{ColumnDef, TableSchema};
 use ferry_connectors::{Existing, ReadSpec, Sink, Split, TableListing};
 use serde::Deserialize;
 use time::OffsetDateTime;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
@@ -180,16 +179,8 @@ pub async fn run_merge(
         .map_err(conn("preparing the target"))?;
 
     // Each shard table as a one-table job appending to it.
-    let channel = job.setting.speed.channel.max(1);
-    let slots = Arc::new(Semaphore::new(channel));
-    let starting = Arc::new(Semaphore::new(channel));
-    let job_key = opts.job_key.clone().unwrap_or_else(crate::run::new_job_key);
-    let throttle = Arc::new(crate::throttle::Throttle::new(
-        job.setting.speed.byte,
-        job.setting.speed.record,
-    ));
-    let parts = crate::run::Parts::default();
-    let follower = parts.follow(opts.totals.clone());
+    let pool = crate::database::TablePool::new(job, opts);
+    let follower = pool.follow(opts);
     let mut set = JoinSet::new();
     for (i, (u, reading)) in units.iter().zip(readings).enumerate() {
         let mut one = job.clone();
@@ -203,16 +194,8 @@ pub async fn run_merge(
         w.pre_sql.clear();
         w.post_sql.clear();
         w.collisions_fail = true;
-        let mut o = RunOptions::new(crate::database::table_dirty_path(
-            &opts.dirty_path,
-            &u.label,
-        ));
-        o.job_key = Some(format!("{job_key}-{i}"));
-        o.slots = Some(slots.clone());
-        o.throttle = Some(throttle.clone());
-        o.starting = Some(starting.clone());
+        let (o, progress) = pool.table(opts, &u.label, i);
         let (sink, label, target) = (sink.clone(), u.label.clone(), wspec.table.clone());
-        let progress = parts.add();
         set.spawn(async move {
             let t0 = OffsetDateTime::now_utc();
             let r = run_job(&one, reading, sink, &o, progress).await;
@@ -227,7 +210,7 @@ pub async fn run_merge(
             Err(e) => warn!("a shard's task ended abnormally: {e}"),
         }
     }
-    parts.end(follower, opts.totals.as_deref());
+    pool.end(follower, opts);
     let mut lines: Vec<TableLine> = lines.into_iter().flatten().collect();
     for l in &mut lines {
         if let Some(f) = l.failed.as_mut().filter(|f| f.contains(KEY_COLLISION)) {
