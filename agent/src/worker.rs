@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use ferry_connectors::{ConnectorError, ReadSpec, Split};
+use ferry_fingerprint::{result_schema, Digester};
+use ferry_model::VerifyAsk;
 use ferry_protocol::control::{ControlMessage, Options};
 use ferry_protocol::data::{Compression, StreamHeader};
 use ferry_protocol::limits::Limits;
@@ -161,6 +163,7 @@ impl Worker {
                 options,
                 split,
                 compression,
+                verify,
             } => {
                 let me = self.clone();
                 let id = task_id.clone();
@@ -185,8 +188,18 @@ impl Worker {
                     let running = {
                         let (me, task_id) = (me.clone(), task_id.clone());
                         tokio::spawn(async move {
-                            me.run_task(&task_id, &datasource, &spec, &options, &split, compression)
-                                .await
+                            let task = Task {
+                                id: &task_id,
+                                datasource: &datasource,
+                                spec: &spec,
+                                options: &options,
+                                split: &split,
+                                compression,
+                            };
+                            match verify {
+                                None => me.run_task(task).await,
+                                Some(ask) => me.run_fingerprint(task, &ask).await,
+                            }
                         })
                     };
                     // An abort of this task aborts the read with it.
@@ -254,35 +267,40 @@ impl Worker {
         })
     }
 
-    async fn run_task(
+    /// Opens task `task`'s data stream, whose batches have `schema`.
+    async fn open_stream(
         &self,
-        task_id: &str,
-        datasource: &str,
-        spec: &ReadSpec,
-        options: &Options,
-        split: &Split,
-        compression: Compression,
-    ) -> Result<u64, String> {
-        let read = self.catalog.prepare(datasource, spec, options).await?;
-        let split = self.catalog.check_split(&read, split).await?;
-        let schema: SchemaRef = read.schema().await?;
-        let (source, spec) = (read.source, read.spec);
+        task: &Task<'_>,
+        split: u32,
+        schema: SchemaRef,
+    ) -> Result<DataSender, String> {
         let header = StreamHeader {
-            task_id: task_id.to_string(),
-            split: split.index,
+            task_id: task.id.to_string(),
+            split,
             resume_after_seq: None,
-            compression,
-            schema: schema.clone(),
+            compression: task.compression,
+            schema,
         };
         let (send, recv) = self
             .conn
             .open_bi()
             .await
             .map_err(|e| format!("opening a data stream: {e}"))?;
-        let mut sender =
-            DataSender::start(send, recv, header, ENCODE_PARALLELISM, Limits::default())
-                .await
-                .map_err(|e| e.to_string())?;
+        DataSender::start(send, recv, header, ENCODE_PARALLELISM, Limits::default())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn run_task(&self, task: Task<'_>) -> Result<u64, String> {
+        let task_id = task.id;
+        let read = self
+            .catalog
+            .prepare(task.datasource, task.spec, task.options)
+            .await?;
+        let split = self.catalog.check_split(&read, task.split).await?;
+        let schema: SchemaRef = read.schema().await?;
+        let (source, spec) = (read.source, read.spec);
+        let mut sender = self.open_stream(&task, split.index, schema.clone()).await?;
         let (tx, mut rx) = mpsc::channel::<RecordBatch>(1);
         let reader = tokio::spawn(async move { source.read(&spec, schema, &split, tx).await });
         let mut send_error = None;
@@ -319,6 +337,79 @@ impl Worker {
             }
         }
     }
+
+    /// A verification task: reads the split as `run_task` does (the same policy checks),
+    /// but hashes its rows here and sends only the result of `ask`'s pass.
+    async fn run_fingerprint(&self, task: Task<'_>, ask: &VerifyAsk) -> Result<u64, String> {
+        let read = self
+            .catalog
+            .prepare(task.datasource, task.spec, task.options)
+            .await?;
+        let split = self.catalog.check_split(&read, task.split).await?;
+        let schema: SchemaRef = read.schema().await?;
+        let mut digester = Digester::new(&schema, ask).map_err(|e| e.to_string())?;
+        let (source, spec) = (read.source, read.spec);
+        let mut sender = self
+            .open_stream(&task, split.index, result_schema(&ask.pass))
+            .await?;
+        let (tx, mut rx) = mpsc::channel::<RecordBatch>(2);
+        let reader = tokio::spawn(async move { source.read(&spec, schema, &split, tx).await });
+        let mut failed = None;
+        while let Some(batch) = rx.recv().await {
+            let sent = match digester.feed(&batch) {
+                Ok(Some(out)) => sender.send(out).await.map_err(|e| e.to_string()),
+                Ok(None) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = sent {
+                failed = Some(e);
+                break;
+            }
+        }
+        drop(rx);
+        let read = reader.await.map_err(|e| format!("reader task: {e}"))?;
+        if let Some(e) = failed {
+            sender.abort();
+            return Err(e);
+        }
+        let rows = match read {
+            Ok(rows) => rows,
+            Err(ConnectorError::Cancelled) => {
+                sender.abort();
+                return Err("the read was cancelled".into());
+            }
+            Err(e) => {
+                sender.abort();
+                return Err(format!("reading: {}", peer(&e)));
+            }
+        };
+        match digester.finish() {
+            Ok(Some(out)) => {
+                if let Err(e) = sender.send(out).await {
+                    sender.abort();
+                    return Err(e.to_string());
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                sender.abort();
+                return Err(e.to_string());
+            }
+        }
+        sender.finish().await.map_err(|e| e.to_string())?;
+        debug!(task = task.id, rows, "split fingerprinted");
+        Ok(rows)
+    }
+}
+
+/// What a `TaskAssign` asks for, borrowed.
+struct Task<'a> {
+    id: &'a str,
+    datasource: &'a str,
+    spec: &'a ReadSpec,
+    options: &'a Options,
+    split: &'a Split,
+    compression: Compression,
 }
 
 use crate::catalog::peer_message as peer;

@@ -76,6 +76,7 @@ pub(crate) fn router(
         .route("/v1/jobs/{id}/logs", get(logs))
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/jobs/{id}/resume", post(resume))
+        .route("/v1/verify", post(verify))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .with_state(state.clone());
@@ -217,6 +218,22 @@ pub struct SubmitRequest {
     pub compression: Option<String>,
 }
 
+/// `POST /v1/verify`: verify a job's target against its source, without copying.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VerifyRequest {
+    /// The job file's text (YAML or JSON).
+    pub job: String,
+    /// `${name}` values; `bizdate` defaults to yesterday.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    /// Fetch the differing rows' values from both sides (values may be sensitive).
+    #[serde(default)]
+    pub show_values: bool,
+    /// Most differing rows listed per table (default 20).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
 /// The answer to a submission.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Submitted {
@@ -254,6 +271,22 @@ async fn submit(State(s): State<AdminState>, Json(req): Json<SubmitRequest>) -> 
         Err(crate::jobs::SubmitError::State(e)) => {
             error(StatusCode::SERVICE_UNAVAILABLE, format!("state store: {e}"))
         }
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+/// Answers with the report once every table is verified (a difference is a report, not an
+/// HTTP error).
+async fn verify(State(s): State<AdminState>, Json(req): Json<VerifyRequest>) -> Response {
+    let mut vars = ferry_engine::config::default_vars();
+    vars.extend(req.vars);
+    let opts = ferry_engine::verify::VerifyOptions {
+        show_values: req.show_values,
+        listed: req.limit.unwrap_or(20).min(10_000),
+    };
+    match crate::jobs::verify(&s.hub, &req.job, vars, &opts).await {
+        Ok(report) => Json(report).into_response(),
+        Err(crate::jobs::SubmitError::State(e)) => store_error(e),
         Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }

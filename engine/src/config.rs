@@ -183,6 +183,9 @@ pub struct Setting {
     /// Compression on the tunnel, `none` or `zstd:<level>` (checked by the
     /// broker; a submitter may override it; standalone runs have no tunnel).
     pub compression: Option<String>,
+    /// Verify every table the job wrote once it is written (`ferry verify`); a difference
+    /// fails the job.
+    pub verify: bool,
 }
 
 /// A parsed, validated job.

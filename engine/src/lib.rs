@@ -15,6 +15,8 @@
 //! - [`merge`]: sharded jobs: the tables of one or more sources (`shards`) into one
 //!   target table, with columns naming where each row came from;
 //! - [`retype`]: a writer's `typeMap` (`tinyint(1)` as boolean, geometry as WKB);
+//! - [`verify`]: does the target hold exactly what the source holds (fingerprints of both
+//!   sides, compared; the differing rows named);
 //! - [`plan`]: what a job would do (tables, DDL, flagged conversions), touching nothing;
 //! - [`local`]: the reader in this process (`ferry run`); the broker has the
 //!   other one, an agent across the tunnel.
@@ -30,6 +32,7 @@ pub mod retype;
 pub mod run;
 pub mod summary;
 pub mod throttle;
+pub mod verify;
 
 pub use config::{Job, JobError};
 pub use database::{run_database, run_database_standalone};

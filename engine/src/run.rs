@@ -95,6 +95,45 @@ pub trait Reading: Send + Sync {
     fn wire_bytes(&self) -> u64 {
         0
     }
+    /// Fingerprints one split instead of handing over its rows (`ferry verify`): the result
+    /// batches of `ask`'s pass. Here the rows are read and hashed in this process; a reader
+    /// across the tunnel has its agent hash them, so only the result crosses.
+    async fn fingerprint(
+        &self,
+        spec: &ReadSpec,
+        schema: SchemaRef,
+        split: &Split,
+        ask: &ferry_model::VerifyAsk,
+        attempt: u32,
+    ) -> Result<Vec<RecordBatch>, ReadError> {
+        let mut digester = ferry_fingerprint::Digester::new(&schema, ask)
+            .map_err(|e| ReadError::from(e.to_string()))?;
+        let mut feed = self.open(spec, schema, split, attempt).await?;
+        let mut out = Vec::new();
+        let read: Result<(), ReadError> = async {
+            while let Some(batch) = feed.next().await? {
+                if let Some(o) = digester
+                    .feed(&batch)
+                    .map_err(|e| ReadError::from(e.to_string()))?
+                {
+                    out.push(o);
+                }
+                feed.committed(batch.num_rows() as u64).await?;
+            }
+            Ok(())
+        }
+        .await;
+        let outcome = read.as_ref().map(|_| ()).map_err(|e| e.message.as_str());
+        let closed = feed.close(outcome).await;
+        read?;
+        closed?;
+        out.extend(
+            digester
+                .finish()
+                .map_err(|e| ReadError::from(e.to_string()))?,
+        );
+        Ok(out)
+    }
 }
 
 /// The batches of one split, in order.

@@ -140,6 +140,28 @@ pub(crate) fn job_vars(params: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(vars)
 }
 
+/// `ferry verify` of a job whose reader is an agent's data source: the broker at `admin`
+/// verifies it (`POST /v1/verify`).
+pub(crate) async fn verify_through(
+    admin: &SocketAddr,
+    token: &AdminToken,
+    job: String,
+    vars: BTreeMap<String, String>,
+    opts: &ferry_engine::verify::VerifyOptions,
+) -> Result<ferry_engine::verify::VerifyReport> {
+    let api = Api {
+        base: format!("http://{admin}"),
+        http: token.client()?,
+    };
+    let req = ferry_broker::admin::VerifyRequest {
+        job,
+        vars,
+        show_values: opts.show_values,
+        limit: Some(opts.listed),
+    };
+    api.post("/v1/verify", &req).await
+}
+
 pub async fn run(args: JobArgs) -> Result<()> {
     let api = Api {
         base: format!("http://{}", args.admin),

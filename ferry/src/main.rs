@@ -8,6 +8,7 @@ mod job_cmd;
 mod out;
 mod quickstart;
 mod run_cmd;
+mod verify_cmd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +51,9 @@ enum Command {
     },
     /// Run a job standalone: reader and writer in this process.
     Run(run_cmd::RunArgs),
+    /// Check that a job's target holds exactly what its source holds, table by table
+    /// (through the broker when the reader is an agent's data source).
+    Verify(verify_cmd::VerifyArgs),
     /// Create a CA, issue broker and agent certificates, revoke them.
     Certs(certs_cmd::CertsArgs),
     /// Run the broker, or ask a running one about its agents.
@@ -155,6 +159,7 @@ fn run(command: Command) -> Result<()> {
     match command {
         Command::Certs(args) => certs_cmd::run(args),
         Command::Run(args) => runtime()?.block_on(run_cmd::run(args)),
+        Command::Verify(args) => runtime()?.block_on(verify_cmd::run(args)),
         Command::Job(args) => runtime()?.block_on(job_cmd::run(args)),
         Command::Quickstart { dir } => runtime()?.block_on(quickstart::run(dir)),
         Command::Broker { command } => runtime()?.block_on(broker(command)),

@@ -65,12 +65,23 @@ pub async fn run(args: RunArgs) -> Result<()> {
         if let Some(e) = &summary.failed {
             bail!("job failed: {e}");
         }
-        return Ok(());
+        return verify_after(&job).await;
     }
     let summary = ferry_engine::run_standalone(&job, &opts).await?;
     outln!("{summary}");
     if let Some(e) = &summary.failed {
         bail!("job failed: {e}");
     }
-    Ok(())
+    verify_after(&job).await
+}
+
+/// `setting.verify`: the job wrote everything; does the target hold exactly the source?
+async fn verify_after(job: &Job) -> Result<()> {
+    if !job.setting.verify {
+        return Ok(());
+    }
+    let opts = ferry_engine::verify::VerifyOptions::default();
+    let report = ferry_engine::verify::verify_standalone(job, &opts).await?;
+    outln!("{report}");
+    crate::verify_cmd::finish(&report)
 }

@@ -9,6 +9,7 @@
 //!   defaults, identity), described by a source and rendered as DDL by a target.
 //! * [`Changes`]: values a read changed on purpose (a zero date read as NULL), counted per
 //!   column for the job summary.
+//! * [`VerifyAsk`]: `ferry verify`'s request to fingerprint a split instead of sending it.
 //! * [`Position`]: a point in a source's order, supplied by the source (today the values of
 //!   a unique key of the last row committed: integer, decimal, string, binary or any tuple
 //!   of them). The engine stores and returns it; only the source compares positions.
@@ -24,6 +25,7 @@ mod position;
 mod read;
 mod schema;
 mod split;
+mod verify;
 
 pub use changes::{Changes, ChangesError, MAX_CHANGE_ENTRIES, MAX_CHANGE_TEXT};
 pub use position::{KeyValue, Position, PositionError, MAX_POSITION_VALUES, MAX_TEXT_KEY_LEN};
@@ -33,3 +35,6 @@ pub use schema::{
     TableSchema, MAX_IDENT_LEN, MAX_KEY_COLUMNS, MAX_SCHEMA_ITEMS, MAX_TEXT_LEN,
 };
 pub use split::{int_splits, Split, SplitBounds, SplitOrder, TableRef};
+pub use verify::{
+    TextAs, TextKind, VerifyAsk, VerifyPass, MAX_BUCKETS, MAX_ROW_BUCKETS, MAX_VALUE_KEYS,
+};

@@ -6,7 +6,7 @@
 
 use arrow_schema::Schema;
 use bytes::Bytes;
-use ferry_model::{ReadSpec, Split, TableSchema};
+use ferry_model::{ReadSpec, Split, TableSchema, VerifyAsk};
 use serde::{Deserialize, Serialize};
 
 use crate::frame::{Frame, FrameKind};
@@ -170,6 +170,10 @@ pub enum ControlMessage {
         split: Box<Split>,
         /// How to compress batches.
         compression: crate::data::Compression,
+        /// `ferry verify`: fingerprint the split and send the result batches of the ask's
+        /// pass (`ferry_fingerprint::result_schema`) instead of its rows.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        verify: Option<Box<VerifyAsk>>,
     },
     /// Broker -> agent: stop a task (job cancelled or failed elsewhere).
     TaskCancel { task_id: String, reason: String },
@@ -395,11 +399,18 @@ impl ControlMessage {
                 datasource,
                 spec,
                 split,
+                verify,
                 ..
             } => {
                 check_len("task_id", task_id, MAX_NAME_LEN)?;
                 check_len("datasource", datasource, MAX_NAME_LEN)?;
                 check_spec(spec)?;
+                if let Some(ask) = verify {
+                    ask.check().map_err(|why| ProtocolError::InvalidField {
+                        field: "verify",
+                        why,
+                    })?;
+                }
                 check_split(split)
             }
             ControlMessage::TaskCancel {
@@ -663,6 +674,23 @@ mod tests {
                 options,
                 split: Box::new(split.clone()),
                 compression: crate::data::Compression::Zstd { level: 1 },
+                verify: None,
+            },
+            ControlMessage::TaskAssign {
+                task_id: "j1-v0".into(),
+                datasource: "orders_db".into(),
+                spec: Box::new(spec.clone()),
+                options: Options::new(),
+                split: Box::new(split.clone()),
+                compression: crate::data::Compression::Zstd { level: 1 },
+                verify: Some(Box::new(VerifyAsk {
+                    key: vec!["id".into()],
+                    buckets: 1024,
+                    text_as: vec![],
+                    pass: ferry_model::VerifyPass::Rows {
+                        buckets: vec![1, 5],
+                    },
+                })),
             },
             ControlMessage::TaskCancel {
                 task_id: "j1-t0".into(),
@@ -685,6 +713,7 @@ mod tests {
                 options: Options::new(),
                 split: Box::new(split.clone()),
                 compression: crate::data::Compression::None,
+                verify: None,
             }
             .encode()
             .unwrap(),
@@ -699,8 +728,21 @@ mod tests {
             ControlMessage::decode(&serde_json::to_vec(&bad).unwrap()),
             Err(ProtocolError::InvalidField { field: "split", .. })
         ));
-        let mut bad = json;
+        let mut bad = json.clone();
         bad["split"]["resume"] = serde_json::json!([{"num": "1 OR 1=1"}, {"int": "2"}]);
+        assert!(ControlMessage::decode(&serde_json::to_vec(&bad).unwrap()).is_err());
+        // A verification ask out of bounds is refused on decode, before an agent sees it.
+        let mut bad = json;
+        bad["verify"] =
+            serde_json::json!({"key": [], "buckets": 4294967295u32, "pass": {"pass": "buckets"}});
+        assert!(matches!(
+            ControlMessage::decode(&serde_json::to_vec(&bad).unwrap()),
+            Err(ProtocolError::InvalidField {
+                field: "verify",
+                ..
+            })
+        ));
+        bad["verify"] = serde_json::json!({"key": [], "buckets": 16, "pass": {"pass": "values", "keys": vec![1u64; 100_000]}});
         assert!(ControlMessage::decode(&serde_json::to_vec(&bad).unwrap()).is_err());
         let wide = ControlMessage::PlanRequest {
             request_id: 1,

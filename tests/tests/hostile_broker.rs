@@ -180,6 +180,7 @@ impl Hostile {
                     serde_json::from_value(split.clone()).expect("a well-formed split"),
                 ),
                 compression: Compression::None,
+                verify: None,
             },
         )
         .await;

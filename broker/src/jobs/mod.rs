@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use ferry_connectors::Split;
 use ferry_engine::config::Location;
+use ferry_engine::verify::VerifyReport;
 use ferry_engine::{Job, Progress, ProgressSnapshot, Resume, RunOptions, Summary};
 use ferry_protocol::data::Compression;
 use ferry_state::{JobRecord, NewJob, SplitRecord, SplitState, StateError, StateStore};
@@ -107,6 +108,9 @@ pub struct JobStatus {
     pub tasks: Vec<TaskStatus>,
     /// Present once the job ended.
     pub summary: Option<Summary>,
+    /// With `setting.verify`: the verification of what the job wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyReport>,
     /// Why it failed.
     pub error: Option<String>,
 }
@@ -127,6 +131,8 @@ pub enum SubmitError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("verification: {0}")]
+    Verify(String),
     #[error("setting.compression: {0}")]
     Compression(String),
     #[error(transparent)]
@@ -307,6 +313,8 @@ fn time_of(ms: i64) -> OffsetDateTime {
 struct Ending {
     summary: Option<Summary>,
     progress: ProgressSnapshot,
+    #[serde(default)]
+    verify: Option<VerifyReport>,
 }
 
 fn task_of(s: &SplitRecord) -> TaskStatus {
@@ -426,9 +434,9 @@ fn status_of(r: &JobRecord, tasks: Vec<TaskStatus>) -> JobStatus {
         .summary_json
         .as_deref()
         .and_then(|j| serde_json::from_str(j).ok());
-    let (summary, progress) = match ending {
-        Some(e) => (e.summary, e.progress),
-        None => (None, ProgressSnapshot::default()),
+    let (summary, progress, verify) = match ending {
+        Some(e) => (e.summary, e.progress, e.verify),
+        None => (None, ProgressSnapshot::default(), None),
     };
     JobStatus {
         id: format!("job-{}", r.number),
@@ -442,6 +450,7 @@ fn status_of(r: &JobRecord, tasks: Vec<TaskStatus>) -> JobStatus {
         progress,
         tasks,
         summary,
+        verify,
         error: r.error.clone(),
     }
 }
@@ -593,6 +602,7 @@ fn launch(shared: &Arc<JobHub>, l: Launch) {
             progress: ProgressSnapshot::default(),
             tasks,
             summary: None,
+            verify: None,
             error: None,
         }),
         progress: progress.clone(),
@@ -630,9 +640,25 @@ fn launch(shared: &Arc<JobHub>, l: Launch) {
         } else {
             ferry_engine::run_job(&job, reading, sink, &opts, progress.clone()).await
         };
+        // `setting.verify`: a job that wrote everything is verified; a difference fails it.
+        let verified = match &result {
+            Ok(summary)
+                if summary.succeeded()
+                    && job.setting.verify
+                    && !entry.cancelled.load(Ordering::Relaxed)
+                    && !entry.stopping.load(Ordering::Relaxed) =>
+            {
+                log.info("verifying what the job wrote (setting.verify)").await;
+                Some(
+                    many.verify(&job, &ferry_engine::verify::VerifyOptions::default())
+                        .await,
+                )
+            }
+            _ => None,
+        };
         let wire_now = entry.wire.load(Ordering::Relaxed);
         let snap = progress.snapshot(wire_now);
-        let (state, summary, error) = match result {
+        let (state, summary, mut error) = match result {
             Ok(summary) => {
                 let state = if summary.succeeded() {
                     JobState::Succeeded
@@ -648,6 +674,30 @@ fn launch(shared: &Arc<JobHub>, l: Launch) {
             JobState::Cancelled
         } else {
             state
+        };
+        let (state, verify) = match verified {
+            None => (state, None),
+            Some(Ok(report)) => {
+                many.log_verdicts(&report).await;
+                let failed = report.failed_tables();
+                if failed.is_empty() {
+                    (state, Some(report))
+                } else {
+                    error = Some(format!(
+                        "the job wrote every row, but verification found {} of {} tables differ: {}",
+                        failed.len(),
+                        report.tables.len(),
+                        failed.join(", ")
+                    ));
+                    (JobState::Failed, Some(report))
+                }
+            }
+            Some(Err(e)) => {
+                error = Some(format!(
+                    "the job wrote every row, but could not be verified: {e}"
+                ));
+                (JobState::Failed, None)
+            }
         };
         lock(&shared2.jobs.live).remove(&number);
         if entry.stopping.load(Ordering::Relaxed) {
@@ -677,6 +727,7 @@ fn launch(shared: &Arc<JobHub>, l: Launch) {
         let ending = serde_json::to_string(&Ending {
             summary: summary.clone(),
             progress: snap.clone(),
+            verify: verify.clone(),
         })
         .ok();
         if let Err(e) = shared2
@@ -692,6 +743,7 @@ fn launch(shared: &Arc<JobHub>, l: Launch) {
         st.state = state;
         st.progress = snap;
         st.summary = summary;
+        st.verify = verify;
         st.error = error;
         st.ended = Some(OffsetDateTime::now_utc());
     });
@@ -788,6 +840,91 @@ impl ManyTables {
         };
         ferry_engine::run_merge(job, listings, &reading_for, sink, opts).await
     }
+}
+
+impl ManyTables {
+    /// Verifies what `job` wrote: the source through agents of its group (they hash their
+    /// rows; only fingerprints cross), the target here.
+    async fn verify(
+        &self,
+        job: &Job,
+        opts: &ferry_engine::verify::VerifyOptions,
+    ) -> Result<VerifyReport, ferry_engine::RunError> {
+        let Location::DataSource { group, name } = &job.reader.location else {
+            return Err(not_brokered());
+        };
+        let target = ferry_engine::verify::open_target(job).await?;
+        let tables = match &job.reader.tables {
+            Some(_) => Some(self.list(job, group, name).await?.tables),
+            None => None,
+        };
+        let source_for = |_: &str| -> Arc<dyn ferry_engine::Reading> {
+            Arc::new(self.reading(job, group, name))
+        };
+        let wire = self.wire.clone();
+        let wire = move || wire.load(Ordering::Relaxed);
+        ferry_engine::verify::verify_job(job, tables, &source_for, target, &wire, opts).await
+    }
+
+    /// One log line per table of a verification.
+    async fn log_verdicts(&self, report: &VerifyReport) {
+        for t in &report.tables {
+            let rows = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+            let line = format!(
+                "verify {}: {} source rows, {} target rows: {}",
+                t.table,
+                rows(t.source_rows),
+                rows(t.target_rows),
+                t.status()
+            );
+            if t.passed() {
+                self.log.info(line).await;
+            } else {
+                self.log.warn(line).await;
+            }
+        }
+        self.log
+            .info(format!(
+                "verified: {} passed, {} failed, {} wire bytes",
+                report.passed(),
+                report.tables.len() - report.passed(),
+                report.wire_bytes
+            ))
+            .await;
+    }
+}
+
+/// Verifies job `text` (`ferry verify`, `POST /v1/verify`): no job is recorded; the broker's
+/// own log has the verdicts.
+pub(crate) async fn verify(
+    shared: &Arc<JobHub>,
+    text: &str,
+    vars: BTreeMap<String, String>,
+    opts: &ferry_engine::verify::VerifyOptions,
+) -> Result<VerifyReport, SubmitError> {
+    let job = Job::parse(text, &vars)?;
+    if !matches!(job.reader.location, Location::DataSource { .. }) {
+        return Err(SubmitError::NotBrokered);
+    }
+    if !matches!(job.writer.location, Location::Url(_)) {
+        return Err(SubmitError::WriterOnAgent);
+    }
+    let id = format!("verify-{}", dispatch::random_tag());
+    let many = ManyTables {
+        shared: shared.clone(),
+        id: id.clone(),
+        compression: Compression::Zstd { level: 1 },
+        log: JobLog::none(shared.state.clone()),
+        next: Default::default(),
+        wire: Default::default(),
+    };
+    info!(verification = %id, "verifying a job's target against its source");
+    let report = many
+        .verify(&job, opts)
+        .await
+        .map_err(|e| SubmitError::Verify(e.to_string()))?;
+    many.log_verdicts(&report).await;
+    Ok(report)
 }
 
 fn not_brokered() -> ferry_engine::RunError {

@@ -19,37 +19,51 @@ use crate::metrics::Metrics;
 #[derive(Clone)]
 pub(crate) struct JobLog {
     store: StateStore,
-    number: u64,
+    /// `None`: work that is no job (a verification asked for through the API) logs to the
+    /// broker's own log only.
+    number: Option<u64>,
 }
 
 impl JobLog {
     pub fn new(store: StateStore, number: u64) -> Self {
-        Self { store, number }
+        Self {
+            store,
+            number: Some(number),
+        }
+    }
+
+    /// A log for work that is no job: the broker's own log only.
+    pub fn none(store: StateStore) -> Self {
+        Self {
+            store,
+            number: None,
+        }
     }
 
     pub async fn info(&self, message: impl Into<String>) {
         let m = message.into();
-        info!(job = self.number, "{m}");
+        info!(job = ?self.number, "{m}");
         self.write("info", m).await;
     }
 
     pub async fn warn(&self, message: impl Into<String>) {
         let m = message.into();
-        warn!(job = self.number, "{m}");
+        warn!(job = ?self.number, "{m}");
         self.write("warn", m).await;
     }
 
     pub async fn error(&self, message: impl Into<String>) {
         let m = message.into();
-        error!(job = self.number, "{m}");
+        error!(job = ?self.number, "{m}");
         self.write("error", m).await;
     }
 
     async fn write(&self, level: &str, message: String) {
+        let Some(number) = self.number else { return };
         // A log line that cannot be stored is still in the broker's own log.
-        if let Err(e) = self.store.append_log(self.number, level, &message).await {
+        if let Err(e) = self.store.append_log(number, level, &message).await {
             warn!(
-                job = self.number,
+                job = number,
                 "state store: cannot append to the job's log: {e}"
             );
         }

@@ -269,6 +269,55 @@ impl Reading for TunnelReading {
         split: &Split,
         attempt: u32,
     ) -> Result<Box<dyn SplitFeed>, ReadError> {
+        self.open_task(spec, schema, split, attempt, None).await
+    }
+
+    /// The agent hashes the split where it is; only the result crosses the tunnel.
+    async fn fingerprint(
+        &self,
+        spec: &ReadSpec,
+        _schema: SchemaRef,
+        split: &Split,
+        ask: &ferry_model::VerifyAsk,
+        attempt: u32,
+    ) -> Result<Vec<RecordBatch>, ReadError> {
+        let schema = ferry_fingerprint::result_schema(&ask.pass);
+        let mut feed = self
+            .open_task(spec, schema, split, attempt, Some(ask))
+            .await?;
+        let mut out = Vec::new();
+        let read: Result<(), ReadError> = async {
+            while let Some(batch) = feed.next().await? {
+                let rows = batch.num_rows() as u64;
+                out.push(batch);
+                feed.committed(rows).await?;
+            }
+            Ok(())
+        }
+        .await;
+        let outcome = read.as_ref().map(|_| ()).map_err(|e| e.message.as_str());
+        let closed = feed.close(outcome).await;
+        read?;
+        closed?;
+        Ok(out)
+    }
+
+    fn wire_bytes(&self) -> u64 {
+        self.wire.load(Ordering::Relaxed)
+    }
+}
+
+impl TunnelReading {
+    /// Assigns a task for `split` to an agent and waits for its data stream, whose batches
+    /// must have `schema` (the rows, or a verification's result).
+    async fn open_task(
+        &self,
+        spec: &ReadSpec,
+        schema: SchemaRef,
+        split: &Split,
+        attempt: u32,
+        verify: Option<&ferry_model::VerifyAsk>,
+    ) -> Result<Box<dyn SplitFeed>, ReadError> {
         let agent = self
             .agent(TASK_AGENT_WAIT)
             .await
@@ -290,6 +339,7 @@ impl Reading for TunnelReading {
             options: self.options.clone(),
             split: Box::new(split.clone()),
             compression: self.compression,
+            verify: verify.map(|a| Box::new(a.clone())),
         };
         let fail = |e: ReadError| {
             dispatch.forget_task(&task_id);
@@ -342,10 +392,6 @@ impl Reading for TunnelReading {
             agent: agent.clone(),
             dispatch,
         }))
-    }
-
-    fn wire_bytes(&self) -> u64 {
-        self.wire.load(Ordering::Relaxed)
     }
 }
 

@@ -1,0 +1,652 @@
+//! Canonical values: one hash per logical value, whatever Arrow type a connector chose.
+//!
+//! A value is written as a family tag and canonical bytes, then hashed with XXH3:
+//!
+//! | family | Arrow types | canonical form |
+//! |---|---|---|
+//! | number | Int*, UInt*, Boolean (0/1), Decimal128/256, text tagged `ferry.type=numeric` | decimal text without leading or trailing zeros (`1.50` is `1.5`, `-0` is `0`) |
+//! | float | Float16/32/64 | the exact value as a double (`-0` is `0`, one NaN) |
+//! | text | Utf8, LargeUtf8, Utf8View | the bytes (`''` is not NULL, a trailing space counts) |
+//! | JSON | text tagged `ferry.type=json`, or asked for | the document re-serialised with sorted keys |
+//! | bytes | Binary, LargeBinary, FixedSizeBinary, BinaryView | the bytes |
+//! | date | Date32, Date64 | days since 1970-01-01 |
+//! | time of day | Time32, Time64 | nanoseconds since midnight |
+//! | timestamp | Timestamp(any unit, any zone) | nanoseconds since the epoch: an instant in UTC, a wall clock as read |
+//! | duration | Duration, Interval without months | nanoseconds |
+//!
+//! NULL has a hash of its own, distinct from every value. Text that the other side holds typed
+//! (a SQLite target keeps `TIME` as text) is parsed into that family when the ask says so
+//! ([`TextKind`]); text that does not parse keeps the text family, so it differs.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::*;
+use arrow_array::{Array, ArrayRef};
+use arrow_schema::{DataType, Field, IntervalUnit, TimeUnit};
+use ferry_model::TextKind;
+use twox_hash::XxHash3_64;
+
+/// The hash of NULL.
+pub const NULL_HASH: u64 = 0x6e75_6c6c_0000_0001;
+
+const NUMBER: u8 = b'N';
+const FLOAT: u8 = b'F';
+const TEXT: u8 = b'S';
+const JSON: u8 = b'J';
+const BYTES: u8 = b'B';
+const DATE: u8 = b'D';
+const TIME: u8 = b'T';
+const TIMESTAMP: u8 = b'P';
+const DURATION: u8 = b'U';
+const INTERVAL: u8 = b'I';
+const OTHER: u8 = b'X';
+
+/// How a column's text is read: as the field's metadata says, unless the ask says otherwise.
+pub fn text_kind(field: &Field, asked: Option<TextKind>) -> Option<TextKind> {
+    asked.or_else(
+        || match field.metadata().get("ferry.type").map(String::as_str) {
+            Some("json") => Some(TextKind::Json),
+            Some("numeric") => Some(TextKind::Number),
+            _ => None,
+        },
+    )
+}
+
+/// The hash of every value of `array`, NULLs included. `text` says how to read a text column.
+pub fn column_hashes(array: &ArrayRef, text: Option<TextKind>) -> Vec<u64> {
+    let mut out = Vec::with_capacity(array.len());
+    let mut buf = Vec::with_capacity(64);
+    let mut each = |f: &mut dyn FnMut(usize, &mut Vec<u8>)| {
+        for i in 0..array.len() {
+            if array.is_null(i) {
+                out.push(NULL_HASH);
+                continue;
+            }
+            buf.clear();
+            f(i, &mut buf);
+            out.push(XxHash3_64::oneshot(&buf));
+        }
+    };
+    macro_rules! int {
+        ($t:ty) => {{
+            let a = array.as_primitive::<$t>();
+            each(&mut |i, b| {
+                b.push(NUMBER);
+                b.extend_from_slice(a.value(i).to_string().as_bytes());
+            })
+        }};
+    }
+    macro_rules! i64s {
+        ($t:ty, $tag:expr, $per:expr) => {{
+            let a = array.as_primitive::<$t>();
+            each(&mut |i, b| tagged($tag, i128::from(a.value(i)) * $per, b))
+        }};
+    }
+    match array.data_type() {
+        DataType::Int8 => int!(Int8Type),
+        DataType::Int16 => int!(Int16Type),
+        DataType::Int32 => int!(Int32Type),
+        DataType::Int64 => int!(Int64Type),
+        DataType::UInt8 => int!(UInt8Type),
+        DataType::UInt16 => int!(UInt16Type),
+        DataType::UInt32 => int!(UInt32Type),
+        DataType::UInt64 => int!(UInt64Type),
+        DataType::Boolean => {
+            let a = array.as_boolean();
+            each(&mut |i, b| {
+                b.push(NUMBER);
+                b.push(if a.value(i) { b'1' } else { b'0' });
+            })
+        }
+        DataType::Decimal128(_, scale) => {
+            let (a, scale) = (array.as_primitive::<Decimal128Type>(), *scale);
+            each(&mut |i, b| {
+                b.push(NUMBER);
+                b.extend_from_slice(decimal_i128(a.value(i), scale).as_bytes());
+            })
+        }
+        DataType::Decimal256(_, scale) => {
+            let (a, scale) = (array.as_primitive::<Decimal256Type>(), *scale);
+            each(&mut |i, b| {
+                b.push(NUMBER);
+                let digits = a.value(i).to_string();
+                b.extend_from_slice(decimal_text(&digits, scale).as_bytes());
+            })
+        }
+        DataType::Float16 => {
+            let a = array.as_primitive::<Float16Type>();
+            each(&mut |i, b| float(f64::from(a.value(i).to_f32()), b))
+        }
+        DataType::Float32 => {
+            let a = array.as_primitive::<Float32Type>();
+            each(&mut |i, b| float(f64::from(a.value(i)), b))
+        }
+        DataType::Float64 => {
+            let a = array.as_primitive::<Float64Type>();
+            each(&mut |i, b| float(a.value(i), b))
+        }
+        DataType::Utf8 => {
+            let a = array.as_string::<i32>();
+            each(&mut |i, b| text_value(a.value(i), text, b))
+        }
+        DataType::LargeUtf8 => {
+            let a = array.as_string::<i64>();
+            each(&mut |i, b| text_value(a.value(i), text, b))
+        }
+        DataType::Utf8View => {
+            let a = array.as_string_view();
+            each(&mut |i, b| text_value(a.value(i), text, b))
+        }
+        DataType::Binary => {
+            let a = array.as_binary::<i32>();
+            each(&mut |i, b| bytes(a.value(i), b))
+        }
+        DataType::LargeBinary => {
+            let a = array.as_binary::<i64>();
+            each(&mut |i, b| bytes(a.value(i), b))
+        }
+        DataType::BinaryView => {
+            let a = array.as_binary_view();
+            each(&mut |i, b| bytes(a.value(i), b))
+        }
+        DataType::FixedSizeBinary(_) => {
+            let a = array.as_fixed_size_binary();
+            each(&mut |i, b| bytes(a.value(i), b))
+        }
+        DataType::Date32 => {
+            let a = array.as_primitive::<Date32Type>();
+            each(&mut |i, b| tagged(DATE, i128::from(a.value(i)), b))
+        }
+        DataType::Date64 => {
+            let a = array.as_primitive::<Date64Type>();
+            each(&mut |i, b| tagged(DATE, i128::from(a.value(i).div_euclid(86_400_000)), b))
+        }
+        DataType::Time32(unit) => {
+            let per = nanos_per(unit);
+            match unit {
+                TimeUnit::Second => {
+                    let a = array.as_primitive::<Time32SecondType>();
+                    each(&mut |i, b| tagged(TIME, i128::from(a.value(i)) * per, b))
+                }
+                _ => {
+                    let a = array.as_primitive::<Time32MillisecondType>();
+                    each(&mut |i, b| tagged(TIME, i128::from(a.value(i)) * per, b))
+                }
+            }
+        }
+        DataType::Time64(unit) => {
+            let per = nanos_per(unit);
+            match unit {
+                TimeUnit::Nanosecond => {
+                    let a = array.as_primitive::<Time64NanosecondType>();
+                    each(&mut |i, b| tagged(TIME, i128::from(a.value(i)) * per, b))
+                }
+                _ => {
+                    let a = array.as_primitive::<Time64MicrosecondType>();
+                    each(&mut |i, b| tagged(TIME, i128::from(a.value(i)) * per, b))
+                }
+            }
+        }
+        DataType::Timestamp(unit, _) => {
+            let per = nanos_per(unit);
+            match unit {
+                TimeUnit::Second => i64s!(TimestampSecondType, TIMESTAMP, per),
+                TimeUnit::Millisecond => i64s!(TimestampMillisecondType, TIMESTAMP, per),
+                TimeUnit::Microsecond => i64s!(TimestampMicrosecondType, TIMESTAMP, per),
+                TimeUnit::Nanosecond => i64s!(TimestampNanosecondType, TIMESTAMP, per),
+            }
+        }
+        DataType::Duration(unit) => {
+            let per = nanos_per(unit);
+            match unit {
+                TimeUnit::Second => i64s!(DurationSecondType, DURATION, per),
+                TimeUnit::Millisecond => i64s!(DurationMillisecondType, DURATION, per),
+                TimeUnit::Microsecond => i64s!(DurationMicrosecondType, DURATION, per),
+                TimeUnit::Nanosecond => i64s!(DurationNanosecondType, DURATION, per),
+            }
+        }
+        DataType::Interval(IntervalUnit::MonthDayNano) => {
+            let a = array.as_primitive::<IntervalMonthDayNanoType>();
+            each(&mut |i, b| {
+                let v = a.value(i);
+                interval(v.months, v.days, i128::from(v.nanoseconds), b)
+            })
+        }
+        DataType::Interval(IntervalUnit::DayTime) => {
+            let a = array.as_primitive::<IntervalDayTimeType>();
+            each(&mut |i, b| {
+                let v = a.value(i);
+                interval(0, v.days, i128::from(v.milliseconds) * 1_000_000, b)
+            })
+        }
+        DataType::Interval(IntervalUnit::YearMonth) => {
+            let a = array.as_primitive::<IntervalYearMonthType>();
+            each(&mut |i, b| interval(a.value(i), 0, 0, b))
+        }
+        _ => {
+            // Nested and rare types: their display text, the same on both sides when the
+            // types are.
+            let options = arrow_cast::display::FormatOptions::default();
+            match arrow_cast::display::ArrayFormatter::try_new(array.as_ref(), &options) {
+                Ok(f) => each(&mut |i, b| {
+                    b.push(OTHER);
+                    b.extend_from_slice(f.value(i).to_string().as_bytes());
+                }),
+                Err(_) => each(&mut |_, b| b.push(OTHER)),
+            }
+        }
+    }
+    out
+}
+
+fn nanos_per(unit: &TimeUnit) -> i128 {
+    match unit {
+        TimeUnit::Second => 1_000_000_000,
+        TimeUnit::Millisecond => 1_000_000,
+        TimeUnit::Microsecond => 1_000,
+        TimeUnit::Nanosecond => 1,
+    }
+}
+
+fn tagged(tag: u8, v: i128, b: &mut Vec<u8>) {
+    b.push(tag);
+    b.extend_from_slice(&v.to_le_bytes());
+}
+
+fn float(v: f64, b: &mut Vec<u8>) {
+    let v = if v == 0.0 {
+        0.0
+    } else if v.is_nan() {
+        f64::NAN
+    } else {
+        v
+    };
+    b.push(FLOAT);
+    b.extend_from_slice(&v.to_bits().to_le_bytes());
+}
+
+fn bytes(v: &[u8], b: &mut Vec<u8>) {
+    b.push(BYTES);
+    b.extend_from_slice(v);
+}
+
+/// An interval without months is a duration (MySQL `TIME` crosses as a Duration and comes
+/// back from PostgreSQL's `interval` as an Interval).
+fn interval(months: i32, days: i32, nanos: i128, b: &mut Vec<u8>) {
+    if months == 0 {
+        tagged(DURATION, i128::from(days) * 86_400_000_000_000 + nanos, b);
+    } else {
+        b.push(INTERVAL);
+        b.extend_from_slice(&months.to_le_bytes());
+        b.extend_from_slice(&days.to_le_bytes());
+        b.extend_from_slice(&nanos.to_le_bytes());
+    }
+}
+
+fn text_value(s: &str, kind: Option<TextKind>, b: &mut Vec<u8>) {
+    let parsed = match kind {
+        None => false,
+        Some(TextKind::Json) => match serde_json::from_str::<serde_json::Value>(s) {
+            // serde_json's maps are ordered by key: the text is canonical.
+            Ok(v) => {
+                b.push(JSON);
+                b.extend_from_slice(v.to_string().as_bytes());
+                true
+            }
+            Err(_) => false,
+        },
+        Some(TextKind::Number) => match normal_number(s) {
+            Some(n) => {
+                b.push(NUMBER);
+                b.extend_from_slice(n.as_bytes());
+                true
+            }
+            None => false,
+        },
+        Some(TextKind::Date) => parse_date(s)
+            .map(|d| tagged(DATE, i128::from(d), b))
+            .is_some(),
+        Some(TextKind::Time) => parse_time(s).map(|t| tagged(TIME, t, b)).is_some(),
+        Some(TextKind::Timestamp) => parse_timestamp(s)
+            .map(|t| tagged(TIMESTAMP, t, b))
+            .is_some(),
+        Some(TextKind::Duration) => parse_duration(s).map(|d| tagged(DURATION, d, b)).is_some(),
+    };
+    if !parsed {
+        b.clear();
+        b.push(TEXT);
+        b.extend_from_slice(s.as_bytes());
+    }
+}
+
+/// `v` × 10^-`scale` as canonical decimal text.
+pub fn decimal_i128(v: i128, scale: i8) -> String {
+    decimal_text(&v.to_string(), scale)
+}
+
+/// Integer digits `digits` (with an optional `-`) × 10^-`scale`, canonical.
+fn decimal_text(digits: &str, scale: i8) -> String {
+    let (neg, abs) = match digits.strip_prefix('-') {
+        Some(a) => (true, a),
+        None => (false, digits),
+    };
+    let text = if scale <= 0 {
+        let mut s = abs.to_string();
+        if abs.trim_start_matches('0').is_empty() {
+            s = "0".into();
+        } else {
+            s.extend(std::iter::repeat_n('0', usize::from(scale.unsigned_abs())));
+        }
+        s
+    } else {
+        let scale = usize::from(scale.unsigned_abs());
+        let padded = format!("{abs:0>width$}", width = scale + 1);
+        let (int, frac) = padded.split_at(padded.len() - scale);
+        format!("{int}.{frac}")
+    };
+    let n = normal_number(&text).unwrap_or(text);
+    if neg && n != "0" {
+        format!("-{n}")
+    } else {
+        n
+    }
+}
+
+/// Decimal text (`-0012.3400`) in canonical form (`-12.34`); `None` when it is not a plain
+/// decimal number.
+pub fn normal_number(s: &str) -> Option<String> {
+    let s = s.trim();
+    let (neg, rest) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let (int, frac) = match rest.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (rest, ""),
+    };
+    if (int.is_empty() && frac.is_empty())
+        || !int.bytes().all(|c| c.is_ascii_digit())
+        || !frac.bytes().all(|c| c.is_ascii_digit())
+    {
+        return None;
+    }
+    let int = int.trim_start_matches('0');
+    let frac = frac.trim_end_matches('0');
+    let mut out = String::with_capacity(int.len() + frac.len() + 3);
+    if int.is_empty() && frac.is_empty() {
+        return Some("0".into());
+    }
+    if neg {
+        out.push('-');
+    }
+    out.push_str(if int.is_empty() { "0" } else { int });
+    if !frac.is_empty() {
+        out.push('.');
+        out.push_str(frac);
+    }
+    Some(out)
+}
+
+/// Days since 1970-01-01 of `YYYY-MM-DD`.
+fn parse_date(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let y: i64 = s.get(0..4)?.parse().ok()?;
+    let m: i64 = s.get(5..7)?.parse().ok()?;
+    let d: i64 = s.get(8..10)?.parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    Some(days_from_civil(y, m, d))
+}
+
+/// Howard Hinnant's days_from_civil.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Nanoseconds of `H:MM:SS[.fffffffff]` (hours unbounded).
+fn parse_hms(s: &str) -> Option<i128> {
+    let mut parts = s.splitn(3, ':');
+    let h: i128 = parts.next()?.parse().ok()?;
+    let m: i128 = parts.next()?.parse().ok()?;
+    let sec = parts.next()?;
+    let (whole, frac) = match sec.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (sec, ""),
+    };
+    let whole: i128 = whole.parse().ok()?;
+    if h < 0 || !(0..60).contains(&m) || !(0..=60).contains(&whole) {
+        return None;
+    }
+    Some((h * 3600 + m * 60 + whole) * 1_000_000_000 + frac_nanos(frac)?)
+}
+
+fn frac_nanos(frac: &str) -> Option<i128> {
+    if frac.len() > 9 || !frac.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    if frac.is_empty() {
+        return Some(0);
+    }
+    let n: i128 = frac.parse().ok()?;
+    Some(n * 10i128.pow(9 - frac.len() as u32))
+}
+
+fn parse_time(s: &str) -> Option<i128> {
+    parse_hms(s.trim())
+}
+
+/// Nanoseconds since the epoch of `YYYY-MM-DD[ T]HH:MM:SS[.f][Z|+00:00]`.
+fn parse_timestamp(s: &str) -> Option<i128> {
+    let s = s.trim();
+    let s = s
+        .strip_suffix('Z')
+        .or_else(|| s.strip_suffix("+00:00"))
+        .or_else(|| s.strip_suffix("+00"))
+        .unwrap_or(s);
+    let (date, time) = (s.get(0..10)?, s.get(11..)?);
+    if !matches!(s.as_bytes().get(10), Some(b' ' | b'T')) {
+        return None;
+    }
+    let days = i128::from(parse_date(date)?);
+    Some(days * 86_400_000_000_000 + parse_hms(time)?)
+}
+
+/// Nanoseconds of `[-]S[.f]` seconds or `[-]H:MM:SS[.f]`.
+fn parse_duration(s: &str) -> Option<i128> {
+    let s = s.trim();
+    let (neg, abs) = match s.strip_prefix('-') {
+        Some(a) => (true, a),
+        None => (false, s),
+    };
+    let n = if abs.contains(':') {
+        parse_hms(abs)?
+    } else {
+        let (whole, frac) = match abs.split_once('.') {
+            Some((w, f)) => (w, f),
+            None => (abs, ""),
+        };
+        if whole.is_empty() || !whole.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        whole.parse::<i128>().ok()? * 1_000_000_000 + frac_nanos(frac)?
+    };
+    Some(if neg { -n } else { n })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::*;
+    use std::sync::Arc;
+
+    fn one(a: ArrayRef, kind: Option<TextKind>) -> u64 {
+        column_hashes(&a, kind)[0]
+    }
+
+    #[test]
+    fn integers_decimals_and_booleans_compare_by_value() {
+        let five = one(Arc::new(Int32Array::from(vec![5])), None);
+        assert_eq!(five, one(Arc::new(Int64Array::from(vec![5])), None));
+        assert_eq!(five, one(Arc::new(UInt8Array::from(vec![5])), None));
+        let d = Decimal128Array::from(vec![500])
+            .with_precision_and_scale(10, 2)
+            .unwrap();
+        assert_eq!(five, one(Arc::new(d), None));
+        let text = StringArray::from(vec!["5.000"]);
+        assert_eq!(five, one(Arc::new(text), Some(TextKind::Number)));
+        assert_eq!(
+            one(Arc::new(BooleanArray::from(vec![true])), None),
+            one(Arc::new(Int8Array::from(vec![1])), None)
+        );
+        assert_ne!(five, one(Arc::new(Int32Array::from(vec![6])), None));
+        assert_ne!(five, one(Arc::new(Float64Array::from(vec![5.0])), None));
+    }
+
+    #[test]
+    fn decimal_text_is_canonical() {
+        assert_eq!(decimal_i128(12340, 3), "12.34");
+        assert_eq!(decimal_i128(-5, 2), "-0.05");
+        assert_eq!(decimal_i128(0, 2), "0");
+        assert_eq!(decimal_i128(-0, 4), "0");
+        assert_eq!(decimal_i128(12, -2), "1200");
+        assert_eq!(normal_number("-0012.3400").as_deref(), Some("-12.34"));
+        assert_eq!(normal_number("-0.000").as_deref(), Some("0"));
+        assert_eq!(normal_number(".5").as_deref(), Some("0.5"));
+        assert_eq!(normal_number("1e5"), None);
+        assert_eq!(normal_number("-"), None);
+    }
+
+    #[test]
+    fn null_empty_text_and_trailing_space_differ() {
+        let a: ArrayRef = Arc::new(StringArray::from(vec![
+            None,
+            Some(""),
+            Some("a"),
+            Some("a "),
+        ]));
+        let h = column_hashes(&a, None);
+        assert_eq!(h[0], NULL_HASH);
+        assert_ne!(h[1], NULL_HASH);
+        assert_ne!(h[2], h[3]);
+    }
+
+    #[test]
+    fn floats_by_exact_value() {
+        let f32s = one(Arc::new(Float32Array::from(vec![0.1f32])), None);
+        let f64s = one(Arc::new(Float64Array::from(vec![f64::from(0.1f32)])), None);
+        assert_eq!(f32s, f64s);
+        assert_ne!(f64s, one(Arc::new(Float64Array::from(vec![0.1])), None));
+        assert_eq!(
+            one(Arc::new(Float64Array::from(vec![-0.0])), None),
+            one(Arc::new(Float64Array::from(vec![0.0])), None)
+        );
+    }
+
+    #[test]
+    fn json_by_document() {
+        let a = one(
+            Arc::new(StringArray::from(vec![r#"{"b": 1, "a": [1, 2]}"#])),
+            Some(TextKind::Json),
+        );
+        let b = one(
+            Arc::new(StringArray::from(vec![r#"{"a":[1,2],"b":1}"#])),
+            Some(TextKind::Json),
+        );
+        assert_eq!(a, b);
+        let c = one(
+            Arc::new(StringArray::from(vec![r#"{"a":[2,1],"b":1}"#])),
+            Some(TextKind::Json),
+        );
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn times_and_durations_from_text_and_types() {
+        let t = one(
+            Arc::new(Time64MicrosecondArray::from(vec![3_723_500_000])),
+            None,
+        );
+        assert_eq!(
+            t,
+            one(
+                Arc::new(StringArray::from(vec!["01:02:03.5"])),
+                Some(TextKind::Time)
+            )
+        );
+        let d = one(
+            Arc::new(DurationMicrosecondArray::from(vec![-1_500_000])),
+            None,
+        );
+        assert_eq!(
+            d,
+            one(
+                Arc::new(StringArray::from(vec!["-1.500000"])),
+                Some(TextKind::Duration)
+            )
+        );
+        let iv =
+            IntervalMonthDayNanoArray::from(vec![IntervalMonthDayNano::new(0, 0, -1_500_000_000)]);
+        assert_eq!(d, one(Arc::new(iv), None));
+        let big = one(
+            Arc::new(DurationMicrosecondArray::from(vec![
+                838 * 3_600_000_000 + 59 * 60_000_000 + 59_000_000,
+            ])),
+            None,
+        );
+        assert_eq!(
+            big,
+            one(
+                Arc::new(StringArray::from(vec!["838:59:59.000000"])),
+                Some(TextKind::Duration)
+            )
+        );
+    }
+
+    #[test]
+    fn timestamps_and_dates() {
+        let micros = 1_718_877_600_123_456i64; // 2024-06-20 10:00:00.123456
+        let utc = TimestampMicrosecondArray::from(vec![micros]).with_timezone("UTC");
+        let naive = TimestampMicrosecondArray::from(vec![micros]);
+        assert_eq!(one(Arc::new(utc), None), one(Arc::new(naive), None));
+        let text = one(
+            Arc::new(StringArray::from(vec!["2024-06-20 10:00:00.123456"])),
+            Some(TextKind::Timestamp),
+        );
+        assert_eq!(
+            text,
+            one(
+                Arc::new(TimestampNanosecondArray::from(vec![micros * 1000])),
+                None
+            )
+        );
+        let shifted = TimestampMicrosecondArray::from(vec![micros + 8 * 3_600_000_000]);
+        assert_ne!(text, one(Arc::new(shifted), None));
+        let day = one(Arc::new(Date32Array::from(vec![19_894])), None);
+        assert_eq!(
+            day,
+            one(
+                Arc::new(StringArray::from(vec!["2024-06-20"])),
+                Some(TextKind::Date)
+            )
+        );
+        // Text that does not parse stays text, so it differs.
+        assert_ne!(
+            day,
+            one(
+                Arc::new(StringArray::from(vec!["2024-13-20"])),
+                Some(TextKind::Date)
+            )
+        );
+    }
+}
