@@ -166,6 +166,29 @@ impl Hostile {
         self.wait_task(&task_id, &spec, &split).await
     }
 
+    /// Sends a verification task (`ferry verify`'s ask as raw JSON); what the agent did.
+    async fn verify_task(&self, source: &str, spec: Value, split: Value, ask: Value) -> TaskOutcome {
+        let task_id = format!("hostile-v-{:032x}", rand::random::<u128>());
+        self.send(
+            source,
+            ControlMessage::TaskAssign {
+                task_id: task_id.clone(),
+                datasource: source.into(),
+                spec: Box::new(serde_json::from_value(spec.clone()).expect("a well-formed spec")),
+                options: Default::default(),
+                split: Box::new(
+                    serde_json::from_value(split.clone()).expect("a well-formed split"),
+                ),
+                compression: Compression::None,
+                verify: Some(Box::new(
+                    serde_json::from_value(ask).expect("a well-formed ask"),
+                )),
+            },
+        )
+        .await;
+        self.wait_task(&task_id, &spec, &split).await
+    }
+
     /// Sends a task; its id.
     async fn send_task(&self, source: &str, spec: &Value, options: Value, split: &Value) -> String {
         let task_id = format!("hostile-{:032x}", rand::random::<u128>());
@@ -460,6 +483,78 @@ async fn postgres_source_refuses_a_hostile_broker() {
             other => panic!("{text}: {other:?}"),
         }
     }
+    // Verification asks (`ferry verify`) go through the same checks as reads: a table outside
+    // the policy, a filter, a split, a key column that is not read are refused; an allowed ask
+    // sends fingerprints, and values only of what the read may read.
+    let all = json!({"index":0,"total":1,"bounds":{"kind":"all"}});
+    let buckets = json!({"key": ["id"], "buckets": 16, "pass": {"pass": "buckets"}});
+    for (sp, split, ask, needle) in [
+        (
+            json!({"table": format!("{}.secret", s.name)}),
+            all.clone(),
+            json!({"key": [], "buckets": 16, "pass": {"pass": "rows", "buckets": [0, 1, 2, 3]}}),
+            "does not allow reading",
+        ),
+        (
+            spec(json!({"where": "id in (select id from secret)"})),
+            all.clone(),
+            buckets.clone(),
+            "subquer",
+        ),
+        (
+            spec(json!({"columns": ["id"]})),
+            all.clone(),
+            json!({"key": ["note"], "buckets": 16, "pass": {"pass": "buckets"}}),
+            "no column `note`",
+        ),
+        (
+            spec(json!({})),
+            json!({"index":0,"total":1,"bounds":{"kind":"int_range","column":"v\" from secret --","lo":null,"hi":null}}),
+            buckets.clone(),
+            "not a column",
+        ),
+    ] {
+        task_refused(
+            &format!("verify {sp} {ask}"),
+            h.verify_task("pg", sp, split, ask).await,
+            needle,
+        );
+    }
+    match h.verify_task("pg", spec(json!({})), all.clone(), buckets).await {
+        TaskOutcome::Streamed(c) => {
+            assert!(c.ended && (1..=16).contains(&c.rows), "{c:?}");
+            assert!(!c.text.contains("n1"), "fingerprints only: {c:?}");
+        }
+        other => panic!("allowed verification: {other:?}"),
+    }
+    // The key hashes of ids 1..=100, as any side computes them.
+    let ids = arrow_array::RecordBatch::try_from_iter([(
+        "id",
+        Arc::new(arrow_array::Int32Array::from_iter_values(1..=100)) as arrow_array::ArrayRef,
+    )])
+    .unwrap();
+    let rows_ask: ferry_model::VerifyAsk = serde_json::from_value(json!({"key": ["id"],
+        "buckets": 1, "pass": {"pass": "rows", "buckets": [0]}}))
+    .unwrap();
+    let mut d = ferry_fingerprint::Digester::new(&ids.schema(), &rows_ask).unwrap();
+    assert!(d.feed(&ids).unwrap().is_none());
+    let keys: Vec<u64> = ferry_fingerprint::read_rows(&d.finish().unwrap().unwrap(), 1)
+        .unwrap()
+        .iter()
+        .map(|r| r.key_hash)
+        .collect();
+    let values = json!({"key": ["id"], "buckets": 16, "pass": {"pass": "values", "keys": keys}});
+    match h
+        .verify_task("pg", spec(json!({"columns": ["id"]})), all, values)
+        .await
+    {
+        TaskOutcome::Streamed(c) => {
+            assert!(c.ended && c.rows == 100, "{c:?}");
+            assert!(!c.text.contains("n1"), "only the columns read: {c:?}");
+        }
+        other => panic!("values of a narrowed read: {other:?}"),
+    }
+
     // Numbers: a million splits asked for, the agent's cap given.
     let plan = h
         .plan("pg", spec(json!({"splitPk": "id"})), json!({}), 1_000_000)
