@@ -350,7 +350,7 @@ impl Worker {
         let mut digester = Digester::new(&schema, ask).map_err(|e| e.to_string())?;
         let (source, spec) = (read.source, read.spec);
         let mut sender = self
-            .open_stream(&task, split.index, result_schema(&ask.pass))
+            .open_stream(&task, split.index, result_schema(&ask.pass, &schema))
             .await?;
         let (tx, mut rx) = mpsc::channel::<RecordBatch>(2);
         let reader = tokio::spawn(async move { source.read(&spec, schema, &split, tx).await });

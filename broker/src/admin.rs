@@ -232,6 +232,10 @@ pub struct VerifyRequest {
     /// Most differing rows listed per table (default 20).
     #[serde(default)]
     pub limit: Option<usize>,
+    /// Re-sync the differing rows (delete them in the target, copy the source's again),
+    /// then verify again.
+    #[serde(default)]
+    pub repair: bool,
 }
 
 /// The answer to a submission.
@@ -283,6 +287,7 @@ async fn verify(State(s): State<AdminState>, Json(req): Json<VerifyRequest>) -> 
     let opts = ferry_engine::verify::VerifyOptions {
         show_values: req.show_values,
         listed: req.limit.unwrap_or(20).min(10_000),
+        repair: req.repair,
     };
     match crate::jobs::verify(&s.hub, &req.job, vars, &opts).await {
         Ok(report) => Json(report).into_response(),

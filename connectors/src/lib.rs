@@ -32,6 +32,7 @@ pub mod file;
 pub mod kind;
 pub mod mysql;
 pub mod postgres;
+pub mod repair;
 pub mod spec;
 pub mod sqlite;
 pub mod traits;

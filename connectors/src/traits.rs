@@ -165,6 +165,22 @@ pub trait Sink: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// `ferry verify --repair`: deletes the rows whose key `columns` hold one of `keys` (each
+    /// the key's values as text, in key order, compared with the columns cast to text).
+    /// Returns the rows deleted. Targets without rows to delete by key (files) refuse.
+    async fn delete_keys(
+        &self,
+        spec: &WriteSpec,
+        columns: &[String],
+        keys: &[Vec<String>],
+    ) -> Result<u64, ConnectorError> {
+        let _ = (columns, keys);
+        Err(ConnectorError::config(
+            "table",
+            format!("`{}`: this target cannot delete rows by key", spec.table),
+        ))
+    }
+
     /// A writer for one task.
     async fn writer(
         &self,

@@ -13,6 +13,12 @@
 //!    back as key, row hash and column hashes, and are compared key by key: missing, extra,
 //!    duplicated, or changed in named columns;
 //! 3. **values** (`--show-values` only: values may be sensitive): the differing rows' values.
+//!
+//! `--repair` then deletes the extra rows in the target, has the source send the rows of the
+//! missing and changed keys again (a copy pass: the source filters its rows by key hash, so no
+//! key value becomes SQL on the source side), writes them as upserts by key, and verifies the
+//! table again. A target with duplicated keys has no unique key to upsert by: every differing
+//! key's rows are deleted there and the source's inserted.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,11 +26,14 @@ use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use ferry_connectors::{ReadSpec, Source, Split};
+use ferry_connectors::spec::{WriteMode, WriteSpec};
+use ferry_connectors::{ReadSpec, Sink, Source, Split};
 use ferry_fingerprint::{
     diff_rows, read_rows, read_values, BucketTotals, DiffKind, RowDigest, RowValues,
 };
-use ferry_model::{TextAs, TextKind, VerifyAsk, VerifyPass, MAX_ROW_BUCKETS, MAX_VALUE_KEYS};
+use ferry_model::{
+    TextAs, TextKind, VerifyAsk, VerifyPass, MAX_COPY_KEYS, MAX_ROW_BUCKETS, MAX_VALUE_KEYS,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -47,6 +56,9 @@ pub struct VerifyOptions {
     pub show_values: bool,
     /// Most differing rows listed per table.
     pub listed: usize,
+    /// Re-sync the differing rows (delete them in the target, copy the source's again),
+    /// then verify again.
+    pub repair: bool,
 }
 
 impl Default for VerifyOptions {
@@ -54,6 +66,7 @@ impl Default for VerifyOptions {
         Self {
             show_values: false,
             listed: 20,
+            repair: false,
         }
     }
 }
@@ -86,6 +99,22 @@ pub struct TableVerdict {
     /// The table could not be verified.
     #[serde(default)]
     pub error: Option<String>,
+    /// With `--repair`: what was re-synced before this verdict (which is the second one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repaired: Option<Repaired>,
+}
+
+/// What `--repair` did to a table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Repaired {
+    /// Rows that differed before.
+    pub differing_rows: u64,
+    /// Target rows deleted (extra rows; every differing key's rows where the target has
+    /// duplicates, so no unique key to update by).
+    pub deleted: u64,
+    /// Source rows written again (missing and changed rows, as upserts by key; duplicated
+    /// ones as inserts).
+    pub copied: u64,
 }
 
 /// A differing row.
@@ -129,11 +158,18 @@ impl TableVerdict {
 
     /// `ok`, or what is wrong in a few words.
     pub fn status(&self) -> String {
+        let repaired = match &self.repaired {
+            Some(r) => format!(
+                " (repaired: {} rows differed, {} deleted, {} copied again)",
+                r.differing_rows, r.deleted, r.copied
+            ),
+            None => String::new(),
+        };
         if let Some(e) = &self.error {
-            return format!("error: {e}");
+            return format!("error: {e}{repaired}");
         }
         if self.passed() {
-            return "ok".into();
+            return format!("ok{repaired}");
         }
         let mut counts: Vec<(String, usize)> = Vec::new();
         for d in &self.differences {
@@ -156,7 +192,7 @@ impl TableVerdict {
         if parts.is_empty() {
             parts.push("row counts differ".into());
         }
-        format!("FAILED: {}", parts.join(", "))
+        format!("FAILED: {}{repaired}", parts.join(", "))
     }
 }
 
@@ -243,6 +279,28 @@ pub struct Side {
     pub slots: Arc<Semaphore>,
 }
 
+/// Where `--repair` writes: the job's target and its writer's parameters.
+pub struct RepairTarget {
+    pub sink: Arc<dyn Sink>,
+    pub spec: WriteSpec,
+    pub type_map: crate::retype::TypeMap,
+}
+
+/// What `--repair` must do to a table, found by the first verification.
+struct RepairPlan {
+    /// The target's key columns.
+    key: Vec<String>,
+    /// The target rows to delete: their keys as the target reads them.
+    delete: Vec<Vec<String>>,
+    /// The source rows to copy again, by key hash.
+    copy: Vec<u64>,
+    /// Write them as upserts by `key` (the target has a unique key: changed rows are
+    /// updated in place, so rows referring to them stay valid); else they are inserted
+    /// after every differing key was deleted.
+    upsert: bool,
+    differing_rows: u64,
+}
+
 /// The target table of a one-table job, read as a source.
 pub fn target_spec(job: &Job) -> ReadSpec {
     ReadSpec {
@@ -265,16 +323,171 @@ pub async fn verify_table(
     columns: &[String],
     channel: usize,
     opts: &VerifyOptions,
+    repair: Option<&RepairTarget>,
 ) -> TableVerdict {
-    match compare(label, source, target, columns, channel, opts).await {
+    let first = match compare(label, source, target, columns, channel, opts, repair).await {
         Ok(v) => v,
         Err(e) => {
             warn!(table = label, "verification failed: {e}");
-            TableVerdict::failed(label, e)
+            return TableVerdict::failed(label, e);
         }
-    }
+    };
+    let (verdict, plan) = first;
+    let (Some(plan), Some(repair)) = (plan, repair) else {
+        return verdict;
+    };
+    let repaired = match run_repair(label, source, columns, repair, &plan).await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(table = label, "repair failed: {e}");
+            let mut v = verdict;
+            v.error = Some(format!("repair failed: {e}"));
+            return v;
+        }
+    };
+    info!(
+        table = label,
+        deleted = repaired.deleted,
+        copied = repaired.copied,
+        "repaired; verifying again"
+    );
+    let mut again = match compare(label, source, target, columns, channel, opts, None).await {
+        Ok((v, _)) => v,
+        Err(e) => TableVerdict::failed(label, format!("after the repair: {e}")),
+    };
+    again.repaired = Some(repaired);
+    again
 }
 
+/// Deletes the plan's target rows and copies its source rows again.
+async fn run_repair(
+    label: &str,
+    source: &Side,
+    columns: &[String],
+    to: &RepairTarget,
+    plan: &RepairPlan,
+) -> Result<Repaired, String> {
+    let sschema = source.reading.schema(&source.spec).await?;
+    let ssplits = source.reading.plan(&source.spec, 1).await?;
+    let tschema = target_schema(&sschema, columns).map_err(|e| e.to_string())?;
+    let (tschema, retype) = to.type_map.apply(&tschema);
+    let retype = retype.iter().any(Option::is_some).then_some(retype);
+    let mut spec = to.spec.clone();
+    if plan.upsert {
+        spec.write_mode = WriteMode::Update;
+        spec.keys = plan.key.clone();
+    } else {
+        spec.write_mode = WriteMode::Insert;
+    }
+    let deleted = match plan.delete.is_empty() {
+        true => 0,
+        false => to
+            .sink
+            .delete_keys(&spec, &plan.key, &plan.delete)
+            .await
+            .map_err(|e| format!("deleting the differing rows: {e}"))?,
+    };
+    let mut copied = 0;
+    if !plan.copy.is_empty() {
+        let mut writer = to
+            .sink
+            .writer(&spec, &tschema)
+            .await
+            .map_err(|e| format!("opening the target: {e}"))?;
+        let key: Vec<String> = plan_source_key(source, &sschema).await?;
+        for keys in plan.copy.chunks(MAX_COPY_KEYS) {
+            let ask = VerifyAsk {
+                key: key.clone(),
+                buckets: 1,
+                text_as: Vec::new(),
+                pass: VerifyPass::Copy {
+                    keys: keys.to_vec(),
+                },
+            };
+            for batch in run_pass(source, &sschema, &ssplits, ask).await? {
+                let (batch, _) = ferry_connectors::take_changes(batch);
+                let columns = match &retype {
+                    None => batch.columns().to_vec(),
+                    Some(plan) => crate::retype::convert(&batch, plan, &tschema)?.0,
+                };
+                let batch = RecordBatch::try_new(tschema.clone(), columns)
+                    .map_err(|e| format!("renaming columns: {e}"))?;
+                let outcome = writer
+                    .write(&batch)
+                    .await
+                    .map_err(|e| format!("writing the source's rows: {e}"))?;
+                if let Some(d) = outcome.dirty.first() {
+                    return Err(format!(
+                        "{} of the source's rows cannot be written again ({})",
+                        outcome.dirty.len(),
+                        d.reason
+                    ));
+                }
+                copied += outcome.written;
+            }
+        }
+        writer
+            .close()
+            .await
+            .map_err(|e| format!("committing the source's rows: {e}"))?;
+    }
+    info!(table = label, deleted, copied, "repair written");
+    Ok(Repaired {
+        differing_rows: plan.differing_rows,
+        deleted,
+        copied,
+    })
+}
+
+/// The source's primary key columns, when the read has them all.
+async fn plan_source_key(source: &Side, sschema: &SchemaRef) -> Result<Vec<String>, String> {
+    Ok(key_positions(source, sschema)
+        .await?
+        .iter()
+        .map(|i| sschema.field(*i).name().clone())
+        .collect())
+}
+
+/// Where the source's primary key columns are in the read, when it reads them all; empty
+/// otherwise (rows are then their own key).
+async fn key_positions(source: &Side, sschema: &SchemaRef) -> Result<Vec<usize>, String> {
+    Ok(match source.reading.describe(&source.spec).await? {
+        Some(d) => {
+            let at: Vec<Option<usize>> = d
+                .primary_key
+                .iter()
+                .map(|k| sschema.index_of(k).ok())
+                .collect();
+            if at.iter().all(Option::is_some) {
+                at.into_iter().flatten().collect()
+            } else {
+                Vec::new()
+            }
+        }
+        None => Vec::new(),
+    })
+}
+
+/// Key types whose text form the target compares exactly (see `ferry_connectors::repair`).
+fn repairable(dt: &DataType) -> bool {
+    matches!(
+        dt,
+        DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64
+            | DataType::Decimal128(..)
+            | DataType::Decimal256(..)
+            | DataType::Utf8
+            | DataType::LargeUtf8
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn compare(
     label: &str,
     source: &Side,
@@ -282,7 +495,8 @@ async fn compare(
     columns: &[String],
     channel: usize,
     opts: &VerifyOptions,
-) -> Result<TableVerdict, String> {
+    repair: Option<&RepairTarget>,
+) -> Result<(TableVerdict, Option<RepairPlan>), String> {
     let sschema = source
         .reading
         .schema(&source.spec)
@@ -308,21 +522,7 @@ async fn compare(
     }
     let names: Vec<String> = tschema.fields().iter().map(|f| f.name().clone()).collect();
     // The source's primary key, when every column of it is read; else rows are their own key.
-    let key_at: Vec<usize> = match source.reading.describe(&source.spec).await? {
-        Some(d) => {
-            let at: Vec<Option<usize>> = d
-                .primary_key
-                .iter()
-                .map(|k| sschema.index_of(k).ok())
-                .collect();
-            if at.iter().all(Option::is_some) {
-                at.into_iter().flatten().collect()
-            } else {
-                Vec::new()
-            }
-        }
-        None => Vec::new(),
-    };
+    let key_at = key_positions(source, &sschema).await?;
     let (stext, ttext) = text_kinds(&sschema, &tschema);
     let ssplits = source
         .reading
@@ -383,7 +583,7 @@ async fn compare(
     };
     let differing = stotal.differing(&ttotal);
     if differing.is_empty() {
-        return Ok(verdict);
+        return Ok((verdict, None));
     }
 
     // Pass 2: the rows of the differing buckets.
@@ -409,6 +609,16 @@ async fn compare(
     let td = digests(t.map_err(|e| format!("target: {e}"))?)?;
     let diffs = diff_rows(sd, td);
     verdict.differing_rows = diffs.len() as u64;
+    let plan = match repair {
+        Some(_) => match repair_plan(label, &key_at, &sschema, &tschema, &diffs) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                verdict.error = Some(format!("not repaired: {e}"));
+                None
+            }
+        },
+        None => None,
+    };
     let listed: Vec<_> = diffs.into_iter().take(opts.listed).collect();
 
     // Pass 3: their values, when asked for.
@@ -479,7 +689,63 @@ async fn compare(
             }
         })
         .collect();
-    Ok(verdict)
+    Ok((verdict, plan))
+}
+
+/// What to delete and copy again for `diffs`, or why the table cannot be repaired.
+fn repair_plan(
+    label: &str,
+    key_at: &[usize],
+    sschema: &Schema,
+    tschema: &Schema,
+    diffs: &[ferry_fingerprint::RowDiff],
+) -> Result<RepairPlan, String> {
+    if key_at.is_empty() {
+        return Err(format!(
+            "{label} has no primary key that the job reads: --repair needs one to find rows by"
+        ));
+    }
+    for i in key_at {
+        for f in [sschema.field(*i), tschema.field(*i)] {
+            if !repairable(f.data_type()) {
+                return Err(format!(
+                    "{label}: key column `{}` is {}; --repair handles integer, decimal and text keys",
+                    f.name(),
+                    f.data_type()
+                ));
+            }
+        }
+    }
+    // A duplicated key means the target has no unique key on it: no upsert then.
+    let upsert = !diffs.iter().any(|d| d.kind == DiffKind::Duplicated);
+    let mut delete = Vec::new();
+    let mut copy = Vec::new();
+    for d in diffs {
+        let gone = !upsert || d.kind == DiffKind::Extra;
+        if let (true, Some(k)) = (gone, &d.target_key) {
+            match k.iter().cloned().collect::<Option<Vec<String>>>() {
+                Some(k) if k.len() == key_at.len() => delete.push(k),
+                _ => return Err(format!("{label}: key {} has a NULL", d.key)),
+            }
+        }
+        if !matches!(d.kind, DiffKind::Extra) {
+            copy.push(d.key_hash);
+        }
+    }
+    delete.sort();
+    delete.dedup();
+    copy.sort_unstable();
+    copy.dedup();
+    Ok(RepairPlan {
+        key: key_at
+            .iter()
+            .map(|i| tschema.field(*i).name().clone())
+            .collect(),
+        delete,
+        copy,
+        upsert,
+        differing_rows: diffs.len() as u64,
+    })
 }
 
 /// Buckets for a table of about `rows` rows: about a thousand rows each, so a differing
@@ -623,9 +889,16 @@ pub async fn verify_job(
     source_tables: Option<Vec<String>>,
     source_for: &(dyn Fn(&str) -> Arc<dyn Reading> + Send + Sync),
     target: Arc<dyn Source>,
+    sink: Option<Arc<dyn Sink>>,
     wire: &(dyn Fn() -> u64 + Send + Sync),
     opts: &VerifyOptions,
 ) -> Result<VerifyReport, RunError> {
+    if opts.repair && sink.is_none() {
+        return Err(RunError::Reader {
+            stage: "repairing",
+            message: "--repair needs the job's target opened for writing".into(),
+        });
+    }
     let start = Instant::now();
     if job.reader.merge.is_some() {
         return Err(RunError::Reader {
@@ -680,11 +953,28 @@ pub async fn verify_job(
             slots: tslots.clone(),
         };
         let (opts, starting) = (opts.clone(), starting.clone());
+        let repair = match (&sink, opts.repair) {
+            (Some(sink), true) => Some(RepairTarget {
+                sink: sink.clone(),
+                spec: one.writer.spec.clone(),
+                type_map: one.writer.type_map.clone(),
+            }),
+            _ => None,
+        };
         tasks.spawn(async move {
             let _turn = starting.acquire_owned().await;
             let label = one.writer.spec.table.clone();
             let columns = one.writer.spec.columns.clone();
-            let v = verify_table(&label, &source, &target, &columns, channel, &opts).await;
+            let v = verify_table(
+                &label,
+                &source,
+                &target,
+                &columns,
+                channel,
+                &opts,
+                repair.as_ref(),
+            )
+            .await;
             (i, v)
         });
     }
@@ -747,7 +1037,11 @@ pub async fn verify_standalone(job: &Job, opts: &VerifyOptions) -> Result<Verify
         ),
         None => None,
     };
+    let sink = match opts.repair {
+        true => Some(crate::registry::open_sink(&job.writer).await?),
+        false => None,
+    };
     let source_for =
         move |_: &str| -> Arc<dyn Reading> { Arc::new(LocalReading::new(source.clone())) };
-    verify_job(job, tables, &source_for, target, &|| 0, opts).await
+    verify_job(job, tables, &source_for, target, sink, &|| 0, opts).await
 }

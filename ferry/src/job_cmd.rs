@@ -158,6 +158,7 @@ pub(crate) async fn verify_through(
         vars,
         show_values: opts.show_values,
         limit: Some(opts.listed),
+        repair: opts.repair,
     };
     api.post("/v1/verify", &req).await
 }

@@ -28,6 +28,10 @@ pub struct VerifyArgs {
     /// Most differing rows listed per table.
     #[arg(long, default_value_t = 20)]
     limit: usize,
+    /// Re-sync the rows that differ (delete them in the target, copy the source's again),
+    /// then verify again. Needs a primary key of integers, decimals or text.
+    #[arg(long)]
+    repair: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -44,6 +48,7 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
     let opts = VerifyOptions {
         show_values: args.show_values,
         listed: args.limit,
+        repair: args.repair,
     };
     let report = match &job.reader.location {
         Location::Url(_) => ferry_engine::verify::verify_standalone(&job, &opts).await?,

@@ -35,6 +35,8 @@ pub struct RowDiff {
     pub key_hash: u64,
     pub key: String,
     pub kind: DiffKind,
+    /// The key's values as the target reads them, when the target has the row.
+    pub target_key: Option<Vec<Option<String>>>,
 }
 
 /// The differences between the rows of the same buckets on both sides, ordered by key.
@@ -68,27 +70,32 @@ pub fn diff_rows(source: Vec<RowDigest>, target: Vec<RowDigest>) -> Vec<RowDiff>
                 key_hash,
                 key: d.key,
                 kind: DiffKind::Duplicated,
+                target_key: Some(d.key_values),
             });
         }
         dst.reverse();
         for s in src {
-            let kind = match dst.pop() {
-                Some(d) => DiffKind::Changed {
-                    columns: s
-                        .columns
-                        .iter()
-                        .zip(&d.columns)
-                        .enumerate()
-                        .filter(|(_, (a, b))| a != b)
-                        .map(|(i, _)| i)
-                        .collect(),
-                },
-                None => DiffKind::Missing,
+            let (kind, target_key) = match dst.pop() {
+                Some(d) => (
+                    DiffKind::Changed {
+                        columns: s
+                            .columns
+                            .iter()
+                            .zip(&d.columns)
+                            .enumerate()
+                            .filter(|(_, (a, b))| a != b)
+                            .map(|(i, _)| i)
+                            .collect(),
+                    },
+                    Some(d.key_values),
+                ),
+                None => (DiffKind::Missing, None),
             };
             out.push(RowDiff {
                 key_hash,
                 key: s.key,
                 kind,
+                target_key,
             });
         }
         for d in dst {
@@ -96,6 +103,7 @@ pub fn diff_rows(source: Vec<RowDigest>, target: Vec<RowDigest>) -> Vec<RowDiff>
                 key_hash,
                 key: d.key,
                 kind: DiffKind::Extra,
+                target_key: Some(d.key_values),
             });
         }
     }
@@ -111,6 +119,7 @@ mod tests {
         RowDigest {
             key_hash: key,
             key: key.to_string(),
+            key_values: vec![Some(key.to_string())],
             row_hash: row,
             columns: cols.to_vec(),
         }
@@ -130,6 +139,9 @@ mod tests {
             row(4, 40, &[7, 8]),
         ];
         let d = diff_rows(src, dst);
+        assert!(d
+            .iter()
+            .all(|r| r.target_key.is_some() == (r.kind != DiffKind::Missing)));
         let kinds: Vec<(String, DiffKind)> = d.into_iter().map(|r| (r.key, r.kind)).collect();
         assert_eq!(
             kinds,

@@ -25,10 +25,12 @@ const RESULT_BATCH_ROWS: usize = 4096;
 /// Seed of key hashes, so a one-column key's hash is not its row's.
 const KEY_SEED: u64 = 0x6b65_79;
 
-/// The result batches' schema of a pass.
-pub fn result_schema(pass: &VerifyPass) -> SchemaRef {
+/// The result batches' schema of a pass over a read of schema `read` (the copy pass sends
+/// the read's own rows).
+pub fn result_schema(pass: &VerifyPass, read: &SchemaRef) -> SchemaRef {
     let u64f = |n: &str| Field::new(n, DataType::UInt64, false);
     Arc::new(Schema::new(match pass {
+        VerifyPass::Copy { .. } => return read.clone(),
         VerifyPass::Buckets => vec![
             Field::new("bucket", DataType::UInt32, false),
             u64f("rows"),
@@ -50,6 +52,7 @@ pub fn result_schema(pass: &VerifyPass) -> SchemaRef {
 
 /// Hashes one split's batches for an ask.
 pub struct Digester {
+    read: SchemaRef,
     buckets: u32,
     key: Vec<usize>,
     text: Vec<Option<TextKind>>,
@@ -66,6 +69,9 @@ enum State {
     Values {
         wanted: HashSet<u64>,
         out: ValuesOut,
+    },
+    Copy {
+        wanted: HashSet<u64>,
     },
 }
 
@@ -87,7 +93,7 @@ struct ValuesOut {
 impl Digester {
     /// A digester for batches of `schema`. Fails when the ask is out of bounds or names a
     /// column the read does not have.
-    pub fn new(schema: &Schema, ask: &VerifyAsk) -> Result<Self, FingerprintError> {
+    pub fn new(schema: &SchemaRef, ask: &VerifyAsk) -> Result<Self, FingerprintError> {
         ask.check().map_err(FingerprintError::Ask)?;
         let index = |name: &str| {
             schema
@@ -119,8 +125,12 @@ impl Digester {
                 wanted: keys.iter().copied().collect(),
                 out: ValuesOut::default(),
             },
+            VerifyPass::Copy { keys } => State::Copy {
+                wanted: keys.iter().copied().collect(),
+            },
         };
         Ok(Self {
+            read: schema.clone(),
             buckets: ask.buckets,
             key,
             text,
@@ -184,7 +194,27 @@ impl Digester {
                         picked.push(r);
                     }
                 }
+                State::Copy { wanted } => {
+                    if wanted.contains(&key_hash) {
+                        picked.push(r);
+                    }
+                }
             }
+        }
+        if let State::Copy { .. } = self.state {
+            if picked.is_empty() {
+                return Ok(None);
+            }
+            let idx = arrow_array::UInt32Array::from_iter_values(picked.iter().map(|r| *r as u32));
+            let columns = batch
+                .columns()
+                .iter()
+                .map(|c| arrow_select::take::take(c.as_ref(), &idx, None))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| FingerprintError::Shape(e.to_string()))?;
+            return RecordBatch::try_new(self.read.clone(), columns)
+                .map(Some)
+                .map_err(|e| FingerprintError::Shape(e.to_string()));
         }
         if !picked.is_empty() {
             let keys = render_keys(batch, &self.key, &picked)?;
@@ -194,11 +224,11 @@ impl Digester {
                     out.key.extend(keys);
                     out.values.extend(render_rows(batch, &picked)?);
                 }
-                State::Buckets(_) => {}
+                State::Buckets(_) | State::Copy { .. } => {}
             }
         }
         let pending = match &self.state {
-            State::Buckets(_) => 0,
+            State::Buckets(_) | State::Copy { .. } => 0,
             State::Rows { out, .. } => out.key_hash.len(),
             State::Values { out, .. } => out.key_hash.len(),
         };
@@ -212,6 +242,7 @@ impl Digester {
     pub fn finish(mut self) -> Result<Option<RecordBatch>, FingerprintError> {
         let pending = match &self.state {
             State::Buckets(_) => true,
+            State::Copy { .. } => false,
             State::Rows { out, .. } => !out.key_hash.is_empty(),
             State::Values { out, .. } => !out.key_hash.is_empty(),
         };
@@ -234,7 +265,7 @@ impl Digester {
                     }
                 }
                 (
-                    result_schema(&VerifyPass::Buckets),
+                    result_schema(&VerifyPass::Buckets, &self.read),
                     vec![
                         Arc::new(b.finish()),
                         Arc::new(r.finish()),
@@ -249,7 +280,7 @@ impl Digester {
                     cols.append_value(c);
                 }
                 (
-                    result_schema(&VerifyPass::Rows { buckets: vec![] }),
+                    result_schema(&VerifyPass::Rows { buckets: vec![] }, &self.read),
                     vec![
                         Arc::new(arrow_array::UInt64Array::from(o.key_hash)),
                         Arc::new(arrow_array::StringArray::from(o.key)),
@@ -258,10 +289,15 @@ impl Digester {
                     ],
                 )
             }
+            State::Copy { .. } => {
+                return Err(FingerprintError::Shape(
+                    "the copy pass has no result of its own".into(),
+                ))
+            }
             State::Values { out, .. } => {
                 let o = std::mem::take(out);
                 (
-                    result_schema(&VerifyPass::Values { keys: vec![] }),
+                    result_schema(&VerifyPass::Values { keys: vec![] }, &self.read),
                     vec![
                         Arc::new(arrow_array::UInt64Array::from(o.key_hash)),
                         Arc::new(arrow_array::StringArray::from(o.key)),
@@ -310,47 +346,42 @@ fn formatters<'a>(
         .collect()
 }
 
-/// How a row's key reads in a report: `42`, or `(7, 'x')` for a composite key.
+/// Each row's key values as a JSON array of text (NULL as null).
 fn render_keys(
     batch: &RecordBatch,
     key: &[usize],
     rows: &[usize],
 ) -> Result<Vec<String>, FingerprintError> {
-    let options = FormatOptions::default().with_null("NULL");
-    let arrays = displayable(batch, key)?;
-    let f = formatters(&arrays, &options)?;
-    Ok(rows
-        .iter()
-        .map(|r| match f.len() {
-            0 => String::new(),
-            1 => f[0].value(*r).to_string(),
-            _ => format!(
-                "({})",
-                f.iter()
-                    .map(|f| f.value(*r).to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        })
-        .collect())
+    render(batch, key, rows)
 }
 
 /// Each row's values as a JSON array of text (NULL as null).
 fn render_rows(batch: &RecordBatch, rows: &[usize]) -> Result<Vec<String>, FingerprintError> {
-    let options = FormatOptions::default();
     let all: Vec<usize> = (0..batch.num_columns()).collect();
-    let arrays = displayable(batch, &all)?;
+    render(batch, &all, rows)
+}
+
+/// Columns `cols` of each row of `rows` as a JSON array of text (NULL as null).
+fn render(
+    batch: &RecordBatch,
+    cols: &[usize],
+    rows: &[usize],
+) -> Result<Vec<String>, FingerprintError> {
+    let options = FormatOptions::default();
+    let all = cols;
+    let arrays = displayable(batch, all)?;
     let f = formatters(&arrays, &options)?;
     Ok(rows
         .iter()
         .map(|r| {
             let v: Vec<serde_json::Value> = all
                 .iter()
-                .map(|c| {
+                .enumerate()
+                .map(|(i, c)| {
                     if batch.column(*c).is_null(*r) {
                         serde_json::Value::Null
                     } else {
-                        serde_json::Value::String(f[*c].value(*r).to_string())
+                        serde_json::Value::String(f[i].value(*r).to_string())
                     }
                 })
                 .collect();
@@ -405,7 +436,7 @@ impl BucketTotals {
 }
 
 fn expect_schema(batch: &RecordBatch, pass: &VerifyPass) -> Result<(), FingerprintError> {
-    let want = result_schema(pass);
+    let want = result_schema(pass, &batch.schema());
     let got = batch.schema();
     let same = want.fields().len() == got.fields().len()
         && want
@@ -430,8 +461,10 @@ fn expect_schema(batch: &RecordBatch, pass: &VerifyPass) -> Result<(), Fingerpri
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowDigest {
     pub key_hash: u64,
-    /// The key as text, for the report.
+    /// The key as text, for the report: `42`, or `(7, x)` for a composite key.
     pub key: String,
+    /// Each key column's value as text (NULL: `None`), as the side that sent it reads it.
+    pub key_values: Vec<Option<String>>,
     pub row_hash: u64,
     /// Each column's hash, in read order.
     pub columns: Vec<u64>,
@@ -453,9 +486,11 @@ pub fn read_rows(batch: &RecordBatch, columns: usize) -> Result<Vec<RowDigest>, 
                     c.len()
                 )));
             }
+            let key_values = key_values(key.value(i))?;
             Ok(RowDigest {
                 key_hash: kh.value(i),
-                key: bounded(key.value(i)),
+                key: key_text(&key_values),
+                key_values,
                 row_hash: rh.value(i),
                 columns: c
                     .chunks_exact(8)
@@ -497,11 +532,34 @@ pub fn read_values(
             }
             Ok(RowValues {
                 key_hash: kh.value(i),
-                key: bounded(key.value(i)),
+                key: key_text(&key_values(key.value(i))?),
                 values: v.into_iter().map(|v| v.map(|s| bounded(&s))).collect(),
             })
         })
         .collect()
+}
+
+/// A key's values from a result's JSON array (bounded: it came from the network).
+fn key_values(json: &str) -> Result<Vec<Option<String>>, FingerprintError> {
+    let v: Vec<Option<String>> = serde_json::from_str(json)
+        .map_err(|e| FingerprintError::Shape(format!("a row's key: {e}")))?;
+    if v.len() > ferry_model::MAX_KEY_COLUMNS {
+        return Err(FingerprintError::Shape(format!(
+            "a key of {} columns",
+            v.len()
+        )));
+    }
+    Ok(v)
+}
+
+/// A key for a report: `42`, `(7, x)`, empty for a table without a key.
+fn key_text(values: &[Option<String>]) -> String {
+    let one = |v: &Option<String>| bounded(v.as_deref().unwrap_or("NULL"));
+    match values {
+        [] => String::new(),
+        [v] => one(v),
+        vs => format!("({})", vs.iter().map(one).collect::<Vec<_>>().join(", ")),
+    }
 }
 
 /// Text from the other side, cut to what a report line can show.

@@ -13,6 +13,9 @@ pub const MAX_BUCKETS: u32 = 1 << 16;
 pub const MAX_ROW_BUCKETS: usize = 1024;
 /// Most key hashes whose values one [`VerifyPass::Values`] asks for.
 pub const MAX_VALUE_KEYS: usize = 1000;
+/// Most key hashes whose rows one [`VerifyPass::Copy`] asks for (about 400 KiB of JSON, well
+/// inside a control frame).
+pub const MAX_COPY_KEYS: usize = 20_000;
 
 /// Fingerprint a split instead of sending its rows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +69,9 @@ pub enum VerifyPass {
     Rows { buckets: Vec<u32> },
     /// The values of the rows whose key hashes are these (`--show-values`).
     Values { keys: Vec<u64> },
+    /// The rows themselves whose key hashes are these, as the read has them (`--repair`
+    /// copies them again).
+    Copy { keys: Vec<u64> },
 }
 
 impl VerifyAsk {
@@ -121,6 +127,11 @@ impl VerifyAsk {
                 keys.len()
             )),
             VerifyPass::Values { .. } => Ok(()),
+            VerifyPass::Copy { keys } if keys.len() > MAX_COPY_KEYS => Err(format!(
+                "at most {MAX_COPY_KEYS} keys per pass, not {}",
+                keys.len()
+            )),
+            VerifyPass::Copy { .. } => Ok(()),
         }
     }
 }

@@ -167,7 +167,13 @@ impl Hostile {
     }
 
     /// Sends a verification task (`ferry verify`'s ask as raw JSON); what the agent did.
-    async fn verify_task(&self, source: &str, spec: Value, split: Value, ask: Value) -> TaskOutcome {
+    async fn verify_task(
+        &self,
+        source: &str,
+        spec: Value,
+        split: Value,
+        ask: Value,
+    ) -> TaskOutcome {
         let task_id = format!("hostile-v-{:032x}", rand::random::<u128>());
         self.send(
             source,
@@ -520,7 +526,10 @@ async fn postgres_source_refuses_a_hostile_broker() {
             needle,
         );
     }
-    match h.verify_task("pg", spec(json!({})), all.clone(), buckets).await {
+    match h
+        .verify_task("pg", spec(json!({})), all.clone(), buckets)
+        .await
+    {
         TaskOutcome::Streamed(c) => {
             assert!(c.ended && (1..=16).contains(&c.rows), "{c:?}");
             assert!(!c.text.contains("n1"), "fingerprints only: {c:?}");

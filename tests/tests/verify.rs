@@ -2,7 +2,7 @@
 //! and names its key (and column), and the untouched copy passes. Three routes:
 //! MariaDB → PostgreSQL (copied and verified through the tunnel: the agent hashes the
 //! source, `ferry verify --admin` asks the broker), PostgreSQL → PostgreSQL and
-//! MariaDB → SQLite (standalone).
+//! MariaDB → SQLite (standalone). `--repair` then re-syncs each corrupted copy.
 
 mod common;
 
@@ -298,13 +298,19 @@ async fn copy_and_verify(
         }
     }
     corrupt();
+    verify(via, dir, job_text, &["--show-values"])
+}
+
+/// `ferry verify --json` of `job_text` with `args`: whether it passed, and its report.
+fn verify(via: &Via<'_>, dir: &Path, job_text: &str, args: &[&str]) -> (bool, Value) {
     let path = dir.join("verify.yaml");
     std::fs::write(&path, job_text).unwrap();
     let mut cmd = std::process::Command::new(ferry_tests::proc::ferry_bin());
     cmd.current_dir(dir)
         .arg("verify")
         .arg(&path)
-        .args(["--json", "--show-values"]);
+        .arg("--json")
+        .args(args);
     if let Via::Tunnel(rig) = via {
         cmd.args(["--admin", &rig.broker.admin_addr().to_string()]);
     }
@@ -347,13 +353,9 @@ async fn every_corruption(
     }
     for (n, c) in CORRUPTIONS.iter().enumerate() {
         let table = format!("c{}", n + 1);
-        let (ok, report) = copy_and_verify(
-            &via,
-            dir.path(),
-            &job(reader, reader_line, source_table, &target.writer(&table)),
-            || target.corrupt(c, &table),
-        )
-        .await;
+        let job_text = job(reader, reader_line, source_table, &target.writer(&table));
+        let (ok, report) =
+            copy_and_verify(&via, dir.path(), &job_text, || target.corrupt(c, &table)).await;
         assert!(
             !ok,
             "{}: verify passed a corrupted copy: {report:#}",
@@ -396,6 +398,19 @@ async fn every_corruption(
             assert_eq!(v["column"], d["columns"][0], "{}: {report:#}", c.what);
             assert_ne!(v["source"], v["target"], "{}: {report:#}", c.what);
         }
+        // --repair re-syncs exactly the differing rows, and the copy verifies again.
+        let (ok, report) = verify(&via, dir.path(), &job_text, &["--repair"]);
+        let t = &report["tables"][0];
+        assert!(ok, "{}: not repaired: {report:#}", c.what);
+        assert_eq!(
+            t["repaired"]["differing_rows"],
+            c.expect.len(),
+            "{}: {report:#}",
+            c.what
+        );
+        let (ok, report) = verify(&via, dir.path(), &job_text, &[]);
+        assert!(ok, "{}: after the repair: {report:#}", c.what);
+        assert!(report["tables"][0]["repaired"].is_null(), "{report:#}");
     }
 }
 

@@ -854,6 +854,10 @@ impl ManyTables {
             return Err(not_brokered());
         };
         let target = ferry_engine::verify::open_target(job).await?;
+        let sink = match opts.repair {
+            true => Some(ferry_engine::registry::open_sink(&job.writer).await?),
+            false => None,
+        };
         let tables = match &job.reader.tables {
             Some(_) => Some(self.list(job, group, name).await?.tables),
             None => None,
@@ -863,7 +867,7 @@ impl ManyTables {
         };
         let wire = self.wire.clone();
         let wire = move || wire.load(Ordering::Relaxed);
-        ferry_engine::verify::verify_job(job, tables, &source_for, target, &wire, opts).await
+        ferry_engine::verify::verify_job(job, tables, &source_for, target, sink, &wire, opts).await
     }
 
     /// One log line per table of a verification.

@@ -276,12 +276,12 @@ impl Reading for TunnelReading {
     async fn fingerprint(
         &self,
         spec: &ReadSpec,
-        _schema: SchemaRef,
+        schema: SchemaRef,
         split: &Split,
         ask: &ferry_model::VerifyAsk,
         attempt: u32,
     ) -> Result<Vec<RecordBatch>, ReadError> {
-        let schema = ferry_fingerprint::result_schema(&ask.pass);
+        let schema = ferry_fingerprint::result_schema(&ask.pass, &schema);
         let mut feed = self
             .open_task(spec, schema, split, attempt, Some(ask))
             .await?;

@@ -374,6 +374,42 @@ impl Sink for MySqlSink {
         result
     }
 
+    async fn delete_keys(
+        &self,
+        spec: &WriteSpec,
+        columns: &[String],
+        keys: &[Vec<String>],
+    ) -> Result<u64, ConnectorError> {
+        let table = quote_table(&spec.table);
+        let mut conn = acquire(&self.pool).await?;
+        let mut deleted = 0;
+        for chunk in keys.chunks(crate::repair::KEYS_PER_STATEMENT) {
+            // Compared byte for byte, whatever the column's collation.
+            let sql = crate::repair::delete_sql(
+                &table,
+                columns,
+                chunk.len(),
+                |c| {
+                    format!(
+                        "CAST({} AS CHAR CHARACTER SET utf8mb4) COLLATE utf8mb4_bin",
+                        quote_ident(c)
+                    )
+                },
+                |_| "?".into(),
+            );
+            let mut q = sqlx::query(&sql);
+            for v in chunk.iter().flatten() {
+                q = q.bind(v);
+            }
+            deleted += q
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| ConnectorError::query(format!("deleting rows by key in {table}"), e))?
+                .rows_affected();
+        }
+        Ok(deleted)
+    }
+
     async fn forget(&self, spec: &WriteSpec, job: &str) -> Result<(), ConnectorError> {
         let table = spec.checkpoint_table();
         let mut conn = acquire(&self.pool).await?;

@@ -1163,6 +1163,35 @@ impl Sink for PostgresSink {
         Ok(())
     }
 
+    async fn delete_keys(
+        &self,
+        spec: &WriteSpec,
+        columns: &[String],
+        keys: &[Vec<String>],
+    ) -> Result<u64, ConnectorError> {
+        let table = quote_qualified(&spec.table)?;
+        let mut deleted = 0;
+        for chunk in keys.chunks(crate::repair::KEYS_PER_STATEMENT) {
+            let sql = crate::repair::delete_sql(
+                &table,
+                columns,
+                chunk.len(),
+                |c| format!("{}::text", quote_ident(c)),
+                |n| format!("${n}"),
+            );
+            let mut q = sqlx::query(&sql);
+            for v in chunk.iter().flatten() {
+                q = q.bind(v);
+            }
+            deleted += q
+                .execute(&self.pool)
+                .await
+                .map_err(|e| ConnectorError::query(format!("deleting rows by key in {table}"), e))?
+                .rows_affected();
+        }
+        Ok(deleted)
+    }
+
     async fn forget(&self, spec: &WriteSpec, job: &str) -> Result<(), ConnectorError> {
         let table = quote_qualified(&spec.checkpoint_table())?;
         sqlx::query(&format!("DELETE FROM {table} WHERE job = $1"))

@@ -1067,6 +1067,36 @@ impl Sink for SqliteSink {
         Ok(())
     }
 
+    async fn delete_keys(
+        &self,
+        spec: &WriteSpec,
+        columns: &[String],
+        keys: &[Vec<String>],
+    ) -> Result<u64, ConnectorError> {
+        let (sch, name) = split_name(&spec.table)?;
+        let table = qualified(&sch, &name);
+        let mut deleted = 0;
+        for chunk in keys.chunks(crate::repair::KEYS_PER_STATEMENT) {
+            let sql = crate::repair::delete_sql(
+                &table,
+                columns,
+                chunk.len(),
+                |c| format!("CAST({} AS TEXT)", quote_ident(c)),
+                |_| "?".into(),
+            );
+            let mut query = sqlx::query(&sql);
+            for v in chunk.iter().flatten() {
+                query = query.bind(v);
+            }
+            deleted += query
+                .execute(&self.pool)
+                .await
+                .map_err(q("deleting rows by key"))?
+                .rows_affected();
+        }
+        Ok(deleted)
+    }
+
     async fn forget(&self, spec: &WriteSpec, job: &str) -> Result<(), ConnectorError> {
         let (sch, name) = split_name(&spec.checkpoint_table())?;
         sqlx::query(&format!(
