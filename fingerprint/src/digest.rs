@@ -23,7 +23,7 @@ use crate::FingerprintError;
 /// Rows per result batch of the rows and values passes.
 const RESULT_BATCH_ROWS: usize = 4096;
 /// Seed of key hashes, so a one-column key's hash is not its row's.
-const KEY_SEED: u64 = 0x6b65_79;
+const KEY_SEED: u64 = 0x006b_6579;
 
 /// The result batches' schema of a pass over a read of schema `read` (the copy pass sends
 /// the read's own rows).
