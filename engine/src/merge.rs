@@ -145,11 +145,11 @@ impl Merge {
 
 /// One table of one shard.
 #[derive(Debug, Clone)]
-struct Unit {
-    shard: usize,
-    table: String,
+pub(crate) struct Unit {
+    pub(crate) shard: usize,
+    pub(crate) table: String,
     /// `shard.table`, as the summary names it.
-    label: String,
+    pub(crate) label: String,
 }
 
 /// Runs sharded `job`: `listings[i]` is what shard `i` lists, `reading_for(i, table)` reads
@@ -272,9 +272,9 @@ pub async fn run_merge(
 
 /// A sharded job's tables and its one target, before anything is written.
 pub(crate) struct Resolved {
-    units: Vec<Unit>,
+    pub(crate) units: Vec<Unit>,
     /// Each unit's reading, the source columns added.
-    readings: Vec<Arc<dyn Reading>>,
+    pub(crate) readings: Vec<Arc<dyn Reading>>,
     /// The writer's spec for the target (its `described` filled with `createTable`).
     pub wspec: ferry_connectors::WriteSpec,
     /// The target's columns.
@@ -616,6 +616,43 @@ impl Reading for Tagged {
             schema,
             values: self.values.iter().map(|(_, v)| v.clone()).collect(),
         }))
+    }
+
+    /// The inner reading fingerprints the shard's own columns (on its agent); the source
+    /// columns, the same in every row, are added to its results here.
+    async fn fingerprint(
+        &self,
+        spec: &ReadSpec,
+        schema: SchemaRef,
+        split: &Split,
+        ask: &ferry_model::VerifyAsk,
+        attempt: u32,
+    ) -> Result<Vec<RecordBatch>, ReadError> {
+        let own = schema.fields().len() - self.values.len().min(schema.fields().len());
+        let inner_schema = Arc::new(Schema::new_with_metadata(
+            schema.fields()[..own].to_vec(),
+            schema.metadata().clone(),
+        ));
+        if let Some(k) = ask.key.iter().find(|k| inner_schema.index_of(k).is_err()) {
+            return Err(format!(
+                "key column `{k}` is a source column: verify keys by the shard's own key"
+            )
+            .into());
+        }
+        let mut inner_ask = ask.clone();
+        inner_ask
+            .text_as
+            .retain(|t| inner_schema.index_of(&t.column).is_ok());
+        let values: Vec<String> = self.values.iter().map(|(_, v)| v.clone()).collect();
+        self.inner
+            .fingerprint(spec, inner_schema, split, &inner_ask, attempt)
+            .await?
+            .iter()
+            .map(|b| {
+                ferry_fingerprint::append_constants(b, &ask.pass, own, &values, &schema)
+                    .map_err(|e| ReadError::from(e.to_string()))
+            })
+            .collect()
     }
 
     fn wire_bytes(&self) -> u64 {

@@ -50,6 +50,95 @@ pub fn result_schema(pass: &VerifyPass, read: &SchemaRef) -> SchemaRef {
     }))
 }
 
+/// Column `i`'s share of a row's hash, given its value's hash. A row's hash is the wrapping
+/// sum of its columns' shares: columns appended to a read (a sharded job's source columns,
+/// the same value in every row) add a known amount, so a reader that appends them can
+/// adjust hashes an agent computed without them.
+pub fn column_term(i: usize, hash: u64) -> u64 {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    b[8..].copy_from_slice(&hash.to_le_bytes());
+    XxHash3_64::oneshot(&b)
+}
+
+/// A result batch of `pass` over a read of `own` columns, as if the read had also had the
+/// columns `constants` (each holding the same text in every row) after them: the rows of the
+/// copy pass get the columns, the other passes' hashes and values are adjusted. `schema` is
+/// the schema of the read with the columns.
+pub fn append_constants(
+    batch: &RecordBatch,
+    pass: &VerifyPass,
+    own: usize,
+    constants: &[String],
+    schema: &SchemaRef,
+) -> Result<RecordBatch, FingerprintError> {
+    let shape = |e: arrow_schema::ArrowError| FingerprintError::Shape(e.to_string());
+    let hashes: Vec<u64> = constants
+        .iter()
+        .map(|v| {
+            let a: ArrayRef = Arc::new(arrow_array::StringArray::from(vec![v.as_str()]));
+            column_hashes(&a, None)[0]
+        })
+        .collect();
+    let extra = hashes
+        .iter()
+        .enumerate()
+        .fold(0u64, |h, (j, c)| h.wrapping_add(column_term(own + j, *c)));
+    let n = batch.num_rows();
+    let mut columns = batch.columns().to_vec();
+    match pass {
+        VerifyPass::Copy { .. } => {
+            for v in constants {
+                columns.push(Arc::new(arrow_array::StringArray::from_iter_values(
+                    std::iter::repeat_n(v.as_str(), n),
+                )));
+            }
+            return RecordBatch::try_new(schema.clone(), columns).map_err(shape);
+        }
+        VerifyPass::Buckets => {
+            expect_schema(batch, pass)?;
+            let rows = batch.column(1).as_primitive::<UInt64Type>();
+            let sums = batch.column(2).as_primitive::<UInt64Type>();
+            let sums: arrow_array::UInt64Array = rows
+                .iter()
+                .zip(sums.iter())
+                .map(|(r, s)| Some(s?.wrapping_add(r?.wrapping_mul(extra))))
+                .collect();
+            columns[2] = Arc::new(sums);
+        }
+        VerifyPass::Rows { .. } => {
+            expect_schema(batch, pass)?;
+            let rh = batch.column(2).as_primitive::<UInt64Type>();
+            let rh: arrow_array::UInt64Array =
+                rh.iter().map(|h| Some(h?.wrapping_add(extra))).collect();
+            let cols = batch.column(3).as_binary::<i32>();
+            let mut b = BinaryBuilder::new();
+            for i in 0..n {
+                let mut v = cols.value(i).to_vec();
+                for h in &hashes {
+                    v.extend_from_slice(&h.to_le_bytes());
+                }
+                b.append_value(&v);
+            }
+            columns[2] = Arc::new(rh);
+            columns[3] = Arc::new(b.finish());
+        }
+        VerifyPass::Values { .. } => {
+            expect_schema(batch, pass)?;
+            let values = batch.column(2).as_string::<i32>();
+            let mut out = Vec::with_capacity(n);
+            for i in 0..n {
+                let mut v: Vec<Option<String>> = serde_json::from_str(values.value(i))
+                    .map_err(|e| FingerprintError::Shape(format!("a row's values: {e}")))?;
+                v.extend(constants.iter().cloned().map(Some));
+                out.push(serde_json::to_string(&v).unwrap_or_default());
+            }
+            columns[2] = Arc::new(arrow_array::StringArray::from(out));
+        }
+    }
+    RecordBatch::try_new(batch.schema(), columns).map_err(shape)
+}
+
 /// Hashes one split's batches for an ask.
 pub struct Digester {
     read: SchemaRef,
@@ -163,7 +252,10 @@ impl Digester {
             for c in &cols {
                 row_buf.extend_from_slice(&c[r].to_le_bytes());
             }
-            let row_hash = XxHash3_64::oneshot(&row_buf);
+            let row_hash = cols
+                .iter()
+                .enumerate()
+                .fold(0u64, |h, (i, c)| h.wrapping_add(column_term(i, c[r])));
             let key_hash = if self.key.is_empty() {
                 row_hash
             } else {
@@ -672,6 +764,63 @@ mod tests {
         let v = read_values(&d.finish().unwrap().unwrap(), 2).unwrap();
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].values, vec![Some("2".to_string()), None]);
+    }
+
+    #[test]
+    fn appended_constant_columns_adjust_an_agents_results() {
+        let b = batch(vec![1, 2, 3], vec![Some("a"), None, Some("c")]);
+        let mut tagged = b.columns().to_vec();
+        tagged.push(Arc::new(StringArray::from(vec!["east"; 3])) as ArrayRef);
+        let mut fields: Vec<Field> = b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new("shard", DataType::Utf8, false));
+        let tschema = Arc::new(Schema::new(fields));
+        let tagged = RecordBatch::try_new(tschema.clone(), tagged).unwrap();
+        let all: Vec<u32> = (0..8).collect();
+        for pass in [
+            VerifyPass::Buckets,
+            VerifyPass::Rows {
+                buckets: all.clone(),
+            },
+            VerifyPass::Copy { keys: vec![] },
+        ] {
+            let run = |batch: &RecordBatch, pass: &VerifyPass| {
+                let mut d = Digester::new(&batch.schema(), &ask(pass.clone())).unwrap();
+                let mut out: Vec<RecordBatch> = d.feed(batch).unwrap().into_iter().collect();
+                out.extend(d.finish().unwrap());
+                out
+            };
+            let pass = match pass {
+                // The copy pass of every key of the batch.
+                VerifyPass::Copy { .. } => {
+                    let r = run(
+                        &b,
+                        &VerifyPass::Rows {
+                            buckets: all.clone(),
+                        },
+                    );
+                    VerifyPass::Copy {
+                        keys: read_rows(&r[0], 2)
+                            .unwrap()
+                            .iter()
+                            .map(|r| r.key_hash)
+                            .collect(),
+                    }
+                }
+                p => p,
+            };
+            let plain = run(&b, &pass);
+            let want = run(&tagged, &pass);
+            let got: Vec<RecordBatch> = plain
+                .iter()
+                .map(|r| append_constants(r, &pass, 2, &["east".to_string()], &tschema).unwrap())
+                .collect();
+            assert_eq!(got, want, "{pass:?}");
+        }
     }
 
     #[test]

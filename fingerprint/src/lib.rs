@@ -16,7 +16,8 @@ pub mod digest;
 
 pub use diff::{diff_rows, DiffKind, RowDiff};
 pub use digest::{
-    read_rows, read_values, result_schema, BucketTotals, Digester, RowDigest, RowValues,
+    append_constants, column_term, read_rows, read_values, result_schema, BucketTotals, Digester,
+    RowDigest, RowValues,
 };
 
 /// Why a split could not be fingerprinted, or a fingerprint not be read.

@@ -193,7 +193,7 @@ async fn the_api_matches_its_description_and_the_tunnel_carries_no_secret() {
             let concrete = path.replace("{id}", &id);
             let resp = match method.as_str() {
                 "get" => http.get(format!("{base}{concrete}")).send().await.unwrap(),
-                "post" if path == "/v1/jobs" => http
+                "post" if path == "/v1/jobs" || path == "/v1/verify" => http
                     .post(format!("{base}{concrete}"))
                     .json(&serde_json::json!({"job": "reader: {}"}))
                     .send()

@@ -135,6 +135,72 @@ async fn four_databases_of_four_tables_merge_into_one_with_source_columns() {
         "0"
     );
 
+    // `ferry verify` of the merge: every shard table (on the agent) against the one target.
+    let merged = job(
+        "orders",
+        "    sourceColumns: {source: src_db, table: src_table, inKey: true}
+",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let verify = |args: &[&str]| {
+        let path = tmp.path().join("merge.yaml");
+        std::fs::write(&path, &merged).unwrap();
+        let out = std::process::Command::new(ferry_tests::proc::ferry_bin())
+            .arg("verify")
+            .arg(&path)
+            .args(["--json", "--admin", &rig.broker.admin_addr().to_string()])
+            .args(args)
+            .output()
+            .expect("ferry verify");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (
+            out.status.success(),
+            report,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, report, _) = verify(&[]);
+    assert!(ok, "{report:#}");
+    assert_eq!(report["tables"][0]["source_rows"], total, "{report:#}");
+    assert_eq!(report["tables"][0]["target_rows"], total, "{report:#}");
+    assert!(report["wire_bytes"].as_u64().unwrap() > 0, "{report:#}");
+    // One shard table's row changed, another's lost: both found (every shard has an id 3).
+    let ds2 = rig.datasource(&names[2]);
+    let ds3 = rig.datasource(&names[3]);
+    dst.sql(&format!(
+        "UPDATE orders SET amount = amount + 0.01 WHERE src_db = '{ds2}' AND src_table = 'order_1' AND id = 3;
+         DELETE FROM orders WHERE src_db = '{ds3}' AND src_table = 'order_0' AND id = 5"
+    ));
+    let (ok, report, _) = verify(&[]);
+    assert!(!ok, "{report:#}");
+    let t = &report["tables"][0];
+    assert_eq!(t["target_rows"], total - 1, "{report:#}");
+    let found: Vec<(String, String, String)> = t["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["key"].as_str().unwrap().to_string(),
+                d["kind"].as_str().unwrap().to_string(),
+                d["columns"].to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (
+                "3".to_string(),
+                "changed".to_string(),
+                "[\"amount\"]".to_string()
+            ),
+            ("5".to_string(), "missing".to_string(), "[]".to_string()),
+        ],
+        "{report:#}"
+    );
+
     // Without the source in the key: shards share ids 1, 2, …, a collision, reported.
     let status = rig
         .run(&job(

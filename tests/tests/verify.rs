@@ -473,3 +473,79 @@ async fn verify_catches_each_single_corruption_mariadb_to_sqlite() {
     )
     .await;
 }
+
+/// `setting.verify: true`: a copy a target trigger changes on the way in is written whole,
+/// then verified, and the job fails naming the table; through the broker the report is in
+/// the job's status and its log, standalone it is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setting_verify_fails_a_job_whose_target_changed_what_it_wrote() {
+    let Some(src) = MyDb::new("ferry_vfy_set") else {
+        return;
+    };
+    let Some(dst) = PgSchema::new("ferry_vfy_set") else {
+        return;
+    };
+    src.sql("CREATE TABLE t (id INT PRIMARY KEY, s VARCHAR(10)); INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, '3');");
+    let d = &dst.name;
+    dst.sql(&format!(
+        "CREATE TABLE {d}.t (id int PRIMARY KEY, s text);
+         CREATE TABLE {d}.clean (id int PRIMARY KEY, s text);
+         CREATE FUNCTION {d}.up() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.s := upper(NEW.s); RETURN NEW; END $$;
+         CREATE TRIGGER up BEFORE INSERT ON {d}.t FOR EACH ROW EXECUTE FUNCTION {d}.up();"
+    ));
+    let url = src.url();
+    let rig = Rig::start(&[RigSource {
+        name: "src",
+        kind: "mysql",
+        url: &url,
+        extra: "",
+    }])
+    .await;
+    let job = |reader_line: &str, table: &str| {
+        format!(
+            "reader:\n  name: mysqlreader\n  parameter:\n    {reader_line}\n    table: t\n\
+             writer:\n  name: postgresqlwriter\n  parameter:\n    url: {}\n    table: {d}.{table}\n\
+             setting:\n  verify: true\n",
+            pg_url()
+        )
+    };
+    let tunnel = format!("datasource: {}", rig.datasource("src"));
+    // A clean copy passes its verification.
+    let s = rig.run(&job(&tunnel, "clean")).await;
+    assert_eq!(s.state, ferry_broker::jobs::JobState::Succeeded, "{s:?}");
+    let v = s.verify.as_ref().expect("a verification");
+    assert_eq!(v.passed(), 1, "{v}");
+    assert!(v.wire_bytes > 0, "{v}");
+    // The trigger changed two of three rows: written whole, then failed by verification.
+    let s = rig.run(&job(&tunnel, "t")).await;
+    assert_eq!(s.state, ferry_broker::jobs::JobState::Failed, "{s:?}");
+    assert_eq!(s.summary.as_ref().map(|x| x.records_written), Some(3));
+    let e = s.error.clone().unwrap_or_default();
+    assert!(e.contains("verification found 1 of 1 tables differ"), "{e}");
+    let v = s.verify.as_ref().expect("a verification");
+    assert_eq!(v.tables[0].differing_rows, 2, "{v}");
+    let logs = rig
+        .broker
+        .jobs()
+        .logs(&s.id, 0, 1000)
+        .await
+        .expect("the job's log");
+    let text = format!("{logs:?}");
+    assert!(
+        text.contains("verify ") && text.contains("2 changed"),
+        "{text}"
+    );
+    rig.stop().await;
+    // Standalone: the report is printed and `ferry run` fails.
+    let dir = tempfile::tempdir().unwrap();
+    dst.sql(&format!("TRUNCATE {d}.t"));
+    let (ok, out, err) = ferry_tests::proc::ferry_run_job(
+        dir.path(),
+        &job(&format!("url: {url}"), "t"),
+        &["--quiet"],
+    );
+    assert!(!ok, "{out}");
+    assert!(out.contains("0 passed, 1 failed"), "{out}");
+    assert!(out.contains("changed    key 1: s"), "{out}");
+    assert!(err.contains("verification failed"), "{err}");
+}

@@ -850,10 +850,36 @@ impl ManyTables {
         job: &Job,
         opts: &ferry_engine::verify::VerifyOptions,
     ) -> Result<VerifyReport, ferry_engine::RunError> {
+        let target = ferry_engine::verify::open_target(job).await?;
+        let wire = self.wire.clone();
+        let wire = move || wire.load(Ordering::Relaxed);
+        if let Some(merge) = &job.reader.merge {
+            let mut sources = Vec::with_capacity(merge.shards.len());
+            let mut listings = Vec::with_capacity(merge.shards.len());
+            for shard in &merge.shards {
+                let Location::DataSource { group, name } = &shard.location else {
+                    return Err(not_brokered());
+                };
+                listings.push(self.list(job, group, name).await?);
+                sources.push((group.as_str(), name.as_str()));
+            }
+            let reading_for = |i: usize, _: &str| -> Arc<dyn ferry_engine::Reading> {
+                let (group, name) = sources[i];
+                Arc::new(self.reading(job, group, name))
+            };
+            return ferry_engine::verify::verify_merge(
+                job,
+                listings,
+                &reading_for,
+                target,
+                &wire,
+                opts,
+            )
+            .await;
+        }
         let Location::DataSource { group, name } = &job.reader.location else {
             return Err(not_brokered());
         };
-        let target = ferry_engine::verify::open_target(job).await?;
         let sink = match opts.repair {
             true => Some(ferry_engine::registry::open_sink(&job.writer).await?),
             false => None,
@@ -865,8 +891,6 @@ impl ManyTables {
         let source_for = |_: &str| -> Arc<dyn ferry_engine::Reading> {
             Arc::new(self.reading(job, group, name))
         };
-        let wire = self.wire.clone();
-        let wire = move || wire.load(Ordering::Relaxed);
         ferry_engine::verify::verify_job(job, tables, &source_for, target, sink, &wire, opts).await
     }
 
