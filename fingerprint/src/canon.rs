@@ -63,15 +63,29 @@ pub fn column_hashes(array: &ArrayRef, text: Option<TextKind>) -> Vec<u64> {
             }
             buf.clear();
             f(i, &mut buf);
-            out.push(XxHash3_64::oneshot(&buf));
+            out.push(finish(&buf));
         }
     };
+    // Text and bytes hash straight from the array (the tag as the seed), without a copy.
+    macro_rules! direct {
+        ($a:expr, $tag:expr, $bytes:expr) => {{
+            let a = $a;
+            for i in 0..array.len() {
+                out.push(if array.is_null(i) {
+                    NULL_HASH
+                } else {
+                    XxHash3_64::oneshot_with_seed(u64::from($tag), $bytes(a.value(i)))
+                });
+            }
+        }};
+    }
     macro_rules! int {
         ($t:ty) => {{
             let a = array.as_primitive::<$t>();
+            let mut digits = itoa::Buffer::new();
             each(&mut |i, b| {
                 b.push(NUMBER);
-                b.extend_from_slice(a.value(i).to_string().as_bytes());
+                b.extend_from_slice(digits.format(a.value(i)).as_bytes());
             })
         }};
     }
@@ -99,9 +113,10 @@ pub fn column_hashes(array: &ArrayRef, text: Option<TextKind>) -> Vec<u64> {
         }
         DataType::Decimal128(_, scale) => {
             let (a, scale) = (array.as_primitive::<Decimal128Type>(), *scale);
+            let mut digits = itoa::Buffer::new();
             each(&mut |i, b| {
                 b.push(NUMBER);
-                b.extend_from_slice(decimal_i128(a.value(i), scale).as_bytes());
+                decimal_into(a.value(i), scale, &mut digits, b);
             })
         }
         DataType::Decimal256(_, scale) => {
@@ -124,6 +139,13 @@ pub fn column_hashes(array: &ArrayRef, text: Option<TextKind>) -> Vec<u64> {
             let a = array.as_primitive::<Float64Type>();
             each(&mut |i, b| float(a.value(i), b))
         }
+        DataType::Utf8 if text.is_none() => direct!(array.as_string::<i32>(), TEXT, str::as_bytes),
+        DataType::LargeUtf8 if text.is_none() => {
+            direct!(array.as_string::<i64>(), TEXT, str::as_bytes)
+        }
+        DataType::Utf8View if text.is_none() => {
+            direct!(array.as_string_view(), TEXT, str::as_bytes)
+        }
         DataType::Utf8 => {
             let a = array.as_string::<i32>();
             each(&mut |i, b| text_value(a.value(i), text, b))
@@ -136,21 +158,11 @@ pub fn column_hashes(array: &ArrayRef, text: Option<TextKind>) -> Vec<u64> {
             let a = array.as_string_view();
             each(&mut |i, b| text_value(a.value(i), text, b))
         }
-        DataType::Binary => {
-            let a = array.as_binary::<i32>();
-            each(&mut |i, b| bytes(a.value(i), b))
-        }
-        DataType::LargeBinary => {
-            let a = array.as_binary::<i64>();
-            each(&mut |i, b| bytes(a.value(i), b))
-        }
-        DataType::BinaryView => {
-            let a = array.as_binary_view();
-            each(&mut |i, b| bytes(a.value(i), b))
-        }
+        DataType::Binary => direct!(array.as_binary::<i32>(), BYTES, raw),
+        DataType::LargeBinary => direct!(array.as_binary::<i64>(), BYTES, raw),
+        DataType::BinaryView => direct!(array.as_binary_view(), BYTES, raw),
         DataType::FixedSizeBinary(_) => {
-            let a = array.as_fixed_size_binary();
-            each(&mut |i, b| bytes(a.value(i), b))
+            direct!(array.as_fixed_size_binary(), BYTES, raw)
         }
         DataType::Date32 => {
             let a = array.as_primitive::<Date32Type>();
@@ -238,6 +250,10 @@ pub fn column_hashes(array: &ArrayRef, text: Option<TextKind>) -> Vec<u64> {
     out
 }
 
+fn raw(v: &[u8]) -> &[u8] {
+    v
+}
+
 fn nanos_per(unit: &TimeUnit) -> i128 {
     match unit {
         TimeUnit::Second => 1_000_000_000,
@@ -264,11 +280,6 @@ fn float(v: f64, b: &mut Vec<u8>) {
     b.extend_from_slice(&v.to_bits().to_le_bytes());
 }
 
-fn bytes(v: &[u8], b: &mut Vec<u8>) {
-    b.push(BYTES);
-    b.extend_from_slice(v);
-}
-
 /// An interval without months is a duration (MySQL `TIME` crosses as a Duration and comes
 /// back from PostgreSQL's `interval` as an Interval).
 fn interval(months: i32, days: i32, nanos: i128, b: &mut Vec<u8>) {
@@ -285,14 +296,13 @@ fn interval(months: i32, days: i32, nanos: i128, b: &mut Vec<u8>) {
 fn text_value(s: &str, kind: Option<TextKind>, b: &mut Vec<u8>) {
     let parsed = match kind {
         None => false,
-        Some(TextKind::Json) => match serde_json::from_str::<serde_json::Value>(s) {
-            // serde_json's maps are ordered by key: the text is canonical.
-            Ok(v) => {
+        Some(TextKind::Json) => match crate::json::hash(s) {
+            Some(h) => {
                 b.push(JSON);
-                b.extend_from_slice(v.to_string().as_bytes());
+                b.extend_from_slice(&h.to_le_bytes());
                 true
             }
-            Err(_) => false,
+            None => false,
         },
         Some(TextKind::Number) => match normal_number(s) {
             Some(n) => {
@@ -318,9 +328,59 @@ fn text_value(s: &str, kind: Option<TextKind>, b: &mut Vec<u8>) {
     }
 }
 
+/// The hash of canonical bytes `buf`: text and bytes hash their value with their tag as the
+/// seed (see `direct!`), everything else its whole canonical form.
+fn finish(buf: &[u8]) -> u64 {
+    match buf.split_first() {
+        Some((&tag, rest)) if tag == TEXT || tag == BYTES => {
+            XxHash3_64::oneshot_with_seed(u64::from(tag), rest)
+        }
+        _ => XxHash3_64::oneshot(buf),
+    }
+}
+
 /// `v` × 10^-`scale` as canonical decimal text.
 pub fn decimal_i128(v: i128, scale: i8) -> String {
-    decimal_text(&v.to_string(), scale)
+    let mut b = Vec::new();
+    decimal_into(v, scale, &mut itoa::Buffer::new(), &mut b);
+    String::from_utf8(b).unwrap_or_default()
+}
+
+/// `v` × 10^-`scale` as canonical decimal text, appended to `out` (no allocation: the hot
+/// path of every decimal column).
+fn decimal_into(v: i128, scale: i8, digits: &mut itoa::Buffer, out: &mut Vec<u8>) {
+    if v == 0 {
+        out.push(b'0');
+        return;
+    }
+    if scale < 0 {
+        out.extend_from_slice(digits.format(v).as_bytes());
+        out.extend(std::iter::repeat_n(b'0', usize::from(scale.unsigned_abs())));
+        return;
+    }
+    // Trailing zeros of the fraction go first: they do not change the value.
+    let (mut v, mut scale) = (v, scale as u32);
+    while scale > 0 && v % 10 == 0 {
+        v /= 10;
+        scale -= 1;
+    }
+    if v < 0 {
+        out.push(b'-');
+    }
+    let text = digits.format(v.unsigned_abs()).as_bytes();
+    let scale = scale as usize;
+    if scale == 0 {
+        out.extend_from_slice(text);
+    } else if text.len() > scale {
+        let (int, frac) = text.split_at(text.len() - scale);
+        out.extend_from_slice(int);
+        out.push(b'.');
+        out.extend_from_slice(frac);
+    } else {
+        out.extend_from_slice(b"0.");
+        out.extend(std::iter::repeat_n(b'0', scale - text.len()));
+        out.extend_from_slice(text);
+    }
 }
 
 /// Integer digits `digits` (with an optional `-`) × 10^-`scale`, canonical.

@@ -13,6 +13,7 @@
 pub mod canon;
 pub mod diff;
 pub mod digest;
+mod json;
 
 pub use diff::{diff_rows, DiffKind, RowDiff};
 pub use digest::{
