@@ -15,11 +15,9 @@ pub fn hash(s: &str) -> Option<u64> {
     Some(h)
 }
 
+/// The tag is the seed: no buffer per token.
 fn tagged(tag: u8, bytes: &[u8]) -> u64 {
-    let mut b = Vec::with_capacity(bytes.len() + 1);
-    b.push(tag);
-    b.extend_from_slice(bytes);
-    XxHash3_64::oneshot(&b)
+    XxHash3_64::oneshot_with_seed(u64::from(tag), bytes)
 }
 
 fn integer(v: i128) -> u64 {
@@ -72,11 +70,15 @@ impl<'de> Visitor<'de> for Node {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<u64, A::Error> {
-        let mut items = vec![b'a'];
+        // Chained, so order counts: each element's hash folded into the ones before.
+        let mut acc = tagged(b'a', &[]);
         while let Some(h) = seq.next_element_seed(Node)? {
-            items.extend_from_slice(&h.to_le_bytes());
+            let mut b = [0u8; 16];
+            b[..8].copy_from_slice(&acc.to_le_bytes());
+            b[8..].copy_from_slice(&h.to_le_bytes());
+            acc = XxHash3_64::oneshot(&b);
         }
-        Ok(XxHash3_64::oneshot(&items))
+        Ok(acc)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<u64, A::Error> {
