@@ -108,25 +108,18 @@ pub trait Reading: Send + Sync {
     ) -> Result<Vec<RecordBatch>, ReadError> {
         let mut digester = ferry_fingerprint::Digester::new(&schema, ask)
             .map_err(|e| ReadError::from(e.to_string()))?;
-        let mut feed = self.open(spec, schema, split, attempt).await?;
+        let feed = self.open(spec, schema, split, attempt).await?;
         let mut out = Vec::new();
-        let read: Result<(), ReadError> = async {
-            while let Some(batch) = feed.next().await? {
-                if let Some(o) = digester
-                    .feed(&batch)
-                    .map_err(|e| ReadError::from(e.to_string()))?
-                {
-                    out.push(o);
-                }
-                feed.committed(batch.num_rows() as u64).await?;
+        drain(feed, |batch| {
+            if let Some(o) = digester
+                .feed(&batch)
+                .map_err(|e| ReadError::from(e.to_string()))?
+            {
+                out.push(o);
             }
             Ok(())
-        }
-        .await;
-        let outcome = read.as_ref().map(|_| ()).map_err(|e| e.message.as_str());
-        let closed = feed.close(outcome).await;
-        read?;
-        closed?;
+        })
+        .await?;
         out.extend(
             digester
                 .finish()
@@ -134,6 +127,28 @@ pub trait Reading: Send + Sync {
         );
         Ok(out)
     }
+}
+
+/// Reads `feed` to its end, handing each batch to `each` and acknowledging it, then closes
+/// it with the outcome.
+pub async fn drain(
+    mut feed: Box<dyn SplitFeed>,
+    mut each: impl FnMut(RecordBatch) -> Result<(), ReadError> + Send,
+) -> Result<(), ReadError> {
+    let read: Result<(), ReadError> = async {
+        while let Some(batch) = feed.next().await? {
+            let rows = batch.num_rows() as u64;
+            each(batch)?;
+            feed.committed(rows).await?;
+        }
+        Ok(())
+    }
+    .await;
+    let outcome = read.as_ref().map(|_| ()).map_err(|e| e.message.as_str());
+    let closed = feed.close(outcome).await;
+    read?;
+    closed?;
+    Ok(())
 }
 
 /// The batches of one split, in order.

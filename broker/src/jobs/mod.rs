@@ -825,6 +825,23 @@ impl ManyTables {
             };
             return ferry_engine::run_database(job, listing, &reading_for, sink, opts).await;
         };
+        let (sources, listings) = self.shards(job, merge).await?;
+        let reading_for = |i: usize, _: &str| -> Arc<dyn ferry_engine::Reading> {
+            let (group, name) = sources[i];
+            Arc::new(self.reading(job, group, name))
+        };
+        ferry_engine::run_merge(job, listings, &reading_for, sink, opts).await
+    }
+
+    /// Each shard's `(group, data source)` and its table listing from an agent of its group.
+    async fn shards<'a>(
+        &self,
+        job: &Job,
+        merge: &'a ferry_engine::merge::Merge,
+    ) -> Result<
+        (Vec<(&'a str, &'a str)>, Vec<ferry_connectors::TableListing>),
+        ferry_engine::RunError,
+    > {
         let mut sources = Vec::with_capacity(merge.shards.len());
         let mut listings = Vec::with_capacity(merge.shards.len());
         for shard in &merge.shards {
@@ -834,11 +851,7 @@ impl ManyTables {
             listings.push(self.list(job, group, name).await?);
             sources.push((group.as_str(), name.as_str()));
         }
-        let reading_for = |i: usize, _: &str| -> Arc<dyn ferry_engine::Reading> {
-            let (group, name) = sources[i];
-            Arc::new(self.reading(job, group, name))
-        };
-        ferry_engine::run_merge(job, listings, &reading_for, sink, opts).await
+        Ok((sources, listings))
     }
 }
 
@@ -854,15 +867,7 @@ impl ManyTables {
         let wire = self.wire.clone();
         let wire = move || wire.load(Ordering::Relaxed);
         if let Some(merge) = &job.reader.merge {
-            let mut sources = Vec::with_capacity(merge.shards.len());
-            let mut listings = Vec::with_capacity(merge.shards.len());
-            for shard in &merge.shards {
-                let Location::DataSource { group, name } = &shard.location else {
-                    return Err(not_brokered());
-                };
-                listings.push(self.list(job, group, name).await?);
-                sources.push((group.as_str(), name.as_str()));
-            }
+            let (sources, listings) = self.shards(job, merge).await?;
             let reading_for = |i: usize, _: &str| -> Arc<dyn ferry_engine::Reading> {
                 let (group, name) = sources[i];
                 Arc::new(self.reading(job, group, name))

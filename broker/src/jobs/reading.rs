@@ -282,23 +282,15 @@ impl Reading for TunnelReading {
         attempt: u32,
     ) -> Result<Vec<RecordBatch>, ReadError> {
         let schema = ferry_fingerprint::result_schema(&ask.pass, &schema);
-        let mut feed = self
+        let feed = self
             .open_task(spec, schema, split, attempt, Some(ask))
             .await?;
         let mut out = Vec::new();
-        let read: Result<(), ReadError> = async {
-            while let Some(batch) = feed.next().await? {
-                let rows = batch.num_rows() as u64;
-                out.push(batch);
-                feed.committed(rows).await?;
-            }
+        ferry_engine::run::drain(feed, |batch| {
+            out.push(batch);
             Ok(())
-        }
-        .await;
-        let outcome = read.as_ref().map(|_| ()).map_err(|e| e.message.as_str());
-        let closed = feed.close(outcome).await;
-        read?;
-        closed?;
+        })
+        .await?;
         Ok(out)
     }
 
