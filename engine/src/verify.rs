@@ -290,6 +290,10 @@ pub struct RepairTarget {
 struct RepairPlan {
     /// The target's key columns.
     key: Vec<String>,
+    /// The source's key columns, its schema and its splits, as the verification found them.
+    source_key: Vec<String>,
+    sschema: SchemaRef,
+    ssplits: Vec<Split>,
     /// The target rows to delete: their keys as the target reads them.
     delete: Vec<Vec<String>>,
     /// The source rows to copy again, by key hash.
@@ -369,9 +373,8 @@ async fn run_repair(
     to: &RepairTarget,
     plan: &RepairPlan,
 ) -> Result<Repaired, String> {
-    let sschema = source.reading.schema(&source.spec).await?;
-    let ssplits = source.reading.plan(&source.spec, 1).await?;
-    let tschema = target_schema(&sschema, columns).map_err(|e| e.to_string())?;
+    let (sschema, ssplits) = (&plan.sschema, &plan.ssplits);
+    let tschema = target_schema(sschema, columns).map_err(|e| e.to_string())?;
     let (tschema, retype) = to.type_map.apply(&tschema);
     let retype = retype.iter().any(Option::is_some).then_some(retype);
     let mut spec = to.spec.clone();
@@ -396,17 +399,16 @@ async fn run_repair(
             .writer(&spec, &tschema)
             .await
             .map_err(|e| format!("opening the target: {e}"))?;
-        let key: Vec<String> = plan_source_key(source, &sschema).await?;
         for keys in plan.copy.chunks(MAX_COPY_KEYS) {
             let ask = VerifyAsk {
-                key: key.clone(),
+                key: plan.source_key.clone(),
                 buckets: 1,
                 text_as: Vec::new(),
                 pass: VerifyPass::Copy {
                     keys: keys.to_vec(),
                 },
             };
-            for batch in run_pass(source, &sschema, &ssplits, ask).await? {
+            for batch in run_pass(source, sschema, ssplits, ask).await? {
                 let (batch, _) = ferry_connectors::take_changes(batch);
                 let columns = match &retype {
                     None => batch.columns().to_vec(),
@@ -441,15 +443,6 @@ async fn run_repair(
     })
 }
 
-/// The source's primary key columns, when the read has them all.
-async fn plan_source_key(source: &Side, sschema: &SchemaRef) -> Result<Vec<String>, String> {
-    Ok(key_positions(source, sschema)
-        .await?
-        .iter()
-        .map(|i| sschema.field(*i).name().clone())
-        .collect())
-}
-
 /// Where the source's primary key columns are in the read, when it reads them all; empty
 /// otherwise (rows are then their own key).
 async fn key_positions(source: &Side, sschema: &SchemaRef) -> Result<Vec<usize>, String> {
@@ -472,21 +465,14 @@ async fn key_positions(source: &Side, sschema: &SchemaRef) -> Result<Vec<usize>,
 
 /// Key types whose text form the target compares exactly (see `ferry_connectors::repair`).
 fn repairable(dt: &DataType) -> bool {
-    matches!(
-        dt,
-        DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-            | DataType::UInt64
-            | DataType::Decimal128(..)
-            | DataType::Decimal256(..)
-            | DataType::Utf8
-            | DataType::LargeUtf8
-    )
+    dt.is_integer()
+        || matches!(
+            dt,
+            DataType::Decimal128(..)
+                | DataType::Decimal256(..)
+                | DataType::Utf8
+                | DataType::LargeUtf8
+        )
 }
 
 /// The source of a table: one table, or a sharded job's shard tables; and, for the latter,
@@ -661,7 +647,10 @@ async fn compare(
     verdict.differing_rows = diffs.len() as u64;
     let plan = match repair {
         Some(_) => match repair_plan(label, &key_at, &sschema, &tschema, &diffs) {
-            Ok(p) => Some(p),
+            Ok(p) => Some(RepairPlan {
+                ssplits: planned.first().map(|(_, s)| s.clone()).unwrap_or_default(),
+                ..p
+            }),
             Err(e) => {
                 verdict.error = Some(format!("not repaired: {e}"));
                 None
@@ -746,7 +735,7 @@ async fn compare(
 fn repair_plan(
     label: &str,
     key_at: &[usize],
-    sschema: &Schema,
+    sschema: &SchemaRef,
     tschema: &Schema,
     diffs: &[ferry_fingerprint::RowDiff],
 ) -> Result<RepairPlan, String> {
@@ -787,6 +776,12 @@ fn repair_plan(
     copy.sort_unstable();
     copy.dedup();
     Ok(RepairPlan {
+        source_key: key_at
+            .iter()
+            .map(|i| sschema.field(*i).name().clone())
+            .collect(),
+        sschema: sschema.clone(),
+        ssplits: Vec::new(),
         key: key_at
             .iter()
             .map(|i| tschema.field(*i).name().clone())
@@ -810,17 +805,10 @@ fn bucket_count(rows: Option<u64>) -> u32 {
 /// The family a typed column's text counterpart is read as.
 fn family(dt: &DataType) -> Option<TextKind> {
     match dt {
-        DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64
-        | DataType::Boolean
-        | DataType::Decimal128(..)
-        | DataType::Decimal256(..) => Some(TextKind::Number),
+        dt if dt.is_integer() => Some(TextKind::Number),
+        DataType::Boolean | DataType::Decimal128(..) | DataType::Decimal256(..) => {
+            Some(TextKind::Number)
+        }
         DataType::Date32 | DataType::Date64 => Some(TextKind::Date),
         DataType::Time32(_) | DataType::Time64(_) => Some(TextKind::Time),
         DataType::Timestamp(..) => Some(TextKind::Timestamp),

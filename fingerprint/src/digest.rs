@@ -243,15 +243,10 @@ impl Digester {
             .map(|(c, t)| column_hashes(c, *t))
             .collect();
         let n = batch.num_rows();
-        let mut row_buf = Vec::with_capacity(cols.len() * 8);
         let mut key_buf = Vec::with_capacity(self.key.len() * 8);
         let mut picked = Vec::new();
         let buckets = u64::from(self.buckets);
         for r in 0..n {
-            row_buf.clear();
-            for c in &cols {
-                row_buf.extend_from_slice(&c[r].to_le_bytes());
-            }
             let row_hash = cols
                 .iter()
                 .enumerate()
@@ -276,7 +271,9 @@ impl Digester {
                     if wanted.contains(&bucket) {
                         out.key_hash.push(key_hash);
                         out.row_hash.push(row_hash);
-                        out.columns.push(row_buf.clone());
+                        // Each column's hash, for naming the columns that differ.
+                        out.columns
+                            .push(cols.iter().flat_map(|c| c[r].to_le_bytes()).collect());
                         picked.push(r);
                     }
                 }
