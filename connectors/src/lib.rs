@@ -36,6 +36,7 @@ pub mod repair;
 pub mod spec;
 pub mod sqlite;
 pub mod traits;
+mod utf8;
 
 pub use error::ConnectorError;
 pub use existing::Existing;

@@ -582,6 +582,14 @@ async fn zero_dates_read_as_null_or_fail() {
             .value(1),
         1582977600000000
     );
+    // The same through a querySql (its flags test the derived table's columns).
+    let mut q = read_spec("z");
+    q.table = None;
+    q.query_sql = Some("SELECT id, d, dt, nn FROM z ORDER BY id".into());
+    let (_, b) = read_all(&src, &q).await.unwrap();
+    assert!(b.column(1).is_null(0) && b.column(2).is_null(0) && b.column(3).is_null(0));
+    assert!(b.column(1).is_null(2) && b.column(2).is_null(2) && b.column(3).is_valid(2));
+    assert_eq!(b.column(1).as_primitive::<Date32Type>().value(1), 18321);
     let strict = MySqlSource::connect_with(
         &db.url,
         MySqlReadOptions {

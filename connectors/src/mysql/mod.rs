@@ -57,7 +57,7 @@
 //!
 //! Notes:
 //! * Zero dates: the binary protocol sends `0000-00-00` as NULL, so every DATE / DATETIME /
-//!   TIMESTAMP column is read with a companion flag `CAST(c AS CHAR) IS NOT NULL` telling a
+//!   TIMESTAMP column is read with a companion flag `c IS NOT NULL` telling a
 //!   zero date from a real NULL ([`ZeroDate`] decides what happens). With
 //!   [`ZeroDate::Null`] those fields are nullable in the Arrow schema even for `NOT NULL`
 //!   columns. A `querySql` with temporal columns is wrapped as

@@ -257,6 +257,51 @@ fn put_numeric_header(
     Ok(())
 }
 
+/// A binary numeric as the unscaled integer at `scale`, straight from its base-10000 digits;
+/// `None` for anything but a finite value that fits exactly (NaN, infinities, digits beyond
+/// `scale`, overflow, a malformed value), which the text path then reports.
+pub(crate) fn numeric_to_i128(b: &[u8], scale: i8) -> Option<i128> {
+    let head = |i: usize| Some(i16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]));
+    let (ndigits, weight, sign) = (
+        head(0)?,
+        head(2)?,
+        u16::from_be_bytes([*b.get(4)?, *b.get(5)?]),
+    );
+    let neg = match sign {
+        0x0000 => false,
+        0x4000 => true,
+        _ => return None,
+    };
+    let n = usize::try_from(ndigits).ok()?;
+    if b.len() != 8 + 2 * n {
+        return None;
+    }
+    let mut acc: i128 = 0;
+    for k in 0..n {
+        let d = u16::from_be_bytes([b[8 + 2 * k], b[9 + 2 * k]]);
+        if d > 9999 {
+            return None;
+        }
+        // Decimal exponent of this digit group's last digit, once scaled.
+        let exp = 4 * (i32::from(weight) - k as i32) + i32::from(scale);
+        let term = if exp >= 0 {
+            i128::from(d).checked_mul(10i128.checked_pow(u32::try_from(exp).ok()?)?)?
+        } else if exp > -4 {
+            let div = 10u16.pow(exp.unsigned_abs());
+            if !d.is_multiple_of(div) {
+                return None;
+            }
+            i128::from(d / div)
+        } else if d == 0 {
+            0
+        } else {
+            return None;
+        };
+        acc = acc.checked_add(term)?;
+    }
+    Some(if neg { -acc } else { acc })
+}
+
 /// The unscaled integer text of decimal text at `scale` (exact; an error if digits would
 /// be lost).
 pub(crate) fn scaled_integer_text(text: &str, scale: i8) -> Result<String, String> {
@@ -405,9 +450,7 @@ impl ColBuilder {
             v.try_into()
                 .map_err(|_| format!("expected {N} bytes, got {}", v.len()))
         }
-        fn utf8(v: &[u8]) -> Result<&str, String> {
-            std::str::from_utf8(v).map_err(|e| format!("invalid UTF-8: {e}"))
-        }
+        use crate::utf8::text as utf8;
         match self {
             Self::I16(b) => b.append_value(i16::from_be_bytes(fixed(v)?)),
             Self::I32(b) => b.append_value(i32::from_be_bytes(fixed(v)?)),
@@ -455,6 +498,11 @@ impl ColBuilder {
                 b.append_value(IntervalMonthDayNano::new(months, days, ns))
             }
             Self::Dec128(b, s) => {
+                if let Some(i) = numeric_to_i128(v, *s) {
+                    b.append_value(i);
+                    return Ok(());
+                }
+                // Not a plain fitting value: the text path says exactly what is wrong.
                 let t = numeric_to_text(v)?;
                 let i = scaled_integer_text(&t, *s)?;
                 b.append_value(
@@ -1136,6 +1184,52 @@ mod tests {
         }
         assert_eq!(rt("-0.00"), "0.00");
         assert_eq!(rt("007.50"), "7.50");
+    }
+
+    #[test]
+    fn numeric_to_i128_agrees_with_the_text_path() {
+        let values = [
+            "0",
+            "1",
+            "-1",
+            "10000",
+            "12345.6789",
+            "0.0000000001",
+            "-0.5",
+            "100.10",
+            "0.00",
+            "99999999999999999999999999.9999999999",
+            "170141183460469231731687303715884105727",
+            "170141183460469231731687303715884105728",
+            "-170141183460469231731687303715884105727",
+            "123456789012345678901234567890123456789012345678901234567890",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "1.23456",
+            "98765432.1",
+            "5000",
+            "-0.0001",
+            "42.4200",
+        ];
+        for t in values {
+            let mut b = Vec::new();
+            encode_numeric(&parse_numeric(t).unwrap(), &mut b).unwrap();
+            for scale in [-4i8, -2, 0, 1, 2, 4, 6, 10, 20, 38] {
+                let slow = numeric_to_text(&b)
+                    .and_then(|t| scaled_integer_text(&t, scale))
+                    .ok()
+                    .and_then(|i| i.parse::<i128>().ok());
+                assert_eq!(numeric_to_i128(&b, scale), slow, "{t} at scale {scale}");
+            }
+        }
+        // Malformed: short, unknown sign, a digit beyond 9999.
+        assert_eq!(numeric_to_i128(&[0, 1, 0, 0], 0), None);
+        assert_eq!(numeric_to_i128(&[0, 0, 0, 0, 0x12, 0x34, 0, 0], 0), None);
+        assert_eq!(
+            numeric_to_i128(&[0, 1, 0, 0, 0, 0, 0, 0, 0x27, 0x10], 0),
+            None
+        );
     }
 
     #[test]
