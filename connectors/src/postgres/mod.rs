@@ -56,6 +56,7 @@ mod binary;
 mod ddl;
 pub(crate) use ddl::table_ddl;
 mod describe;
+pub mod pgoutput;
 
 use std::collections::HashMap;
 use std::str::FromStr;
