@@ -10,9 +10,18 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use ferry_change::Op;
 use ferry_connectors::postgres::pgoutput::{decode, Cell, Message, Old};
+use ferry_connectors::postgres::{ChangeDecoder, PostgresSource};
+use ferry_connectors::{ReadSpec, Source};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgPool, Row};
+use tokio::sync::mpsc;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -309,4 +318,183 @@ async fn decodes_what_the_server_sends() {
         None,
         "nothing else, and never the rolled-back row"
     );
+}
+
+/// Every row of `batches` keyed by its first column (an int8 key), as one-row slices.
+fn by_id(batches: &[RecordBatch], columns: usize) -> BTreeMap<i64, Vec<ArrayRef>> {
+    let mut out = BTreeMap::new();
+    for b in batches {
+        let ids = b.column(0).as_primitive::<Int64Type>();
+        for r in 0..b.num_rows() {
+            let row = (0..columns).map(|c| b.column(c).slice(r, 1)).collect();
+            out.insert(ids.value(r), row);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn streamed_rows_hold_the_snapshot_readers_values() {
+    let Some(s) = Stream::new().await else { return };
+    let n = s.name.clone();
+    s.exec(&format!(
+        "CREATE TABLE {n}.ty (id bigint PRIMARY KEY, i2 smallint, i4 int, n numeric(20,4),
+           nu numeric, f4 real, f8 double precision, t text, vc varchar(10), js json, jb jsonb,
+           u uuid, b bytea, bo boolean, d date, ts timestamp, tz timestamptz, tm time,
+           iv interval);
+         CREATE PUBLICATION {n} FOR TABLE {n}.ty;"
+    ))
+    .await;
+    s.exec(&format!(
+        "SELECT pg_create_logical_replication_slot('{n}', 'pgoutput')"
+    ))
+    .await;
+    s.exec(&format!(
+        "INSERT INTO {n}.ty VALUES
+          (1, -32768, -2147483648, -9999999999999999.9999, 123456789012345678901234567890.000000001,
+           -0.0, 1.7976931348623157e308, '', 'ten chars!', '{{\"b\": [1, 2.50]}}', '{{\"a\": null}}',
+           'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\\x00ff00'::bytea, false, '0001-01-01',
+           '1999-12-31 23:59:59.999999', '2024-02-29 12:00:00+08', '00:00:00', '-1 year 2 days 00:00:00.000001'),
+          (2, 32767, 2147483647, 0, 'NaN', 'Infinity', 'NaN', 'été 急 🚀', NULL, '[]', '[1, \"x\"]',
+           NULL, '', true, '9999-12-31', '2000-01-01 00:00:00', '1970-01-01 00:00:00+00', '23:59:59.999999', '0'),
+          (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"
+    ))
+    .await;
+
+    // The snapshot reader's rows.
+    let src = PostgresSource::connect(&url()).await.unwrap();
+    let spec = ReadSpec {
+        table: Some(format!("{n}.ty")),
+        fetch_size: 100,
+        ..Default::default()
+    };
+    let schema = src.schema(&spec).await.unwrap();
+    let mut snapshot = Vec::new();
+    for split in src.plan(&spec, 1).await.unwrap() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let (r, batches) = tokio::join!(src.read(&spec, schema.clone(), &split, tx), async {
+            let mut v = Vec::new();
+            while let Some(b) = rx.recv().await {
+                v.push(b);
+            }
+            v
+        });
+        r.unwrap();
+        snapshot.extend(batches);
+    }
+
+    // Then changes: an update leaving the key, a key change, a delete.
+    for sql in [
+        format!("UPDATE {n}.ty SET t = 'changed' WHERE id = 1"),
+        format!("UPDATE {n}.ty SET id = 20 WHERE id = 2"),
+        format!("DELETE FROM {n}.ty WHERE id = 3"),
+    ] {
+        s.exec(&sql).await;
+    }
+
+    let table = src.change_table(&spec).await.unwrap();
+    assert_eq!(table.key(), [0]);
+    let mut decoder = ChangeDecoder::new(2);
+    let mut batches = Vec::new();
+    let mut oid = None;
+    for (lsn, raw) in s.changes().await {
+        let m = decode(&raw).unwrap_or_else(|e| panic!("at {lsn}: {e}"));
+        match &m {
+            Message::Relation(r) if r.name == "ty" => {
+                oid = Some(r.oid);
+                assert!(decoder.bind(r, table.clone()).unwrap().is_none());
+            }
+            Message::Commit { .. } => batches.extend(decoder.flush().unwrap()),
+            _ => batches.extend(decoder.change(&m).unwrap()),
+        }
+    }
+    let oid = oid.expect("the table was described");
+    assert!(batches.iter().all(|(o, _)| *o == oid));
+    let layout = decoder.layout(oid).unwrap().clone();
+    let batches: Vec<RecordBatch> = batches.into_iter().map(|(_, b)| b).collect();
+    // The batch size (2) splits the three-row insert.
+    assert_eq!(
+        batches
+            .iter()
+            .map(RecordBatch::num_rows)
+            .collect::<Vec<_>>(),
+        [2, 1, 1, 1, 1]
+    );
+
+    // The three inserted rows hold exactly the snapshot's values, type for type.
+    let ncols = schema.fields().len();
+    let inserts = by_id(&batches[..2], ncols);
+    let snap = by_id(&snapshot, ncols);
+    assert_eq!((inserts.len(), snap.len()), (3, 3));
+    for (id, row) in &snap {
+        let streamed = &inserts[id];
+        for (c, (a, b)) in row.iter().zip(streamed).enumerate() {
+            assert_eq!(
+                a.to_data(),
+                b.to_data(),
+                "id {id}, column {}",
+                schema.field(c).name()
+            );
+        }
+    }
+    for b in &batches[..2] {
+        let rows = layout.rows(b).unwrap();
+        assert!((0..rows.len()).all(|r| rows.op(r) == Op::Insert && !rows.key_changed(r)));
+    }
+
+    let update = layout.rows(&batches[2]).unwrap();
+    assert_eq!(update.op(0), Op::Update);
+    assert!(!update.key_changed(0));
+    assert_eq!(update.column(7).as_string::<i32>().value(0), "changed");
+    let moved = layout.rows(&batches[3]).unwrap();
+    assert!(moved.key_changed(0));
+    assert_eq!(moved.column(0).as_primitive::<Int64Type>().value(0), 20);
+    assert_eq!(moved.old_key(0).as_primitive::<Int64Type>().value(0), 2);
+    let delete = layout.rows(&batches[4]).unwrap();
+    assert_eq!(delete.op(0), Op::Delete);
+    assert_eq!(delete.column(0).as_primitive::<Int64Type>().value(0), 3);
+    assert!((1..ncols).all(|c| delete.column(c).is_null(0)));
+}
+
+#[tokio::test]
+async fn unchanged_toast_is_marked_not_nulled() {
+    let Some(s) = Stream::new().await else { return };
+    let n = s.name.clone();
+    s.exec(&format!(
+        "CREATE TABLE {n}.doc (id bigint PRIMARY KEY, title text, body text);
+         CREATE PUBLICATION {n} FOR TABLE {n}.doc;"
+    ))
+    .await;
+    s.exec(&format!(
+        "SELECT pg_create_logical_replication_slot('{n}', 'pgoutput')"
+    ))
+    .await;
+    let big = "(SELECT string_agg(md5(g::text), '') FROM generate_series(1, 3000) g)";
+    s.exec(&format!("INSERT INTO {n}.doc VALUES (1, 'a', {big})"))
+        .await;
+    s.exec(&format!("UPDATE {n}.doc SET title = 'b' WHERE id = 1"))
+        .await;
+    let src = PostgresSource::connect(&url()).await.unwrap();
+    let spec = ReadSpec {
+        table: Some(format!("{n}.doc")),
+        fetch_size: 100,
+        ..Default::default()
+    };
+    let table = src.change_table(&spec).await.unwrap();
+    let mut decoder = ChangeDecoder::new(100);
+    let mut batches = Vec::new();
+    for (_, raw) in s.changes().await {
+        let m = decode(&raw).unwrap();
+        match &m {
+            Message::Relation(r) => assert!(decoder.bind(r, table.clone()).unwrap().is_none()),
+            Message::Commit { .. } => batches.extend(decoder.flush().unwrap()),
+            _ => batches.extend(decoder.change(&m).unwrap()),
+        }
+    }
+    let (oid, update) = &batches[1];
+    let rows = decoder.layout(*oid).unwrap().rows(update).unwrap();
+    assert_eq!(rows.op(0), Op::Update);
+    assert!(rows.unchanged(0, 2), "the body was not sent: unchanged");
+    assert!(!rows.unchanged(0, 1));
+    assert!(rows.column(2).is_null(0), "its slot holds nothing to write");
 }

@@ -374,7 +374,9 @@ pub(crate) fn decimal_text(unscaled: &str, scale: i8) -> String {
 // ---------------------------------------------------------------------------------------
 // decoding
 
-enum ColBuilder {
+/// One column's Arrow builder, fed the type's binary send format (a binary COPY field, or a
+/// binary `pgoutput` tuple value).
+pub(crate) enum ColBuilder {
     I16(Int16Builder),
     I32(Int32Builder),
     I64(Int64Builder),
@@ -395,7 +397,7 @@ enum ColBuilder {
 }
 
 impl ColBuilder {
-    fn new(kind: &PgKind, dt: &DataType) -> Result<Self, ConnectorError> {
+    pub(crate) fn new(kind: &PgKind, dt: &DataType) -> Result<Self, ConnectorError> {
         let dt = dt.clone();
         Ok(match kind {
             PgKind::Int2 => Self::I16(Int16Builder::new()),
@@ -426,7 +428,7 @@ impl ColBuilder {
         })
     }
 
-    fn append_null(&mut self) {
+    pub(crate) fn append_null(&mut self) {
         match self {
             Self::I16(b) => b.append_null(),
             Self::I32(b) => b.append_null(),
@@ -445,7 +447,7 @@ impl ColBuilder {
         }
     }
 
-    fn append(&mut self, v: &[u8]) -> Result<(), String> {
+    pub(crate) fn append(&mut self, v: &[u8]) -> Result<(), String> {
         fn fixed<const N: usize>(v: &[u8]) -> Result<[u8; N], String> {
             v.try_into()
                 .map_err(|_| format!("expected {N} bytes, got {}", v.len()))
@@ -522,7 +524,7 @@ impl ColBuilder {
         Ok(())
     }
 
-    fn finish(&mut self) -> ArrayRef {
+    pub(crate) fn finish(&mut self) -> ArrayRef {
         match self {
             Self::I16(b) => Arc::new(b.finish()),
             Self::I32(b) => Arc::new(b.finish()),

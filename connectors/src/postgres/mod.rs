@@ -53,10 +53,13 @@
 //! `numeric`, `json`/`jsonb` (validated) and `uuid` (parsed).
 
 mod binary;
+mod changes;
 mod ddl;
 pub(crate) use ddl::table_ddl;
 mod describe;
 pub mod pgoutput;
+
+pub use changes::{ChangeDecoder, ChangeTable};
 
 use std::collections::HashMap;
 use std::str::FromStr;
