@@ -17,7 +17,7 @@ use arrow_array::types::Int64Type;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use ferry_change::Op;
 use ferry_connectors::postgres::pgoutput::{decode, Cell, Message, Old};
-use ferry_connectors::postgres::{ChangeDecoder, PostgresSource};
+use ferry_connectors::postgres::{ChangeDecoder, PgChangeStream, PostgresSource, StreamEvent};
 use ferry_connectors::{ReadSpec, Source};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgPool, Row};
@@ -497,4 +497,144 @@ async fn unchanged_toast_is_marked_not_nulled() {
     assert!(rows.unchanged(0, 2), "the body was not sent: unchanged");
     assert!(!rows.unchanged(0, 1));
     assert!(rows.column(2).is_null(0), "its slot holds nothing to write");
+}
+
+/// The events of `stream` until `commits` commits, or a timeout.
+async fn events(stream: &mut PgChangeStream, commits: usize) -> Vec<StreamEvent> {
+    let mut out = Vec::new();
+    let mut seen = 0;
+    while seen < commits {
+        let e = tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .expect("the stream went quiet")
+            .unwrap()
+            .expect("the stream ended");
+        match e {
+            StreamEvent::Idle { .. } => continue,
+            StreamEvent::Commit { .. } => seen += 1,
+            StreamEvent::Changes { .. } => {}
+        }
+        out.push(e);
+    }
+    out
+}
+
+/// Each transaction's changes of the streamed table as (op, id) pairs, one Vec per commit.
+fn transactions(events: &[StreamEvent]) -> Vec<Vec<(Op, i64)>> {
+    let mut out = vec![Vec::new()];
+    for e in events {
+        match e {
+            StreamEvent::Changes { table, batch } => {
+                assert!(table.ends_with(".acc"), "{table}");
+                let ops = batch
+                    .column_by_name(ferry_change::OP)
+                    .unwrap()
+                    .as_primitive::<arrow_array::types::UInt8Type>();
+                let ids = batch.column(0).as_primitive::<Int64Type>();
+                for r in 0..batch.num_rows() {
+                    let op = match ops.value(r) {
+                        b'I' => Op::Insert,
+                        b'U' => Op::Update,
+                        _ => Op::Delete,
+                    };
+                    out.last_mut().unwrap().push((op, ids.value(r)));
+                }
+            }
+            StreamEvent::Commit { .. } => out.push(Vec::new()),
+            StreamEvent::Idle { .. } => {}
+        }
+    }
+    out.pop();
+    out
+}
+
+fn commit_end(events: &[StreamEvent], n: usize) -> u64 {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::Commit { end_lsn, .. } => Some(*end_lsn),
+            _ => None,
+        })
+        .nth(n)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_stream_resumes_after_the_last_acknowledged_commit() {
+    let Some(s) = Stream::new().await else { return };
+    let n = s.name.clone();
+    s.exec(&format!(
+        "CREATE TABLE {n}.acc (id bigint PRIMARY KEY, v text);
+         CREATE TABLE {n}.skip (id int PRIMARY KEY);
+         CREATE PUBLICATION {n} FOR TABLE {n}.acc, {n}.skip;"
+    ))
+    .await;
+    s.exec(&format!(
+        "SELECT pg_create_logical_replication_slot('{n}', 'pgoutput')"
+    ))
+    .await;
+    s.exec(&format!("INSERT INTO {n}.acc VALUES (1, 'one')"))
+        .await;
+    let mut tx = s.pool.begin().await.unwrap();
+    for sql in [
+        format!("INSERT INTO {n}.acc VALUES (2, 'two')"),
+        format!("UPDATE {n}.acc SET v = 'uno' WHERE id = 1"),
+    ] {
+        sqlx::raw_sql(&sql).execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    s.exec(&format!("INSERT INTO {n}.skip VALUES (1)")).await;
+    s.exec(&format!("DELETE FROM {n}.acc WHERE id = 2")).await;
+
+    let src = PostgresSource::connect(&url()).await.unwrap();
+    let spec = ReadSpec {
+        table: Some(format!("{n}.acc")),
+        ..Default::default()
+    };
+    let start = |src: PostgresSource, spec: ReadSpec| {
+        let n = n.clone();
+        async move {
+            PgChangeStream::start(&src, &url(), &n, &n, 0, vec![spec], 1000)
+                .await
+                .unwrap()
+        }
+    };
+    let mut stream = start(src.clone(), spec.clone()).await;
+    let first = events(&mut stream, 4).await;
+    // The table not asked for commits an empty transaction here.
+    assert_eq!(
+        transactions(&first),
+        [
+            vec![(Op::Insert, 1)],
+            vec![(Op::Insert, 2), (Op::Update, 1)],
+            vec![],
+            vec![(Op::Delete, 2)]
+        ]
+    );
+    // Only the first two are applied: the slot may move past them, not further.
+    let acked = commit_end(&first, 1);
+    stream.ack(acked);
+    stream.stop().await.unwrap();
+    let confirmed: String = sqlx::query_scalar(&format!(
+        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = '{n}'"
+    ))
+    .fetch_one(&s.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        pgwire_lsn(&confirmed),
+        acked,
+        "the slot stands at the acknowledged commit"
+    );
+
+    // A new stream (another process, after a crash) goes on from there: nothing twice.
+    let mut again = start(src, spec).await;
+    let rest = events(&mut again, 2).await;
+    assert_eq!(transactions(&rest), [vec![], vec![(Op::Delete, 2)]]);
+    again.stop().await.unwrap();
+}
+
+fn pgwire_lsn(s: &str) -> u64 {
+    let (hi, lo) = s.split_once('/').unwrap();
+    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
 }

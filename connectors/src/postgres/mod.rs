@@ -58,8 +58,10 @@ mod ddl;
 pub(crate) use ddl::table_ddl;
 mod describe;
 pub mod pgoutput;
+mod stream;
 
 pub use changes::{ChangeDecoder, ChangeTable};
+pub use stream::{check_name, PgChangeStream, StreamEvent};
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -629,6 +631,7 @@ async fn describe_query(
 /// `querySql`) reaches the server only in single statements: through the extended protocol,
 /// or — for the binary `COPY` read, which sqlx streams only through the simple protocol — after
 /// the same text was parsed through the extended protocol.
+#[derive(Clone)]
 pub struct PostgresSource {
     pool: PgPool,
 }
