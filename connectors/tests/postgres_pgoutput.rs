@@ -17,7 +17,9 @@ use arrow_array::types::Int64Type;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use ferry_change::Op;
 use ferry_connectors::postgres::pgoutput::{decode, Cell, Message, Old};
-use ferry_connectors::postgres::{ChangeDecoder, PgChangeStream, PostgresSource, StreamEvent};
+use ferry_connectors::postgres::{
+    ChangeDecoder, ChangeTable, PgChangeStream, PostgresSource, StreamEvent,
+};
 use ferry_connectors::{ReadSpec, Source};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgPool, Row};
@@ -333,6 +335,31 @@ fn by_id(batches: &[RecordBatch], columns: usize) -> BTreeMap<i64, Vec<ArrayRef>
     out
 }
 
+/// The slot's changes so far as change batches of `table` (the relation `name`), the
+/// decoder that made them and the relation's id.
+async fn change_batches(
+    s: &Stream,
+    name: &str,
+    table: &ChangeTable,
+    batch_rows: usize,
+) -> (ChangeDecoder, Vec<(u32, RecordBatch)>, u32) {
+    let mut decoder = ChangeDecoder::new(batch_rows);
+    let mut batches = Vec::new();
+    let mut oid = None;
+    for (lsn, raw) in s.changes().await {
+        let m = decode(&raw).unwrap_or_else(|e| panic!("at {lsn}: {e}"));
+        match &m {
+            Message::Relation(r) if r.name == name => {
+                oid = Some(r.oid);
+                assert!(decoder.bind(r, table.clone()).unwrap().is_none());
+            }
+            Message::Commit { .. } => batches.extend(decoder.flush().unwrap()),
+            _ => batches.extend(decoder.change(&m).unwrap()),
+        }
+    }
+    (decoder, batches, oid.expect("the table was described"))
+}
+
 #[tokio::test]
 async fn streamed_rows_hold_the_snapshot_readers_values() {
     let Some(s) = Stream::new().await else { return };
@@ -394,21 +421,7 @@ async fn streamed_rows_hold_the_snapshot_readers_values() {
 
     let table = src.change_table(&spec).await.unwrap();
     assert_eq!(table.key(), [0]);
-    let mut decoder = ChangeDecoder::new(2);
-    let mut batches = Vec::new();
-    let mut oid = None;
-    for (lsn, raw) in s.changes().await {
-        let m = decode(&raw).unwrap_or_else(|e| panic!("at {lsn}: {e}"));
-        match &m {
-            Message::Relation(r) if r.name == "ty" => {
-                oid = Some(r.oid);
-                assert!(decoder.bind(r, table.clone()).unwrap().is_none());
-            }
-            Message::Commit { .. } => batches.extend(decoder.flush().unwrap()),
-            _ => batches.extend(decoder.change(&m).unwrap()),
-        }
-    }
-    let oid = oid.expect("the table was described");
+    let (decoder, batches, oid) = change_batches(&s, "ty", &table, 2).await;
     assert!(batches.iter().all(|(o, _)| *o == oid));
     let layout = decoder.layout(oid).unwrap().clone();
     let batches: Vec<RecordBatch> = batches.into_iter().map(|(_, b)| b).collect();
@@ -481,16 +494,7 @@ async fn unchanged_toast_is_marked_not_nulled() {
         ..Default::default()
     };
     let table = src.change_table(&spec).await.unwrap();
-    let mut decoder = ChangeDecoder::new(100);
-    let mut batches = Vec::new();
-    for (_, raw) in s.changes().await {
-        let m = decode(&raw).unwrap();
-        match &m {
-            Message::Relation(r) => assert!(decoder.bind(r, table.clone()).unwrap().is_none()),
-            Message::Commit { .. } => batches.extend(decoder.flush().unwrap()),
-            _ => batches.extend(decoder.change(&m).unwrap()),
-        }
-    }
+    let (decoder, batches, _) = change_batches(&s, "doc", &table, 100).await;
     let (oid, update) = &batches[1];
     let rows = decoder.layout(*oid).unwrap().rows(update).unwrap();
     assert_eq!(rows.op(0), Op::Update);
