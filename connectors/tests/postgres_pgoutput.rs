@@ -18,9 +18,9 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use ferry_change::Op;
 use ferry_connectors::postgres::pgoutput::{decode, Cell, Message, Old};
 use ferry_connectors::postgres::{
-    ChangeDecoder, ChangeTable, PgChangeStream, PostgresSource, StreamEvent,
+    ChangeDecoder, ChangeTable, PgChangeStream, PostgresSink, PostgresSource, StreamEvent,
 };
-use ferry_connectors::{ReadSpec, Source};
+use ferry_connectors::{Checkpoint, KeyValue, Position, ReadSpec, Sink, Source, WriteSpec};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgPool, Row};
 use tokio::sync::mpsc;
@@ -641,4 +641,139 @@ async fn a_stream_resumes_after_the_last_acknowledged_commit() {
 fn pgwire_lsn(s: &str) -> u64 {
     let (hi, lo) = s.split_once('/').unwrap();
     (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}
+
+#[tokio::test]
+async fn applied_changes_make_the_target_equal_the_source() {
+    let Some(s) = Stream::new().await else { return };
+    let n = s.name.clone();
+    let ddl = |t: &str| {
+        format!(
+            "CREATE TABLE {n}.{t} (id bigint PRIMARY KEY, v text, big text NOT NULL, \
+             amount numeric(10,2), at timestamptz);"
+        )
+    };
+    s.exec(&format!(
+        "{}{} CREATE PUBLICATION {n} FOR TABLE {n}.src;",
+        ddl("src"),
+        ddl("dst")
+    ))
+    .await;
+    s.exec(&format!(
+        "SELECT pg_create_logical_replication_slot('{n}', 'pgoutput')"
+    ))
+    .await;
+    let big = "(SELECT string_agg(md5(g::text), '') FROM generate_series(1, 3000) g)";
+    let mut commits = 0;
+    for sql in [
+        format!(
+            "INSERT INTO {n}.src SELECT g, 'v' || g, {big}, g * 1.25, now() FROM generate_series(1, 5) g"
+        ),
+        format!("UPDATE {n}.src SET v = 'changed', amount = NULL WHERE id = 1"),
+        // The TOASTed column is not sent: it must stay as it is in the target.
+        format!("UPDATE {n}.src SET v = 'toast kept' WHERE id = 2"),
+        format!("UPDATE {n}.src SET id = 30 WHERE id = 3"),
+        format!("DELETE FROM {n}.src WHERE id = 4"),
+    ] {
+        s.exec(&sql).await;
+        commits += 1;
+    }
+    let mut tx = s.pool.begin().await.unwrap();
+    for sql in [
+        format!("INSERT INTO {n}.src VALUES (6, 'six', 'x', 6, NULL)"),
+        format!("UPDATE {n}.src SET v = 'SIX' WHERE id = 6"),
+        format!("UPDATE {n}.src SET id = 7 WHERE id = 6"),
+        format!("DELETE FROM {n}.src WHERE id = 5"),
+        format!("INSERT INTO {n}.src VALUES (5, 'five again', 'y', 5, now())"),
+    ] {
+        sqlx::raw_sql(&sql).execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    commits += 1;
+    let mut rolled = s.pool.begin().await.unwrap();
+    sqlx::raw_sql(&format!("DELETE FROM {n}.src"))
+        .execute(&mut *rolled)
+        .await
+        .unwrap();
+    rolled.rollback().await.unwrap();
+
+    let src = PostgresSource::connect(&url()).await.unwrap();
+    let sink = PostgresSink::connect(&url()).await.unwrap();
+    let rspec = ReadSpec {
+        table: Some(format!("{n}.src")),
+        ..Default::default()
+    };
+    let wspec = WriteSpec {
+        table: format!("{n}.dst"),
+        checkpoint_table: Some(format!("{n}.ferry_checkpoints")),
+        ..Default::default()
+    };
+    let layout =
+        ferry_change::Layout::new(src.change_table(&rspec).await.unwrap().schema(), vec![0])
+            .unwrap();
+    let applier = sink
+        .change_applier(&wspec, &layout, "job", 0)
+        .await
+        .unwrap();
+    let mut stream = PgChangeStream::start(&src, &url(), &n, &n, 0, vec![rspec], 2)
+        .await
+        .unwrap();
+    let (mut pending, mut seen, mut rows) = (Vec::new(), 0, 0u64);
+    while seen < commits {
+        let e = tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .expect("the stream went quiet")
+            .unwrap()
+            .expect("the stream ended");
+        match e {
+            StreamEvent::Changes { batch, .. } => pending.push(batch),
+            StreamEvent::Commit { end_lsn, .. } => {
+                seen += 1;
+                rows += pending.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                let cp = Checkpoint {
+                    seq: seen as u64,
+                    rows,
+                    written: rows,
+                    position: Some(Position::int(end_lsn.into())),
+                };
+                applier
+                    .apply(&std::mem::take(&mut pending), &cp)
+                    .await
+                    .unwrap();
+                stream.ack(end_lsn);
+            }
+            StreamEvent::Idle { .. } => {}
+        }
+    }
+    stream.stop().await.unwrap();
+
+    let table = |t: &str| {
+        format!("SELECT coalesce(string_agg(x::text, E'\\n' ORDER BY id), '') FROM {n}.{t} x")
+    };
+    let want: String = sqlx::query_scalar(&table("src"))
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    let got: String = sqlx::query_scalar(&table("dst"))
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(got, want);
+    let ids: Vec<i64> = sqlx::query_scalar(&format!("SELECT id FROM {n}.dst ORDER BY id"))
+        .fetch_all(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(ids, [1, 2, 5, 7, 30]);
+    let kept: i32 = sqlx::query_scalar(&format!("SELECT length(big) FROM {n}.dst WHERE id = 2"))
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, 96_000, "the unchanged TOASTed value is still there");
+    // The stream's position is in the target, written with the last transaction.
+    let cp = sink.checkpoint(&wspec, "job", 0).await.unwrap().unwrap();
+    assert_eq!(cp.seq, commits as u64);
+    assert!(matches!(
+        cp.position.as_ref().map(|p| p.values()),
+        Some([KeyValue::Int(_)])
+    ));
 }

@@ -52,6 +52,7 @@
 //! (exact, checked against p/s; NaN/±Infinity floats are dirty) or text; text into
 //! `numeric`, `json`/`jsonb` (validated) and `uuid` (parsed).
 
+mod apply;
 mod binary;
 mod changes;
 mod ddl;
@@ -60,6 +61,7 @@ mod describe;
 pub mod pgoutput;
 mod stream;
 
+pub use apply::PgApplier;
 pub use changes::{ChangeDecoder, ChangeTable};
 pub use stream::{check_name, PgChangeStream, StreamEvent};
 
@@ -1095,17 +1097,7 @@ impl Sink for PostgresSink {
         split: u32,
     ) -> Result<Box<dyn SinkWriter>, ConnectorError> {
         let mut w = self.open_writer(spec, schema).await?;
-        let table = quote_qualified(&spec.checkpoint_table())?;
-        w.checkpoint = Some(CheckpointSql {
-            upsert: format!(
-                "INSERT INTO {table} (job, split, seq, rows_read, rows_written, last_key, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, now()) ON CONFLICT (job, split) DO UPDATE SET \
-                 seq = EXCLUDED.seq, rows_read = EXCLUDED.rows_read, rows_written = EXCLUDED.rows_written, \
-                 last_key = EXCLUDED.last_key, updated_at = EXCLUDED.updated_at"
-            ),
-            job: job.to_string(),
-            split,
-        });
+        w.checkpoint = Some(checkpoint_sql(spec, job, split)?);
         Ok(Box::new(w))
     }
 
@@ -1389,11 +1381,13 @@ impl PostgresSink {
         Ok(())
     }
 
-    async fn open_writer(
+    /// The target table's columns `schema` is written into: quoted table name, column names,
+    /// their descriptions (each checked to take its field's type).
+    async fn target_columns(
         &self,
         spec: &WriteSpec,
         schema: &SchemaRef,
-    ) -> Result<PostgresWriter, ConnectorError> {
+    ) -> Result<(String, Vec<String>, Vec<PgCol>), ConnectorError> {
         let qualified = quote_qualified(&spec.table)?;
         if !relation_exists(&self.pool, &qualified).await? {
             return Err(ConnectorError::NoSuchTable(spec.table.clone()));
@@ -1427,6 +1421,15 @@ impl PostgresSink {
             }
             cols.push(col);
         }
+        Ok((qualified, names, cols))
+    }
+
+    async fn open_writer(
+        &self,
+        spec: &WriteSpec,
+        schema: &SchemaRef,
+    ) -> Result<PostgresWriter, ConnectorError> {
+        let (qualified, names, cols) = self.target_columns(spec, schema).await?;
         let list = names
             .iter()
             .map(|n| quote_ident(n))
@@ -1516,6 +1519,44 @@ impl PostgresSink {
     }
 }
 
+/// The statement recording split `split` of `job`'s checkpoint in the target.
+fn checkpoint_sql(
+    spec: &WriteSpec,
+    job: &str,
+    split: u32,
+) -> Result<CheckpointSql, ConnectorError> {
+    let table = quote_qualified(&spec.checkpoint_table())?;
+    Ok(CheckpointSql {
+        upsert: format!(
+            "INSERT INTO {table} (job, split, seq, rows_read, rows_written, last_key, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, now()) ON CONFLICT (job, split) DO UPDATE SET \
+             seq = EXCLUDED.seq, rows_read = EXCLUDED.rows_read, rows_written = EXCLUDED.rows_written, \
+             last_key = EXCLUDED.last_key, updated_at = EXCLUDED.updated_at"
+        ),
+        job: job.to_string(),
+        split,
+    })
+}
+
+/// Records `cp` with `sql` in `tx`.
+async fn record_checkpoint(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    sql: &CheckpointSql,
+    cp: &Checkpoint,
+) -> Result<(), ConnectorError> {
+    sqlx::query(&sql.upsert)
+        .bind(&sql.job)
+        .bind(sql.split as i32)
+        .bind(cp.seq as i64)
+        .bind(cp.rows as i64)
+        .bind(cp.written as i64)
+        .bind(cp.position.as_ref().map(crate::spec::Position::to_stored))
+        .execute(&mut **tx)
+        .await
+        .map_err(q("recording the checkpoint"))?;
+    Ok(())
+}
+
 struct Upsert {
     create: String,
     copy: String,
@@ -1546,16 +1587,7 @@ impl PostgresWriter {
             Self::copy(&mut tx, buf, copy_sql, upsert).await?;
         }
         if let Some((sql, cp)) = checkpoint {
-            sqlx::query(&sql.upsert)
-                .bind(&sql.job)
-                .bind(sql.split as i32)
-                .bind(cp.seq as i64)
-                .bind(cp.rows as i64)
-                .bind(cp.written as i64)
-                .bind(cp.position.as_ref().map(crate::spec::Position::to_stored))
-                .execute(&mut *tx)
-                .await
-                .map_err(q("recording the checkpoint"))?;
+            record_checkpoint(&mut tx, sql, cp).await?;
         }
         tx.commit().await.map_err(q("commit"))?;
         Ok(())

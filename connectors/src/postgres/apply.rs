@@ -1,0 +1,467 @@
+//! Applying change batches to a PostgreSQL table: one source transaction in one target
+//! transaction, with the stream's checkpoint (its source position, as a split's) recorded in
+//! that same transaction, so a replay after any crash finds what was applied and skips it.
+//!
+//! Rows are applied in their order, in runs: consecutive inserts and updates that leave the
+//! same columns unchanged become one upsert (staged with a binary COPY, the last row of a key
+//! winning), consecutive deletes one `DELETE … USING`. An update that moved a row to another
+//! key deletes the old key first. Columns an update left unchanged (PostgreSQL's unchanged
+//! TOAST) are not written.
+
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{Schema, SchemaRef};
+use ferry_change::{Layout, Op};
+use sqlx::{Acquire, Executor, PgPool, Postgres};
+
+use super::{binary, q, quote_ident, record_checkpoint, PgCol, PostgresSink};
+use crate::error::ConnectorError;
+use crate::spec::WriteSpec;
+use crate::traits::{Checkpoint, CheckpointSql};
+
+/// Applies change batches of one table.
+pub struct PgApplier {
+    pool: PgPool,
+    qualified: String,
+    names: Vec<String>,
+    cols: Vec<PgCol>,
+    layout: Layout,
+    checkpoint: CheckpointSql,
+}
+
+/// A run of rows applied by one statement.
+#[derive(Debug, PartialEq)]
+enum Step {
+    /// Upserts of the rows, leaving `unchanged` columns as they are.
+    Upsert {
+        rows: Vec<usize>,
+        unchanged: Vec<usize>,
+    },
+    /// Deletes of the rows' keys: their old key (`old`) or their key.
+    Delete { rows: Vec<usize>, old: bool },
+    /// An update that moved a row to another key without sending every value: the row at
+    /// the old key is updated in place (its unsent values stay).
+    Move { row: usize, unchanged: Vec<usize> },
+}
+
+impl PostgresSink {
+    /// An applier of `layout`'s batches into `spec`'s table, recording its checkpoint as
+    /// split `split` of `job` (where [`crate::Sink::checkpoint`] finds it). The table needs the
+    /// stream's key as its primary key or a unique index.
+    pub async fn change_applier(
+        &self,
+        spec: &WriteSpec,
+        layout: &Layout,
+        job: &str,
+        split: u32,
+    ) -> Result<PgApplier, ConnectorError> {
+        if layout.key().is_empty() {
+            return Err(ConnectorError::Schema(format!(
+                "{}: a change stream applies by key, and the source table has no primary key",
+                spec.table
+            )));
+        }
+        let read: SchemaRef = Arc::new(Schema::new(
+            layout.schema().fields()[..layout.columns()].to_vec(),
+        ));
+        let (qualified, names, cols) = self.target_columns(spec, &read).await?;
+        self.ensure_checkpoints(spec).await?;
+        Ok(PgApplier {
+            pool: self.pool.clone(),
+            qualified,
+            names,
+            cols,
+            layout: layout.clone(),
+            checkpoint: super::checkpoint_sql(spec, job, split)?,
+        })
+    }
+}
+
+impl PgApplier {
+    /// Applies one source transaction's `batches` and records `checkpoint`, in one target
+    /// transaction. Returns the rows applied.
+    pub async fn apply(
+        &self,
+        batches: &[RecordBatch],
+        checkpoint: &Checkpoint,
+    ) -> Result<u64, ConnectorError> {
+        let mut conn = self.pool.acquire().await.map_err(q("acquire connection"))?;
+        let mut tx = conn.begin().await.map_err(q("begin"))?;
+        let mut applied = 0u64;
+        for batch in batches {
+            let rows = self
+                .layout
+                .rows(batch)
+                .map_err(|e| ConnectorError::Schema(e.to_string()))?;
+            let data: Vec<ArrayRef> = (0..self.layout.columns())
+                .map(|c| rows.column(c).clone())
+                .collect();
+            let old: Vec<ArrayRef> = (0..self.layout.key().len())
+                .map(|i| rows.old_key(i).clone())
+                .collect();
+            for step in steps(&rows, self.layout.columns()) {
+                applied += match &step {
+                    Step::Upsert { rows, unchanged } => {
+                        self.upsert(&mut tx, &data, rows, unchanged).await?
+                    }
+                    Step::Delete { rows, old: true } => self.delete(&mut tx, &old, rows).await?,
+                    Step::Move { row, unchanged } => {
+                        self.move_row(&mut tx, &data, &old, *row, unchanged).await?
+                    }
+                    Step::Delete { rows, old: false } => {
+                        let keys: Vec<ArrayRef> =
+                            self.layout.key().iter().map(|k| data[*k].clone()).collect();
+                        self.delete(&mut tx, &keys, rows).await?
+                    }
+                };
+            }
+        }
+        record_checkpoint(&mut tx, &self.checkpoint, checkpoint).await?;
+        tx.commit().await.map_err(q("commit"))?;
+        Ok(applied)
+    }
+
+    /// A temporary table of `cols` (without constraints), filled with `rows` of `arrays` by a
+    /// binary COPY; the `unchanged` columns stage as NULL (they are not written).
+    async fn stage(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Postgres>,
+        cols: &[usize],
+        arrays: &[ArrayRef],
+        rows: &[usize],
+        unchanged: &[usize],
+    ) -> Result<(), ConnectorError> {
+        let list = self.list(cols);
+        (&mut **tx)
+            .execute(
+                format!(
+                    "DROP TABLE IF EXISTS pg_temp.ferry_apply; \
+                     CREATE TEMP TABLE ferry_apply ON COMMIT DROP AS \
+                     SELECT {list} FROM {} WITH NO DATA",
+                    self.qualified
+                )
+                .as_str(),
+            )
+            .await
+            .map_err(q("creating the staging table"))?;
+        let mut buf = Vec::new();
+        binary::put_header(&mut buf);
+        let ncols = (cols.len() as i16).to_be_bytes();
+        for r in rows {
+            buf.extend_from_slice(&ncols);
+            for (a, c) in arrays.iter().zip(cols) {
+                if unchanged.contains(c) {
+                    buf.extend_from_slice(&(-1i32).to_be_bytes());
+                    continue;
+                }
+                binary::encode_cell(a.as_ref(), *r, &self.cols[*c], &mut buf).map_err(|_| {
+                    ConnectorError::Value {
+                        column: self.names[*c].clone(),
+                        message: format!(
+                            "a change of {}: a value the column cannot hold (type {})",
+                            self.qualified, self.cols[*c].type_name
+                        ),
+                    }
+                })?;
+            }
+        }
+        binary::put_trailer(&mut buf);
+        let mut copy = tx
+            .copy_in_raw(&format!(
+                "COPY ferry_apply ({list}) FROM STDIN (FORMAT binary)"
+            ))
+            .await
+            .map_err(q("COPY FROM STDIN"))?;
+        copy.send(buf).await.map_err(q("COPY FROM STDIN"))?;
+        copy.finish().await.map_err(q("COPY FROM STDIN"))?;
+        Ok(())
+    }
+
+    /// `t.k = s.k AND …` over the key.
+    fn key_match(&self) -> String {
+        self.layout
+            .key()
+            .iter()
+            .map(|c| format!("t.{0} = s.{0}", quote_ident(&self.names[*c])))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
+    fn list(&self, cols: &[usize]) -> String {
+        cols.iter()
+            .map(|c| quote_ident(&self.names[*c]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    async fn upsert(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Postgres>,
+        data: &[ArrayRef],
+        rows: &[usize],
+        unchanged: &[usize],
+    ) -> Result<u64, ConnectorError> {
+        let all: Vec<usize> = (0..self.names.len()).collect();
+        self.stage(tx, &all, data, rows, unchanged).await?;
+        let key = self.list(self.layout.key());
+        let sets: Vec<String> = all
+            .iter()
+            .filter(|c| !self.layout.key().contains(c) && !unchanged.contains(c))
+            .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(&self.names[*c])))
+            .collect();
+        let distinct =
+            format!("(SELECT DISTINCT ON ({key}) * FROM ferry_apply ORDER BY {key}, ctid DESC) s");
+        if !unchanged.is_empty() {
+            // Updates that did not send some values: the rows exist, and an INSERT would
+            // check the missing values against NOT NULL before finding the conflict.
+            let on = self.key_match();
+            let sets: Vec<String> = sets.iter().map(|s| s.replace("EXCLUDED.", "s.")).collect();
+            let done = (&mut **tx)
+                .execute(
+                    format!(
+                        "UPDATE {} t SET {} FROM {distinct} WHERE {on}",
+                        self.qualified,
+                        sets.join(", ")
+                    )
+                    .as_str(),
+                )
+                .await
+                .map_err(q("applying updates"))?;
+            let keys: i64 = sqlx::query_scalar(&format!(
+                "SELECT count(*) FROM (SELECT DISTINCT {key} FROM ferry_apply) k"
+            ))
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(q("counting updated keys"))?;
+            if done.rows_affected() != keys as u64 {
+                return Err(ConnectorError::Schema(format!(
+                    "{}: {} updated rows are not in the target, and the change did not carry \
+                     all their values (unchanged TOAST): the target needs a new snapshot",
+                    self.qualified,
+                    keys as u64 - done.rows_affected().min(keys as u64)
+                )));
+            }
+            return Ok(done.rows_affected());
+        }
+        let action = if sets.is_empty() {
+            "DO NOTHING".to_string()
+        } else {
+            format!("DO UPDATE SET {}", sets.join(", "))
+        };
+        let list = self.list(&all);
+        // The last row of a key wins (COPY fills a fresh table in order).
+        let done = (&mut **tx)
+            .execute(
+                format!(
+                    "INSERT INTO {} ({list}) SELECT {list} FROM {distinct} ON CONFLICT ({key}) {action}",
+                    self.qualified
+                )
+                .as_str(),
+            )
+            .await
+            .map_err(q("applying inserts and updates"))?;
+        Ok(done.rows_affected())
+    }
+
+    /// Updates the row at `row`'s old key to its new values, but for `unchanged`.
+    async fn move_row(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Postgres>,
+        data: &[ArrayRef],
+        old: &[ArrayRef],
+        row: usize,
+        unchanged: &[usize],
+    ) -> Result<u64, ConnectorError> {
+        // Stage the old key first (as the key's columns), then set the row from its values.
+        self.stage(tx, self.layout.key(), old, &[row], &[]).await?;
+        (&mut **tx)
+            .execute("ALTER TABLE ferry_apply RENAME TO ferry_apply_old")
+            .await
+            .map_err(q("staging the old key"))?;
+        let all: Vec<usize> = (0..self.names.len()).collect();
+        self.stage(tx, &all, data, &[row], unchanged).await?;
+        let sets: Vec<String> = all
+            .iter()
+            .filter(|c| !unchanged.contains(c))
+            .map(|c| format!("{0} = s.{0}", quote_ident(&self.names[*c])))
+            .collect();
+        let on = self.key_match().replace("s.", "o.");
+        let done = (&mut **tx)
+            .execute(
+                format!(
+                    "UPDATE {} t SET {} FROM ferry_apply s, ferry_apply_old o WHERE {on}; \
+                     DROP TABLE ferry_apply_old",
+                    self.qualified,
+                    sets.join(", ")
+                )
+                .as_str(),
+            )
+            .await
+            .map_err(q("applying a key change"))?;
+        if done.rows_affected() != 1 {
+            return Err(ConnectorError::Schema(format!(
+                "{}: a row whose key changed is not in the target, and the change did not \
+                 carry all its values (unchanged TOAST): the target needs a new snapshot",
+                self.qualified
+            )));
+        }
+        Ok(1)
+    }
+
+    /// Deletes the rows whose key is `keys` (the key columns' arrays) at `rows`.
+    async fn delete(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Postgres>,
+        keys: &[ArrayRef],
+        rows: &[usize],
+    ) -> Result<u64, ConnectorError> {
+        self.stage(tx, self.layout.key(), keys, rows, &[]).await?;
+        let on = self.key_match();
+        let done = (&mut **tx)
+            .execute(
+                format!(
+                    "DELETE FROM {} t USING ferry_apply s WHERE {on}",
+                    self.qualified
+                )
+                .as_str(),
+            )
+            .await
+            .map_err(q("applying deletes"))?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// The runs `rows` are applied in.
+fn steps(rows: &ferry_change::Rows<'_>, columns: usize) -> Vec<Step> {
+    let mut out: Vec<Step> = Vec::new();
+    for r in 0..rows.len() {
+        let mut push = |step: Step| match (out.last_mut(), step) {
+            (
+                Some(Step::Upsert { rows, unchanged }),
+                Step::Upsert {
+                    rows: more,
+                    unchanged: u,
+                },
+            ) if *unchanged == u => rows.extend(more),
+            (Some(Step::Delete { rows, old }), Step::Delete { rows: more, old: o })
+                if *old == o =>
+            {
+                rows.extend(more)
+            }
+            (_, step) => out.push(step),
+        };
+        match rows.op(r) {
+            Op::Insert => push(Step::Upsert {
+                rows: vec![r],
+                unchanged: Vec::new(),
+            }),
+            Op::Update => {
+                let unchanged: Vec<usize> =
+                    (0..columns).filter(|c| rows.unchanged(r, *c)).collect();
+                if rows.key_changed(r) && !unchanged.is_empty() {
+                    push(Step::Move { row: r, unchanged });
+                    continue;
+                }
+                if rows.key_changed(r) {
+                    push(Step::Delete {
+                        rows: vec![r],
+                        old: true,
+                    });
+                }
+                push(Step::Upsert {
+                    rows: vec![r],
+                    unchanged,
+                })
+            }
+            Op::Delete => push(Step::Delete {
+                rows: vec![r],
+                old: false,
+            }),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Int32Array, StringArray};
+    use arrow_schema::{DataType, Field};
+    use ferry_change::Meta;
+
+    #[test]
+    fn rows_become_runs_in_order() {
+        let read = Schema::new(vec![
+            Field::new("id", DataType::Int32, false),
+            Field::new("v", DataType::Utf8, true),
+        ]);
+        let layout = Layout::new(&read, vec![0]).unwrap();
+        let mut meta = Meta::new(&layout);
+        for (op, unchanged) in [
+            (Op::Insert, vec![]),
+            (Op::Update, vec![]),
+            (Op::Update, vec![1]),
+            (Op::Update, vec![]),
+            (Op::Delete, vec![]),
+            (Op::Delete, vec![]),
+            (Op::Insert, vec![]),
+            (Op::Update, vec![1]),
+        ] {
+            meta.push(op, &unchanged);
+        }
+        let batch = layout
+            .assemble(
+                vec![
+                    Arc::new(Int32Array::from(vec![1, 1, 1, 9, 2, 3, 4, 8])),
+                    Arc::new(StringArray::from(vec![Some("a"); 8])),
+                ],
+                meta,
+                vec![Arc::new(Int32Array::from(vec![
+                    None,
+                    None,
+                    None,
+                    Some(1),
+                    None,
+                    None,
+                    None,
+                    Some(4),
+                ]))],
+            )
+            .unwrap();
+        let rows = layout.rows(&batch).unwrap();
+        assert_eq!(
+            steps(&rows, 2),
+            [
+                Step::Upsert {
+                    rows: vec![0, 1],
+                    unchanged: vec![]
+                },
+                Step::Upsert {
+                    rows: vec![2],
+                    unchanged: vec![1]
+                },
+                Step::Delete {
+                    rows: vec![3],
+                    old: true
+                },
+                Step::Upsert {
+                    rows: vec![3],
+                    unchanged: vec![]
+                },
+                Step::Delete {
+                    rows: vec![4, 5],
+                    old: false
+                },
+                Step::Upsert {
+                    rows: vec![6],
+                    unchanged: vec![]
+                },
+                Step::Move {
+                    row: 7,
+                    unchanged: vec![1]
+                },
+            ]
+        );
+    }
+}
