@@ -7,6 +7,12 @@
 //! `INSERT ... ON CONFLICT DO UPDATE` for `update` / `replace`). Values the target column
 //! cannot hold are found before the `COPY` and come back as dirty records.
 //!
+//! Change streams (in progress, see `docs/cdc.md`): [`pgoutput`] decodes logical replication
+//! messages, `changes` turns them into change batches with the same column builders as the
+//! snapshot reader, `stream` reads a slot over the replication protocol ([`PgChangeStream`]),
+//! and `apply` applies change batches to a table ([`PgApplier`]), one source transaction per
+//! target transaction with the stream's checkpoint.
+//!
 //! # Type mapping
 //!
 //! | PostgreSQL                       | Arrow (reader)                                             |
