@@ -48,8 +48,8 @@ fn all_over(broker: &Broker, n: usize, transport: Transport) -> bool {
 
 async fn keep_quic_through_a_restart_of(down: Duration, prefix: &str) {
     let s = Setup::new();
-    let broker = s.broker(refuse_all()).await;
-    let addr = broker.local_addr();
+    let addr = port_below_ephemeral_range();
+    let broker = s.broker_on(addr, refuse_all()).await;
     let n = 6;
     let (stop, runs) = start_agents(&s, prefix, n, addr);
     eventually("all agents over QUIC", Duration::from_secs(30), || {

@@ -337,8 +337,8 @@ async fn second_connection_of_an_agent_replaces_the_first_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_comes_back_by_itself_after_a_broker_restart() {
     let s = Setup::new();
-    let broker = s.broker(refuse_all()).await;
-    let addr = broker.local_addr();
+    let addr = port_below_ephemeral_range();
+    let broker = s.broker_on(addr, refuse_all()).await;
     let agent = s.pki.agent("phoenix-01", "g");
     let cfg = s.agent_config(&agent, addr);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -398,3 +398,29 @@ pub fn start_handshake(
     let connecting = ep.connect(to, "localhost").unwrap();
     (ep, connecting)
 }
+
+/// A loopback address whose port is free for both UDP and TCP and lies below the kernel's
+/// ephemeral range. A broker that comes back on its old port must find it free: while it is
+/// down, an agent's TCP connect to an ephemeral port on loopback can pick that very port as
+/// its own source port and connect to itself (TCP simultaneous open), holding the port.
+pub fn port_below_ephemeral_range() -> SocketAddr {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let span = low.saturating_sub(20_000).max(1);
+    let seed = std::process::id() as u64
+        ^ u64::from(
+            std::time::UNIX_EPOCH
+                .elapsed()
+                .map_or(0, |d| d.subsec_nanos()),
+        );
+    for i in 0..span as u64 {
+        let port = 20_000 + ((seed + i * 7919) % u64::from(span)) as u16;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if std::net::TcpListener::bind(addr).is_ok() && std::net::UdpSocket::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no free loopback port between 20000 and {low}");
+}
