@@ -178,14 +178,22 @@ impl PgApplier {
         Ok(())
     }
 
-    /// `t.k = s.k AND …` over the key.
-    fn key_match(&self) -> String {
+    /// `t.k = <from>.k AND …` over the key.
+    fn key_match(&self, from: &str) -> String {
         self.layout
             .key()
             .iter()
-            .map(|c| format!("t.{0} = s.{0}", quote_ident(&self.names[*c])))
+            .map(|c| format!("t.{0} = {from}.{0}", quote_ident(&self.names[*c])))
             .collect::<Vec<_>>()
             .join(" AND ")
+    }
+
+    /// `c = <from>.c` for the columns of `cols` that are neither key nor `unchanged`.
+    fn sets(&self, cols: &[usize], unchanged: &[usize], from: &str) -> Vec<String> {
+        cols.iter()
+            .filter(|c| !self.layout.key().contains(c) && !unchanged.contains(c))
+            .map(|c| format!("{0} = {from}.{0}", quote_ident(&self.names[*c])))
+            .collect()
     }
 
     fn list(&self, cols: &[usize]) -> String {
@@ -205,18 +213,14 @@ impl PgApplier {
         let all: Vec<usize> = (0..self.names.len()).collect();
         self.stage(tx, &all, data, rows, unchanged).await?;
         let key = self.list(self.layout.key());
-        let sets: Vec<String> = all
-            .iter()
-            .filter(|c| !self.layout.key().contains(c) && !unchanged.contains(c))
-            .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(&self.names[*c])))
-            .collect();
+        let sets = self.sets(&all, unchanged, "EXCLUDED");
         let distinct =
             format!("(SELECT DISTINCT ON ({key}) * FROM ferry_apply ORDER BY {key}, ctid DESC) s");
         if !unchanged.is_empty() {
             // Updates that did not send some values: the rows exist, and an INSERT would
             // check the missing values against NOT NULL before finding the conflict.
-            let on = self.key_match();
-            let sets: Vec<String> = sets.iter().map(|s| s.replace("EXCLUDED.", "s.")).collect();
+            let on = self.key_match("s");
+            let sets = self.sets(&all, unchanged, "s");
             let done = (&mut **tx)
                 .execute(
                     format!(
@@ -286,7 +290,7 @@ impl PgApplier {
             .filter(|c| !unchanged.contains(c))
             .map(|c| format!("{0} = s.{0}", quote_ident(&self.names[*c])))
             .collect();
-        let on = self.key_match().replace("s.", "o.");
+        let on = self.key_match("o");
         let done = (&mut **tx)
             .execute(
                 format!(
@@ -317,7 +321,7 @@ impl PgApplier {
         rows: &[usize],
     ) -> Result<u64, ConnectorError> {
         self.stage(tx, self.layout.key(), keys, rows, &[]).await?;
-        let on = self.key_match();
+        let on = self.key_match("s");
         let done = (&mut **tx)
             .execute(
                 format!(
