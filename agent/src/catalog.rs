@@ -391,6 +391,18 @@ impl Catalog {
         Ok(split)
     }
 
+    /// The slot and publication of data source `name`'s change streams, or why it has
+    /// none.
+    pub fn change_names(&self, name: &str) -> Result<(String, String), String> {
+        let config = self.config(name)?;
+        match &config.changes {
+            Some(c) => Ok(c.names(name)),
+            None => Err(format!(
+                "data source `{name}` does not allow change streams (the agent's config has no [sources.{name}.changes])"
+            )),
+        }
+    }
+
     fn config(&self, name: &str) -> Result<&SourceConfig, String> {
         self.configs.get(name).ok_or_else(|| {
             let known: Vec<&str> = self.configs.keys().map(String::as_str).collect();
@@ -500,6 +512,7 @@ mod tests {
                         vec![]
                     },
                     allow_query_sql: false,
+                    changes: None,
                     secrets: Default::default(),
                 },
             );

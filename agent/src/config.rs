@@ -34,6 +34,7 @@
 //! options = { zeroDate = "null" }      # connector options (optional)
 //! tables = ["orders", "audit.*"]       # what jobs may read (default: any table)
 //! allow_query_sql = false              # free-form querySql (default: off)
+//! changes = { slot = "ferry_orders" }  # change streams (PostgreSQL; default: off)
 //!
 //! [limits]                             # optional: caps on what the broker may ask
 //! max_fetch_size = 100000              # rows per batch (a job's fetchSize)
@@ -181,9 +182,41 @@ pub struct SourceConfig {
     /// statement over tables `tables` allows. Off unless set. A `where` is
     /// always screened to a plain filter on the table's columns.
     pub allow_query_sql: bool,
+    /// Change streams of this source: off unless `[sources.NAME.changes]` is given.
+    pub changes: Option<ChangesConfig>,
     /// Secrets not read yet, and which options hold secrets.
     #[serde(skip)]
     pub(crate) secrets: SourceSecrets,
+}
+
+/// `[sources.NAME.changes]`: jobs may stream this source's committed changes (of the tables
+/// `tables` allows). The agent makes the publication (`FOR TABLE` the streamed tables) and
+/// the slot if they do not exist; both names are the agent's, never a job's, so a broker
+/// cannot make a source keep WAL for slots of its choosing. The login needs the
+/// `REPLICATION` attribute, and to make the publication, ownership of the tables (or name a
+/// publication an administrator made).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesConfig {
+    /// The replication slot (default `ferry_<source name>`, `.` and `-` as `_`).
+    #[serde(default)]
+    pub slot: Option<String>,
+    /// The publication (default: the slot's name).
+    #[serde(default)]
+    pub publication: Option<String>,
+}
+
+impl ChangesConfig {
+    /// The slot and publication names for source `source`.
+    pub fn names(&self, source: &str) -> (String, String) {
+        let slot = self.slot.clone().unwrap_or_else(|| {
+            format!("ferry_{source}")
+                .to_ascii_lowercase()
+                .replace(['.', '-'], "_")
+        });
+        let publication = self.publication.clone().unwrap_or_else(|| slot.clone());
+        (slot, publication)
+    }
 }
 
 impl SourceConfig {
@@ -226,6 +259,8 @@ struct RawSource {
     tables: Vec<String>,
     #[serde(default)]
     allow_query_sql: bool,
+    #[serde(default)]
+    changes: Option<ChangesConfig>,
 }
 
 impl From<RawSource> for SourceConfig {
@@ -240,6 +275,7 @@ impl From<RawSource> for SourceConfig {
             options: raw.options,
             tables: raw.tables,
             allow_query_sql: raw.allow_query_sql,
+            changes: raw.changes,
             secrets: SourceSecrets {
                 url: url_secret,
                 password: raw.password,
@@ -516,6 +552,7 @@ impl std::fmt::Debug for SourceConfig {
             .field("options", &options)
             .field("tables", &self.tables)
             .field("allow_query_sql", &self.allow_query_sql)
+            .field("changes", &self.changes)
             .field("secrets", &self.secrets)
             .finish()
     }
@@ -654,6 +691,19 @@ impl AgentConfig {
                     field: "sources",
                     reason: format!("`{name}`: `kind` and `url` must not be empty"),
                 });
+            }
+            if let Some(c) = &source.changes {
+                if source.connector() != Some(Kind::Postgres) {
+                    return Err(source_error(
+                        name,
+                        "`changes`: change streams are built for PostgreSQL sources so far".into(),
+                    ));
+                }
+                let (slot, publication) = c.names(name);
+                for (what, n) in [("slot", &slot), ("publication", &publication)] {
+                    ferry_connectors::postgres::check_name(what, n)
+                        .map_err(|e| source_error(name, format!("`changes`: {e}")))?;
+                }
             }
             if source.connector().is_none() {
                 let known: Vec<&str> = Kind::ALL.into_iter().map(Kind::name).collect();

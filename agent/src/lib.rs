@@ -24,6 +24,7 @@ pub mod policy;
 pub mod runner;
 pub mod sender;
 pub mod session;
+mod stream;
 pub mod worker;
 
 pub use config::AgentConfig;

@@ -372,6 +372,7 @@ mod tests {
             options: Default::default(),
             tables: tables.iter().map(|t| t.to_string()).collect(),
             allow_query_sql: allow,
+            changes: None,
             secrets: Default::default(),
         }
     }

@@ -49,12 +49,16 @@ pub struct SendSummary {
     pub acked_rows: u64,
 }
 
+/// What the broker answered on a data stream so far.
 #[derive(Debug, Clone, Default)]
-struct AckState {
-    seq: Option<u64>,
-    rows: u64,
-    error: Option<(ErrorCode, String)>,
-    ended: bool,
+pub(crate) struct AckState {
+    /// The highest sequence number it acknowledged.
+    pub seq: Option<u64>,
+    pub rows: u64,
+    /// The error it refused the stream with.
+    pub error: Option<(ErrorCode, String)>,
+    /// It closed its side.
+    pub ended: bool,
 }
 
 type EncodeJob = JoinHandle<(BatchEncoder, Result<EncodedBatch, ProtocolError>)>;
@@ -220,7 +224,7 @@ impl DataSender {
     }
 }
 
-async fn read_acks(mut reader: FrameReader, tx: watch::Sender<AckState>) {
+pub(crate) async fn read_acks(mut reader: FrameReader, tx: watch::Sender<AckState>) {
     loop {
         match reader.next().await {
             Ok(Some(frame)) => match frame.kind {

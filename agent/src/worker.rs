@@ -166,57 +166,41 @@ impl Worker {
                 verify,
             } => {
                 let me = self.clone();
-                let id = task_id.clone();
-                // Registered under the lock the task takes to deregister, so
-                // a task that ends at once cannot leave a stale entry.
-                let mut tasks = self.lock_tasks();
-                let max_tasks = self.catalog.limits().max_tasks;
-                if tasks.len() >= max_tasks || tasks.contains_key(&id) {
-                    drop(tasks);
-                    warn!(task = %id, "task refused: {max_tasks} tasks running, or the id is in use");
-                    let me = self.clone();
-                    tokio::spawn(async move {
-                        me.send(ControlMessage::task_failed(
-                            id,
-                            format!("this agent runs at most {max_tasks} tasks at once ([limits] max_tasks), each under its own id"),
-                        ))
-                        .await;
-                    });
-                    return true;
-                }
-                let handle = tokio::spawn(async move {
-                    let running = {
-                        let (me, task_id) = (me.clone(), task_id.clone());
-                        tokio::spawn(async move {
-                            let task = Task {
-                                id: &task_id,
-                                datasource: &datasource,
-                                spec: &spec,
-                                options: &options,
-                                split: &split,
-                                compression,
-                            };
-                            match verify {
-                                None => me.run_task(task).await,
-                                Some(ask) => me.run_fingerprint(task, &ask).await,
-                            }
-                        })
+                self.start_task(task_id.clone(), async move {
+                    let task = Task {
+                        id: &task_id,
+                        datasource: &datasource,
+                        spec: &spec,
+                        options: &options,
+                        split: &split,
+                        compression,
                     };
-                    // An abort of this task aborts the read with it.
-                    let abort = running.abort_handle();
-                    let _guard = AbortOnDrop(abort);
-                    let r = running.await.unwrap_or_else(|e| Err(crashed(e)));
-                    me.lock_tasks().remove(&task_id);
-                    match r {
-                        Ok(rows) => info!(task = %task_id, rows, "task done"),
-                        Err(e) => {
-                            warn!(task = %task_id, "task failed: {e}");
-                            let e = me.catalog.scrub(e);
-                            me.send(ControlMessage::task_failed(task_id, e)).await;
-                        }
+                    match verify {
+                        None => me.run_task(task).await,
+                        Some(ask) => me.run_fingerprint(task, &ask).await,
                     }
                 });
-                tasks.insert(id, handle.abort_handle());
+            }
+            ControlMessage::StreamAssign {
+                task_id,
+                datasource,
+                tables,
+                options,
+                start,
+                compression,
+            } => {
+                let me = self.clone();
+                let task = crate::stream::StreamTask {
+                    id: task_id.clone(),
+                    datasource,
+                    tables,
+                    options,
+                    start,
+                    compression,
+                };
+                self.start_task(task_id, async move {
+                    crate::stream::run(&me.conn, &me.catalog, task).await
+                });
             }
             ControlMessage::TaskCancel { task_id, reason } => {
                 if let Some(h) = self.lock_tasks().remove(&task_id) {
@@ -227,6 +211,50 @@ impl Worker {
             _ => return false,
         }
         true
+    }
+
+    /// Runs task `id` (`run`) under `[limits] max_tasks`, reporting its failure to the
+    /// broker; a `TaskCancel` of `id` aborts it.
+    fn start_task(
+        self: &Arc<Self>,
+        id: String,
+        run: impl std::future::Future<Output = Result<u64, String>> + Send + 'static,
+    ) {
+        // Registered under the lock the task takes to deregister, so a task that ends at
+        // once cannot leave a stale entry.
+        let mut tasks = self.lock_tasks();
+        let max_tasks = self.catalog.limits().max_tasks;
+        if tasks.len() >= max_tasks || tasks.contains_key(&id) {
+            drop(tasks);
+            warn!(task = %id, "task refused: {max_tasks} tasks running, or the id is in use");
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.send(ControlMessage::task_failed(
+                    id,
+                    format!("this agent runs at most {max_tasks} tasks at once ([limits] max_tasks), each under its own id"),
+                ))
+                .await;
+            });
+            return;
+        }
+        let me = self.clone();
+        let task_id = id.clone();
+        let handle = tokio::spawn(async move {
+            let running = tokio::spawn(run);
+            // An abort of this task aborts the read with it.
+            let _guard = AbortOnDrop(running.abort_handle());
+            let r = running.await.unwrap_or_else(|e| Err(crashed(e)));
+            me.lock_tasks().remove(&task_id);
+            match r {
+                Ok(rows) => info!(task = %task_id, rows, "task done"),
+                Err(e) => {
+                    warn!(task = %task_id, "task failed: {e}");
+                    let e = me.catalog.scrub(e);
+                    me.send(ControlMessage::task_failed(task_id, e)).await;
+                }
+            }
+        });
+        tasks.insert(id, handle.abort_handle());
     }
 
     /// Stops every task (the session ended).

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_certs::AgentIdentity;
+use ferry_protocol::changes::{split_changes, Commit, TableDecl};
 use ferry_protocol::control::{ControlMessage, ErrorCode};
 use ferry_protocol::data::{Ack, BatchDecoder, DecodedBatch, End, StreamHeader};
 use ferry_protocol::frame::FrameKind;
@@ -52,6 +53,20 @@ pub enum DataError {
     /// The `End` frame's report of changed values breaks a bound.
     #[error("{0}")]
     Changes(#[from] ferry_connectors::spec::ChangesError),
+    /// A change batch of a table the stream did not declare.
+    #[error("change batch of table {0}, which the stream did not declare")]
+    Undeclared(u32),
+}
+
+/// One frame of a change stream.
+#[derive(Debug)]
+pub enum ChangeFrame {
+    /// A table (again, after its columns changed).
+    Table(TableDecl),
+    /// A change batch of declared table `index`.
+    Changes { index: u32, batch: DecodedBatch },
+    /// The end of a source transaction.
+    Commit(Commit),
 }
 
 /// One data stream from an agent, after its header was read.
@@ -67,6 +82,9 @@ pub struct DataStream {
     raw_bytes: u64,
     /// What the agent's `End` reported as changed on purpose.
     changed: ferry_connectors::spec::Changes,
+    /// A change stream's declared tables: their decoders.
+    tables: std::collections::HashMap<u32, BatchDecoder>,
+    limits: Limits,
     /// The connection's allowance of open data streams, given back on drop.
     _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
@@ -104,6 +122,8 @@ impl DataStream {
             rows: 0,
             raw_bytes: 0,
             changed: Default::default(),
+            tables: Default::default(),
+            limits,
             _slot: slot,
         })
     }
@@ -159,6 +179,57 @@ impl DataStream {
             }
             other => Err(DataError::UnexpectedFrame(other)),
         }
+    }
+
+    /// The next frame of a change stream (see [`ferry_protocol::changes`]): a table
+    /// declaration (the caller checks it and gives its batches' schema with
+    /// [`declare`](Self::declare)), a change batch of a declared table, or a commit.
+    pub async fn next_change(&mut self) -> Result<ChangeFrame, DataError> {
+        let frame = self.reader.require().await?;
+        match frame.kind {
+            FrameKind::Table => Ok(ChangeFrame::Table(TableDecl::from_frame(
+                &frame,
+                &self.limits,
+            )?)),
+            FrameKind::Changes => {
+                let (index, inner) = split_changes(&frame)?;
+                let decoder = self
+                    .tables
+                    .get_mut(&index)
+                    .ok_or(DataError::Undeclared(index))?;
+                let batch = decoder.decode(&inner)?;
+                self.sequence(batch.seq)?;
+                self.batches += 1;
+                self.rows += batch.batch.num_rows() as u64;
+                self.raw_bytes += batch.raw_len as u64;
+                Ok(ChangeFrame::Changes { index, batch })
+            }
+            FrameKind::Commit => {
+                let commit = Commit::from_frame(&frame)?;
+                self.sequence(commit.seq)?;
+                Ok(ChangeFrame::Commit(commit))
+            }
+            other => Err(DataError::UnexpectedFrame(other)),
+        }
+    }
+
+    /// Change batches of table `index` have `schema` from now on.
+    pub fn declare(&mut self, index: u32, schema: arrow_schema::SchemaRef) {
+        self.tables
+            .insert(index, BatchDecoder::new(schema, self.limits));
+    }
+
+    fn sequence(&mut self, seq: u64) -> Result<(), DataError> {
+        if let Some(prev) = self.last_seq {
+            if seq <= prev {
+                return Err(DataError::Sequence {
+                    previous: prev,
+                    got: seq,
+                });
+            }
+        }
+        self.last_seq = Some(seq);
+        Ok(())
     }
 
     /// Tells the agent that everything up to `seq` is committed.

@@ -35,6 +35,7 @@ pub mod postgres;
 pub mod repair;
 pub mod spec;
 pub mod sqlite;
+pub mod stream;
 pub mod traits;
 mod utf8;
 

@@ -66,6 +66,19 @@ pub trait Source: Send + Sync {
         Vec::new()
     }
 
+    /// Opens a change stream of `spec`'s tables (the reader's policy checked them).
+    /// Sources without change data capture refuse.
+    async fn open_changes(
+        &self,
+        spec: &crate::stream::ChangeSpec,
+    ) -> Result<Box<dyn crate::stream::ChangeStream>, ConnectorError> {
+        let _ = spec;
+        Err(ConnectorError::config(
+            "changes",
+            "this kind of source has no change stream",
+        ))
+    }
+
     /// Reads one split, sending batches of `schema` (at most
     /// `spec.fetch_size` rows each) into `out`. A full channel slows the
     /// read down (backpressure). Returns the rows read.
@@ -255,6 +268,22 @@ pub trait Sink: Send + Sync {
 
     /// Once per job after every task succeeded: runs `post_sql`.
     async fn finish(&self, spec: &WriteSpec) -> Result<(), ConnectorError>;
+
+    /// A target applying a change stream of `tables` (each a write spec and the layout of
+    /// its change batches), recording the stream's checkpoint as split `split` of `job`.
+    /// Targets that cannot apply changes refuse.
+    async fn change_target(
+        &self,
+        tables: &[(WriteSpec, ferry_change::Layout)],
+        job: &str,
+        split: u32,
+    ) -> Result<Box<dyn crate::stream::ChangeTarget>, ConnectorError> {
+        let _ = (tables, job, split);
+        Err(ConnectorError::config(
+            "writer",
+            "this kind of target cannot apply a change stream yet",
+        ))
+    }
 
     /// Instead of [`prepare`](Self::prepare) for a job picked up again
     /// (after a broker restart): the target was prepared already, so it is

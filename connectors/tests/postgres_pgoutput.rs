@@ -528,7 +528,7 @@ fn transactions(events: &[StreamEvent]) -> Vec<Vec<(Op, i64)>> {
     let mut out = vec![Vec::new()];
     for e in events {
         match e {
-            StreamEvent::Changes { table, batch } => {
+            StreamEvent::Changes { table, batch, .. } => {
                 assert!(table.ends_with(".acc"), "{table}");
                 let ops = batch
                     .column_by_name(ferry_change::OP)
@@ -711,8 +711,8 @@ async fn applied_changes_make_the_target_equal_the_source() {
     let layout =
         ferry_change::Layout::new(src.change_table(&rspec).await.unwrap().schema(), vec![0])
             .unwrap();
-    let applier = sink
-        .change_applier(&wspec, &layout, "job", 0)
+    let mut applier = sink
+        .change_target(&[(wspec.clone(), layout)], "job", 0)
         .await
         .unwrap();
     let mut stream = PgChangeStream::start(&src, &url(), &n, &n, 0, vec![rspec], 2)
@@ -726,10 +726,13 @@ async fn applied_changes_make_the_target_equal_the_source() {
             .unwrap()
             .expect("the stream ended");
         match e {
-            StreamEvent::Changes { batch, .. } => pending.push(batch),
+            StreamEvent::Changes { batch, .. } => pending.push((0, batch)),
             StreamEvent::Commit { end_lsn, .. } => {
                 seen += 1;
-                rows += pending.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                rows += pending
+                    .iter()
+                    .map(|(_, b)| b.num_rows() as u64)
+                    .sum::<u64>();
                 let cp = Checkpoint {
                     seq: seen as u64,
                     rows,

@@ -26,6 +26,7 @@
 //!   errorLimit: {record: 0, percentage: 0.0}
 //!   retry: {attempts: 5, backoffMs: 500}       # a task whose agent dropped
 //!   compression: zstd:1                         # on the tunnel: none | zstd:<1..22>
+//!   mode: copy                                  # copy | stream (changes, through an agent)
 //! ```
 //! Files (kind `file`; names `filereader`, `txtfilereader`, `csvwriter`,
 //! `jsonreader`, `parquetwriter`, `logreader`, `s3reader`, … — see
@@ -186,6 +187,20 @@ pub struct Setting {
     /// Verify every table the job wrote once it is written (`ferry verify`); a difference
     /// fails the job.
     pub verify: bool,
+    /// What the job moves: a copy of the rows (`copy`, the default), or the source's
+    /// committed changes from now on, applied until the job is stopped (`stream`).
+    pub mode: Mode,
+}
+
+/// `setting.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Copy the rows once.
+    #[default]
+    Copy,
+    /// Apply the source's committed changes (change data capture) until stopped.
+    Stream,
 }
 
 /// A parsed, validated job.

@@ -30,6 +30,7 @@ mod position;
 pub mod registry;
 pub mod retype;
 pub mod run;
+pub mod stream;
 pub mod summary;
 pub mod throttle;
 pub mod verify;

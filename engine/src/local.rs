@@ -122,6 +122,14 @@ impl SplitFeed for LocalFeed {
 
 /// Runs `job` with reader and writer in this process.
 pub async fn run_standalone(job: &Job, opts: &RunOptions) -> Result<Summary, RunError> {
+    if job.setting.mode == crate::config::Mode::Stream {
+        return Err(RunError::Reader {
+            stage: "checking the job",
+            message: "`setting.mode: stream` runs through an agent: submit the job to a broker \
+                      (ferry job submit) with the reader's datasource on that agent"
+                .into(),
+        });
+    }
     let source = open_source(&job.reader).await?;
     let sink = open_sink(&job.writer).await?;
     run_job(

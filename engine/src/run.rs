@@ -570,6 +570,14 @@ impl Progress {
         }
     }
 
+    /// One applied source transaction of a change stream: `rows` changes of `bytes`.
+    pub(crate) fn applied(&self, rows: u64, bytes: u64) {
+        self.read.fetch_add(rows, Ordering::Relaxed);
+        self.written.fetch_add(rows, Ordering::Relaxed);
+        self.bytes_read.fetch_add(bytes, Ordering::Relaxed);
+        self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     /// Stops the job with `message` (the first failure wins).
     pub fn fail(&self, message: String) {
         let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());

@@ -175,6 +175,24 @@ pub enum ControlMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         verify: Option<Box<VerifyAsk>>,
     },
+    /// Broker -> agent: stream the committed changes of `tables` on a new data stream whose
+    /// header carries `task_id` (see [`crate::changes`]), until cancelled. The agent checks
+    /// every table against its policy; the slot and publication come from its own config.
+    StreamAssign {
+        task_id: String,
+        datasource: String,
+        /// The tables, in the order the stream's table indexes follow.
+        tables: Vec<ReadSpec>,
+        /// The job's connector options (no credentials).
+        #[serde(default)]
+        options: Options,
+        /// Resume after this source position (what the target committed last); none: from
+        /// where the source's slot stands.
+        #[serde(default)]
+        start: Option<ferry_model::Position>,
+        /// How to compress batches.
+        compression: crate::data::Compression,
+    },
     /// Broker -> agent: stop a task (job cancelled or failed elsewhere).
     TaskCancel { task_id: String, reason: String },
     /// Agent -> broker: a task could not run or its read failed.
@@ -275,6 +293,7 @@ impl ControlMessage {
             ControlMessage::ListTables { .. } => "list_tables",
             ControlMessage::TableList { .. } => "table_list",
             ControlMessage::TaskAssign { .. } => "task_assign",
+            ControlMessage::StreamAssign { .. } => "stream_assign",
             ControlMessage::TaskCancel { .. } => "task_cancel",
             ControlMessage::TaskFailed { .. } => "task_failed",
         }
@@ -412,6 +431,23 @@ impl ControlMessage {
                     })?;
                 }
                 check_split(split)
+            }
+            ControlMessage::StreamAssign {
+                task_id,
+                datasource,
+                tables,
+                ..
+            } => {
+                check_len("task_id", task_id, MAX_NAME_LEN)?;
+                check_len("datasource", datasource, MAX_NAME_LEN)?;
+                if tables.is_empty() || tables.len() > crate::changes::MAX_STREAM_TABLES as usize {
+                    return Err(ProtocolError::FieldTooLong {
+                        field: "tables",
+                        len: tables.len(),
+                        limit: crate::changes::MAX_STREAM_TABLES as usize,
+                    });
+                }
+                tables.iter().try_for_each(check_spec)
             }
             ControlMessage::TaskCancel {
                 task_id,

@@ -204,7 +204,7 @@ fn write_options() -> Result<IpcWriteOptions, ProtocolError> {
     IpcWriteOptions::try_new(IPC_ALIGNMENT, false, MetadataVersion::V5).map_err(ProtocolError::Ipc)
 }
 
-fn encode_schema(schema: &Schema) -> Result<Vec<u8>, ProtocolError> {
+pub(crate) fn encode_schema(schema: &Schema) -> Result<Vec<u8>, ProtocolError> {
     let opts = write_options()?;
     let encoded = IpcDataGenerator::default().schema_to_bytes_with_dictionary_tracker(
         schema,

@@ -27,6 +27,12 @@ pub enum FrameKind {
     End = 4,
     /// Broker acknowledgement: [`crate::data::Ack`].
     Ack = 5,
+    /// A change stream's table and its columns: [`crate::changes::TableDecl`].
+    Table = 6,
+    /// A change stream's batch of one table: [`crate::changes::split_changes`].
+    Changes = 7,
+    /// A change stream's source commit: [`crate::changes::Commit`].
+    Commit = 8,
 }
 
 impl FrameKind {
@@ -38,6 +44,9 @@ impl FrameKind {
             FrameKind::Batch => "batch",
             FrameKind::End => "end",
             FrameKind::Ack => "ack",
+            FrameKind::Table => "table",
+            FrameKind::Changes => "changes",
+            FrameKind::Commit => "commit",
         }
     }
 }
@@ -58,6 +67,9 @@ impl TryFrom<u8> for FrameKind {
             3 => FrameKind::Batch,
             4 => FrameKind::End,
             5 => FrameKind::Ack,
+            6 => FrameKind::Table,
+            7 => FrameKind::Changes,
+            8 => FrameKind::Commit,
             other => return Err(ProtocolError::UnknownFrameKind(other)),
         })
     }

@@ -7,6 +7,8 @@
 //! * [`data`]: data streams — a [`data::StreamHeader`] carrying the Arrow schema, then batch
 //!   frames holding one Arrow IPC record batch each (optionally zstd-compressed), then
 //!   [`data::End`]; the broker answers with [`data::Ack`]s.
+//! * [`changes`]: change streams on a data stream — table declarations, change batches of
+//!   several tables in commit order, and commits with the source position.
 //! * [`version`] / [`limits`]: version negotiation and the resource limits a decoder enforces.
 //!
 //! Everything that decodes bytes from the network treats them as hostile: it never panics and
@@ -25,6 +27,7 @@
     )
 )]
 
+pub mod changes;
 pub mod control;
 pub mod data;
 mod error;

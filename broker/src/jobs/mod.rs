@@ -13,6 +13,7 @@
 //! picks them up again ([`resume_unfinished`]): finished splits are not
 //! read again, the others start over where the target allows it.
 
+mod changes;
 pub mod dispatch;
 pub mod observer;
 pub mod reading;
@@ -635,7 +636,12 @@ fn launch(shared: &Arc<JobHub>, l: Launch) {
     // A many-table job's tables add up into the job's progress, and a cancel reaches them.
     opts.totals = Some(progress.clone());
     shared.tasks.spawn(async move {
-        let result = if job.reader.tables.is_some() || job.reader.merge.is_some() {
+        let result = if job.setting.mode == ferry_engine::config::Mode::Stream {
+            let changes: &dyn ferry_engine::stream::ChangeReading = reading.as_ref();
+            let planner: Arc<dyn ferry_engine::Reading> = reading.clone();
+            ferry_engine::stream::run_stream(&job, planner, changes, sink, &opts, progress.clone())
+                .await
+        } else if job.reader.tables.is_some() || job.reader.merge.is_some() {
             many.run(&job, sink, &opts).await
         } else {
             ferry_engine::run_job(&job, reading, sink, &opts, progress.clone()).await

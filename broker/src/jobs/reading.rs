@@ -38,7 +38,7 @@ const STREAM_TIMEOUT: Duration = Duration::from_secs(60);
 const PLAN_AGENT_WAIT: Duration = Duration::from_secs(15);
 /// How long a task waits for one (after a broker restart agents need a
 /// reconnect; after an agent dropped, another may come).
-const TASK_AGENT_WAIT: Duration = Duration::from_secs(60);
+pub(super) const TASK_AGENT_WAIT: Duration = Duration::from_secs(60);
 
 /// What a [`TunnelReading`] reads, for which job.
 pub(crate) struct TunnelJob<'a> {
@@ -62,14 +62,14 @@ pub(crate) struct TunnelJob<'a> {
 
 /// Reads a job's data source through agents of its group.
 pub struct TunnelReading {
-    shared: Arc<JobHub>,
-    job_id: String,
-    attempt_prefix: String,
+    pub(super) shared: Arc<JobHub>,
+    pub(super) job_id: String,
+    pub(super) attempt_prefix: String,
     group: String,
-    datasource: String,
+    pub(super) datasource: String,
     /// The job's reader options.
-    options: Options,
-    compression: Compression,
+    pub(super) options: Options,
+    pub(super) compression: Compression,
     max_splits: usize,
     plan: Mutex<Option<(Vec<Split>, Option<u64>)>>,
     stored_schema: Option<SchemaRef>,
@@ -77,9 +77,9 @@ pub struct TunnelReading {
     described: Mutex<Option<ferry_connectors::spec::TableSchema>>,
     plan_wait: Duration,
     next_agent: AtomicUsize,
-    wire: Arc<AtomicU64>,
+    pub(super) wire: Arc<AtomicU64>,
     /// A many-table job's wire bytes, which this reading's add to.
-    total_wire: Option<Arc<AtomicU64>>,
+    pub(super) total_wire: Option<Arc<AtomicU64>>,
     log: super::observer::JobLog,
 }
 
@@ -125,7 +125,7 @@ impl TunnelReading {
     }
 
     /// The next agent to give work to, waiting up to `wait` for one.
-    async fn agent(&self, wait: Duration) -> Result<AgentHandle, String> {
+    pub(super) async fn agent(&self, wait: Duration) -> Result<AgentHandle, String> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let agents = self.shared.registry.offering(&self.group, &self.datasource);
@@ -321,8 +321,6 @@ impl TunnelReading {
             split.index,
             super::dispatch::random_tag()
         );
-        let dispatch = self.shared.dispatch.clone();
-        let mut events = dispatch.expect_task(&task_id, &agent.key);
         info!(job = %self.job_id, task = %task_id, agent = %agent.key, split = split.index, attempt, "task assigned");
         let assign = ControlMessage::TaskAssign {
             task_id: task_id.clone(),
@@ -333,8 +331,44 @@ impl TunnelReading {
             compression: self.compression,
             verify: verify.map(|a| Box::new(a.clone())),
         };
+        let (ds, events) = self.assign(&agent, &task_id, assign).await?;
+        let dispatch = self.shared.dispatch.clone();
         let fail = |e: ReadError| {
             dispatch.forget_task(&task_id);
+            Err(e)
+        };
+        if let Err(e) = same_shape(&schema, &ds.header().schema) {
+            let msg = format!("the agent's stream does not match the plan: {e}");
+            ds.fail(ErrorCode::SchemaMismatch, &msg).await;
+            return fail(msg.into());
+        }
+        Ok(Box::new(TunnelFeed {
+            ds: Some(ds),
+            ended: false,
+            events,
+            last_seq: None,
+            wire_seen: 0,
+            wire: self.wire.clone(),
+            total_wire: self.total_wire.clone(),
+            metrics: self.shared.metrics.clone(),
+            task_id,
+            agent: agent.clone(),
+            dispatch,
+        }))
+    }
+
+    /// Sends task `task_id` (`assign`) to `agent` and waits for the data stream it opens
+    /// for it.
+    pub(super) async fn assign(
+        &self,
+        agent: &AgentHandle,
+        task_id: &str,
+        assign: ControlMessage,
+    ) -> Result<(DataStream, mpsc::Receiver<TaskEvent>), ReadError> {
+        let dispatch = self.shared.dispatch.clone();
+        let mut events = dispatch.expect_task(task_id, &agent.key);
+        let fail = |e: ReadError| {
+            dispatch.forget_task(task_id);
             Err(e)
         };
         if agent.outbox.send(assign).await.is_err() {
@@ -348,42 +382,20 @@ impl TunnelReading {
             e = tokio::time::timeout(STREAM_TIMEOUT, events.recv()) => e,
             _ = agent.outbox.closed() => Ok(None),
         };
-        let ds = match event {
-            Ok(Some(TaskEvent::Stream(ds))) => ds,
+        match event {
+            Ok(Some(TaskEvent::Stream(ds))) => Ok((*ds, events)),
             Ok(Some(TaskEvent::Failed { agent_id, message })) => {
-                return fail(format!("agent `{agent_id}`: {message}").into())
+                fail(format!("agent `{agent_id}`: {message}").into())
             }
-            Ok(None) => {
-                return fail(ReadError::transient(format!(
-                    "agent `{}` disconnected before it opened the task's data stream",
-                    agent.agent_id
-                )))
-            }
-            Err(_) => {
-                return fail(ReadError::transient(format!(
-                    "agent `{}` did not open the task's data stream within {STREAM_TIMEOUT:?}",
-                    agent.agent_id
-                )))
-            }
-        };
-        if let Err(e) = same_shape(&schema, &ds.header().schema) {
-            let msg = format!("the agent's stream does not match the plan: {e}");
-            ds.fail(ErrorCode::SchemaMismatch, &msg).await;
-            return fail(msg.into());
+            Ok(None) => fail(ReadError::transient(format!(
+                "agent `{}` disconnected before it opened the task's data stream",
+                agent.agent_id
+            ))),
+            Err(_) => fail(ReadError::transient(format!(
+                "agent `{}` did not open the task's data stream within {STREAM_TIMEOUT:?}",
+                agent.agent_id
+            ))),
         }
-        Ok(Box::new(TunnelFeed {
-            ds: Some(*ds),
-            ended: false,
-            events,
-            last_seq: None,
-            wire_seen: 0,
-            wire: self.wire.clone(),
-            total_wire: self.total_wire.clone(),
-            metrics: self.shared.metrics.clone(),
-            task_id,
-            agent: agent.clone(),
-            dispatch,
-        }))
     }
 }
 

@@ -18,16 +18,23 @@ use sqlx::{Acquire, Executor, PgPool, Postgres};
 use super::{binary, q, quote_ident, record_checkpoint, PgCol, PostgresSink};
 use crate::error::ConnectorError;
 use crate::spec::WriteSpec;
+use crate::stream::ChangeTarget;
 use crate::traits::{Checkpoint, CheckpointSql};
 
-/// Applies change batches of one table.
-pub struct PgApplier {
+/// Applies the change batches of one stream's tables: each source transaction in one
+/// target transaction, with the stream's checkpoint.
+pub struct PgChangeTarget {
     pool: PgPool,
+    tables: Vec<PgApplier>,
+    checkpoint: CheckpointSql,
+}
+
+/// Applies change batches of one table, inside a transaction it is given.
+struct PgApplier {
     qualified: String,
     names: Vec<String>,
     cols: Vec<PgCol>,
     layout: Layout,
-    checkpoint: CheckpointSql,
 }
 
 /// A run of rows applied by one statement.
@@ -46,50 +53,84 @@ enum Step {
 }
 
 impl PostgresSink {
-    /// An applier of `layout`'s batches into `spec`'s table, recording its checkpoint as
-    /// split `split` of `job` (where [`crate::Sink::checkpoint`] finds it). The table needs the
-    /// stream's key as its primary key or a unique index.
-    pub async fn change_applier(
+    /// A target for a change stream of `tables` (each a table's write spec and the layout of
+    /// its change batches, indexed as [`ChangeTarget::apply`] names them), recording its
+    /// checkpoint as split `split` of `job` in the first table's checkpoint table (where
+    /// [`crate::Sink::checkpoint`] finds it). Each table needs its stream key as its primary
+    /// key or a unique index.
+    pub(crate) async fn open_change_target(
         &self,
-        spec: &WriteSpec,
-        layout: &Layout,
+        tables: &[(WriteSpec, Layout)],
         job: &str,
         split: u32,
-    ) -> Result<PgApplier, ConnectorError> {
-        if layout.key().is_empty() {
-            return Err(ConnectorError::Schema(format!(
-                "{}: a change stream applies by key, and the source table has no primary key",
-                spec.table
-            )));
+    ) -> Result<PgChangeTarget, ConnectorError> {
+        let Some((first, _)) = tables.first() else {
+            return Err(ConnectorError::config(
+                "tables",
+                "a change stream needs a table",
+            ));
+        };
+        let mut appliers = Vec::with_capacity(tables.len());
+        for (spec, layout) in tables {
+            if layout.key().is_empty() {
+                return Err(ConnectorError::Schema(format!(
+                    "{}: a change stream applies by key, and the source table has no primary key",
+                    spec.table
+                )));
+            }
+            let read: SchemaRef = Arc::new(Schema::new(
+                layout.schema().fields()[..layout.columns()].to_vec(),
+            ));
+            let (qualified, names, cols) = self.target_columns(spec, &read).await?;
+            appliers.push(PgApplier {
+                qualified,
+                names,
+                cols,
+                layout: layout.clone(),
+            });
         }
-        let read: SchemaRef = Arc::new(Schema::new(
-            layout.schema().fields()[..layout.columns()].to_vec(),
-        ));
-        let (qualified, names, cols) = self.target_columns(spec, &read).await?;
-        self.ensure_checkpoints(spec).await?;
-        Ok(PgApplier {
+        self.ensure_checkpoints(first).await?;
+        Ok(PgChangeTarget {
             pool: self.pool.clone(),
-            qualified,
-            names,
-            cols,
-            layout: layout.clone(),
-            checkpoint: super::checkpoint_sql(spec, job, split)?,
+            tables: appliers,
+            checkpoint: super::checkpoint_sql(first, job, split)?,
         })
     }
 }
 
-impl PgApplier {
-    /// Applies one source transaction's `batches` and records `checkpoint`, in one target
-    /// transaction. Returns the rows applied.
-    pub async fn apply(
-        &self,
-        batches: &[RecordBatch],
+#[async_trait::async_trait]
+impl ChangeTarget for PgChangeTarget {
+    async fn apply(
+        &mut self,
+        changes: &[(usize, RecordBatch)],
         checkpoint: &Checkpoint,
     ) -> Result<u64, ConnectorError> {
         let mut conn = self.pool.acquire().await.map_err(q("acquire connection"))?;
         let mut tx = conn.begin().await.map_err(q("begin"))?;
         let mut applied = 0u64;
-        for batch in batches {
+        for (table, batch) in changes {
+            let applier = self.tables.get(*table).ok_or_else(|| {
+                ConnectorError::Schema(format!(
+                    "change batch of table {table}, which the stream does not have"
+                ))
+            })?;
+            applied += applier.apply(&mut tx, batch).await?;
+        }
+        record_checkpoint(&mut tx, &self.checkpoint, checkpoint).await?;
+        tx.commit().await.map_err(q("commit"))?;
+        Ok(applied)
+    }
+}
+
+impl PgApplier {
+    /// Applies `batch` in `tx`. Returns the rows applied.
+    async fn apply(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Postgres>,
+        batch: &RecordBatch,
+    ) -> Result<u64, ConnectorError> {
+        let mut applied = 0u64;
+        {
             let rows = self
                 .layout
                 .rows(batch)
@@ -103,22 +144,20 @@ impl PgApplier {
             for step in steps(&rows, self.layout.columns()) {
                 applied += match &step {
                     Step::Upsert { rows, unchanged } => {
-                        self.upsert(&mut tx, &data, rows, unchanged).await?
+                        self.upsert(tx, &data, rows, unchanged).await?
                     }
-                    Step::Delete { rows, old: true } => self.delete(&mut tx, &old, rows).await?,
+                    Step::Delete { rows, old: true } => self.delete(tx, &old, rows).await?,
                     Step::Move { row, unchanged } => {
-                        self.move_row(&mut tx, &data, &old, *row, unchanged).await?
+                        self.move_row(tx, &data, &old, *row, unchanged).await?
                     }
                     Step::Delete { rows, old: false } => {
                         let keys: Vec<ArrayRef> =
                             self.layout.key().iter().map(|k| data[*k].clone()).collect();
-                        self.delete(&mut tx, &keys, rows).await?
+                        self.delete(tx, &keys, rows).await?
                     }
                 };
             }
         }
-        record_checkpoint(&mut tx, &self.checkpoint, checkpoint).await?;
-        tx.commit().await.map_err(q("commit"))?;
         Ok(applied)
     }
 

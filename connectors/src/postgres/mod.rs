@@ -67,9 +67,9 @@ mod describe;
 pub mod pgoutput;
 mod stream;
 
-pub use apply::PgApplier;
+pub use apply::PgChangeTarget;
 pub use changes::{ChangeDecoder, ChangeTable};
-pub use stream::{check_name, PgChangeStream, StreamEvent};
+pub use stream::{check_name, lsn_of, position_of, PgChangeStream, StreamEvent};
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -642,6 +642,9 @@ async fn describe_query(
 #[derive(Clone)]
 pub struct PostgresSource {
     pool: PgPool,
+    /// The URL it was opened from (with its credentials): a change stream's replication
+    /// connection and its slot and publication use it.
+    url: Option<Arc<str>>,
 }
 
 impl PostgresSource {
@@ -649,14 +652,19 @@ impl PostgresSource {
     pub async fn connect(url: &str) -> Result<Self, ConnectorError> {
         Ok(Self {
             pool: connect_pool(url, true).await?,
+            url: Some(url.into()),
         })
+    }
+
+    fn url(&self) -> Option<&str> {
+        self.url.as_deref()
     }
 
     /// A source over an existing pool. Every statement still runs in a read-only transaction,
     /// but the pool's sessions are read-only outside of them only if it was built so (as
     /// [`connect`](Self::connect) does).
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, url: None }
     }
 
     /// The source's pool (read-only sessions when built by [`connect`](Self::connect)).
@@ -984,6 +992,13 @@ impl Source for PostgresSource {
         r
     }
 
+    async fn open_changes(
+        &self,
+        spec: &crate::stream::ChangeSpec,
+    ) -> Result<Box<dyn crate::stream::ChangeStream>, ConnectorError> {
+        Ok(Box::new(self.open_change_stream(spec).await?))
+    }
+
     async fn privilege_warnings(&self) -> Vec<String> {
         self.privileges().await.unwrap_or_else(|e| {
             vec![format!(
@@ -1281,6 +1296,15 @@ impl Sink for PostgresSink {
             };
         }
         Ok(())
+    }
+
+    async fn change_target(
+        &self,
+        tables: &[(WriteSpec, ferry_change::Layout)],
+        job: &str,
+        split: u32,
+    ) -> Result<Box<dyn crate::stream::ChangeTarget>, ConnectorError> {
+        Ok(Box::new(self.open_change_target(tables, job, split).await?))
     }
 
     async fn finish(&self, spec: &WriteSpec) -> Result<(), ConnectorError> {

@@ -14,17 +14,26 @@ use std::time::Duration;
 use arrow_array::RecordBatch;
 use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
 
+use ferry_change::Layout;
+
 use super::changes::{ChangeDecoder, ChangeTable};
 use super::pgoutput::{self, Lsn, Message};
 use super::PostgresSource;
 use crate::error::ConnectorError;
-use crate::spec::ReadSpec;
+use crate::spec::{KeyValue, Position, ReadSpec};
+use crate::stream::{ChangeEvent, ChangeSpec, ChangeStream};
 
 /// What a change stream yields.
 #[derive(Debug, Clone)]
 pub enum StreamEvent {
-    /// Changes of `table` (as it was named in the stream's specs), in commit order.
-    Changes { table: String, batch: RecordBatch },
+    /// Changes of `table` (as it was named in the stream's specs; `index` among them), laid
+    /// out by `layout`, in commit order.
+    Changes {
+        table: String,
+        index: usize,
+        layout: Layout,
+        batch: RecordBatch,
+    },
     /// The transaction whose changes came before committed; `end_lsn` is the position to
     /// acknowledge once they are applied.
     Commit {
@@ -36,6 +45,19 @@ pub enum StreamEvent {
     /// The server's WAL is at `wal_end` and nothing is pending: a quiet database's position
     /// still moves.
     Idle { wal_end: Lsn },
+}
+
+/// `schema.table` of a spec's table, as pgoutput's relation messages name it.
+fn qualified_name(spec: &ReadSpec) -> Result<String, ConnectorError> {
+    let name = spec
+        .table
+        .clone()
+        .ok_or_else(|| ConnectorError::config("table", "a change stream reads tables"))?;
+    Ok(if name.contains('.') {
+        name
+    } else {
+        format!("public.{name}")
+    })
 }
 
 /// How often an acknowledged position is reported to the server, at most.
@@ -132,12 +154,16 @@ fn replication_config(
 pub struct PgChangeStream {
     client: ReplicationClient,
     source: PostgresSource,
-    /// The tables asked for, by `schema.table`, with their read specs.
-    wanted: HashMap<String, ReadSpec>,
-    /// Bound relations: their name in `wanted`.
-    names: HashMap<u32, String>,
+    /// The tables asked for, by `schema.table`: their index in `specs`.
+    wanted: HashMap<String, usize>,
+    specs: Vec<ReadSpec>,
+    /// Bound relations: their index in `specs`.
+    names: HashMap<u32, usize>,
     decoder: ChangeDecoder,
     pending: VecDeque<StreamEvent>,
+    /// An event taken from the server and not fully handled yet: `next` is cancelled only
+    /// while it waits, so an event is never lost (see [`ChangeStream::next`]).
+    current: Option<ReplicationEvent>,
 }
 
 impl PgChangeStream {
@@ -156,17 +182,8 @@ impl PgChangeStream {
         check_name("slot", slot)?;
         check_name("publication", publication)?;
         let mut wanted = HashMap::new();
-        for spec in tables {
-            let name = spec
-                .table
-                .clone()
-                .ok_or_else(|| ConnectorError::config("table", "a change stream reads tables"))?;
-            let qualified = if name.contains('.') {
-                name
-            } else {
-                format!("public.{name}")
-            };
-            wanted.insert(qualified, spec);
+        for (i, spec) in tables.iter().enumerate() {
+            wanted.insert(qualified_name(spec)?, i);
         }
         let cfg = replication_config(url, slot, publication, start)?;
         let mut client = ReplicationClient::connect(cfg)
@@ -180,46 +197,70 @@ impl PgChangeStream {
             client,
             source: source.clone(),
             wanted,
+            specs: tables,
             names: HashMap::new(),
             decoder: ChangeDecoder::new(batch_rows),
             pending: VecDeque::new(),
+            current: None,
         })
     }
 
-    /// The next event; `None` once the stream was stopped.
+    /// The next event; `None` once the stream was stopped. Cancel-safe: it waits only for
+    /// the server, and an event received is kept until it is handled.
     pub async fn next(&mut self) -> Result<Option<StreamEvent>, ConnectorError> {
         loop {
             if let Some(e) = self.pending.pop_front() {
                 return Ok(Some(e));
             }
-            let Some(event) = self
-                .client
-                .recv()
-                .await
-                .map_err(|e| repl("replication stream", e))?
-            else {
-                return Ok(None);
+            if self.current.is_none() {
+                match self
+                    .client
+                    .recv()
+                    .await
+                    .map_err(|e| repl("replication stream", e))?
+                {
+                    Some(event) => self.current = Some(event),
+                    None => return Ok(None),
+                }
+            }
+            let Some(event) = &self.current else {
+                continue;
             };
-            match event {
-                ReplicationEvent::XLogData { data, .. } => self.take(&data).await?,
+            // Handling awaits only before it changes any state (a relation's description),
+            // so a cancelled handling is redone from the start.
+            let idle = match event {
+                ReplicationEvent::XLogData { data, .. } => {
+                    let data = data.clone();
+                    self.take(&data).await?;
+                    None
+                }
                 ReplicationEvent::Commit {
                     lsn,
                     end_lsn,
                     commit_time_micros,
                 } => {
-                    let done = self.decoder.flush()?;
-                    self.push_batches(done);
-                    self.pending.push_back(StreamEvent::Commit {
+                    let commit = StreamEvent::Commit {
                         lsn: lsn.0,
                         end_lsn: end_lsn.0,
-                        commit_time: commit_time_micros,
-                    });
+                        commit_time: *commit_time_micros,
+                    };
+                    let done = self.decoder.flush()?;
+                    self.push_batches(done, None);
+                    self.pending.push_back(commit);
+                    None
                 }
                 ReplicationEvent::KeepAlive { wal_end, .. } => {
-                    return Ok(Some(StreamEvent::Idle { wal_end: wal_end.0 }))
+                    Some(StreamEvent::Idle { wal_end: wal_end.0 })
                 }
-                ReplicationEvent::Begin { .. } | ReplicationEvent::Message { .. } => {}
-                ReplicationEvent::StoppedAt { .. } => return Ok(None),
+                ReplicationEvent::Begin { .. } | ReplicationEvent::Message { .. } => None,
+                ReplicationEvent::StoppedAt { .. } => {
+                    self.current = None;
+                    return Ok(None);
+                }
+            };
+            self.current = None;
+            if let Some(idle) = idle {
+                return Ok(Some(idle));
             }
         }
     }
@@ -244,14 +285,22 @@ impl PgChangeStream {
             .map_err(|e| repl("stopping replication", e))
     }
 
-    fn push_batches(&mut self, batches: Vec<(u32, RecordBatch)>) {
+    /// Queues `batches` of bound relations, laid out by `layout` or by their relation's
+    /// current layout.
+    fn push_batches(&mut self, batches: Vec<(u32, RecordBatch)>, layout: Option<&Layout>) {
         for (oid, batch) in batches {
-            if let Some(table) = self.names.get(&oid) {
-                self.pending.push_back(StreamEvent::Changes {
-                    table: self.wanted[table].table.clone().unwrap_or_default(),
-                    batch,
-                });
-            }
+            let Some(&index) = self.names.get(&oid) else {
+                continue;
+            };
+            let Some(layout) = layout.or_else(|| self.decoder.layout(oid)).cloned() else {
+                continue;
+            };
+            self.pending.push_back(StreamEvent::Changes {
+                table: self.specs[index].table.clone().unwrap_or_default(),
+                index,
+                layout,
+                batch,
+            });
         }
     }
 
@@ -261,15 +310,21 @@ impl PgChangeStream {
         match &m {
             Message::Relation(r) => {
                 let name = format!("{}.{}", r.namespace, r.name);
-                if let Some(spec) = self.wanted.get(&name) {
-                    let table: ChangeTable = self.source.change_table(spec).await?;
+                if let Some(&index) = self.wanted.get(&name) {
+                    let table: ChangeTable = self.source.change_table(&self.specs[index]).await?;
+                    // Rows of the relation's previous shape keep their layout.
+                    let before = self.decoder.layout(r.oid).cloned();
                     let done = self.decoder.bind(r, table)?;
-                    self.names.insert(r.oid, name);
-                    self.push_batches(done.into_iter().collect());
+                    self.names.insert(r.oid, index);
+                    self.push_batches(done.into_iter().collect(), before.as_ref());
                 }
             }
             Message::Truncate { relations, .. } => {
-                if let Some(name) = relations.iter().find_map(|o| self.names.get(o)) {
+                if let Some(name) = relations
+                    .iter()
+                    .find_map(|o| self.names.get(o))
+                    .and_then(|&i| self.specs[i].table.as_ref())
+                {
                     return Err(ConnectorError::Schema(format!(
                         "{name} was truncated: the stream stops here (truncate is not applied)"
                     )));
@@ -277,9 +332,177 @@ impl PgChangeStream {
             }
             _ => {
                 let done = self.decoder.change(&m)?;
-                self.push_batches(done);
+                self.push_batches(done, None);
             }
         }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ChangeStream for PgChangeStream {
+    async fn next(&mut self) -> Result<Option<ChangeEvent>, ConnectorError> {
+        Ok(PgChangeStream::next(self).await?.map(|e| match e {
+            StreamEvent::Changes {
+                index,
+                layout,
+                batch,
+                ..
+            } => ChangeEvent::Changes {
+                table: index,
+                layout,
+                batch,
+            },
+            StreamEvent::Commit {
+                end_lsn,
+                commit_time,
+                ..
+            } => ChangeEvent::Commit {
+                position: position_of(end_lsn),
+                commit_time_us: commit_time.saturating_add(PG_EPOCH_US),
+            },
+            StreamEvent::Idle { wal_end } => ChangeEvent::Idle {
+                position: position_of(wal_end),
+            },
+        }))
+    }
+
+    fn ack(&mut self, position: &Position) -> Result<(), ConnectorError> {
+        PgChangeStream::ack(self, lsn_of(position)?);
+        Ok(())
+    }
+
+    async fn stop(self: Box<Self>) -> Result<(), ConnectorError> {
+        PgChangeStream::stop(*self).await
+    }
+}
+
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC).
+const PG_EPOCH_US: i64 = 946_684_800_000_000;
+
+/// A stream's position: the LSN after a commit.
+pub fn position_of(lsn: Lsn) -> Position {
+    Position::int(i128::from(lsn))
+}
+
+/// The LSN of a position a stream gave (or the target recorded); anything else is refused.
+pub fn lsn_of(position: &Position) -> Result<Lsn, ConnectorError> {
+    match position.values() {
+        [KeyValue::Int(v)] => u64::try_from(*v).map_err(|_| {
+            ConnectorError::config("position", format!("{v} is not a PostgreSQL LSN"))
+        }),
+        _ => Err(ConnectorError::config(
+            "position",
+            "a PostgreSQL change stream resumes from an LSN",
+        )),
+    }
+}
+
+impl PostgresSource {
+    /// Opens a change stream of `spec`'s tables: makes the publication (or adds the tables
+    /// to it) and the slot where they do not exist, then streams from `spec.start` (or the
+    /// slot's confirmed position).
+    pub(crate) async fn open_change_stream(
+        &self,
+        spec: &ChangeSpec,
+    ) -> Result<PgChangeStream, ConnectorError> {
+        let url = self.url().ok_or_else(|| {
+            ConnectorError::config("url", "this source was not opened from a URL")
+        })?;
+        check_name("slot", &spec.slot)?;
+        check_name("publication", &spec.publication)?;
+        let start = match &spec.start {
+            Some(p) => lsn_of(p)?,
+            None => 0,
+        };
+        self.ensure_replication(url, spec).await?;
+        PgChangeStream::start(
+            self,
+            url,
+            &spec.slot,
+            &spec.publication,
+            start,
+            spec.tables.clone(),
+            spec.batch_rows,
+        )
+        .await
+    }
+
+    /// The publication of `spec`'s tables, then the slot: a slot made first would not
+    /// stream the changes committed before the publication existed.
+    async fn ensure_replication(&self, url: &str, spec: &ChangeSpec) -> Result<(), ConnectorError> {
+        use sqlx::{Connection, Row};
+        let mut conn = sqlx::PgConnection::connect(url)
+            .await
+            .map_err(super::q("connect to make the slot and publication"))?;
+        let published: Vec<(String, String)> = sqlx::query(
+            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+        )
+        .bind(&spec.publication)
+        .fetch_all(&mut conn)
+        .await
+        .map_err(super::q("read the publication"))?
+        .iter()
+        .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
+        .collect();
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)")
+                .bind(&spec.publication)
+                .fetch_one(&mut conn)
+                .await
+                .map_err(super::q("read the publication"))?;
+        let mut missing = Vec::new();
+        for t in &spec.tables {
+            let name = qualified_name(t)?;
+            let (schema, table) = name.split_once('.').unwrap_or(("public", &name));
+            if !published.iter().any(|(s, n)| s == schema && n == table) {
+                missing.push(super::quote_qualified(&name)?);
+            }
+        }
+        if !exists {
+            sqlx::query(&format!(
+                "CREATE PUBLICATION {} FOR TABLE {}",
+                spec.publication,
+                missing.join(", ")
+            ))
+            .execute(&mut conn)
+            .await
+            .map_err(super::q("create the publication"))?;
+        } else if !missing.is_empty() {
+            sqlx::query(&format!(
+                "ALTER PUBLICATION {} ADD TABLE {}",
+                spec.publication,
+                missing.join(", ")
+            ))
+            .execute(&mut conn)
+            .await
+            .map_err(super::q("add the tables to the publication"))?;
+        }
+        let plugin: Option<String> = sqlx::query_scalar(
+            "SELECT plugin::text FROM pg_replication_slots \
+             WHERE slot_name = $1 AND database = current_database()",
+        )
+        .bind(&spec.slot)
+        .fetch_optional(&mut conn)
+        .await
+        .map_err(super::q("read the slot"))?;
+        match plugin.as_deref() {
+            Some("pgoutput") => {}
+            Some(other) => {
+                return Err(ConnectorError::config(
+                    "slot",
+                    format!("slot `{}` decodes with `{other}`, not pgoutput", spec.slot),
+                ))
+            }
+            None => {
+                sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
+                    .bind(&spec.slot)
+                    .execute(&mut conn)
+                    .await
+                    .map_err(super::q("create the slot"))?;
+            }
+        }
+        conn.close().await.map_err(super::q("close"))?;
         Ok(())
     }
 }

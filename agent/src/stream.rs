@@ -1,0 +1,200 @@
+//! Change streams: a source's committed changes sent on one data stream, and the source
+//! advanced only past what the broker acknowledged.
+//!
+//! Every table of a `StreamAssign` is checked against the source's policy as a task's read
+//! is (`Catalog::prepare`), and only plain table reads stream: no `where`, no `querySql`.
+//! The slot and publication are the agent's (`[sources.NAME.changes]`), never the broker's.
+//! Changes of other tables are never decoded (the source binds only the tables asked for).
+//!
+//! A commit is acknowledged to the source (PostgreSQL's `confirmed_flush_lsn`) once the
+//! broker acknowledged its sequence number, which it does after the target transaction that
+//! applied it (and recorded its position) committed. A crash of either side replays from
+//! the last acknowledged commit; the target's recorded position makes the replay harmless.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use arrow_schema::{Schema, SchemaRef};
+use ferry_connectors::stream::{ChangeEvent, ChangeSpec, ChangeStream};
+use ferry_connectors::{Position, ReadSpec};
+use ferry_protocol::changes::{changes_frame, Commit, TableDecl};
+use ferry_protocol::control::Options;
+use ferry_protocol::data::{BatchEncoder, Compression, StreamHeader};
+use ferry_protocol::limits::Limits;
+use ferry_tunnel::{FrameReader, FrameWriter};
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+use crate::catalog::{peer_message, Catalog};
+use crate::sender::{read_acks, AckState};
+
+/// Most rows of one table in one change batch.
+const BATCH_ROWS: usize = 8192;
+
+/// What a `StreamAssign` asks for.
+pub(crate) struct StreamTask {
+    pub id: String,
+    pub datasource: String,
+    pub tables: Vec<ReadSpec>,
+    pub options: Options,
+    pub start: Option<Position>,
+    pub compression: Compression,
+}
+
+/// A table as the stream last declared it.
+struct Declared {
+    read: SchemaRef,
+    encoder: BatchEncoder,
+}
+
+/// Runs change stream `task` until it fails or is cancelled (aborted).
+pub(crate) async fn run(
+    conn: &ferry_tunnel::Connection,
+    catalog: &Catalog,
+    task: StreamTask,
+) -> Result<u64, String> {
+    let (slot, publication) = catalog.change_names(&task.datasource)?;
+    let mut checked = Vec::with_capacity(task.tables.len());
+    let mut source = None;
+    for spec in &task.tables {
+        if spec.query_sql.is_some() || spec.where_clause.is_some() || spec.table.is_none() {
+            return Err(
+                "a change stream reads whole tables: no `querySql` and no `where`".to_string(),
+            );
+        }
+        let read = catalog
+            .prepare(&task.datasource, spec, &task.options)
+            .await?;
+        source.get_or_insert(read.source);
+        checked.push(read.spec);
+    }
+    let Some(source) = source else {
+        return Err("a change stream needs at least one table".into());
+    };
+    let names: Vec<String> = checked
+        .iter()
+        .map(|s| s.table.clone().unwrap_or_default())
+        .collect();
+    let spec = ChangeSpec {
+        slot,
+        publication,
+        tables: checked,
+        start: task.start.clone(),
+        batch_rows: BATCH_ROWS.min(catalog.limits().max_fetch_size.max(1)),
+    };
+    let mut stream = source
+        .open_changes(&spec)
+        .await
+        .map_err(|e| format!("opening the change stream: {}", peer_message(&e)))?;
+    info!(task = %task.id, tables = names.len(), slot = %spec.slot, "change stream started");
+    let r = pump(conn, &task, &names, stream.as_mut()).await;
+    if let Err(e) = stream.stop().await {
+        debug!(task = %task.id, "stopping the change stream: {e}");
+    }
+    r
+}
+
+/// Sends the stream's events and acknowledges to the source what the broker acknowledged.
+async fn pump(
+    conn: &ferry_tunnel::Connection,
+    task: &StreamTask,
+    names: &[String],
+    stream: &mut dyn ChangeStream,
+) -> Result<u64, String> {
+    let (send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| format!("opening a data stream: {e}"))?;
+    let mut writer = FrameWriter::new(send);
+    let header = StreamHeader {
+        task_id: task.id.clone(),
+        split: 0,
+        resume_after_seq: None,
+        compression: task.compression,
+        schema: Arc::new(Schema::empty()),
+    };
+    let sent = |e: ferry_tunnel::StreamError| format!("sending on the data stream: {e}");
+    writer
+        .send(&header.to_frame().map_err(|e| e.to_string())?)
+        .await
+        .map_err(sent)?;
+    let (tx, mut acks) = watch::channel(AckState::default());
+    let limits = Limits::default();
+    tokio::spawn(read_acks(
+        FrameReader::new(recv, limits.max_control_frame),
+        tx,
+    ));
+    let mut declared: Vec<Option<Declared>> = (0..names.len()).map(|_| None).collect();
+    // Commits sent and not acknowledged yet: (seq, position).
+    let mut unacked: VecDeque<(u64, Position)> = VecDeque::new();
+    let mut seq = 0u64;
+    loop {
+        tokio::select! {
+            changed = acks.changed() => {
+                let state = acks.borrow_and_update().clone();
+                if let Some((code, message)) = state.error {
+                    return Err(format!("the broker stopped the stream ({code:?}): {message}"));
+                }
+                if changed.is_err() || state.ended {
+                    return Err("the broker closed the change stream".into());
+                }
+                let mut last = None;
+                while unacked.front().is_some_and(|(s, _)| Some(*s) <= state.seq) {
+                    last = unacked.pop_front().map(|(_, p)| p);
+                }
+                if let Some(p) = last {
+                    stream.ack(&p).map_err(|e| peer_message(&e))?;
+                }
+            }
+            event = stream.next() => {
+                let event = event.map_err(|e| format!("change stream: {}", peer_message(&e)))?;
+                match event {
+                    None => return Err("the source ended the change stream".into()),
+                    Some(ChangeEvent::Changes { table, layout, batch }) => {
+                        let slot = declared.get_mut(table).ok_or("a change of a table not asked for")?;
+                        let read: SchemaRef = Arc::new(Schema::new(
+                            layout.schema().fields()[..layout.columns()].to_vec(),
+                        ));
+                        if slot.as_ref().is_none_or(|d| d.read != read) {
+                            let decl = TableDecl {
+                                index: u32::try_from(table).map_err(|e| e.to_string())?,
+                                table: names[table].clone(),
+                                key: layout.key().iter().map(|&k| k as u32).collect(),
+                                schema: read.clone(),
+                            };
+                            writer
+                                .send(&decl.to_frame().map_err(|e| e.to_string())?)
+                                .await
+                                .map_err(sent)?;
+                            *slot = Some(Declared {
+                                read,
+                                encoder: BatchEncoder::new(layout.schema().clone(), task.compression),
+                            });
+                        }
+                        let Some(d) = slot.as_mut() else { continue };
+                        seq += 1;
+                        let encoded = d.encoder.encode(seq, &batch).map_err(|e| e.to_string())?;
+                        let frame = changes_frame(table as u32, &encoded.frame);
+                        writer.send(&frame).await.map_err(sent)?;
+                    }
+                    Some(ChangeEvent::Commit { position, commit_time_us }) => {
+                        seq += 1;
+                        let commit = Commit { seq, position: position.clone(), commit_time_us };
+                        writer
+                            .send(&commit.to_frame().map_err(|e| e.to_string())?)
+                            .await
+                            .map_err(sent)?;
+                        unacked.push_back((seq, position));
+                    }
+                    Some(ChangeEvent::Idle { position }) => {
+                        // Everything sent is applied: the source may forget the WAL of
+                        // other tables' changes up to here.
+                        if unacked.is_empty() {
+                            stream.ack(&position).map_err(|e| peer_message(&e))?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

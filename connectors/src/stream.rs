@@ -1,0 +1,81 @@
+//! The contract of change streams: a source's stream of committed changes
+//! ([`ChangeStream`], opened by [`crate::Source::open_changes`]) and a target that applies
+//! them ([`ChangeTarget`], from [`crate::Sink::change_target`]).
+//!
+//! A stream is one split of its tables whose [`Position`] is the source's (an LSN, a binlog
+//! file and offset): the same model as a snapshot split, resumed from the position the
+//! target committed last.
+
+use arrow_array::RecordBatch;
+use async_trait::async_trait;
+use ferry_change::Layout;
+
+use crate::error::ConnectorError;
+use crate::spec::{Position, ReadSpec};
+use crate::traits::Checkpoint;
+
+/// What a change stream reads, as the agent checked it.
+#[derive(Debug, Clone)]
+pub struct ChangeSpec {
+    /// The source's replication slot (PostgreSQL), from the agent's config.
+    pub slot: String,
+    /// The publication the slot streams through (PostgreSQL), from the agent's config.
+    pub publication: String,
+    /// The tables, each a read its policy allows; events name them by index here.
+    pub tables: Vec<ReadSpec>,
+    /// Resume after this position (what the target committed); `None`: from the source's
+    /// own saved position (a new slot starts now).
+    pub start: Option<Position>,
+    /// Most rows in one change batch.
+    pub batch_rows: usize,
+}
+
+/// What a change stream yields, in commit order.
+#[derive(Debug, Clone)]
+pub enum ChangeEvent {
+    /// Changes of `tables[table]`, laid out by `layout` (a new layout after the table's
+    /// columns changed).
+    Changes {
+        table: usize,
+        layout: Layout,
+        batch: RecordBatch,
+    },
+    /// The changes since the previous commit form one source transaction, committed at
+    /// `position`; acknowledge it once they are applied.
+    Commit {
+        position: Position,
+        /// Microseconds since the Unix epoch.
+        commit_time_us: i64,
+    },
+    /// Nothing pending; the source is at `position` (a quiet database's position moves).
+    Idle { position: Position },
+}
+
+/// A running change stream.
+#[async_trait]
+pub trait ChangeStream: Send {
+    /// The next event; `None` once the stream ended.
+    ///
+    /// Cancel-safe: a caller may wait on it in a `select!` beside other work (the stream's
+    /// acknowledgements) without losing an event.
+    async fn next(&mut self) -> Result<Option<ChangeEvent>, ConnectorError>;
+
+    /// Everything up to `position` (a commit's) is applied: the source may forget it.
+    fn ack(&mut self, position: &Position) -> Result<(), ConnectorError>;
+
+    /// Stops the stream, after telling the source the last acknowledged position where it
+    /// can.
+    async fn stop(self: Box<Self>) -> Result<(), ConnectorError>;
+}
+
+/// A target applying one change stream's tables.
+#[async_trait]
+pub trait ChangeTarget: Send {
+    /// Applies one source transaction (batches of the tables by index, in commit order) and
+    /// records `checkpoint`, all in one target transaction. Returns the rows applied.
+    async fn apply(
+        &mut self,
+        changes: &[(usize, RecordBatch)],
+        checkpoint: &Checkpoint,
+    ) -> Result<u64, ConnectorError>;
+}

@@ -1,0 +1,337 @@
+//! Change-stream jobs (`setting.mode: stream`): a source's committed changes applied to the
+//! target, transaction by transaction, until the job is stopped.
+//!
+//! The stream is the job's one split (split 0) whose position is the source's (an LSN).
+//! Each source transaction is applied in one target transaction that also records the
+//! position, then acknowledged, and only then does the agent let the source forget it: a
+//! restart of either side resumes from the position the target holds, and what the source
+//! sends again up to there is skipped by the source itself (it starts after that position).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use async_trait::async_trait;
+use ferry_change::Layout;
+use ferry_connectors::{Checkpoint, Position, ReadSpec, Sink};
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+use crate::run::{described, read_spec, target_schema};
+use crate::{Job, Progress, ReadError, Reading, RunError, RunOptions, Summary};
+
+/// The stream's split: a stream job has one.
+const STREAM_SPLIT: u32 = 0;
+/// How often a waiting stream looks whether the job was stopped.
+const STOP_POLL: Duration = Duration::from_millis(200);
+
+/// One event of a change stream as it arrives.
+#[derive(Debug)]
+pub enum FeedEvent {
+    /// Table `index` of the stream and its read columns (again after they changed).
+    Table {
+        index: usize,
+        table: String,
+        key: Vec<usize>,
+        read: SchemaRef,
+    },
+    /// A change batch of declared table `index`.
+    Changes { index: usize, batch: RecordBatch },
+    /// The changes since the previous commit form one source transaction.
+    Commit {
+        seq: u64,
+        position: Position,
+        commit_time_us: i64,
+    },
+}
+
+/// A running change stream from a reader (an agent's, through the tunnel).
+#[async_trait]
+pub trait ChangeFeed: Send {
+    /// The next event.
+    async fn next(&mut self) -> Result<FeedEvent, ReadError>;
+    /// Batches of table `index` have `schema` (its change layout) from now on.
+    fn declare(&mut self, index: usize, schema: SchemaRef);
+    /// Everything up to commit `seq` is applied and recorded in the target.
+    async fn ack(&mut self, seq: u64) -> Result<(), ReadError>;
+    /// Ends the stream (`error`: why, for the reader's side).
+    async fn close(self: Box<Self>, error: Option<&str>);
+}
+
+/// Opens change streams of a source.
+#[async_trait]
+pub trait ChangeReading: Send + Sync {
+    /// Starts streaming `tables` after `start` (`None`: from where the source's slot stands);
+    /// `attempt` counts from 1.
+    async fn open_changes(
+        &self,
+        tables: &[ReadSpec],
+        start: Option<Position>,
+        attempt: u32,
+    ) -> Result<Box<dyn ChangeFeed>, ReadError>;
+}
+
+/// Runs stream job `job` until it is stopped through `progress` (or fails): `reading` plans
+/// the table (its columns and key), `changes` streams it, `sink` applies it.
+pub async fn run_stream(
+    job: &Job,
+    reading: Arc<dyn Reading>,
+    changes: &dyn ChangeReading,
+    sink: Arc<dyn Sink>,
+    opts: &RunOptions,
+    progress: Arc<Progress>,
+) -> Result<Summary, RunError> {
+    let start = OffsetDateTime::now_utc();
+    let reader = |stage| move |message| RunError::Reader { stage, message };
+    let conn = |stage| move |source| RunError::Connector { stage, source };
+    let rspec = read_spec(job);
+    if rspec.table.is_none() || rspec.query_sql.is_some() || rspec.where_clause.is_some() {
+        return Err(reader("checking the job")(
+            "a change stream reads a whole table: give `table`, without `querySql` or `where`"
+                .into(),
+        ));
+    }
+    let table = rspec.table.clone().unwrap_or_default();
+    let schema = reading
+        .schema(&rspec)
+        .await
+        .map_err(reader("reading the source schema"))?;
+    let desc = reading
+        .describe(&rspec)
+        .await
+        .map_err(reader("describing the source table"))?;
+    let key = key_of(&schema, desc.as_ref().map(|d| d.primary_key.as_slice()))
+        .map_err(reader("finding the table's key"))?;
+    let tschema =
+        target_schema(&schema, &job.writer.spec.columns).map_err(conn("mapping columns"))?;
+    let (tschema, retype) = job.writer.type_map.apply(&tschema);
+    if retype.iter().any(Option::is_some) {
+        return Err(reader("checking the job")(
+            "a change stream does not apply `typeMap` conversions yet".into(),
+        ));
+    }
+    let mut wspec = job.writer.spec.clone();
+    if wspec.create_table {
+        wspec.described = described(reading.as_ref(), &rspec, &schema, &tschema, None)
+            .await
+            .map_err(reader("describing the source table"))?;
+    }
+    match &opts.resume {
+        None => sink.prepare(&wspec, &tschema).await,
+        Some(_) => sink.reattach(&wspec, &tschema).await,
+    }
+    .map_err(conn("preparing the target"))?;
+    let layout = Layout::new(&schema, key)
+        .map_err(|e| reader("laying out change batches")(format!("{table}: {e}")))?;
+    let job_key: String = opts.job_key.clone().unwrap_or_else(crate::new_job_key);
+    let mut target = sink
+        .change_target(&[(wspec.clone(), layout.clone())], &job_key, STREAM_SPLIT)
+        .await
+        .map_err(conn("opening the target for changes"))?;
+    let mut summary = Summary {
+        start,
+        end: start,
+        records_read: 0,
+        records_written: 0,
+        bytes_read: 0,
+        bytes_written: 0,
+        wire_bytes: 0,
+        dirty_records: 0,
+        dirty_file: None,
+        splits: 1,
+        failed: None,
+        changes: Default::default(),
+        tables: Vec::new(),
+        not_migrated: Vec::new(),
+    };
+    let mut attempt = 0u32;
+    let mut backoff = Duration::from_millis(job.setting.retry.backoff_ms.max(100));
+    let failed = loop {
+        attempt += 1;
+        let recorded = sink
+            .checkpoint(&wspec, &job_key, STREAM_SPLIT)
+            .await
+            .map_err(conn("reading the stream's position in the target"))?;
+        let (mut seq, mut rows) = recorded.as_ref().map_or((0, 0), |c| (c.seq, c.rows));
+        let position = recorded.and_then(|c| c.position);
+        info!(table = %table, attempt, position = ?position, "change stream starting");
+        let outcome = match changes
+            .open_changes(std::slice::from_ref(&rspec), position, attempt)
+            .await
+        {
+            Ok(mut feed) => {
+                let applying = Applying {
+                    layout: &layout,
+                    schema: &schema,
+                    table: &table,
+                    progress: &progress,
+                };
+                let r = applying
+                    .run(feed.as_mut(), target.as_mut(), &mut seq, &mut rows)
+                    .await;
+                feed.close(r.as_ref().err().map(|e| e.message.as_str()))
+                    .await;
+                r
+            }
+            Err(e) => Err(e),
+        };
+        summary.records_written = progress.snapshot(0).records_written;
+        match outcome {
+            // Stopped by the job (cancelled, or the broker stopping).
+            Ok(()) => break progress.failure(),
+            Err(e) if e.transient && !progress.failed() => {
+                warn!(table = %table, attempt, "change stream lost, starting it again: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => {
+                progress.fail(e.message.clone());
+                break progress.failure();
+            }
+        }
+    };
+    let snap = progress.snapshot(reading.wire_bytes());
+    summary.end = OffsetDateTime::now_utc();
+    summary.records_read = snap.records_read;
+    summary.records_written = snap.records_written;
+    summary.bytes_read = snap.bytes_read;
+    summary.bytes_written = snap.bytes_written;
+    summary.wire_bytes = snap.wire_bytes;
+    summary.failed = failed;
+    Ok(summary)
+}
+
+/// The columns of `key` (the table's primary key) in `schema`.
+fn key_of(schema: &SchemaRef, key: Option<&[String]>) -> Result<Vec<usize>, String> {
+    let key = key.unwrap_or_default();
+    if key.is_empty() {
+        return Err(
+            "the table has no primary key: a change stream applies changes by key, so tables \
+             without one are not streamed"
+                .into(),
+        );
+    }
+    key.iter()
+        .map(|k| {
+            schema
+                .index_of(k)
+                .map_err(|_| format!("key column `{k}` is not read"))
+        })
+        .collect()
+}
+
+/// One attempt's applying loop.
+struct Applying<'a> {
+    layout: &'a Layout,
+    schema: &'a SchemaRef,
+    table: &'a str,
+    progress: &'a Progress,
+}
+
+impl Applying<'_> {
+    /// Applies transactions until the job is stopped (`Ok`) or the stream fails.
+    async fn run(
+        &self,
+        feed: &mut dyn ChangeFeed,
+        target: &mut dyn ferry_connectors::stream::ChangeTarget,
+        seq: &mut u64,
+        rows: &mut u64,
+    ) -> Result<(), ReadError> {
+        let mut pending: Vec<(usize, RecordBatch)> = Vec::new();
+        loop {
+            let event = tokio::select! {
+                e = feed.next() => e?,
+                _ = tokio::time::sleep(STOP_POLL) => {
+                    if self.progress.failed() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            match event {
+                FeedEvent::Table {
+                    index,
+                    table,
+                    key,
+                    read,
+                } => {
+                    self.check_declared(index, &table, &key, &read)?;
+                    feed.declare(index, self.layout.schema().clone());
+                }
+                FeedEvent::Changes { index, batch } => pending.push((index, batch)),
+                FeedEvent::Commit {
+                    seq: commit_seq,
+                    position,
+                    commit_time_us: _,
+                } => {
+                    if pending.is_empty() {
+                        // Nothing of the stream's tables: nothing to apply or record.
+                        feed.ack(commit_seq).await?;
+                        continue;
+                    }
+                    let n: u64 = pending.iter().map(|(_, b)| b.num_rows() as u64).sum();
+                    let bytes: u64 = pending
+                        .iter()
+                        .map(|(_, b)| crate::run::batch_bytes(b))
+                        .sum();
+                    *seq += 1;
+                    *rows += n;
+                    let cp = Checkpoint {
+                        seq: *seq,
+                        rows: *rows,
+                        written: *rows,
+                        position: Some(position),
+                    };
+                    target.apply(&pending, &cp).await.map_err(|e| {
+                        ReadError::from(format!("applying changes to {}: {e}", self.table))
+                    })?;
+                    pending.clear();
+                    self.progress.applied(n, bytes);
+                    feed.ack(commit_seq).await?;
+                }
+            }
+        }
+    }
+
+    /// A declared table must be the one planned, with the planned columns and key: a
+    /// change of its columns (DDL) stops the stream here, before any change of the new shape
+    /// is applied.
+    fn check_declared(
+        &self,
+        index: usize,
+        table: &str,
+        key: &[usize],
+        read: &SchemaRef,
+    ) -> Result<(), ReadError> {
+        if index != 0 {
+            return Err(format!("the agent declared table {index}; the stream has one").into());
+        }
+        let same = read.fields().len() == self.schema.fields().len()
+            && read
+                .fields()
+                .iter()
+                .zip(self.schema.fields())
+                .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+        if !same {
+            let cols = |s: &SchemaRef| {
+                s.fields()
+                    .iter()
+                    .map(|f| format!("{} {}", f.name(), f.data_type()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(format!(
+                "{table}: the source's columns changed to ({}), from ({}) when the stream \
+                 started; the stream stops before the first change of the new shape",
+                cols(read),
+                cols(self.schema)
+            )
+            .into());
+        }
+        if key != self.layout.key() {
+            return Err(format!("{table}: the source's key is not the one planned").into());
+        }
+        Ok(())
+    }
+}

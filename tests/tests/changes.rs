@@ -1,0 +1,263 @@
+//! Change streams through the tunnel (`setting.mode: stream`): the agent reads its
+//! PostgreSQL source's committed changes over logical replication, the broker applies them to
+//! the target transaction by transaction, and the slot moves only past what the target
+//! committed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use ferry_broker::jobs::JobState;
+use ferry_tests::db::{pg_url, PgSchema};
+
+/// The slot and publication a test's agent makes: dropped at the end, also when the test
+/// fails (after the agent stopped streaming, or its walsender is ended first).
+struct Replication {
+    src: PgSchema,
+}
+
+impl Replication {
+    /// `None`: skipped (not under CI) because the server cannot stream changes.
+    fn new(prefix: &str) -> Option<Self> {
+        let src = PgSchema::new(prefix)?;
+        let wal = src.sql("SHOW wal_level");
+        if wal.trim() != "logical" {
+            ferry_tests::missing(&format!(
+                "PostgreSQL wal_level is {}, change streams need logical (.ci/cdc-servers.sh sets it)",
+                wal.trim()
+            ));
+            return None;
+        }
+        Some(Self { src })
+    }
+
+    /// The slot's (and publication's) name: the source schema's, unique per test.
+    fn slot(&self) -> &str {
+        &self.src.name
+    }
+
+    fn confirmed_flush(&self) -> Option<String> {
+        let v = self.src.sql(&format!(
+            "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{}'",
+            self.slot()
+        ));
+        let v = v.trim();
+        (!v.is_empty()).then(|| v.to_string())
+    }
+
+    /// Waits until the agent's stream is attached to the slot.
+    async fn wait_active(&self) {
+        let sql = format!(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND active",
+            self.slot()
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.src.sql(&sql).trim() != "1" {
+            assert!(
+                Instant::now() < deadline,
+                "the agent never attached to its slot"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Replication {
+    fn drop(&mut self) {
+        let slot = self.slot().to_string();
+        let _ = self.src.sql(&format!(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '{slot}' AND active_pid IS NOT NULL"
+        ));
+        for _ in 0..50 {
+            let _ = self.src.sql(&format!(
+                "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots WHERE slot_name = '{slot}' AND NOT active"
+            ));
+            let left = self.src.sql(&format!(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'"
+            ));
+            if left.trim() == "0" {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.src.sql(&format!("DROP PUBLICATION IF EXISTS {slot}"));
+    }
+}
+
+fn stream_job(ds: &str, src: &str, dst: &str, existing: &str) -> String {
+    format!(
+        "reader:\n  name: postgresqlreader\n  parameter:\n    datasource: {ds}\n    table: {src}.acc\n\
+         writer:\n  name: postgresqlwriter\n  parameter:\n    url: {url}\n    table: {dst}.acc\n    createTable: true\n{existing}\
+         setting:\n  mode: stream\n",
+        url = pg_url()
+    )
+}
+
+/// Source and target rows that differ (both ways), by every column's text.
+fn differing(src: &PgSchema, dst: &PgSchema) -> String {
+    dst.sql(&format!(
+        "SELECT count(*) FROM ((SELECT * FROM {s}.acc EXCEPT ALL SELECT * FROM {d}.acc)
+          UNION ALL (SELECT * FROM {d}.acc EXCEPT ALL SELECT * FROM {s}.acc)) x",
+        s = src.name,
+        d = dst.name
+    ))
+    .trim()
+    .to_string()
+}
+
+async fn wait_equal(src: &PgSchema, dst: &PgSchema, rows: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = dst.sql(&format!("SELECT count(*) FROM {}.acc", dst.name));
+        if n.trim() == rows.to_string() && differing(src, dst) == "0" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the target did not catch up: {} rows, {} differing",
+            n.trim(),
+            differing(src, dst)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_changes_reach_the_target_through_the_tunnel() {
+    let Some(repl) = Replication::new("ferry_chg_src") else {
+        return;
+    };
+    let Some(dst) = PgSchema::new("ferry_chg_dst") else {
+        return;
+    };
+    let src = &repl.src;
+    src.sql(
+        "CREATE TABLE acc (id bigint PRIMARY KEY, name text, amount numeric(18,4), \
+                           big text NOT NULL, ts timestamptz);
+         ALTER TABLE acc ALTER big SET STORAGE EXTERNAL;
+         INSERT INTO acc VALUES (1, 'before the stream', 1, 'x', now());",
+    );
+    let rig = Rig::start(&[RigSource {
+        name: "shop",
+        kind: "postgres",
+        url: &pg_url(),
+        extra: &format!("changes = {{ slot = \"{}\" }}", repl.slot()),
+    }])
+    .await;
+    let vars = ferry_engine::config::default_vars();
+    let job = stream_job(&rig.datasource("shop"), &src.name, &dst.name, "");
+    let id = rig.broker.submit(&job, vars.clone(), None).await.unwrap();
+    repl.wait_active().await;
+    // The stream starts at the slot's creation: rows from before it are a snapshot's.
+    src.sql("DELETE FROM acc WHERE id = 1");
+    src.sql(
+        "INSERT INTO acc SELECT g, 'name ' || g, g * 1.5, 'small', \
+                timestamptz '2024-06-20 00:00:00+00' + g * interval '1 minute' \
+           FROM generate_series(1, 1000) g",
+    );
+    src.sql("UPDATE acc SET name = NULL WHERE id % 10 = 0");
+    src.sql("UPDATE acc SET big = repeat('toasted ', 12000) WHERE id IN (5, 6)");
+    // The TOASTed value is left unchanged by this update: not sent, and kept.
+    src.sql("UPDATE acc SET amount = amount + 1 WHERE id IN (5, 6)");
+    // A key change that leaves the TOASTed value unsent.
+    src.sql("UPDATE acc SET id = 100005 WHERE id = 5");
+    src.sql("DELETE FROM acc WHERE id BETWEEN 900 AND 950");
+    src.sql(
+        "BEGIN;
+         INSERT INTO acc VALUES (2000, 'in a transaction', 1, 'b', NULL);
+         UPDATE acc SET name = 'moved' , id = 2001 WHERE id = 2000;
+         DELETE FROM acc WHERE id = 7;
+         INSERT INTO acc VALUES (7, 'again', 7, 'c', now());
+         COMMIT;
+         BEGIN;
+         INSERT INTO acc VALUES (3000, 'rolled back', 1, 'r', NULL);
+         DELETE FROM acc WHERE id = 8;
+         ROLLBACK;",
+    );
+    let last = src.sql("SELECT pg_current_wal_lsn()").trim().to_string();
+    let rows: usize = src.sql("SELECT count(*) FROM acc").trim().parse().unwrap();
+    wait_equal(src, &dst, rows).await;
+    assert_eq!(
+        dst.sql(&format!(
+            "SELECT length(big) FROM {}.acc WHERE id = 100005",
+            dst.name
+        ))
+        .trim(),
+        "96000",
+        "the TOASTed value survived the updates that did not send it"
+    );
+    // The slot moves past what the target committed (the agent acknowledges it).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let flushed = repl.confirmed_flush().expect("the slot exists");
+        let caught_up = src.sql(&format!("SELECT '{flushed}'::pg_lsn >= '{last}'::pg_lsn"));
+        if caught_up.trim() == "t" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slot stayed at {flushed}, the changes ended at {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = rig.broker.jobs().get(&id).await.unwrap().unwrap();
+    assert_eq!(status.state, JobState::Running, "{status:?}");
+    assert!(status.progress.records_written >= 1000, "{status:?}");
+
+    // Stopped, the job leaves the slot where the target is; changes made meanwhile wait in
+    // the slot and reach the target when a stream starts again.
+    assert!(rig.broker.jobs().cancel(&id));
+    let status = rig.wait(&id, Duration::from_secs(30)).await;
+    assert_eq!(status.state, JobState::Cancelled, "{status:?}");
+    src.sql("INSERT INTO acc VALUES (4000, 'while stopped', 4, 's', NULL)");
+    src.sql("UPDATE acc SET name = 'changed while stopped' WHERE id = 2");
+    let job = stream_job(
+        &rig.datasource("shop"),
+        &src.name,
+        &dst.name,
+        "    existing: append\n",
+    );
+    let id = rig.broker.submit(&job, vars, None).await.unwrap();
+    wait_equal(src, &dst, rows + 1).await;
+    assert!(rig.broker.jobs().cancel(&id));
+    rig.wait(&id, Duration::from_secs(30)).await;
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_without_changes_config_refuses_a_stream() {
+    let Some(src) = PgSchema::new("ferry_chg_ref") else {
+        return;
+    };
+    let Some(dst) = PgSchema::new("ferry_chg_refd") else {
+        return;
+    };
+    src.sql("CREATE TABLE acc (id bigint PRIMARY KEY, name text)");
+    let rig = Rig::start(&[RigSource {
+        name: "shop",
+        kind: "postgres",
+        url: &pg_url(),
+        extra: "",
+    }])
+    .await;
+    let status = rig
+        .run(&stream_job(
+            &rig.datasource("shop"),
+            &src.name,
+            &dst.name,
+            "",
+        ))
+        .await;
+    assert_eq!(status.state, JobState::Failed, "{status:?}");
+    let error = status.error.unwrap_or_default();
+    assert!(
+        error.contains("does not allow change streams") && error.contains("[sources.shop.changes]"),
+        "{error}"
+    );
+    // Nothing was made in the source.
+    let slots =
+        src.sql("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'ferry_shop%'");
+    assert_eq!(slots.trim(), "0");
+    rig.stop().await;
+}
