@@ -68,14 +68,28 @@ pub trait ChangeStream: Send {
     async fn stop(self: Box<Self>) -> Result<(), ConnectorError>;
 }
 
-/// A target applying one change stream's tables.
+/// A target applying one change stream's tables: a source transaction's batches are applied
+/// as they arrive inside one open target transaction (so a transaction of any size needs
+/// memory for one batch), which [`commit`](ChangeTarget::commit) ends with the stream's
+/// checkpoint.
 #[async_trait]
 pub trait ChangeTarget: Send {
-    /// Applies one source transaction (batches of the tables by index, in commit order) and
-    /// records `checkpoint`, all in one target transaction. Returns the rows applied.
-    async fn apply(
+    /// Applies one change batch of table `table` in the open transaction (beginning one if
+    /// none is open). Returns the rows applied.
+    async fn apply(&mut self, table: usize, batch: &RecordBatch) -> Result<u64, ConnectorError>;
+
+    /// Records `checkpoint` and commits the open transaction (or records it alone).
+    async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<(), ConnectorError>;
+
+    /// Rolls back the open transaction, if any (the stream broke in the middle of one).
+    async fn rollback(&mut self);
+
+    /// Table `table`'s batches have `layout` from now on, whose read columns are the old
+    /// ones followed by new ones: the target adds the new columns (in the open transaction)
+    /// and returns their names.
+    async fn add_columns(
         &mut self,
-        changes: &[(usize, RecordBatch)],
-        checkpoint: &Checkpoint,
-    ) -> Result<u64, ConnectorError>;
+        table: usize,
+        layout: &Layout,
+    ) -> Result<Vec<String>, ConnectorError>;
 }

@@ -718,7 +718,7 @@ async fn applied_changes_make_the_target_equal_the_source() {
     let mut stream = PgChangeStream::start(&src, &url(), &n, &n, 0, vec![rspec], 2)
         .await
         .unwrap();
-    let (mut pending, mut seen, mut rows) = (Vec::new(), 0, 0u64);
+    let (mut seen, mut rows) = (0, 0u64);
     while seen < commits {
         let e = tokio::time::timeout(Duration::from_secs(20), stream.next())
             .await
@@ -726,23 +726,19 @@ async fn applied_changes_make_the_target_equal_the_source() {
             .unwrap()
             .expect("the stream ended");
         match e {
-            StreamEvent::Changes { batch, .. } => pending.push((0, batch)),
+            StreamEvent::Changes { batch, .. } => {
+                rows += batch.num_rows() as u64;
+                applier.apply(0, &batch).await.unwrap();
+            }
             StreamEvent::Commit { end_lsn, .. } => {
                 seen += 1;
-                rows += pending
-                    .iter()
-                    .map(|(_, b)| b.num_rows() as u64)
-                    .sum::<u64>();
                 let cp = Checkpoint {
                     seq: seen as u64,
                     rows,
                     written: rows,
                     position: Some(Position::int(end_lsn.into())),
                 };
-                applier
-                    .apply(&std::mem::take(&mut pending), &cp)
-                    .await
-                    .unwrap();
+                applier.commit(&cp).await.unwrap();
                 stream.ack(end_lsn);
             }
             StreamEvent::Idle { .. } => {}

@@ -122,7 +122,7 @@ pub async fn run_stream(
         Some(_) => sink.reattach(&wspec, &tschema).await,
     }
     .map_err(conn("preparing the target"))?;
-    let layout = Layout::new(&schema, key)
+    let mut layout = Layout::new(&schema, key)
         .map_err(|e| reader("laying out change batches")(format!("{table}: {e}")))?;
     let job_key: String = opts.job_key.clone().unwrap_or_else(crate::new_job_key);
     let mut target = sink
@@ -161,15 +161,16 @@ pub async fn run_stream(
             .await
         {
             Ok(mut feed) => {
-                let applying = Applying {
-                    layout: &layout,
-                    schema: &schema,
+                let mut applying = Applying {
+                    layout: &mut layout,
                     table: &table,
                     progress: &progress,
                 };
                 let r = applying
                     .run(feed.as_mut(), target.as_mut(), &mut seq, &mut rows)
                     .await;
+                // A transaction the stream broke in the middle of is applied again whole.
+                target.rollback().await;
                 feed.close(r.as_ref().err().map(|e| e.message.as_str()))
                     .await;
                 r
@@ -223,22 +224,27 @@ fn key_of(schema: &SchemaRef, key: Option<&[String]>) -> Result<Vec<usize>, Stri
 
 /// One attempt's applying loop.
 struct Applying<'a> {
-    layout: &'a Layout,
-    schema: &'a SchemaRef,
+    /// The table's change layout: the planned one, then after each ADD COLUMN.
+    layout: &'a mut Layout,
     table: &'a str,
     progress: &'a Progress,
 }
 
 impl Applying<'_> {
-    /// Applies transactions until the job is stopped (`Ok`) or the stream fails.
+    /// Applies transactions until the job is stopped (`Ok`) or the stream fails. Batches are
+    /// applied as they arrive, in the target transaction the commit ends.
     async fn run(
-        &self,
+        &mut self,
         feed: &mut dyn ChangeFeed,
         target: &mut dyn ferry_connectors::stream::ChangeTarget,
         seq: &mut u64,
         rows: &mut u64,
     ) -> Result<(), ReadError> {
-        let mut pending: Vec<(usize, RecordBatch)> = Vec::new();
+        let (mut n, mut bytes) = (0u64, 0u64);
+        let table = self.table.to_string();
+        let failed = |what: &str, e: ferry_connectors::ConnectorError| {
+            ReadError::from(format!("{what} {table}: {e}"))
+        };
         loop {
             let event = tokio::select! {
                 e = feed.next() => e?,
@@ -256,25 +262,29 @@ impl Applying<'_> {
                     key,
                     read,
                 } => {
-                    self.check_declared(index, &table, &key, &read)?;
+                    if let Some(layout) = self.redeclared(index, &table, &key, &read)? {
+                        let added = target
+                            .add_columns(index, &layout)
+                            .await
+                            .map_err(|e| failed("adding columns to", e))?;
+                        info!(table = %self.table, ?added, "the source added columns; the target has them too");
+                        *self.layout = layout;
+                    }
                     feed.declare(index, self.layout.schema().clone());
                 }
-                FeedEvent::Changes { index, batch } => pending.push((index, batch)),
+                FeedEvent::Changes { index, batch } => {
+                    n += batch.num_rows() as u64;
+                    bytes += crate::run::batch_bytes(&batch);
+                    target
+                        .apply(index, &batch)
+                        .await
+                        .map_err(|e| failed("applying changes to", e))?;
+                }
                 FeedEvent::Commit {
                     seq: commit_seq,
                     position,
                     commit_time_us: _,
                 } => {
-                    if pending.is_empty() {
-                        // Nothing of the stream's tables: nothing to apply or record.
-                        feed.ack(commit_seq).await?;
-                        continue;
-                    }
-                    let n: u64 = pending.iter().map(|(_, b)| b.num_rows() as u64).sum();
-                    let bytes: u64 = pending
-                        .iter()
-                        .map(|(_, b)| crate::run::batch_bytes(b))
-                        .sum();
                     *seq += 1;
                     *rows += n;
                     let cp = Checkpoint {
@@ -283,55 +293,66 @@ impl Applying<'_> {
                         written: *rows,
                         position: Some(position),
                     };
-                    target.apply(&pending, &cp).await.map_err(|e| {
-                        ReadError::from(format!("applying changes to {}: {e}", self.table))
-                    })?;
-                    pending.clear();
+                    target
+                        .commit(&cp)
+                        .await
+                        .map_err(|e| failed("committing changes to", e))?;
                     self.progress.applied(n, bytes);
+                    (n, bytes) = (0, 0);
                     feed.ack(commit_seq).await?;
                 }
             }
         }
     }
 
-    /// A declared table must be the one planned, with the planned columns and key: a
-    /// change of its columns (DDL) stops the stream here, before any change of the new shape
-    /// is applied.
-    fn check_declared(
+    /// Checks a table declaration: the table planned with the planned key, and its planned
+    /// columns (`None`) or those followed by new ones (ADD COLUMN: the layout to go on
+    /// with). Any other change of its columns stops the stream here, before the first
+    /// change of the new shape is applied.
+    fn redeclared(
         &self,
         index: usize,
         table: &str,
         key: &[usize],
         read: &SchemaRef,
-    ) -> Result<(), ReadError> {
+    ) -> Result<Option<Layout>, ReadError> {
         if index != 0 {
             return Err(format!("the agent declared table {index}; the stream has one").into());
         }
-        let same = read.fields().len() == self.schema.fields().len()
+        if key != self.layout.key() {
+            return Err(format!(
+                "{table}: the source table's primary key changed; the stream stops here"
+            )
+            .into());
+        }
+        let had = self.layout.columns();
+        let fields = self.layout.schema().fields();
+        let kept = read.fields().len() >= had
             && read
                 .fields()
                 .iter()
-                .zip(self.schema.fields())
+                .zip(fields.iter().take(had))
                 .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
-        if !same {
-            let cols = |s: &SchemaRef| {
-                s.fields()
-                    .iter()
-                    .map(|f| format!("{} {}", f.name(), f.data_type()))
+        if !kept {
+            let cols = |fs: &mut dyn Iterator<Item = &arrow_schema::FieldRef>| {
+                fs.map(|f| format!("{} {}", f.name(), f.data_type()))
                     .collect::<Vec<_>>()
                     .join(", ")
             };
             return Err(format!(
-                "{table}: the source's columns changed to ({}), from ({}) when the stream \
-                 started; the stream stops before the first change of the new shape",
-                cols(read),
-                cols(self.schema)
+                "{table}: the source table's columns changed from ({}) to ({}): only ADD \
+                 COLUMN is applied, so the stream stops before the first change of the new \
+                 shape; change the target to match and run the job again, or copy the table anew",
+                cols(&mut fields.iter().take(had)),
+                cols(&mut read.fields().iter())
             )
             .into());
         }
-        if key != self.layout.key() {
-            return Err(format!("{table}: the source's key is not the one planned").into());
+        if read.fields().len() == had {
+            return Ok(None);
         }
-        Ok(())
+        Layout::new(read, key.to_vec())
+            .map(Some)
+            .map_err(|e| format!("{table}: {e}").into())
     }
 }

@@ -175,6 +175,20 @@ async fn postgres_changes_reach_the_target_through_the_tunnel() {
          DELETE FROM acc WHERE id = 8;
          ROLLBACK;",
     );
+    // One transaction of 100,000 rows: it crosses in bounded batches, applied as they come,
+    // and commits in one target transaction.
+    src.sql(
+        "INSERT INTO acc SELECT g, 'bulk', g, 'b', NULL FROM generate_series(200000, 299999) g",
+    );
+    // ADD COLUMN mid-stream: the target gets the column, and the stream goes on.
+    src.sql(
+        "BEGIN;
+         UPDATE acc SET name = 'before the new column' WHERE id = 3;
+         ALTER TABLE acc ADD COLUMN note varchar(20);
+         UPDATE acc SET note = 'added' WHERE id BETWEEN 1 AND 20;
+         COMMIT;
+         INSERT INTO acc VALUES (5000, 'after', 1, 'a', NULL, 'with note');",
+    );
     let last = src.sql("SELECT pg_current_wal_lsn()").trim().to_string();
     let rows: usize = src.sql("SELECT count(*) FROM acc").trim().parse().unwrap();
     wait_equal(src, &dst, rows).await;
@@ -203,7 +217,7 @@ async fn postgres_changes_reach_the_target_through_the_tunnel() {
     }
     let status = rig.broker.jobs().get(&id).await.unwrap().unwrap();
     assert_eq!(status.state, JobState::Running, "{status:?}");
-    assert!(status.progress.records_written >= 1000, "{status:?}");
+    assert!(status.progress.records_written >= 101_000, "{status:?}");
 
     // Stopped, the job leaves the slot where the target is; changes made meanwhile wait in
     // the slot and reach the target when a stream starts again.
@@ -259,5 +273,131 @@ async fn a_source_without_changes_config_refuses_a_stream() {
     let slots =
         src.sql("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'ferry_shop%'");
     assert_eq!(slots.trim(), "0");
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_change_stops_the_stream_and_names_it() {
+    let Some(repl) = Replication::new("ferry_chg_ddl") else {
+        return;
+    };
+    let Some(dst) = PgSchema::new("ferry_chg_ddld") else {
+        return;
+    };
+    let src = &repl.src;
+    src.sql("CREATE TABLE acc (id bigint PRIMARY KEY, qty int)");
+    let rig = Rig::start(&[RigSource {
+        name: "shop",
+        kind: "postgres",
+        url: &pg_url(),
+        extra: &format!("changes = {{ slot = \"{}\" }}", repl.slot()),
+    }])
+    .await;
+    let vars = ferry_engine::config::default_vars();
+    let job = stream_job(&rig.datasource("shop"), &src.name, &dst.name, "");
+    let id = rig.broker.submit(&job, vars, None).await.unwrap();
+    repl.wait_active().await;
+    src.sql("INSERT INTO acc VALUES (1, 10), (2, 20)");
+    wait_equal(src, &dst, 2).await;
+    src.sql("ALTER TABLE acc ALTER COLUMN qty TYPE bigint");
+    src.sql("INSERT INTO acc VALUES (3, 30000000000)");
+    let status = rig.wait(&id, Duration::from_secs(60)).await;
+    assert_eq!(status.state, JobState::Failed, "{status:?}");
+    let error = status.error.unwrap_or_default();
+    assert!(
+        error.contains("columns changed from (id Int64, qty Int32) to (id Int64, qty Int64)")
+            && error.contains("only ADD COLUMN is applied"),
+        "{error}"
+    );
+    // Nothing of the new shape was applied, and the slot still holds the change.
+    assert_eq!(
+        dst.sql(&format!("SELECT count(*) FROM {}.acc", dst.name))
+            .trim(),
+        "2"
+    );
+    let pending = src.sql(&format!(
+        "SELECT count(*) FROM pg_logical_slot_peek_binary_changes('{}', NULL, NULL, \
+         'proto_version', '1', 'publication_names', '{}')",
+        repl.slot(),
+        repl.slot()
+    ));
+    assert_ne!(
+        pending.trim(),
+        "0",
+        "the insert after the DDL waits in the slot"
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_without_a_primary_key_is_not_streamed() {
+    let Some(repl) = Replication::new("ferry_chg_nokey") else {
+        return;
+    };
+    let Some(dst) = PgSchema::new("ferry_chg_nokeyd") else {
+        return;
+    };
+    let src = &repl.src;
+    src.sql("CREATE TABLE acc (id bigint, qty int)");
+    let rig = Rig::start(&[RigSource {
+        name: "shop",
+        kind: "postgres",
+        url: &pg_url(),
+        extra: &format!("changes = {{ slot = \"{}\" }}", repl.slot()),
+    }])
+    .await;
+    let status = rig
+        .run(&stream_job(
+            &rig.datasource("shop"),
+            &src.name,
+            &dst.name,
+            "",
+        ))
+        .await;
+    assert_eq!(status.state, JobState::Failed, "{status:?}");
+    let error = status.error.unwrap_or_default();
+    assert!(error.contains("has no primary key"), "{error}");
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_a_table_the_policy_does_not_list_is_refused() {
+    let Some(repl) = Replication::new("ferry_chg_pol") else {
+        return;
+    };
+    let Some(dst) = PgSchema::new("ferry_chg_pold") else {
+        return;
+    };
+    let src = &repl.src;
+    src.sql("CREATE TABLE acc (id bigint PRIMARY KEY); CREATE TABLE open (id bigint PRIMARY KEY)");
+    let rig = Rig::start(&[RigSource {
+        name: "shop",
+        kind: "postgres",
+        url: &pg_url(),
+        extra: &format!(
+            "tables = [\"{}.open\"]\nchanges = {{ slot = \"{}\" }}",
+            src.name,
+            repl.slot()
+        ),
+    }])
+    .await;
+    let status = rig
+        .run(&stream_job(
+            &rig.datasource("shop"),
+            &src.name,
+            &dst.name,
+            "",
+        ))
+        .await;
+    assert_eq!(status.state, JobState::Failed, "{status:?}");
+    let error = status.error.unwrap_or_default();
+    assert!(error.contains("acc") && error.contains("not"), "{error}");
+    // Nothing was made in the source: no publication, no slot.
+    let made = src.sql(&format!(
+        "SELECT (SELECT count(*) FROM pg_publication WHERE pubname = '{0}') \
+              + (SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{0}')",
+        repl.slot()
+    ));
+    assert_eq!(made.trim(), "0");
     rig.stop().await;
 }

@@ -216,6 +216,24 @@ impl Hostile {
         task_id
     }
 
+    /// Sends a change-stream task of `tables` (raw read specs); what the agent did.
+    async fn stream_task(&self, source: &str, tables: Value, start: Option<Value>) -> TaskOutcome {
+        let task_id = format!("hostile-c-{:032x}", rand::random::<u128>());
+        self.send(
+            source,
+            ControlMessage::StreamAssign {
+                task_id: task_id.clone(),
+                datasource: source.into(),
+                tables: serde_json::from_value(tables.clone()).expect("well-formed specs"),
+                options: Default::default(),
+                start: start.map(|p| serde_json::from_value(p).expect("a well-formed position")),
+                compression: Compression::None,
+            },
+        )
+        .await;
+        self.wait_task(&task_id, &tables, &Value::Null).await
+    }
+
     /// What the agent did with task `task_id`.
     async fn wait_task(&self, task_id: &str, spec: &Value, split: &Value) -> TaskOutcome {
         let start = Instant::now();
@@ -1058,4 +1076,105 @@ async fn attacks_through_the_admin_api_are_refused_before_anything_runs() {
         "46,47,48,49,50"
     );
     rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn change_streams_refuse_a_hostile_broker() {
+    let Some(s) = PgSchema::new("ferry_hostile_cdc") else {
+        return;
+    };
+    if s.sql("SHOW wal_level").trim() != "logical" {
+        ferry_tests::missing("PostgreSQL wal_level logical (.ci/cdc-servers.sh sets it)");
+        return;
+    }
+    s.sql(&format!(
+        "CREATE TABLE orders (id int PRIMARY KEY, note text);
+         CREATE TABLE secret (id int PRIMARY KEY, v text);
+         INSERT INTO secret VALUES (1, '{MARKER}');"
+    ));
+    let slot = s.name.clone();
+    let h = Hostile::start(
+        &[
+            RigSource {
+                name: "pg",
+                kind: "postgres",
+                url: &pg_url(),
+                extra: &format!(
+                    "tables = [\"{0}.orders\"]\nchanges = {{ slot = \"{0}\" }}",
+                    s.name
+                ),
+            },
+            RigSource {
+                name: "plain",
+                kind: "postgres",
+                url: &pg_url(),
+                extra: &format!("tables = [\"{}.orders\"]", s.name),
+            },
+        ],
+        "",
+    )
+    .await;
+    let t = |table: &str| json!({ "table": format!("{}.{table}", s.name) });
+    let attacks = [
+        ("an unlisted table", json!([t("secret")]), "pg", "not"),
+        (
+            "a listed and an unlisted table",
+            json!([t("orders"), t("secret")]),
+            "pg",
+            "not",
+        ),
+        (
+            "a system catalog",
+            json!([{ "table": "pg_catalog.pg_authid" }]),
+            "pg",
+            "system catalog",
+        ),
+        (
+            "a where clause",
+            json!([{ "table": format!("{}.orders", s.name), "where": "id > 0" }]),
+            "pg",
+            "whole tables",
+        ),
+        (
+            "querySql",
+            json!([{ "querySql": format!("SELECT * FROM {}.secret", s.name) }]),
+            "pg",
+            "whole tables",
+        ),
+        (
+            "a source without [changes]",
+            json!([t("orders")]),
+            "plain",
+            "does not allow change streams",
+        ),
+    ];
+    for (what, tables, source, needle) in attacks {
+        task_refused(what, h.stream_task(source, tables, None).await, needle);
+    }
+    // Nothing was made in the source by a refused stream: no publication, no slot.
+    let made = |sql: &str| s.sql(&format!("{sql} '{slot}'")).trim().to_string();
+    assert_eq!(
+        made("SELECT count(*) FROM pg_publication WHERE pubname ="),
+        "0"
+    );
+    assert_eq!(
+        made("SELECT count(*) FROM pg_replication_slots WHERE slot_name ="),
+        "0"
+    );
+    // A position that is not one of the source's is refused too.
+    task_refused(
+        "a position that is not an LSN",
+        h.stream_task("pg", json!([t("orders")]), Some(json!([{ "text": "x" }])))
+            .await,
+        "LSN",
+    );
+    assert!(
+        !h.everything().contains(MARKER),
+        "a secret value left the agent"
+    );
+    h.rig.stop().await;
+    s.sql(&format!(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{slot}';
+         DROP PUBLICATION IF EXISTS {slot};"
+    ));
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{Schema, SchemaRef};
 use ferry_change::{Layout, Op};
-use sqlx::{Acquire, Executor, PgPool, Postgres};
+use sqlx::{Executor, PgPool, Postgres};
 
 use super::{binary, q, quote_ident, record_checkpoint, PgCol, PostgresSink};
 use crate::error::ConnectorError;
@@ -25,8 +25,11 @@ use crate::traits::{Checkpoint, CheckpointSql};
 /// target transaction, with the stream's checkpoint.
 pub struct PgChangeTarget {
     pool: PgPool,
+    specs: Vec<WriteSpec>,
     tables: Vec<PgApplier>,
     checkpoint: CheckpointSql,
+    /// The open transaction: a source transaction being applied.
+    tx: Option<sqlx::Transaction<'static, Postgres>>,
 }
 
 /// Applies change batches of one table, inside a transaction it is given.
@@ -72,53 +75,132 @@ impl PostgresSink {
         };
         let mut appliers = Vec::with_capacity(tables.len());
         for (spec, layout) in tables {
-            if layout.key().is_empty() {
-                return Err(ConnectorError::Schema(format!(
-                    "{}: a change stream applies by key, and the source table has no primary key",
-                    spec.table
-                )));
-            }
-            let read: SchemaRef = Arc::new(Schema::new(
-                layout.schema().fields()[..layout.columns()].to_vec(),
-            ));
-            let (qualified, names, cols) = self.target_columns(spec, &read).await?;
-            appliers.push(PgApplier {
-                qualified,
-                names,
-                cols,
-                layout: layout.clone(),
-            });
+            appliers.push(self.applier(spec, layout).await?);
         }
         self.ensure_checkpoints(first).await?;
         Ok(PgChangeTarget {
             pool: self.pool.clone(),
+            specs: tables.iter().map(|(s, _)| s.clone()).collect(),
             tables: appliers,
             checkpoint: super::checkpoint_sql(first, job, split)?,
+            tx: None,
         })
+    }
+
+    /// The applier of `layout`'s batches into `spec`'s table, as the table is now.
+    async fn applier(
+        &self,
+        spec: &WriteSpec,
+        layout: &Layout,
+    ) -> Result<PgApplier, ConnectorError> {
+        if layout.key().is_empty() {
+            return Err(ConnectorError::Schema(format!(
+                "{}: a change stream applies by key, and the source table has no primary key",
+                spec.table
+            )));
+        }
+        let (qualified, names, cols) = self.target_columns(spec, &read_schema(layout)).await?;
+        Ok(PgApplier {
+            qualified,
+            names,
+            cols,
+            layout: layout.clone(),
+        })
+    }
+}
+
+/// The read columns of a change layout (without the change's own columns).
+fn read_schema(layout: &Layout) -> SchemaRef {
+    Arc::new(Schema::new(
+        layout.schema().fields()[..layout.columns()].to_vec(),
+    ))
+}
+
+impl PgChangeTarget {
+    /// The open transaction, begun if none is.
+    async fn tx(&mut self) -> Result<&mut sqlx::Transaction<'static, Postgres>, ConnectorError> {
+        if self.tx.is_none() {
+            self.tx = Some(self.pool.begin().await.map_err(q("begin"))?);
+        }
+        self.tx
+            .as_mut()
+            .ok_or_else(|| ConnectorError::Schema("no open transaction".into()))
     }
 }
 
 #[async_trait::async_trait]
 impl ChangeTarget for PgChangeTarget {
-    async fn apply(
-        &mut self,
-        changes: &[(usize, RecordBatch)],
-        checkpoint: &Checkpoint,
-    ) -> Result<u64, ConnectorError> {
-        let mut conn = self.pool.acquire().await.map_err(q("acquire connection"))?;
-        let mut tx = conn.begin().await.map_err(q("begin"))?;
-        let mut applied = 0u64;
-        for (table, batch) in changes {
-            let applier = self.tables.get(*table).ok_or_else(|| {
-                ConnectorError::Schema(format!(
-                    "change batch of table {table}, which the stream does not have"
-                ))
-            })?;
-            applied += applier.apply(&mut tx, batch).await?;
+    async fn apply(&mut self, table: usize, batch: &RecordBatch) -> Result<u64, ConnectorError> {
+        let Some(applier) = self.tables.get(table) else {
+            return Err(ConnectorError::Schema(format!(
+                "change batch of table {table}, which the stream does not have"
+            )));
+        };
+        if self.tx.is_none() {
+            self.tx = Some(self.pool.begin().await.map_err(q("begin"))?);
         }
+        let Some(tx) = self.tx.as_mut() else {
+            return Err(ConnectorError::Schema("no open transaction".into()));
+        };
+        applier.apply(tx, batch).await
+    }
+
+    async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<(), ConnectorError> {
+        self.tx().await?;
+        let Some(mut tx) = self.tx.take() else {
+            return Err(ConnectorError::Schema("no open transaction".into()));
+        };
         record_checkpoint(&mut tx, &self.checkpoint, checkpoint).await?;
         tx.commit().await.map_err(q("commit"))?;
-        Ok(applied)
+        Ok(())
+    }
+
+    async fn rollback(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.rollback().await;
+        }
+    }
+
+    async fn add_columns(
+        &mut self,
+        table: usize,
+        layout: &Layout,
+    ) -> Result<Vec<String>, ConnectorError> {
+        let (Some(spec), Some(old)) = (self.specs.get(table).cloned(), self.tables.get(table))
+        else {
+            return Err(ConnectorError::Schema(format!(
+                "table {table} is not one of the stream's"
+            )));
+        };
+        let had = old.layout.columns();
+        let fields = layout.schema().fields();
+        let mut added = Vec::new();
+        let qualified = old.qualified.clone();
+        for f in fields.iter().take(layout.columns()).skip(had) {
+            let ty = super::pg_type_for(f)?;
+            let sql = format!(
+                "ALTER TABLE {qualified} ADD COLUMN IF NOT EXISTS {} {ty}",
+                quote_ident(f.name())
+            );
+            (&mut **self.tx().await?)
+                .execute(sql.as_str())
+                .await
+                .map_err(q("add a column the source added"))?;
+            added.push(f.name().clone());
+        }
+        // The new columns exist only inside the open transaction: resolve them there.
+        let (qualified, names, cols) =
+            super::target_columns_on(self.tx().await?, &spec, &read_schema(layout)).await?;
+        let applier = PgApplier {
+            qualified,
+            names,
+            cols,
+            layout: layout.clone(),
+        };
+        if let Some(slot) = self.tables.get_mut(table) {
+            *slot = applier;
+        }
+        Ok(added)
     }
 }
 

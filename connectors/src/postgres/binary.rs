@@ -1280,6 +1280,7 @@ mod tests {
                 kind,
                 not_null: false,
                 type_name: "t".into(),
+                type_id: None,
             })
             .collect();
         let schema: SchemaRef = Arc::new(arrow_schema::Schema::new(

@@ -40,6 +40,39 @@ impl ChangeTable {
     pub fn key(&self) -> &[usize] {
         &self.key
     }
+
+    /// Only the columns `relation` has: the catalog is read when a relation message
+    /// arrives, which can be after later DDL committed (an ADD COLUMN whose column the
+    /// changes before it do not carry). A read column the relation lacks is not in the WAL
+    /// being decoded.
+    pub(crate) fn as_of(&self, relation: &Relation) -> ChangeTable {
+        let has = |c: &PgCol| relation.columns.iter().any(|rc| rc.name == c.name);
+        let kept: Vec<usize> = (0..self.cols.len())
+            .filter(|&i| has(&self.cols[i]))
+            .collect();
+        if kept.len() == self.cols.len() {
+            return self.clone();
+        }
+        let cols: Vec<PgCol> = kept.iter().map(|&i| self.cols[i].clone()).collect();
+        let fields: Vec<_> = kept
+            .iter()
+            .map(|&i| self.schema.fields()[i].clone())
+            .collect();
+        // A key column the relation lacks leaves no key (the broker then refuses the stream:
+        // its key changed).
+        let key = self
+            .key
+            .iter()
+            .map(|k| kept.iter().position(|i| i == k))
+            .collect::<Option<Vec<usize>>>()
+            .unwrap_or_default();
+        ChangeTable {
+            name: self.name.clone(),
+            cols,
+            schema: std::sync::Arc::new(arrow_schema::Schema::new(fields)),
+            key,
+        }
+    }
 }
 
 impl PostgresSource {
@@ -102,6 +135,21 @@ impl Bound {
                 "{}: the change stream's description of the table has no column `{}`",
                 table.name, missing.name
             )));
+        }
+        for (rc, read) in relation.columns.iter().zip(&read_of) {
+            let Some(col) = read.and_then(|r| table.cols.get(r)) else {
+                continue;
+            };
+            if col
+                .type_id
+                .is_some_and(|id| id != (rc.type_oid, rc.type_modifier))
+            {
+                return Err(ConnectorError::Schema(format!(
+                    "{}: column `{}` is {} now, and had another type when the changes being \
+                     read were made; the stream stops here",
+                    table.name, col.name, col.type_name
+                )));
+            }
         }
         let key_at = table
             .key

@@ -131,6 +131,9 @@ pub(crate) struct PgCol {
     pub(crate) not_null: bool,
     /// `format_type` text, for messages.
     pub(crate) type_name: String,
+    /// The type's oid and modifier, from the catalog: a change stream's relation message
+    /// must agree with them to be decoded as this column.
+    pub(crate) type_id: Option<(u32, i32)>,
 }
 
 impl PgCol {
@@ -180,6 +183,7 @@ impl PgCol {
             kind,
             not_null,
             type_name,
+            type_id: None,
         })
     }
 
@@ -411,7 +415,7 @@ fn q(what: &str) -> impl FnOnce(sqlx::Error) -> ConnectorError + '_ {
 }
 
 const CATALOG_SQL: &str = "SELECT a.attname::text, t.typname::text, a.atttypmod, a.attnotnull, \
-     format_type(a.atttypid, a.atttypmod), t.typtype::text \
+     format_type(a.atttypid, a.atttypmod), t.typtype::text, a.atttypid::int8 \
      FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
      ORDER BY a.attnum";
@@ -452,9 +456,15 @@ where
             let not_null: bool = r.get(3);
             let type_name: String = r.get(4);
             let typtype: String = r.get(5);
+            let oid: i64 = r.get(6);
             // An enum's values go over COPY binary as their labels' text.
             let typname = if typtype == "e" { "text" } else { &typname };
-            let col = PgCol::from_catalog(name.clone(), typname, typmod, not_null, type_name);
+            let col = PgCol::from_catalog(name.clone(), typname, typmod, not_null, type_name).map(
+                |mut c| {
+                    c.type_id = u32::try_from(oid).ok().map(|o| (o, typmod));
+                    c
+                },
+            );
             (name, col)
         })
         .collect())
@@ -1418,12 +1428,24 @@ impl PostgresSink {
         spec: &WriteSpec,
         schema: &SchemaRef,
     ) -> Result<(String, Vec<String>, Vec<PgCol>), ConnectorError> {
+        let mut conn = self.pool.acquire().await.map_err(q("acquire connection"))?;
+        target_columns_on(&mut conn, spec, schema).await
+    }
+}
+
+/// [`PostgresSink::target_columns`] as `conn` sees the catalog (inside its transaction).
+pub(crate) async fn target_columns_on(
+    conn: &mut sqlx::PgConnection,
+    spec: &WriteSpec,
+    schema: &SchemaRef,
+) -> Result<(String, Vec<String>, Vec<PgCol>), ConnectorError> {
+    {
         let qualified = quote_qualified(&spec.table)?;
-        if !relation_exists(&self.pool, &qualified).await? {
+        if !relation_exists(&mut *conn, &qualified).await? {
             return Err(ConnectorError::NoSuchTable(spec.table.clone()));
         }
         let names = spec.target_names(schema)?;
-        let all = relation_columns(&self.pool, &qualified).await?;
+        let all = relation_columns(&mut *conn, &qualified).await?;
         let mut cols = Vec::with_capacity(names.len());
         for (name, field) in names.iter().zip(schema.fields()) {
             let col = match all.iter().find(|(n, _)| n == name) {
@@ -1453,7 +1475,9 @@ impl PostgresSink {
         }
         Ok((qualified, names, cols))
     }
+}
 
+impl PostgresSink {
     async fn open_writer(
         &self,
         spec: &WriteSpec,

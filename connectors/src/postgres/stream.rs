@@ -311,7 +311,11 @@ impl PgChangeStream {
             Message::Relation(r) => {
                 let name = format!("{}.{}", r.namespace, r.name);
                 if let Some(&index) = self.wanted.get(&name) {
-                    let table: ChangeTable = self.source.change_table(&self.specs[index]).await?;
+                    let spec = &self.specs[index];
+                    let mut table: ChangeTable = self.source.change_table(spec).await?;
+                    if spec.columns.is_empty() {
+                        table = table.as_of(r);
+                    }
                     // Rows of the relation's previous shape keep their layout.
                     let before = self.decoder.layout(r.oid).cloned();
                     let done = self.decoder.bind(r, table)?;
