@@ -92,6 +92,12 @@ pub async fn run_stream(
                 .into(),
         ));
     }
+    if job.writer.kind != ferry_connectors::Kind::Postgres {
+        return Err(reader("checking the job")(format!(
+            "a change stream applies to PostgreSQL targets so far, not {}",
+            job.writer.kind
+        )));
+    }
     let table = rspec.table.clone().unwrap_or_default();
     let schema = reading
         .schema(&rspec)
@@ -117,14 +123,21 @@ pub async fn run_stream(
             .await
             .map_err(reader("describing the source table"))?;
     }
-    match &opts.resume {
-        None => sink.prepare(&wspec, &tschema).await,
-        Some(_) => sink.reattach(&wspec, &tschema).await,
+    let job_key: String = opts.job_key.clone().unwrap_or_else(crate::new_job_key);
+    // A job that applied changes before (picked up again after a broker restart) finds its
+    // position in the target: the target is checked again, not prepared anew.
+    let applied_before = sink
+        .checkpoint(&wspec, &job_key, STREAM_SPLIT)
+        .await
+        .map_err(conn("reading the stream's position in the target"))?
+        .is_some();
+    match (&opts.resume, applied_before) {
+        (None, false) => sink.prepare(&wspec, &tschema).await,
+        _ => sink.reattach(&wspec, &tschema).await,
     }
     .map_err(conn("preparing the target"))?;
     let mut layout = Layout::new(&schema, key)
         .map_err(|e| reader("laying out change batches")(format!("{table}: {e}")))?;
-    let job_key: String = opts.job_key.clone().unwrap_or_else(crate::new_job_key);
     let mut target = sink
         .change_target(&[(wspec.clone(), layout.clone())], &job_key, STREAM_SPLIT)
         .await
@@ -171,6 +184,9 @@ pub async fn run_stream(
                     .await;
                 // A transaction the stream broke in the middle of is applied again whole.
                 target.rollback().await;
+                if let Err(e) = &r {
+                    warn!(table = %table, attempt, "change stream ended: {e}");
+                }
                 feed.close(r.as_ref().err().map(|e| e.message.as_str()))
                     .await;
                 r
@@ -222,6 +238,13 @@ fn key_of(schema: &SchemaRef, key: Option<&[String]>) -> Result<Vec<usize>, Stri
         .collect()
 }
 
+/// Resolves once the job was stopped (cancelled, failed elsewhere, the broker stopping).
+async fn stopped(progress: &Progress) {
+    while !progress.failed() {
+        tokio::time::sleep(STOP_POLL).await;
+    }
+}
+
 /// One attempt's applying loop.
 struct Applying<'a> {
     /// The table's change layout: the planned one, then after each ADD COLUMN.
@@ -246,14 +269,10 @@ impl Applying<'_> {
             ReadError::from(format!("{what} {table}: {e}"))
         };
         loop {
+            // The feed's `next` is dropped only when the job stops.
             let event = tokio::select! {
                 e = feed.next() => e?,
-                _ = tokio::time::sleep(STOP_POLL) => {
-                    if self.progress.failed() {
-                        return Ok(());
-                    }
-                    continue;
-                }
+                _ = stopped(self.progress) => return Ok(()),
             };
             match event {
                 FeedEvent::Table {

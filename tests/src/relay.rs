@@ -130,6 +130,11 @@ impl SwitchRelay {
     pub fn open(&self) {
         self.open.store(true, Ordering::Relaxed);
     }
+
+    /// Drops every datagram from now on (the link is cut).
+    pub fn close(&self) {
+        self.open.store(false, Ordering::Relaxed);
+    }
 }
 
 impl Drop for SwitchRelay {

@@ -22,6 +22,9 @@ use super::reading::{TunnelReading, TASK_AGENT_WAIT};
 use crate::data::{ChangeFrame, DataStream};
 use crate::registry::AgentHandle;
 
+/// How long closing a stream waits for the agent to hear of it.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[async_trait]
 impl ChangeReading for TunnelReading {
     async fn open_changes(
@@ -183,15 +186,17 @@ impl ChangeFeed for TunnelChanges {
     async fn close(mut self: Box<Self>, error: Option<&str>) {
         self.dispatch.forget_task(&self.task_id);
         let reason = error.unwrap_or("the job stopped");
+        // Bounded: the agent may be gone, its connection not yet timed out.
         if let Some(ds) = self.ds.take() {
-            ds.fail(ErrorCode::Internal, reason).await;
+            let _ = tokio::time::timeout(CLOSE_WAIT, ds.fail(ErrorCode::Internal, reason)).await;
         }
         let cancel = ControlMessage::TaskCancel {
             task_id: self.task_id.clone(),
             reason: reason.to_string(),
         };
-        if self.agent.outbox.send(cancel).await.is_err() {
-            warn!(task = %self.task_id, "could not stop the change stream: agent gone");
+        match tokio::time::timeout(CLOSE_WAIT, self.agent.outbox.send(cancel)).await {
+            Ok(Ok(())) => {}
+            _ => warn!(task = %self.task_id, "could not stop the change stream: agent gone"),
         }
     }
 }

@@ -257,7 +257,9 @@ impl PgApplier {
         (&mut **tx)
             .execute(
                 format!(
-                    "DROP TABLE IF EXISTS pg_temp.ferry_apply; \
+                    // The notice of a staging table that was not there is noise.
+                    "SET LOCAL client_min_messages = warning; \
+                     DROP TABLE IF EXISTS pg_temp.ferry_apply; \
                      CREATE TEMP TABLE ferry_apply ON COMMIT DROP AS \
                      SELECT {list} FROM {} WITH NO DATA",
                     self.qualified

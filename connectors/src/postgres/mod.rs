@@ -1143,6 +1143,10 @@ impl Sink for PostgresSink {
         split: u32,
     ) -> Result<Option<Checkpoint>, ConnectorError> {
         let table = quote_qualified(&spec.checkpoint_table())?;
+        // No checkpoint table: nothing of any job was committed here yet.
+        if !relation_exists(&self.pool, &table).await? {
+            return Ok(None);
+        }
         let row = sqlx::query(&format!(
             "SELECT seq, rows_read, rows_written, last_key FROM {table} WHERE job = $1 AND split = $2"
         ))

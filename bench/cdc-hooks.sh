@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# cdc-hooks.sh setup|pause|resume|teardown — cdc_peers.sh's `ext` hooks for bench/cdc.sh
+# (which exports FERRY, FERRY_CDC_WORK, FERRY_CDC_ADMIN, FERRY_CDC_SLOT).
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+SHARED=${SHARED_BENCH:-$HERE/../../shared/bench}
+# shellcheck disable=SC1091
+. "$SHARED/lib/common.sh"
+# shellcheck disable=SC1091
+. "$SHARED/lib/cdc_common.sh"
+cd "$FERRY_CDC_WORK" || exit 1
+src() { $PSQL -d "$CDC_PG_SRC_DB" -tA -c "$1"; }
+attached() { src "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$FERRY_CDC_SLOT' AND active"; }
+wait_attached() {  # $1 = 1 or 0
+  for _ in $(seq 600); do [ "$(attached)" = "$1" ] && return 0; sleep 0.05; done
+  echo "the slot did not become active=$1" >&2; return 1
+}
+submit() {
+  "$FERRY" job --admin "$FERRY_CDC_ADMIN" submit --detach stream.yaml > job.id || return 1
+  wait_attached 1
+}
+cancel() {
+  [ -s job.id ] && "$FERRY" job --admin "$FERRY_CDC_ADMIN" cancel "$(cat job.id)" >/dev/null 2>&1
+  rm -f job.id
+  wait_attached 0
+}
+case "${1:-}" in
+  setup|resume) submit ;;
+  pause) cancel ;;
+  teardown)
+    cancel
+    src "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '$FERRY_CDC_SLOT'" >/dev/null
+    src "DROP PUBLICATION IF EXISTS $FERRY_CDC_SLOT" >/dev/null ;;
+  *) echo "usage: $0 setup|pause|resume|teardown" >&2; exit 2 ;;
+esac
