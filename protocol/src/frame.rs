@@ -276,7 +276,7 @@ mod tests {
     #[test]
     fn unknown_kind() {
         let mut c = FrameCodec::new(1024);
-        for k in [0u8, 6, 255] {
+        for k in [0u8, 9, 255] {
             let mut buf = BytesMut::from(&[k, 0, 0, 0, 1, 9][..]);
             assert!(matches!(
                 c.decode(&mut buf),

@@ -19,6 +19,20 @@ fuzz_target!(|data: &[u8]| {
             FrameKind::StreamHeader => drop(StreamHeader::from_frame(&frame, &ferry_protocol_fuzz::LIMITS)),
             FrameKind::End => drop(End::from_frame(&frame)),
             FrameKind::Ack => drop(Ack::from_frame(&frame)),
+            FrameKind::Table => drop(ferry_protocol::changes::TableDecl::from_frame(
+                &frame,
+                &ferry_protocol_fuzz::LIMITS,
+            )),
+            FrameKind::Commit => drop(ferry_protocol::changes::Commit::from_frame(&frame)),
+            FrameKind::Changes => {
+                if let Ok((_, batch)) = ferry_protocol::changes::split_changes(&frame) {
+                    let mut d = ferry_protocol::data::BatchDecoder::new(
+                        ferry_protocol_fuzz::schema(),
+                        ferry_protocol_fuzz::LIMITS,
+                    );
+                    drop(d.decode(&batch));
+                }
+            }
             FrameKind::Batch => {
                 let mut d = ferry_protocol::data::BatchDecoder::new(
                     ferry_protocol_fuzz::schema(),
