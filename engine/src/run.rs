@@ -361,6 +361,8 @@ pub struct Progress {
     failure: Mutex<Option<String>>,
     /// Values the reads changed on purpose, of batches written.
     changes: Mutex<ferry_connectors::spec::Changes>,
+    /// A change stream's position and lag.
+    stream: Mutex<Option<StreamSnapshot>>,
 }
 
 impl Default for Progress {
@@ -377,6 +379,7 @@ impl Default for Progress {
             estimate: AtomicU64::new(u64::MAX),
             failure: Mutex::new(None),
             changes: Mutex::new(Default::default()),
+            stream: Mutex::new(None),
         }
     }
 }
@@ -499,6 +502,22 @@ pub struct ProgressSnapshot {
     /// Bytes read per second, on average since the start.
     #[serde(default)]
     pub bytes_per_sec: f64,
+    /// A change stream's position and lag (`setting.mode: stream`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamSnapshot>,
+}
+
+/// Where a change stream stands.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamSnapshot {
+    /// Source transactions applied since this run started.
+    pub transactions: u64,
+    /// The source position the target holds (PostgreSQL: the LSN as a number).
+    pub position: String,
+    /// When the source committed the last transaction applied (UTC, RFC 3339).
+    pub source_commit: String,
+    /// Seconds from that source commit to its commit in the target.
+    pub lag_secs: f64,
 }
 
 impl ProgressSnapshot {
@@ -513,6 +532,17 @@ impl ProgressSnapshot {
             Some(t) => format!(" of ~{t}"),
             None => String::new(),
         };
+        if let Some(st) = &self.stream {
+            return format!(
+                "{} changes in {} transactions, {:.0} changes/s, lag {:.3} s, at {} (source commit {})",
+                self.records_written,
+                st.transactions,
+                self.records_written as f64 / secs,
+                st.lag_secs,
+                st.position,
+                st.source_commit,
+            );
+        }
         format!(
             "{}{total} records, {:.0} rec/s, {:.1} MB/s, splits {}/{}, {} dirty{eta}",
             self.records_written,
@@ -567,15 +597,44 @@ impl Progress {
             eta_secs,
             records_per_sec: written as f64 / elapsed.max(1e-3),
             bytes_per_sec: self.bytes_read.load(Ordering::Relaxed) as f64 / elapsed.max(1e-3),
+            stream: self
+                .stream
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 
-    /// One applied source transaction of a change stream: `rows` changes of `bytes`.
-    pub(crate) fn applied(&self, rows: u64, bytes: u64) {
+    /// One applied source transaction of a change stream: `rows` changes of `bytes`, now at
+    /// `position`, committed by the source at `commit_time_us` (Unix microseconds).
+    pub(crate) fn applied(
+        &self,
+        rows: u64,
+        bytes: u64,
+        position: &ferry_connectors::Position,
+        commit_time_us: i64,
+    ) {
         self.read.fetch_add(rows, Ordering::Relaxed);
         self.written.fetch_add(rows, Ordering::Relaxed);
         self.bytes_read.fetch_add(bytes, Ordering::Relaxed);
         self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+        let now = OffsetDateTime::now_utc();
+        let commit = OffsetDateTime::from_unix_timestamp_nanos(i128::from(commit_time_us) * 1000)
+            .unwrap_or(now);
+        let position = match position.values() {
+            [ferry_connectors::KeyValue::Int(v)] => v.to_string(),
+            _ => position.to_stored(),
+        };
+        let mut st = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+        let transactions = st.as_ref().map_or(0, |s| s.transactions) + 1;
+        *st = Some(StreamSnapshot {
+            transactions,
+            position,
+            source_commit: commit
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            lag_secs: ((now - commit).as_seconds_f64()).max(0.0),
+        });
     }
 
     /// Stops the job with `message` (the first failure wins).

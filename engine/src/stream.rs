@@ -302,7 +302,7 @@ impl Applying<'_> {
                 FeedEvent::Commit {
                     seq: commit_seq,
                     position,
-                    commit_time_us: _,
+                    commit_time_us,
                 } => {
                     *seq += 1;
                     *rows += n;
@@ -310,13 +310,13 @@ impl Applying<'_> {
                         seq: *seq,
                         rows: *rows,
                         written: *rows,
-                        position: Some(position),
+                        position: Some(position.clone()),
                     };
                     target
                         .commit(&cp)
                         .await
                         .map_err(|e| failed("committing changes to", e))?;
-                    self.progress.applied(n, bytes);
+                    self.progress.applied(n, bytes, &position, commit_time_us);
                     (n, bytes) = (0, 0);
                     feed.ack(commit_seq).await?;
                 }

@@ -218,6 +218,16 @@ async fn postgres_changes_reach_the_target_through_the_tunnel() {
     let status = rig.broker.jobs().get(&id).await.unwrap().unwrap();
     assert_eq!(status.state, JobState::Running, "{status:?}");
     assert!(status.progress.records_written >= 101_000, "{status:?}");
+    // Status shows where the stream is and how far behind the source it was.
+    let st = status.progress.stream.clone().expect("a stream's progress");
+    assert!(st.transactions >= 10, "{st:?}");
+    assert!((0.0..60.0).contains(&st.lag_secs), "{st:?}");
+    assert!(st.position.parse::<u64>().is_ok(), "{st:?}");
+    assert!(
+        status.progress.line().contains("changes/s, lag"),
+        "{}",
+        status.progress.line()
+    );
 
     // Stopped, the job leaves the slot where the target is; changes made meanwhile wait in
     // the slot and reach the target when a stream starts again.
