@@ -274,9 +274,92 @@ impl Rows<'_> {
     }
 }
 
+/// The net effect of consecutive change batches of one table applied in one transaction
+/// (intermediate states are never seen): for each key, only its last change counts. A key
+/// change deletes the old key and writes the row at the new one.
+#[derive(Debug)]
+pub struct Net {
+    /// The batches, concatenated; the indexes below are its rows.
+    pub batch: RecordBatch,
+    /// Rows to write whole, at their key (each key once).
+    pub upserts: Vec<usize>,
+    /// Rows whose key (in the read columns) is deleted.
+    pub deletes: Vec<usize>,
+    /// Rows whose old key (a key change's) is deleted.
+    pub deletes_old: Vec<usize>,
+}
+
+/// What a key's last change was.
+#[derive(Clone, Copy)]
+enum Last {
+    Upsert(usize),
+    Delete(usize),
+    DeleteOld(usize),
+}
+
+impl Layout {
+    /// The net effect of `batches` (see [`Net`]), or `None` when it depends on the order
+    /// of the rows: an update that left columns unchanged keeps values only the row before
+    /// it holds.
+    pub fn net(&self, batches: &[RecordBatch]) -> Result<Option<Net>, ChangeError> {
+        let shape = |e: arrow_schema::ArrowError| ChangeError::Shape(e.to_string());
+        let batch = arrow_select::concat::concat_batches(&self.schema, batches).map_err(shape)?;
+        let rows = self.rows(&batch)?;
+        if rows.unchanged.null_count() != rows.len() {
+            return Ok(None);
+        }
+        let fields = self
+            .key
+            .iter()
+            .map(|&k| arrow_row::SortField::new(self.schema.field(k).data_type().clone()))
+            .collect();
+        let converter = arrow_row::RowConverter::new(fields).map_err(shape)?;
+        let keys: Vec<ArrayRef> = self.key.iter().map(|&k| batch.column(k).clone()).collect();
+        let old: Vec<ArrayRef> = (0..self.key.len())
+            .map(|i| rows.old_key(i).clone())
+            .collect();
+        let new_keys = converter.convert_columns(&keys).map_err(shape)?;
+        let old_keys = converter.convert_columns(&old).map_err(shape)?;
+        let mut last: std::collections::HashMap<arrow_row::Row<'_>, Last> =
+            std::collections::HashMap::with_capacity(rows.len());
+        for r in 0..rows.len() {
+            match rows.op(r) {
+                Op::Delete => {
+                    last.insert(new_keys.row(r), Last::Delete(r));
+                }
+                Op::Insert | Op::Update => {
+                    if rows.key_changed(r) {
+                        last.insert(old_keys.row(r), Last::DeleteOld(r));
+                    }
+                    last.insert(new_keys.row(r), Last::Upsert(r));
+                }
+            }
+        }
+        let (mut upserts, mut deletes, mut deletes_old) = (Vec::new(), Vec::new(), Vec::new());
+        for l in last.into_values() {
+            match l {
+                Last::Upsert(r) => upserts.push(r),
+                Last::Delete(r) => deletes.push(r),
+                Last::DeleteOld(r) => deletes_old.push(r),
+            }
+        }
+        upserts.sort_unstable();
+        deletes.sort_unstable();
+        deletes_old.sort_unstable();
+        Ok(Some(Net {
+            batch,
+            upserts,
+            deletes,
+            deletes_old,
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int32Type;
     use arrow_array::{Int32Array, StringArray};
 
     fn read() -> Schema {
@@ -320,6 +403,73 @@ mod tests {
         assert!(!rows.key_changed(1) && rows.key_changed(2));
         assert_eq!(batch.schema().field(4).name(), "__ferry_unchanged");
         assert_eq!(batch.schema().field(5).name(), "__ferry_old.id");
+    }
+
+    /// Rows of `(op, id, v, old id)` as a batch, in two halves (two batches).
+    fn changes(layout: &Layout, rows: &[(Op, i32, &str, Option<i32>)]) -> Vec<RecordBatch> {
+        rows.chunks(rows.len().div_ceil(2))
+            .map(|part| {
+                let mut meta = Meta::new(layout);
+                for r in part {
+                    meta.push(r.0, &[]);
+                }
+                layout
+                    .assemble(
+                        vec![
+                            Arc::new(Int32Array::from_iter_values(part.iter().map(|r| r.1))),
+                            Arc::new(StringArray::from_iter_values(part.iter().map(|r| r.2))),
+                            Arc::new(StringArray::from(vec![Some("x"); part.len()])),
+                        ],
+                        meta,
+                        vec![Arc::new(Int32Array::from_iter(part.iter().map(|r| r.3)))],
+                    )
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_net_effect_keeps_each_keys_last_change() {
+        let layout = Layout::new(&read(), vec![0]).unwrap();
+        let batches = changes(
+            &layout,
+            &[
+                (Op::Insert, 1, "a", None),
+                (Op::Update, 1, "b", None),
+                (Op::Delete, 2, "", None),
+                (Op::Insert, 2, "again", None),
+                (Op::Update, 5, "moved", Some(1)),
+                (Op::Delete, 3, "", None),
+                (Op::Insert, 4, "short-lived", None),
+                (Op::Delete, 4, "", None),
+            ],
+        );
+        let net = layout.net(&batches).unwrap().unwrap();
+        let id = |r: &usize| net.batch.column(0).as_primitive::<Int32Type>().value(*r);
+        let v = |r: &usize| net.batch.column(1).as_string::<i32>().value(*r).to_string();
+        let ups: Vec<(i32, String)> = net.upserts.iter().map(|r| (id(r), v(r))).collect();
+        assert_eq!(ups, [(2, "again".to_string()), (5, "moved".to_string())]);
+        assert_eq!(net.deletes.iter().map(id).collect::<Vec<_>>(), [3, 4]);
+        // The key change's old key (1) goes: its row moved.
+        assert_eq!(net.deletes_old, [4]);
+        // An update that left a column unsent depends on the row before it: no net.
+        let mut meta = Meta::new(&layout);
+        meta.push(Op::Update, &[2]);
+        let partial = layout
+            .assemble(
+                vec![
+                    Arc::new(Int32Array::from(vec![1])),
+                    Arc::new(StringArray::from(vec!["a"])),
+                    Arc::new(StringArray::from(vec![None::<&str>])),
+                ],
+                meta,
+                vec![Arc::new(Int32Array::from(vec![None]))],
+            )
+            .unwrap();
+        assert!(layout
+            .net(&[batches[0].clone(), partial])
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -605,14 +605,16 @@ impl Progress {
         }
     }
 
-    /// One applied source transaction of a change stream: `rows` changes of `bytes`, now at
-    /// `position`, committed by the source at `commit_time_us` (Unix microseconds).
+    /// Applied source transactions of a change stream (`transactions` of them): `rows`
+    /// changes of `bytes`, now at `position`, the last committed by the source at
+    /// `commit_time_us` (Unix microseconds).
     pub(crate) fn applied(
         &self,
         rows: u64,
         bytes: u64,
         position: &ferry_connectors::Position,
         commit_time_us: i64,
+        transactions: u64,
     ) {
         self.read.fetch_add(rows, Ordering::Relaxed);
         self.written.fetch_add(rows, Ordering::Relaxed);
@@ -626,7 +628,7 @@ impl Progress {
             _ => position.to_stored(),
         };
         let mut st = self.stream.lock().unwrap_or_else(|p| p.into_inner());
-        let transactions = st.as_ref().map_or(0, |s| s.transactions) + 1;
+        let transactions = st.as_ref().map_or(0, |s| s.transactions) + transactions;
         *st = Some(StreamSnapshot {
             transactions,
             position,

@@ -15,6 +15,7 @@ use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 use ferry_change::Layout;
 use ferry_connectors::{Checkpoint, Position, ReadSpec, Sink};
+use futures::FutureExt;
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
@@ -245,6 +246,24 @@ async fn stopped(progress: &Progress) {
     }
 }
 
+/// Most source transactions in one target transaction.
+const GROUP_TXNS: u64 = 5_000;
+/// The oldest a group gets before it commits (it only grows while transactions wait).
+const GROUP_AGE: Duration = Duration::from_millis(50);
+
+/// Source transactions applied in the open target transaction, not committed yet.
+#[derive(Default)]
+struct Group {
+    txns: u64,
+    rows: u64,
+    bytes: u64,
+    /// The last transaction's commit: its sequence number, position and time.
+    last: Option<(u64, Position, i64)>,
+    started: Option<std::time::Instant>,
+    /// The last event was a commit (the group may end here).
+    at_boundary: bool,
+}
+
 /// One attempt's applying loop.
 struct Applying<'a> {
     /// The table's change layout: the planned one, then after each ADD COLUMN.
@@ -255,7 +274,10 @@ struct Applying<'a> {
 
 impl Applying<'_> {
     /// Applies transactions until the job is stopped (`Ok`) or the stream fails. Batches are
-    /// applied as they arrive, in the target transaction the commit ends.
+    /// applied as they arrive, in the target transaction a commit ends. While more
+    /// transactions are already waiting, they join the same target transaction (a group,
+    /// committed with the last one's position): exactly once still, since the group commits
+    /// or rolls back whole, and fewer commits when the target is behind.
     async fn run(
         &mut self,
         feed: &mut dyn ChangeFeed,
@@ -263,16 +285,28 @@ impl Applying<'_> {
         seq: &mut u64,
         rows: &mut u64,
     ) -> Result<(), ReadError> {
-        let (mut n, mut bytes) = (0u64, 0u64);
         let table = self.table.to_string();
         let failed = |what: &str, e: ferry_connectors::ConnectorError| {
             ReadError::from(format!("{what} {table}: {e}"))
         };
+        let mut group = Group::default();
         loop {
-            // The feed's `next` is dropped only when the job stops.
-            let event = tokio::select! {
-                e = feed.next() => e?,
-                _ = stopped(self.progress) => return Ok(()),
+            // At a transaction boundary with a group open: take what is already waiting,
+            // or commit the group.
+            let event = if group.at_boundary && group.txns > 0 {
+                match feed.next().now_or_never() {
+                    Some(e) => e?,
+                    None => {
+                        self.commit(&mut group, feed, target, seq, rows).await?;
+                        continue;
+                    }
+                }
+            } else {
+                // The feed's `next` is dropped only when the job stops.
+                tokio::select! {
+                    e = feed.next() => e?,
+                    _ = stopped(self.progress) => return Ok(()),
+                }
             };
             match event {
                 FeedEvent::Table {
@@ -292,8 +326,9 @@ impl Applying<'_> {
                     feed.declare(index, self.layout.schema().clone());
                 }
                 FeedEvent::Changes { index, batch } => {
-                    n += batch.num_rows() as u64;
-                    bytes += crate::run::batch_bytes(&batch);
+                    group.at_boundary = false;
+                    group.rows += batch.num_rows() as u64;
+                    group.bytes += crate::run::batch_bytes(&batch);
                     target
                         .apply(index, &batch)
                         .await
@@ -304,24 +339,47 @@ impl Applying<'_> {
                     position,
                     commit_time_us,
                 } => {
-                    *seq += 1;
-                    *rows += n;
-                    let cp = Checkpoint {
-                        seq: *seq,
-                        rows: *rows,
-                        written: *rows,
-                        position: Some(position.clone()),
-                    };
-                    target
-                        .commit(&cp)
-                        .await
-                        .map_err(|e| failed("committing changes to", e))?;
-                    self.progress.applied(n, bytes, &position, commit_time_us);
-                    (n, bytes) = (0, 0);
-                    feed.ack(commit_seq).await?;
+                    group.at_boundary = true;
+                    group.txns += 1;
+                    group.last = Some((commit_seq, position, commit_time_us));
+                    let started = *group.started.get_or_insert_with(std::time::Instant::now);
+                    if group.txns >= GROUP_TXNS || started.elapsed() >= GROUP_AGE {
+                        self.commit(&mut group, feed, target, seq, rows).await?;
+                    }
                 }
             }
         }
+    }
+
+    /// Commits `group` in the target with its last transaction's position, then
+    /// acknowledges that transaction.
+    async fn commit(
+        &self,
+        group: &mut Group,
+        feed: &mut dyn ChangeFeed,
+        target: &mut dyn ferry_connectors::stream::ChangeTarget,
+        seq: &mut u64,
+        rows: &mut u64,
+    ) -> Result<(), ReadError> {
+        let g = std::mem::take(group);
+        let Some((commit_seq, position, commit_time_us)) = g.last else {
+            return Ok(());
+        };
+        *seq += 1;
+        *rows += g.rows;
+        let cp = Checkpoint {
+            seq: *seq,
+            rows: *rows,
+            written: *rows,
+            position: Some(position.clone()),
+        };
+        target
+            .commit(&cp)
+            .await
+            .map_err(|e| ReadError::from(format!("committing changes to {}: {e}", self.table)))?;
+        self.progress
+            .applied(g.rows, g.bytes, &position, commit_time_us, g.txns);
+        feed.ack(commit_seq).await
     }
 
     /// Checks a table declaration: the table planned with the planned key, and its planned

@@ -30,7 +30,14 @@ pub struct PgChangeTarget {
     checkpoint: CheckpointSql,
     /// The open transaction: a source transaction being applied.
     tx: Option<sqlx::Transaction<'static, Postgres>>,
+    /// Each table's batches not applied yet (all in the open transaction).
+    pending: Vec<Vec<RecordBatch>>,
+    pending_rows: usize,
 }
+
+/// Rows held before they are applied: batches of a transaction (or of several grouped into
+/// one) are applied together, by their net effect where it does not depend on their order.
+const PENDING_ROWS: usize = 20_000;
 
 /// Applies change batches of one table, inside a transaction it is given.
 struct PgApplier {
@@ -81,9 +88,11 @@ impl PostgresSink {
         Ok(PgChangeTarget {
             pool: self.pool.clone(),
             specs: tables.iter().map(|(s, _)| s.clone()).collect(),
+            pending: vec![Vec::new(); appliers.len()],
             tables: appliers,
             checkpoint: super::checkpoint_sql(first, job, split)?,
             tx: None,
+            pending_rows: 0,
         })
     }
 
@@ -126,26 +135,76 @@ impl PgChangeTarget {
             .as_mut()
             .ok_or_else(|| ConnectorError::Schema("no open transaction".into()))
     }
+
+    /// Applies what is pending, table by table, in the open transaction.
+    async fn flush(&mut self) -> Result<(), ConnectorError> {
+        for table in 0..self.tables.len() {
+            self.flush_table(table).await?;
+        }
+        self.pending_rows = 0;
+        Ok(())
+    }
+
+    /// Applies table `table`'s pending batches: by their net effect (one delete and one
+    /// upsert) where it does not depend on their order, else row by row in order. The net
+    /// effect runs under a savepoint: should its order trip a constraint the source's order
+    /// did not (a unique index other than the key), the rows are applied in order instead.
+    async fn flush_table(&mut self, table: usize) -> Result<(), ConnectorError> {
+        let batches = std::mem::take(&mut self.pending[table]);
+        if batches.is_empty() {
+            return Ok(());
+        }
+        self.tx().await?;
+        let (Some(applier), Some(tx)) = (self.tables.get(table), self.tx.as_mut()) else {
+            return Err(ConnectorError::Schema(format!(
+                "table {table} is not one of the stream's"
+            )));
+        };
+        let net = applier
+            .layout
+            .net(&batches)
+            .map_err(|e| ConnectorError::Schema(e.to_string()))?;
+        if let Some(net) = net {
+            (&mut **tx)
+                .execute("SAVEPOINT ferry_net")
+                .await
+                .map_err(q("savepoint"))?;
+            match applier.apply_net(tx, &net).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::debug!("applying the net effect failed, applying in order: {e}");
+                    (&mut **tx)
+                        .execute("ROLLBACK TO SAVEPOINT ferry_net")
+                        .await
+                        .map_err(q("rollback to savepoint"))?;
+                }
+            }
+        }
+        for batch in &batches {
+            applier.apply(tx, batch).await?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
 impl ChangeTarget for PgChangeTarget {
     async fn apply(&mut self, table: usize, batch: &RecordBatch) -> Result<u64, ConnectorError> {
-        let Some(applier) = self.tables.get(table) else {
+        let Some(pending) = self.pending.get_mut(table) else {
             return Err(ConnectorError::Schema(format!(
                 "change batch of table {table}, which the stream does not have"
             )));
         };
-        if self.tx.is_none() {
-            self.tx = Some(self.pool.begin().await.map_err(q("begin"))?);
+        pending.push(batch.clone());
+        self.pending_rows += batch.num_rows();
+        if self.pending_rows >= PENDING_ROWS {
+            self.flush().await?;
         }
-        let Some(tx) = self.tx.as_mut() else {
-            return Err(ConnectorError::Schema("no open transaction".into()));
-        };
-        applier.apply(tx, batch).await
+        Ok(batch.num_rows() as u64)
     }
 
     async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<(), ConnectorError> {
+        self.flush().await?;
         self.tx().await?;
         let Some(mut tx) = self.tx.take() else {
             return Err(ConnectorError::Schema("no open transaction".into()));
@@ -156,6 +215,10 @@ impl ChangeTarget for PgChangeTarget {
     }
 
     async fn rollback(&mut self) {
+        for p in &mut self.pending {
+            p.clear();
+        }
+        self.pending_rows = 0;
         if let Some(tx) = self.tx.take() {
             let _ = tx.rollback().await;
         }
@@ -166,6 +229,8 @@ impl ChangeTarget for PgChangeTarget {
         table: usize,
         layout: &Layout,
     ) -> Result<Vec<String>, ConnectorError> {
+        // Rows of the old shape go first.
+        self.flush().await?;
         let (Some(spec), Some(old)) = (self.specs.get(table).cloned(), self.tables.get(table))
         else {
             return Err(ConnectorError::Schema(format!(
@@ -205,6 +270,37 @@ impl ChangeTarget for PgChangeTarget {
 }
 
 impl PgApplier {
+    /// Applies the net effect of some batches in `tx`: the deletes, then the upserts (their
+    /// keys differ, so the order between them does not matter).
+    async fn apply_net(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Postgres>,
+        net: &ferry_change::Net,
+    ) -> Result<(), ConnectorError> {
+        let b = &net.batch;
+        let columns = self.layout.columns();
+        if !net.deletes.is_empty() {
+            let keys: Vec<ArrayRef> = self
+                .layout
+                .key()
+                .iter()
+                .map(|k| b.column(*k).clone())
+                .collect();
+            self.delete(tx, &keys, &net.deletes).await?;
+        }
+        if !net.deletes_old.is_empty() {
+            let old: Vec<ArrayRef> = (0..self.layout.key().len())
+                .map(|i| b.column(columns + 2 + i).clone())
+                .collect();
+            self.delete(tx, &old, &net.deletes_old).await?;
+        }
+        if !net.upserts.is_empty() {
+            let data: Vec<ArrayRef> = (0..columns).map(|c| b.column(c).clone()).collect();
+            self.upsert(tx, &data, &net.upserts, &[]).await?;
+        }
+        Ok(())
+    }
+
     /// Applies `batch` in `tx`. Returns the rows applied.
     async fn apply(
         &self,
