@@ -143,22 +143,6 @@ pub async fn run_stream(
         .change_target(&[(wspec.clone(), layout.clone())], &job_key, STREAM_SPLIT)
         .await
         .map_err(conn("opening the target for changes"))?;
-    let mut summary = Summary {
-        start,
-        end: start,
-        records_read: 0,
-        records_written: 0,
-        bytes_read: 0,
-        bytes_written: 0,
-        wire_bytes: 0,
-        dirty_records: 0,
-        dirty_file: None,
-        splits: 1,
-        failed: None,
-        changes: Default::default(),
-        tables: Vec::new(),
-        not_migrated: Vec::new(),
-    };
     let mut attempt = 0u32;
     let mut backoff = Duration::from_millis(job.setting.retry.backoff_ms.max(100));
     let failed = loop {
@@ -194,7 +178,6 @@ pub async fn run_stream(
             }
             Err(e) => Err(e),
         };
-        summary.records_written = progress.snapshot(0).records_written;
         match outcome {
             // Stopped by the job (cancelled, or the broker stopping).
             Ok(()) => break progress.failure(),
@@ -210,7 +193,8 @@ pub async fn run_stream(
         }
     };
     let snap = progress.snapshot(reading.wire_bytes());
-    summary.end = OffsetDateTime::now_utc();
+    let mut summary = Summary::failed_at(start, String::new());
+    summary.splits = 1;
     summary.records_read = snap.records_read;
     summary.records_written = snap.records_written;
     summary.bytes_read = snap.bytes_read;

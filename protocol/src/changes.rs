@@ -61,48 +61,24 @@ impl TableDecl {
             table: self.table.clone(),
             key: self.key.clone(),
         })?;
-        let schema = crate::data::encode_schema(&self.schema)?;
-        let json_len = u32::try_from(json.len()).map_err(|_| ProtocolError::FrameTooLarge {
-            len: json.len() as u64,
-            limit: u32::MAX,
-        })?;
-        let mut payload = Vec::with_capacity(4 + json.len() + schema.len());
-        payload.put_u32(json_len);
-        payload.extend_from_slice(&json);
-        payload.extend_from_slice(&schema);
-        Ok(Frame::new(FrameKind::Table, Bytes::from(payload)))
+        crate::data::json_schema_frame(FrameKind::Table, &json, &self.schema)
     }
 
     /// Decodes a declaration; its payload must fit `limits.max_control_frame` (it is
     /// metadata, not data).
     pub fn from_frame(frame: &Frame, limits: &Limits) -> Result<Self, ProtocolError> {
         frame.expect_kind(FrameKind::Table, "table")?;
-        let p = &frame.payload[..];
-        if p.len() > limits.max_control_frame as usize {
-            return Err(ProtocolError::FrameTooLarge {
-                len: p.len() as u64,
-                limit: limits.max_control_frame,
-            });
-        }
-        let (len, rest) = p.split_first_chunk::<4>().ok_or(ProtocolError::Truncated {
-            what: "table declaration",
-            need: 4,
-            have: p.len(),
-        })?;
-        let json_len = u32::from_be_bytes(*len) as usize;
-        let (json, schema) = rest
-            .split_at_checked(json_len)
-            .ok_or(ProtocolError::Truncated {
-                what: "table declaration JSON",
-                need: json_len,
-                have: rest.len(),
-            })?;
+        let (json, schema) = crate::data::split_json_schema(
+            frame,
+            limits,
+            ("table declaration", "table declaration JSON"),
+        )?;
         let d: DeclJson = serde_json::from_slice(json)?;
         let decl = TableDecl {
             index: d.index,
             table: d.table,
             key: d.key,
-            schema: Arc::new(ipc::decode_schema(schema)?),
+            schema: Arc::new(schema),
         };
         decl.check()?;
         Ok(decl)

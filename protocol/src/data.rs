@@ -150,46 +150,18 @@ impl StreamHeader {
             resume_after_seq: self.resume_after_seq,
             compression: self.compression,
         })?;
-        let schema_msg = encode_schema(&self.schema)?;
-        let json_len = u32::try_from(json.len()).map_err(|_| ProtocolError::FrameTooLarge {
-            len: json.len() as u64,
-            limit: u32::MAX,
-        })?;
-        let mut payload = Vec::with_capacity(4 + json.len() + schema_msg.len());
-        payload.put_u32(json_len);
-        payload.extend_from_slice(&json);
-        payload.extend_from_slice(&schema_msg);
-        Ok(Frame::new(FrameKind::StreamHeader, Bytes::from(payload)))
+        json_schema_frame(FrameKind::StreamHeader, &json, &self.schema)
     }
 
     /// Decodes a header frame; its payload must fit `limits.max_control_frame`, since it is
     /// metadata, not data.
     pub fn from_frame(frame: &Frame, limits: &Limits) -> Result<Self, ProtocolError> {
         frame.expect_kind(FrameKind::StreamHeader, "stream header")?;
-        let p = &frame.payload[..];
-        if p.len() > limits.max_control_frame as usize {
-            return Err(ProtocolError::FrameTooLarge {
-                len: p.len() as u64,
-                limit: limits.max_control_frame,
-            });
-        }
-        let (len, rest) = p.split_first_chunk::<4>().ok_or(ProtocolError::Truncated {
-            what: "stream header",
-            need: 4,
-            have: p.len(),
-        })?;
-        let json_len = u32::from_be_bytes(*len) as usize;
-        let (json, schema) = rest
-            .split_at_checked(json_len)
-            .ok_or(ProtocolError::Truncated {
-                what: "stream header JSON",
-                need: json_len,
-                have: rest.len(),
-            })?;
+        let (json, schema) =
+            split_json_schema(frame, limits, ("stream header", "stream header JSON"))?;
         let h: HeaderJson = serde_json::from_slice(json)?;
         check_len("task_id", &h.task_id, MAX_TASK_ID_LEN)?;
         h.compression.validate()?;
-        let schema = ipc::decode_schema(schema)?;
         Ok(StreamHeader {
             task_id: h.task_id,
             split: h.split,
@@ -204,7 +176,56 @@ fn write_options() -> Result<IpcWriteOptions, ProtocolError> {
     IpcWriteOptions::try_new(IPC_ALIGNMENT, false, MetadataVersion::V5).map_err(ProtocolError::Ipc)
 }
 
-pub(crate) fn encode_schema(schema: &Schema) -> Result<Vec<u8>, ProtocolError> {
+/// A `[u32 BE json_len][json][Arrow IPC schema message]` frame of `kind`: metadata with a
+/// schema (a stream header, a change stream's table).
+pub(crate) fn json_schema_frame(
+    kind: FrameKind,
+    json: &[u8],
+    schema: &Schema,
+) -> Result<Frame, ProtocolError> {
+    let schema_msg = encode_schema(schema)?;
+    let json_len = u32::try_from(json.len()).map_err(|_| ProtocolError::FrameTooLarge {
+        len: json.len() as u64,
+        limit: u32::MAX,
+    })?;
+    let mut payload = Vec::with_capacity(4 + json.len() + schema_msg.len());
+    payload.put_u32(json_len);
+    payload.extend_from_slice(json);
+    payload.extend_from_slice(&schema_msg);
+    Ok(Frame::new(kind, Bytes::from(payload)))
+}
+
+/// The JSON and the decoded schema of a [`json_schema_frame`], whose payload must fit
+/// `limits.max_control_frame` (it is metadata, not data).
+pub(crate) fn split_json_schema<'a>(
+    frame: &'a Frame,
+    limits: &Limits,
+    (what, what_json): (&'static str, &'static str),
+) -> Result<(&'a [u8], Schema), ProtocolError> {
+    let p = &frame.payload[..];
+    if p.len() > limits.max_control_frame as usize {
+        return Err(ProtocolError::FrameTooLarge {
+            len: p.len() as u64,
+            limit: limits.max_control_frame,
+        });
+    }
+    let (len, rest) = p.split_first_chunk::<4>().ok_or(ProtocolError::Truncated {
+        what,
+        need: 4,
+        have: p.len(),
+    })?;
+    let json_len = u32::from_be_bytes(*len) as usize;
+    let (json, schema) = rest
+        .split_at_checked(json_len)
+        .ok_or(ProtocolError::Truncated {
+            what: what_json,
+            need: json_len,
+            have: rest.len(),
+        })?;
+    Ok((json, ipc::decode_schema(schema)?))
+}
+
+fn encode_schema(schema: &Schema) -> Result<Vec<u8>, ProtocolError> {
     let opts = write_options()?;
     let encoded = IpcDataGenerator::default().schema_to_bytes_with_dictionary_tracker(
         schema,

@@ -46,6 +46,18 @@ impl Replication {
         (!v.is_empty()).then(|| v.to_string())
     }
 
+    /// A broker and an agent whose source `shop` streams changes through this slot
+    /// (`extra`: more of the source's TOML).
+    async fn rig(&self, extra: &str) -> Rig {
+        Rig::start(&[RigSource {
+            name: "shop",
+            kind: "postgres",
+            url: &pg_url(),
+            extra: &format!("{extra}\nchanges = {{ slot = \"{}\" }}", self.slot()),
+        }])
+        .await
+    }
+
     /// Waits until the agent's stream is attached to the slot.
     async fn wait_active(&self) {
         let sql = format!(
@@ -138,13 +150,7 @@ async fn postgres_changes_reach_the_target_through_the_tunnel() {
          ALTER TABLE acc ALTER big SET STORAGE EXTERNAL;
          INSERT INTO acc VALUES (1, 'before the stream', 1, 'x', now());",
     );
-    let rig = Rig::start(&[RigSource {
-        name: "shop",
-        kind: "postgres",
-        url: &pg_url(),
-        extra: &format!("changes = {{ slot = \"{}\" }}", repl.slot()),
-    }])
-    .await;
+    let rig = repl.rig("").await;
     let vars = ferry_engine::config::default_vars();
     let job = stream_job(&rig.datasource("shop"), &src.name, &dst.name, "");
     let id = rig.broker.submit(&job, vars.clone(), None).await.unwrap();
@@ -296,13 +302,7 @@ async fn a_column_change_stops_the_stream_and_names_it() {
     };
     let src = &repl.src;
     src.sql("CREATE TABLE acc (id bigint PRIMARY KEY, qty int)");
-    let rig = Rig::start(&[RigSource {
-        name: "shop",
-        kind: "postgres",
-        url: &pg_url(),
-        extra: &format!("changes = {{ slot = \"{}\" }}", repl.slot()),
-    }])
-    .await;
+    let rig = repl.rig("").await;
     let vars = ferry_engine::config::default_vars();
     let job = stream_job(&rig.datasource("shop"), &src.name, &dst.name, "");
     let id = rig.broker.submit(&job, vars, None).await.unwrap();
@@ -349,13 +349,7 @@ async fn a_table_without_a_primary_key_is_not_streamed() {
     };
     let src = &repl.src;
     src.sql("CREATE TABLE acc (id bigint, qty int)");
-    let rig = Rig::start(&[RigSource {
-        name: "shop",
-        kind: "postgres",
-        url: &pg_url(),
-        extra: &format!("changes = {{ slot = \"{}\" }}", repl.slot()),
-    }])
-    .await;
+    let rig = repl.rig("").await;
     let status = rig
         .run(&stream_job(
             &rig.datasource("shop"),
@@ -380,17 +374,7 @@ async fn a_stream_of_a_table_the_policy_does_not_list_is_refused() {
     };
     let src = &repl.src;
     src.sql("CREATE TABLE acc (id bigint PRIMARY KEY); CREATE TABLE open (id bigint PRIMARY KEY)");
-    let rig = Rig::start(&[RigSource {
-        name: "shop",
-        kind: "postgres",
-        url: &pg_url(),
-        extra: &format!(
-            "tables = [\"{}.open\"]\nchanges = {{ slot = \"{}\" }}",
-            src.name,
-            repl.slot()
-        ),
-    }])
-    .await;
+    let rig = repl.rig(&format!("tables = [\"{}.open\"]", src.name)).await;
     let status = rig
         .run(&stream_job(
             &rig.datasource("shop"),

@@ -5,7 +5,6 @@
 //! (the engine checks its columns and key against the plan), batches must belong to a
 //! declared table, and sequence numbers must increase.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow_schema::SchemaRef;
@@ -18,7 +17,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::dispatch::TaskEvent;
-use super::reading::{TunnelReading, TASK_AGENT_WAIT};
+use super::reading::{explain, TunnelReading, WireCount, TASK_AGENT_WAIT};
 use crate::data::{ChangeFrame, DataStream};
 use crate::registry::AgentHandle;
 
@@ -56,10 +55,7 @@ impl ChangeReading for TunnelReading {
             ds: Some(ds),
             tables: tables.len(),
             events,
-            wire_seen: 0,
-            wire: self.wire.clone(),
-            total_wire: self.total_wire.clone(),
-            metrics: self.shared.metrics.clone(),
+            wire: WireCount::of(self),
             task_id,
             agent,
             dispatch: self.shared.dispatch.clone(),
@@ -73,10 +69,7 @@ struct TunnelChanges {
     /// Tables the stream was asked for.
     tables: usize,
     events: mpsc::Receiver<TaskEvent>,
-    wire_seen: u64,
-    wire: Arc<AtomicU64>,
-    total_wire: Option<Arc<AtomicU64>>,
-    metrics: Arc<crate::metrics::Metrics>,
+    wire: WireCount,
     task_id: String,
     agent: AgentHandle,
     dispatch: Arc<super::dispatch::Dispatch>,
@@ -85,35 +78,12 @@ struct TunnelChanges {
 impl TunnelChanges {
     fn count_wire(&mut self) {
         if let Some(ds) = &self.ds {
-            let now = ds.wire_bytes();
-            let new = now.saturating_sub(self.wire_seen);
-            self.wire.fetch_add(new, Ordering::Relaxed);
-            if let Some(t) = &self.total_wire {
-                t.fetch_add(new, Ordering::Relaxed);
-            }
-            self.metrics.wire_bytes.inc_by(new);
-            self.wire_seen = now;
+            self.wire.add(ds.wire_bytes());
         }
     }
 
-    /// The agent's own report of why the stream broke, if it sends one soon; without one
-    /// the agent or the path to it was lost: transient.
     async fn explain(&mut self, stream_error: String) -> ReadError {
-        let wait = std::time::Duration::from_secs(2);
-        loop {
-            match tokio::time::timeout(wait, self.events.recv()).await {
-                Ok(Some(TaskEvent::Failed { agent_id, message })) => {
-                    return format!("agent `{agent_id}`: {message}").into()
-                }
-                Ok(Some(TaskEvent::Stream(_))) => continue,
-                Ok(None) | Err(_) => {
-                    return ReadError::transient(format!(
-                        "agent `{}`: {stream_error}",
-                        self.agent.agent_id
-                    ))
-                }
-            }
-        }
+        explain(&mut self.events, &self.agent.agent_id, stream_error).await
     }
 }
 

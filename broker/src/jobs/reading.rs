@@ -347,10 +347,7 @@ impl TunnelReading {
             ended: false,
             events,
             last_seq: None,
-            wire_seen: 0,
-            wire: self.wire.clone(),
-            total_wire: self.total_wire.clone(),
-            metrics: self.shared.metrics.clone(),
+            wire: WireCount::of(self),
             task_id,
             agent: agent.clone(),
             dispatch,
@@ -428,11 +425,7 @@ struct TunnelFeed {
     ended: bool,
     events: mpsc::Receiver<TaskEvent>,
     last_seq: Option<u64>,
-    wire_seen: u64,
-    wire: Arc<AtomicU64>,
-    /// A many-table job's wire bytes, which this reading's add to.
-    total_wire: Option<Arc<AtomicU64>>,
-    metrics: Arc<crate::metrics::Metrics>,
+    wire: WireCount,
     task_id: String,
     agent: AgentHandle,
     dispatch: Arc<super::dispatch::Dispatch>,
@@ -441,34 +434,64 @@ struct TunnelFeed {
 impl TunnelFeed {
     fn count_wire(&mut self) {
         if let Some(ds) = &self.ds {
-            let now = ds.wire_bytes();
-            let new = now.saturating_sub(self.wire_seen);
-            self.wire.fetch_add(new, Ordering::Relaxed);
-            if let Some(t) = &self.total_wire {
-                t.fetch_add(new, Ordering::Relaxed);
-            }
-            self.metrics.wire_bytes.inc_by(new);
-            self.wire_seen = now;
+            self.wire.add(ds.wire_bytes());
         }
     }
 
-    /// After a stream error, the agent's own report (a failed read) says
-    /// more than "stream reset"; wait briefly for it. Without one, the
-    /// agent or the path to it was lost: transient.
     async fn explain(&mut self, stream_error: String) -> ReadError {
-        let wait = Duration::from_secs(2);
-        loop {
-            match tokio::time::timeout(wait, self.events.recv()).await {
-                Ok(Some(TaskEvent::Failed { agent_id, message })) => {
-                    return format!("agent `{agent_id}`: {message}").into()
-                }
-                Ok(Some(TaskEvent::Stream(_))) => continue,
-                Ok(None) | Err(_) => {
-                    return ReadError::transient(format!(
-                        "agent `{}`: {stream_error}",
-                        self.agent.agent_id
-                    ))
-                }
+        explain(&mut self.events, &self.agent.agent_id, stream_error).await
+    }
+}
+
+/// A data stream's wire bytes, added to the job's counters (and the metrics) as they arrive.
+pub(super) struct WireCount {
+    seen: u64,
+    wire: Arc<AtomicU64>,
+    /// A many-table job's wire bytes, which this reading's add to.
+    total: Option<Arc<AtomicU64>>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl WireCount {
+    /// Counts a stream of `reading`'s.
+    pub(super) fn of(reading: &TunnelReading) -> Self {
+        Self {
+            seen: 0,
+            wire: reading.wire.clone(),
+            total: reading.total_wire.clone(),
+            metrics: reading.shared.metrics.clone(),
+        }
+    }
+
+    /// The stream has carried `now` bytes so far.
+    pub(super) fn add(&mut self, now: u64) {
+        let new = now.saturating_sub(self.seen);
+        self.wire.fetch_add(new, Ordering::Relaxed);
+        if let Some(t) = &self.total {
+            t.fetch_add(new, Ordering::Relaxed);
+        }
+        self.metrics.wire_bytes.inc_by(new);
+        self.seen = now;
+    }
+}
+
+/// After a stream error, the agent's own report (a failed read) says more than "stream
+/// reset"; wait briefly for it. Without one, the agent or the path to it was lost:
+/// transient.
+pub(super) async fn explain(
+    events: &mut mpsc::Receiver<TaskEvent>,
+    agent_id: &str,
+    stream_error: String,
+) -> ReadError {
+    let wait = Duration::from_secs(2);
+    loop {
+        match tokio::time::timeout(wait, events.recv()).await {
+            Ok(Some(TaskEvent::Failed { agent_id, message })) => {
+                return format!("agent `{agent_id}`: {message}").into()
+            }
+            Ok(Some(TaskEvent::Stream(_))) => continue,
+            Ok(None) | Err(_) => {
+                return ReadError::transient(format!("agent `{agent_id}`: {stream_error}"))
             }
         }
     }
