@@ -401,6 +401,7 @@ pub(crate) fn render_metrics(s: &AdminState) -> String {
         handshakes: s.sessions.handshakes_in_progress(),
         tasks_active,
         jobs_running,
+        streams: s.hub.jobs.streams(),
     })
 }
 

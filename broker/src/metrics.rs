@@ -36,6 +36,7 @@ pub struct Metrics {
     jobs_running: Gauge,
     handshakes: Gauge,
     compression_ratio: Gauge<f64, AtomicU64>,
+    stream_lag: Family<Vec<(&'static str, String)>, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -61,6 +62,7 @@ impl Default for Metrics {
             jobs_running: Gauge::default(),
             handshakes: Gauge::default(),
             compression_ratio: Gauge::default(),
+            stream_lag: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -149,6 +151,11 @@ impl Default for Metrics {
             "Arrow bytes read per wire byte, over all data streams since the start",
             m.compression_ratio.clone(),
         );
+        r.register(
+            "stream_lag_seconds",
+            "Per running change-stream job: seconds from the source's commit of the last transaction applied to its commit in the target",
+            m.stream_lag.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -159,6 +166,8 @@ pub struct Live {
     pub handshakes: usize,
     pub tasks_active: usize,
     pub jobs_running: usize,
+    /// Running change-stream jobs: their id and lag in seconds.
+    pub streams: Vec<(String, f64)>,
 }
 
 impl Metrics {
@@ -199,6 +208,11 @@ impl Metrics {
         self.handshakes.set(live.handshakes as i64);
         self.tasks_active.set(live.tasks_active as i64);
         self.jobs_running.set(live.jobs_running as i64);
+        // Only running streams: an ended job's series goes.
+        self.stream_lag.clear();
+        for (job, lag) in live.streams {
+            self.stream_lag.get_or_create(&vec![("job", job)]).set(lag);
+        }
         let wire = self.wire_bytes.get();
         if wire > 0 {
             self.compression_ratio
@@ -230,6 +244,7 @@ mod tests {
             handshakes: 3,
             tasks_active: 1,
             jobs_running: 1,
+            streams: vec![("job-7".into(), 0.25)],
         });
         for want in [
             "ferry_rows_written_total 7",
@@ -238,6 +253,7 @@ mod tests {
             "ferry_agents_connected 2",
             "ferry_tasks_active 1",
             "ferry_handshakes_in_progress 3",
+            "ferry_stream_lag_seconds{job=\"job-7\"} 0.25",
             "ferry_connections_refused_total{reason=\"tls\"} 1",
             "ferry_sessions_opened_total{transport=\"quic\"} 1",
             "ferry_errors_total{kind=\"task_retried\"} 1",

@@ -417,6 +417,17 @@ impl Jobs {
         (live.len(), tasks)
     }
 
+    /// Running change-stream jobs that applied something: their id and lag in seconds.
+    pub(crate) fn streams(&self) -> Vec<(String, f64)> {
+        lock(&self.live)
+            .values()
+            .filter_map(|e| {
+                let lag = e.progress.snapshot(0).stream?.lag_secs;
+                Some((format!("job-{}", e.number), lag))
+            })
+            .collect()
+    }
+
     fn entry(&self, number: u64) -> Option<Arc<Entry>> {
         lock(&self.live).get(&number).cloned()
     }
