@@ -234,6 +234,16 @@ async fn postgres_changes_reach_the_target_through_the_tunnel() {
         "{}",
         status.progress.line()
     );
+    let metrics = reqwest::get(format!("http://{}/metrics", rig.broker.admin_addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!("ferry_stream_lag_seconds{{job=\"{id}\"}}")),
+        "{metrics}"
+    );
 
     // Stopped, the job leaves the slot where the target is; changes made meanwhile wait in
     // the slot and reach the target when a stream starts again.
