@@ -262,6 +262,17 @@ async fn postgres_changes_reach_the_target_through_the_tunnel() {
     wait_equal(src, &dst, rows + 1).await;
     assert!(rig.broker.jobs().cancel(&id));
     rig.wait(&id, Duration::from_secs(30)).await;
+
+    // `ferry job resume` of the stopped job: it goes on from the position its target holds.
+    src.sql("DELETE FROM acc WHERE id = 4000");
+    src.sql("UPDATE acc SET note = 'after the resume' WHERE id = 2");
+    let code = rig.resume(&id).await;
+    assert!((200..300).contains(&code), "resume answered {code}");
+    wait_equal(src, &dst, rows).await;
+    let status = rig.broker.jobs().get(&id).await.unwrap().unwrap();
+    assert_eq!(status.state, JobState::Running, "{status:?}");
+    assert!(rig.broker.jobs().cancel(&id));
+    rig.wait(&id, Duration::from_secs(30)).await;
     rig.stop().await;
 }
 
