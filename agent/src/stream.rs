@@ -82,25 +82,8 @@ pub(crate) async fn run(
         start: task.start.clone(),
         batch_rows: BATCH_ROWS.min(catalog.limits().max_fetch_size.max(1)),
     };
-    let mut stream = source
-        .open_changes(&spec)
-        .await
-        .map_err(|e| format!("opening the change stream: {}", peer_message(&e)))?;
-    info!(task = %task.id, tables = names.len(), slot = %spec.slot, "change stream started");
-    let r = pump(conn, &task, &names, stream.as_mut()).await;
-    if let Err(e) = stream.stop().await {
-        debug!(task = %task.id, "stopping the change stream: {e}");
-    }
-    r
-}
-
-/// Sends the stream's events and acknowledges to the source what the broker acknowledged.
-async fn pump(
-    conn: &ferry_tunnel::Connection,
-    task: &StreamTask,
-    names: &[String],
-    stream: &mut dyn ChangeStream,
-) -> Result<u64, String> {
+    // The data stream opens first: making the slot waits for every transaction running on
+    // the server to end, and the broker then knows the task started.
     let (send, recv) = conn
         .open_bi()
         .await
@@ -113,17 +96,47 @@ async fn pump(
         compression: task.compression,
         schema: Arc::new(Schema::empty()),
     };
-    let sent = |e: ferry_tunnel::StreamError| format!("sending on the data stream: {e}");
     writer
         .send(&header.to_frame().map_err(|e| e.to_string())?)
         .await
         .map_err(sent)?;
-    let (tx, mut acks) = watch::channel(AckState::default());
+    let (tx, acks) = watch::channel(AckState::default());
     let limits = Limits::default();
     tokio::spawn(read_acks(
         FrameReader::new(recv, limits.max_control_frame),
         tx,
     ));
+    let mut stream = match source.open_changes(&spec).await {
+        Ok(s) => s,
+        Err(e) => {
+            writer.stream().reset();
+            return Err(format!("opening the change stream: {}", peer_message(&e)));
+        }
+    };
+    info!(task = %task.id, tables = names.len(), slot = %spec.slot, "change stream started");
+    let r = pump(&task, &names, stream.as_mut(), &mut writer, acks).await;
+    if r.is_err() {
+        writer.stream().reset();
+    }
+    if let Err(e) = stream.stop().await {
+        debug!(task = %task.id, "stopping the change stream: {e}");
+    }
+    r
+}
+
+fn sent(e: ferry_tunnel::StreamError) -> String {
+    format!("sending on the data stream: {e}")
+}
+
+/// Sends the stream's events and acknowledges to the source what the broker acknowledged
+/// (`acks`).
+async fn pump(
+    task: &StreamTask,
+    names: &[String],
+    stream: &mut dyn ChangeStream,
+    writer: &mut FrameWriter,
+    mut acks: watch::Receiver<AckState>,
+) -> Result<u64, String> {
     let mut declared: Vec<Option<Declared>> = (0..names.len()).map(|_| None).collect();
     // Commits sent and not acknowledged yet: (seq, position).
     let mut unacked: VecDeque<(u64, Position)> = VecDeque::new();

@@ -73,11 +73,22 @@ pub trait ChangeReading: Send + Sync {
     ) -> Result<Box<dyn ChangeFeed>, ReadError>;
 }
 
-/// Runs stream job `job` until it is stopped through `progress` (or fails): `reading` plans
-/// the table (its columns and key), `changes` streams it, `sink` applies it.
+/// A table of a stream job: what is read, where it goes, how its batches are laid out.
+struct StreamTable {
+    name: String,
+    rspec: ReadSpec,
+    wspec: ferry_connectors::WriteSpec,
+    layout: Layout,
+}
+
+/// Runs stream job `job` until it is stopped through `progress` (or fails): `reading_for`
+/// plans each table (its columns and key), `changes` streams them all in one stream,
+/// `sink` applies them. `tables`: a whole-database job's tables, as the source lists them
+/// (`None` for a one-table job).
 pub async fn run_stream(
     job: &Job,
-    reading: Arc<dyn Reading>,
+    tables: Option<Vec<String>>,
+    reading_for: &(dyn Fn(&str) -> Arc<dyn Reading> + Send + Sync),
     changes: &dyn ChangeReading,
     sink: Arc<dyn Sink>,
     opts: &RunOptions,
@@ -86,63 +97,40 @@ pub async fn run_stream(
     let start = OffsetDateTime::now_utc();
     let reader = |stage| move |message| RunError::Reader { stage, message };
     let conn = |stage| move |source| RunError::Connector { stage, source };
-    let rspec = read_spec(job);
-    if rspec.table.is_none() || rspec.query_sql.is_some() || rspec.where_clause.is_some() {
-        return Err(reader("checking the job")(
-            "a change stream reads a whole table: give `table`, without `querySql` or `where`"
-                .into(),
-        ));
-    }
     if job.writer.kind != ferry_connectors::Kind::Postgres {
         return Err(reader("checking the job")(format!(
             "a change stream applies to PostgreSQL targets so far, not {}",
             job.writer.kind
         )));
     }
-    let table = rspec.table.clone().unwrap_or_default();
-    let schema = reading
-        .schema(&rspec)
-        .await
-        .map_err(reader("reading the source schema"))?;
-    let desc = reading
-        .describe(&rspec)
-        .await
-        .map_err(reader("describing the source table"))?;
-    let key = key_of(&schema, desc.as_ref().map(|d| d.primary_key.as_slice()))
-        .map_err(reader("finding the table's key"))?;
-    let tschema =
-        target_schema(&schema, &job.writer.spec.columns).map_err(conn("mapping columns"))?;
-    let (tschema, retype) = job.writer.type_map.apply(&tschema);
-    if retype.iter().any(Option::is_some) {
-        return Err(reader("checking the job")(
-            "a change stream does not apply `typeMap` conversions yet".into(),
-        ));
-    }
-    let mut wspec = job.writer.spec.clone();
-    if wspec.create_table {
-        wspec.described = described(reading.as_ref(), &rspec, &schema, &tschema, None)
-            .await
-            .map_err(reader("describing the source table"))?;
-    }
+    let jobs = table_jobs(job, tables).map_err(reader("selecting tables"))?;
     let job_key: String = opts.job_key.clone().unwrap_or_else(crate::new_job_key);
     // A job that applied changes before (picked up again after a broker restart) finds its
-    // position in the target: the target is checked again, not prepared anew.
-    let applied_before = sink
-        .checkpoint(&wspec, &job_key, STREAM_SPLIT)
-        .await
-        .map_err(conn("reading the stream's position in the target"))?
-        .is_some();
-    match (&opts.resume, applied_before) {
-        (None, false) => sink.prepare(&wspec, &tschema).await,
-        _ => sink.reattach(&wspec, &tschema).await,
+    // position in the target, in the first table's checkpoint table: its tables are checked
+    // again, not prepared anew.
+    let applied_before = opts.resume.is_some()
+        || sink
+            .checkpoint(&jobs[0].writer.spec, &job_key, STREAM_SPLIT)
+            .await
+            .map_err(conn("reading the stream's position in the target"))?
+            .is_some();
+    let mut streamed = Vec::with_capacity(jobs.len());
+    for one in &jobs {
+        let reading = reading_for(one.reader.spec.table.as_deref().unwrap_or_default());
+        streamed.push(stream_table(one, reading.as_ref(), sink.as_ref(), applied_before).await?);
     }
-    .map_err(conn("preparing the target"))?;
-    let mut layout = Layout::new(&schema, key)
-        .map_err(|e| reader("laying out change batches")(format!("{table}: {e}")))?;
+    let first = streamed[0].wspec.clone();
+    let mut layouts: Vec<Layout> = streamed.iter().map(|t| t.layout.clone()).collect();
+    let names: Vec<String> = streamed.iter().map(|t| t.name.clone()).collect();
+    let rspecs: Vec<ReadSpec> = streamed.iter().map(|t| t.rspec.clone()).collect();
+    let targets: Vec<_> = streamed.into_iter().map(|t| (t.wspec, t.layout)).collect();
     let mut target = sink
-        .change_target(&[(wspec.clone(), layout.clone())], &job_key, STREAM_SPLIT)
+        .change_target(&targets, &job_key, STREAM_SPLIT)
         .await
         .map_err(conn("opening the target for changes"))?;
+    let table = names.join(", ");
+    let wspec = first;
+    let planner = reading_for(names[0].as_str());
     let mut attempt = 0u32;
     let mut backoff = Duration::from_millis(job.setting.retry.backoff_ms.max(100));
     let failed = loop {
@@ -154,14 +142,11 @@ pub async fn run_stream(
         let (mut seq, mut rows) = recorded.as_ref().map_or((0, 0), |c| (c.seq, c.rows));
         let position = recorded.and_then(|c| c.position);
         info!(table = %table, attempt, position = ?position, "change stream starting");
-        let outcome = match changes
-            .open_changes(std::slice::from_ref(&rspec), position, attempt)
-            .await
-        {
+        let outcome = match changes.open_changes(&rspecs, position, attempt).await {
             Ok(mut feed) => {
                 let mut applying = Applying {
-                    layout: &mut layout,
-                    table: &table,
+                    layouts: &mut layouts,
+                    names: &names,
                     progress: &progress,
                 };
                 let r = applying
@@ -192,7 +177,7 @@ pub async fn run_stream(
             }
         }
     };
-    let snap = progress.snapshot(reading.wire_bytes());
+    let snap = progress.snapshot(planner.wire_bytes());
     let mut summary = Summary::failed_at(start, String::new());
     summary.splits = 1;
     summary.records_read = snap.records_read;
@@ -202,6 +187,109 @@ pub async fn run_stream(
     summary.wire_bytes = snap.wire_bytes;
     summary.failed = failed;
     Ok(summary)
+}
+
+/// Each streamed table as a one-table job: the job itself, or per selected table of a
+/// whole-database job (its target named as a copy's would be).
+fn table_jobs(job: &Job, tables: Option<Vec<String>>) -> Result<Vec<Job>, String> {
+    let Some(listed) = tables else {
+        return Ok(vec![job.clone()]);
+    };
+    let selection = job.reader.tables.clone().unwrap_or_default();
+    let missing = selection.missing(&listed);
+    if !missing.is_empty() {
+        return Err(format!(
+            "no table {} in the source (or not allowed to read it)",
+            missing.join(", ")
+        ));
+    }
+    let selected = selection.select(&listed);
+    if selected.is_empty() {
+        return Err("the job's `tables` select none of the source's tables".into());
+    }
+    if selected.len() > ferry_protocol_limit() {
+        return Err(format!(
+            "{} tables selected; a change stream carries at most {}",
+            selected.len(),
+            ferry_protocol_limit()
+        ));
+    }
+    Ok(selected
+        .into_iter()
+        .map(|t| {
+            let mut one = job.clone();
+            one.reader.tables = None;
+            one.writer.spec.table = job.writer.naming.target(&t, job.writer.kind);
+            if let Some(mode) = job.writer.naming.existing_for(&t) {
+                one.writer.spec.existing = Some(mode);
+            }
+            one.reader.spec.table = Some(t);
+            one
+        })
+        .collect())
+}
+
+/// Most tables in one change stream (the wire's bound).
+fn ferry_protocol_limit() -> usize {
+    10_000
+}
+
+/// Plans table job `one` (columns, primary key) and prepares its target: created or
+/// checked as a copy's would be, or only checked again when the job applied changes before.
+async fn stream_table(
+    one: &Job,
+    reading: &dyn Reading,
+    sink: &dyn Sink,
+    applied_before: bool,
+) -> Result<StreamTable, RunError> {
+    let reader = |stage| move |message| RunError::Reader { stage, message };
+    let conn = |stage| move |source| RunError::Connector { stage, source };
+    let rspec = read_spec(one);
+    if rspec.table.is_none() || rspec.query_sql.is_some() || rspec.where_clause.is_some() {
+        return Err(reader("checking the job")(
+            "a change stream reads whole tables: give `table` or `tables`, without `querySql` \
+             or `where`"
+                .into(),
+        ));
+    }
+    let name = rspec.table.clone().unwrap_or_default();
+    let schema = reading
+        .schema(&rspec)
+        .await
+        .map_err(reader("reading the source schema"))?;
+    let desc = reading
+        .describe(&rspec)
+        .await
+        .map_err(reader("describing the source table"))?;
+    let key = key_of(&schema, desc.as_ref().map(|d| d.primary_key.as_slice()))
+        .map_err(|e| reader("finding the table's key")(format!("{name}: {e}")))?;
+    let tschema =
+        target_schema(&schema, &one.writer.spec.columns).map_err(conn("mapping columns"))?;
+    let (tschema, retype) = one.writer.type_map.apply(&tschema);
+    if retype.iter().any(Option::is_some) {
+        return Err(reader("checking the job")(
+            "a change stream does not apply `typeMap` conversions yet".into(),
+        ));
+    }
+    let mut wspec = one.writer.spec.clone();
+    if wspec.create_table {
+        wspec.described = described(reading, &rspec, &schema, &tschema, None)
+            .await
+            .map_err(reader("describing the source table"))?;
+    }
+    match applied_before {
+        false => sink.prepare(&wspec, &tschema).await,
+        true => sink.reattach(&wspec, &tschema).await,
+    }
+    .map_err(conn("preparing the target"))?;
+    let layout = Layout::new(&schema, key)
+        .map_err(|e| reader("laying out change batches")(format!("{name}: {e}")))?;
+    Ok(StreamTable {
+        name,
+        rspec,
+        wspec,
+        layout,
+    })
 }
 
 /// The columns of `key` (the table's primary key) in `schema`.
@@ -250,9 +338,10 @@ struct Group {
 
 /// One attempt's applying loop.
 struct Applying<'a> {
-    /// The table's change layout: the planned one, then after each ADD COLUMN.
-    layout: &'a mut Layout,
-    table: &'a str,
+    /// Each table's change layout: the planned one, then after each ADD COLUMN.
+    layouts: &'a mut [Layout],
+    /// Each table's name.
+    names: &'a [String],
     progress: &'a Progress,
 }
 
@@ -269,8 +358,9 @@ impl Applying<'_> {
         seq: &mut u64,
         rows: &mut u64,
     ) -> Result<(), ReadError> {
-        let table = self.table.to_string();
-        let failed = |what: &str, e: ferry_connectors::ConnectorError| {
+        let names = self.names.to_vec();
+        let failed = |what: &str, index: usize, e: ferry_connectors::ConnectorError| {
+            let table = names.get(index).map_or("?", String::as_str);
             ReadError::from(format!("{what} {table}: {e}"))
         };
         let mut group = Group::default();
@@ -303,11 +393,11 @@ impl Applying<'_> {
                         let added = target
                             .add_columns(index, &layout)
                             .await
-                            .map_err(|e| failed("adding columns to", e))?;
-                        info!(table = %self.table, ?added, "the source added columns; the target has them too");
-                        *self.layout = layout;
+                            .map_err(|e| failed("adding columns to", index, e))?;
+                        info!(table = %table, ?added, "the source added columns; the target has them too");
+                        self.layouts[index] = layout;
                     }
-                    feed.declare(index, self.layout.schema().clone());
+                    feed.declare(index, self.layouts[index].schema().clone());
                 }
                 FeedEvent::Changes { index, batch } => {
                     group.at_boundary = false;
@@ -316,7 +406,7 @@ impl Applying<'_> {
                     target
                         .apply(index, &batch)
                         .await
-                        .map_err(|e| failed("applying changes to", e))?;
+                        .map_err(|e| failed("applying changes to", index, e))?;
                 }
                 FeedEvent::Commit {
                     seq: commit_seq,
@@ -360,7 +450,7 @@ impl Applying<'_> {
         target
             .commit(&cp)
             .await
-            .map_err(|e| ReadError::from(format!("committing changes to {}: {e}", self.table)))?;
+            .map_err(|e| ReadError::from(format!("committing changes: {e}")))?;
         self.progress
             .applied(g.rows, g.bytes, &position, commit_time_us, g.txns);
         feed.ack(commit_seq).await
@@ -377,17 +467,21 @@ impl Applying<'_> {
         key: &[usize],
         read: &SchemaRef,
     ) -> Result<Option<Layout>, ReadError> {
-        if index != 0 {
-            return Err(format!("the agent declared table {index}; the stream has one").into());
-        }
-        if key != self.layout.key() {
+        let Some(planned) = self.layouts.get(index) else {
+            return Err(format!(
+                "the agent declared table {index}; the stream has {}",
+                self.layouts.len()
+            )
+            .into());
+        };
+        if key != planned.key() {
             return Err(format!(
                 "{table}: the source table's primary key changed; the stream stops here"
             )
             .into());
         }
-        let had = self.layout.columns();
-        let fields = self.layout.schema().fields();
+        let had = planned.columns();
+        let fields = planned.schema().fields();
         let kept = read.fields().len() >= had
             && read
                 .fields()

@@ -20,6 +20,7 @@ struct Replication {
 impl Replication {
     /// `None`: skipped (not under CI) because the server cannot stream changes.
     fn new(prefix: &str) -> Option<Self> {
+        logs();
         let src = PgSchema::new(prefix)?;
         let wal = src.sql("SHOW wal_level");
         if wal.trim() != "logical" {
@@ -127,9 +128,10 @@ async fn wait_equal(src: &PgSchema, dst: &PgSchema, rows: usize) {
         }
         assert!(
             Instant::now() < deadline,
-            "the target did not catch up: {} rows, {} differing",
+            "the target did not catch up: {} rows, {} differing; the log:\n{}",
             n.trim(),
-            differing(src, dst)
+            differing(src, dst),
+            log_text()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -414,5 +416,82 @@ async fn a_stream_of_a_table_the_policy_does_not_list_is_refused() {
         repl.slot()
     ));
     assert_eq!(made.trim(), "0");
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_database_stream_keeps_transactions_across_tables() {
+    let Some(repl) = Replication::new("ferry_chg_db") else {
+        return;
+    };
+    let Some(dst) = PgSchema::new("ferry_chg_dbd") else {
+        return;
+    };
+    let src = &repl.src;
+    src.sql(
+        "CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL);
+         CREATE TABLE orders (id bigint PRIMARY KEY, customer int NOT NULL REFERENCES customers, amount numeric(12,2));
+         CREATE TABLE notes (id int PRIMARY KEY, body text);",
+    );
+    let rig = repl.rig("").await;
+    let job = format!(
+        "reader:\n  name: postgresqlreader\n  parameter:\n    datasource: {ds}\n    tables: [\"{s}.customers\", \"{s}.orders\"]\n\
+         writer:\n  name: postgresqlwriter\n  parameter:\n    url: {url}\n    schema: {d}\n    createTable: true\n\
+         setting:\n  mode: stream\n",
+        ds = rig.datasource("shop"),
+        s = src.name,
+        d = dst.name,
+        url = pg_url()
+    );
+    let vars = ferry_engine::config::default_vars();
+    let id = rig.broker.submit(&job, vars, None).await.unwrap();
+    repl.wait_active().await;
+    // One transaction across both tables, a row referring to one written just before it.
+    for i in 0..50 {
+        src.sql(&format!(
+            "BEGIN;
+             INSERT INTO customers VALUES ({i}, 'c{i}');
+             INSERT INTO orders VALUES ({i}00, {i}, {i}.5), ({i}01, {i}, 1);
+             UPDATE customers SET name = name || '!' WHERE id = {i};
+             DELETE FROM orders WHERE id = {i}01;
+             INSERT INTO notes VALUES ({i}, 'not selected');
+             COMMIT;"
+        ));
+    }
+    src.sql(
+        "BEGIN; DELETE FROM orders WHERE customer = 3; DELETE FROM customers WHERE id = 3; COMMIT;",
+    );
+    let same = |t: &str| {
+        dst.sql(&format!(
+            "SELECT count(*) FROM ((SELECT * FROM {s}.{t} EXCEPT ALL SELECT * FROM {d}.{t})
+              UNION ALL (SELECT * FROM {d}.{t} EXCEPT ALL SELECT * FROM {s}.{t})) x",
+            s = src.name,
+            d = dst.name
+        ))
+        .trim()
+            == "0"
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let counts = dst.sql(&format!(
+            "SELECT (SELECT count(*) FROM {d}.customers) || '/' || (SELECT count(*) FROM {d}.orders)",
+            d = dst.name
+        ));
+        if counts.trim() == "49/49" && same("customers") && same("orders") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the target did not catch up: {counts}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A table the job did not select never reached the target.
+    let notes = dst.sql(&format!("SELECT to_regclass('{}.notes') IS NULL", dst.name));
+    assert_eq!(notes.trim(), "t");
+    let status = rig.broker.jobs().get(&id).await.unwrap().unwrap();
+    assert_eq!(status.state, JobState::Running, "{status:?}");
+    assert!(rig.broker.jobs().cancel(&id));
+    rig.wait(&id, Duration::from_secs(30)).await;
     rig.stop().await;
 }

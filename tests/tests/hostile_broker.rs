@@ -231,7 +231,30 @@ impl Hostile {
             },
         )
         .await;
-        self.wait_task(&task_id, &tables, &Value::Null).await
+        // The agent opens a stream's data stream before the slot (which can wait), so a
+        // refusal from there comes as a reset stream followed by its report.
+        match self.wait_task(&task_id, &tables, &Value::Null).await {
+            TaskOutcome::Streamed(c) if c.rows == 0 && !c.ended => {
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_secs(10) {
+                    let failed = self
+                        .answers
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .find(|v| v["type"] == "task_failed" && v["task_id"] == task_id)
+                        .cloned();
+                    if let Some(v) = failed {
+                        return TaskOutcome::Failed(
+                            v["message"].as_str().unwrap_or_default().into(),
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                TaskOutcome::Streamed(c)
+            }
+            other => other,
+        }
     }
 
     /// What the agent did with task `task_id`.

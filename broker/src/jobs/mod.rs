@@ -648,9 +648,7 @@ fn launch(shared: &Arc<JobHub>, l: Launch) {
     opts.totals = Some(progress.clone());
     shared.tasks.spawn(async move {
         let result = if job.setting.mode == ferry_engine::config::Mode::Stream {
-            let changes: &dyn ferry_engine::stream::ChangeReading = reading.as_ref();
-            let planner: Arc<dyn ferry_engine::Reading> = reading.clone();
-            ferry_engine::stream::run_stream(&job, planner, changes, sink, &opts, progress.clone())
+            many.stream(&job, reading.clone(), sink, &opts, progress.clone())
                 .await
         } else if job.reader.tables.is_some() || job.reader.merge.is_some() {
             many.run(&job, sink, &opts).await
@@ -914,6 +912,42 @@ impl ManyTables {
             Arc::new(self.reading(job, group, name))
         };
         ferry_engine::verify::verify_job(job, tables, &source_for, target, sink, &wire, opts).await
+    }
+
+    /// A change-stream job: one table through `reading`, or a whole-database job's tables
+    /// (as an agent lists them), each planned by its own reading, all in one stream.
+    async fn stream(
+        &self,
+        job: &Job,
+        reading: Arc<reading::TunnelReading>,
+        sink: Arc<dyn ferry_connectors::Sink>,
+        opts: &RunOptions,
+        progress: Arc<Progress>,
+    ) -> Result<Summary, ferry_engine::RunError> {
+        let Location::DataSource { group, name } = &job.reader.location else {
+            return Err(not_brokered());
+        };
+        let tables = match &job.reader.tables {
+            Some(_) => Some(self.list(job, group, name).await?.tables),
+            None => None,
+        };
+        let one = reading.clone();
+        let reading_for = |_: &str| -> Arc<dyn ferry_engine::Reading> {
+            match tables {
+                None => one.clone(),
+                Some(_) => Arc::new(self.reading(job, group, name)),
+            }
+        };
+        ferry_engine::stream::run_stream(
+            job,
+            tables.clone(),
+            &reading_for,
+            reading.as_ref(),
+            sink,
+            opts,
+            progress,
+        )
+        .await
     }
 
     /// One log line per table of a verification.

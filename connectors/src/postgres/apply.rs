@@ -190,10 +190,18 @@ impl PgChangeTarget {
 #[async_trait::async_trait]
 impl ChangeTarget for PgChangeTarget {
     async fn apply(&mut self, table: usize, batch: &RecordBatch) -> Result<u64, ConnectorError> {
-        let Some(pending) = self.pending.get_mut(table) else {
+        if table >= self.pending.len() {
             return Err(ConnectorError::Schema(format!(
                 "change batch of table {table}, which the stream does not have"
             )));
+        }
+        // Rows of other tables held so far go first: across tables, the source's order is
+        // kept (a row may refer to one written just before it).
+        if self.pending_rows > 0 && self.pending[table].is_empty() {
+            self.flush().await?;
+        }
+        let Some(pending) = self.pending.get_mut(table) else {
+            return Ok(0);
         };
         pending.push(batch.clone());
         self.pending_rows += batch.num_rows();
