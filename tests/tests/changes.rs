@@ -495,3 +495,70 @@ async fn a_whole_database_stream_keeps_transactions_across_tables() {
     rig.wait(&id, Duration::from_secs(30)).await;
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mapped_type_arrives_as_it_left() {
+    let Some(repl) = Replication::new("ferry_chg_ty") else {
+        return;
+    };
+    let Some(dst) = PgSchema::new("ferry_chg_tyd") else {
+        return;
+    };
+    let src = &repl.src;
+    src.sql(
+        "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+         CREATE TABLE acc (id bigint PRIMARY KEY, i2 smallint, i4 int, n numeric(20,4),
+           nu numeric, f4 real, f8 double precision, t text, vc varchar(10), ch char(3),
+           js json, jb jsonb, u uuid, b bytea, bo boolean, d date, ts timestamp,
+           tz timestamptz, tm time, iv interval, e mood, big text);",
+    );
+    let rig = repl.rig("").await;
+    let job = stream_job(&rig.datasource("shop"), &src.name, &dst.name, "");
+    let vars = ferry_engine::config::default_vars();
+    let id = rig.broker.submit(&job, vars, None).await.unwrap();
+    repl.wait_active().await;
+    src.sql(
+        "INSERT INTO acc VALUES
+          (1, -32768, -2147483648, -9999999999999999.9999, 123456789012345678901234567890.000000001,
+           -0.0, 1.7976931348623157e308, '', 'ten chars!', 'ab ', '{\"b\": [1, 2.50]}', '{\"a\": null}',
+           'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\\x00ff00'::bytea, false, '0001-01-01',
+           '1999-12-31 23:59:59.999999', '2024-02-29 12:00:00+08', '00:00:00',
+           '-1 year 2 days 00:00:00.000001', 'sad', repeat('x', 50000)),
+          (2, 32767, 2147483647, 0, 'NaN', 'Infinity', 'NaN', 'été 急 🚀 \t\\ \"q\"', NULL, NULL, '[]',
+           '[1, \"x\"]', NULL, '', true, '9999-12-31', '2000-01-01 00:00:00',
+           '1970-01-01 00:00:00+00', '23:59:59.999999', '0', 'happy', NULL),
+          (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+           NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+         UPDATE acc SET f4 = '-Infinity', e = 'ok', t = 'changed' WHERE id = 1;
+         UPDATE acc SET id = 20 WHERE id = 2;",
+    );
+    // Row by row, as text: every value, including the unchanged 50,000-byte one (json has
+    // no equality, so rows are compared by their text).
+    let rows = |s: &PgSchema| {
+        s.sql(&format!(
+            "SELECT count(*) || E'\\n' || coalesce(string_agg(a::text, E'\\n' ORDER BY id), '') FROM {}.acc a",
+            s.name
+        ))
+    };
+    let want = rows(src);
+    assert!(want.starts_with("3\n"), "{want}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rows(&dst) != want {
+        assert!(
+            Instant::now() < deadline,
+            "the target differs:\n{}\nthe source:\n{want}",
+            rows(&dst)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The target's types are the copy's (json as jsonb, the enum as an enum of its own).
+    let types = dst.sql(&format!(
+        "SELECT string_agg(format_type(atttypid, atttypmod), ',' ORDER BY attnum) FROM pg_attribute \
+         WHERE attrelid = '{}.acc'::regclass AND attnum > 0",
+        dst.name
+    ));
+    assert!(types.contains("numeric(20,4)"), "{types}");
+    assert!(rig.broker.jobs().cancel(&id));
+    rig.wait(&id, Duration::from_secs(30)).await;
+    rig.stop().await;
+}
