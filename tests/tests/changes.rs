@@ -33,6 +33,13 @@ impl Replication {
         Some(Self { src })
     }
 
+    /// A source schema to stream and a target schema, or `None` (skipped, not under CI).
+    fn with_target(prefix: &str) -> Option<(Self, PgSchema)> {
+        let repl = Self::new(prefix)?;
+        let dst = PgSchema::new(&format!("{prefix}_dst"))?;
+        Some((repl, dst))
+    }
+
     /// The slot's (and publication's) name: the source schema's, unique per test.
     fn slot(&self) -> &str {
         &self.src.name
@@ -139,10 +146,7 @@ async fn wait_equal(src: &PgSchema, dst: &PgSchema, rows: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_changes_reach_the_target_through_the_tunnel() {
-    let Some(repl) = Replication::new("ferry_chg_src") else {
-        return;
-    };
-    let Some(dst) = PgSchema::new("ferry_chg_dst") else {
+    let Some((repl, dst)) = Replication::with_target("ferry_chg_src") else {
         return;
     };
     let src = &repl.src;
@@ -317,10 +321,7 @@ async fn a_source_without_changes_config_refuses_a_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_column_change_stops_the_stream_and_names_it() {
-    let Some(repl) = Replication::new("ferry_chg_ddl") else {
-        return;
-    };
-    let Some(dst) = PgSchema::new("ferry_chg_ddld") else {
+    let Some((repl, dst)) = Replication::with_target("ferry_chg_ddl") else {
         return;
     };
     let src = &repl.src;
@@ -364,10 +365,7 @@ async fn a_column_change_stops_the_stream_and_names_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_without_a_primary_key_is_not_streamed() {
-    let Some(repl) = Replication::new("ferry_chg_nokey") else {
-        return;
-    };
-    let Some(dst) = PgSchema::new("ferry_chg_nokeyd") else {
+    let Some((repl, dst)) = Replication::with_target("ferry_chg_nokey") else {
         return;
     };
     let src = &repl.src;
@@ -389,10 +387,7 @@ async fn a_table_without_a_primary_key_is_not_streamed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_of_a_table_the_policy_does_not_list_is_refused() {
-    let Some(repl) = Replication::new("ferry_chg_pol") else {
-        return;
-    };
-    let Some(dst) = PgSchema::new("ferry_chg_pold") else {
+    let Some((repl, dst)) = Replication::with_target("ferry_chg_pol") else {
         return;
     };
     let src = &repl.src;
@@ -421,10 +416,7 @@ async fn a_stream_of_a_table_the_policy_does_not_list_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_database_stream_keeps_transactions_across_tables() {
-    let Some(repl) = Replication::new("ferry_chg_db") else {
-        return;
-    };
-    let Some(dst) = PgSchema::new("ferry_chg_dbd") else {
+    let Some((repl, dst)) = Replication::with_target("ferry_chg_db") else {
         return;
     };
     let src = &repl.src;
@@ -498,10 +490,7 @@ async fn a_whole_database_stream_keeps_transactions_across_tables() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mapped_type_arrives_as_it_left() {
-    let Some(repl) = Replication::new("ferry_chg_ty") else {
-        return;
-    };
-    let Some(dst) = PgSchema::new("ferry_chg_tyd") else {
+    let Some((repl, dst)) = Replication::with_target("ferry_chg_ty") else {
         return;
     };
     let src = &repl.src;

@@ -237,17 +237,8 @@ impl Hostile {
             TaskOutcome::Streamed(c) if c.rows == 0 && !c.ended => {
                 let start = Instant::now();
                 while start.elapsed() < Duration::from_secs(10) {
-                    let failed = self
-                        .answers
-                        .lock()
-                        .unwrap()
-                        .iter()
-                        .find(|v| v["type"] == "task_failed" && v["task_id"] == task_id)
-                        .cloned();
-                    if let Some(v) = failed {
-                        return TaskOutcome::Failed(
-                            v["message"].as_str().unwrap_or_default().into(),
-                        );
+                    if let Some(message) = self.failure(&task_id) {
+                        return TaskOutcome::Failed(message);
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -257,19 +248,22 @@ impl Hostile {
         }
     }
 
+    /// The agent's report of task `task_id` failing, if it sent one.
+    fn failure(&self, task_id: &str) -> Option<String> {
+        self.answers
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|v| v["type"] == "task_failed" && v["task_id"] == task_id)
+            .map(|v| v["message"].as_str().unwrap_or_default().to_string())
+    }
+
     /// What the agent did with task `task_id`.
     async fn wait_task(&self, task_id: &str, spec: &Value, split: &Value) -> TaskOutcome {
         let start = Instant::now();
         loop {
-            let failed = self
-                .answers
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|v| v["type"] == "task_failed" && v["task_id"] == task_id)
-                .cloned();
-            if let Some(v) = failed {
-                return TaskOutcome::Failed(v["message"].as_str().unwrap_or_default().into());
+            if let Some(message) = self.failure(task_id) {
+                return TaskOutcome::Failed(message);
             }
             if let Some(c) = self.streams.lock().unwrap().get(task_id) {
                 return TaskOutcome::Streamed(c.clone());
