@@ -66,6 +66,25 @@ impl Replication {
         .await
     }
 
+    /// Waits until the slot's confirmed position reaches `lsn`.
+    async fn wait_flushed(&self, lsn: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let flushed = self.confirmed_flush().expect("the slot exists");
+            let reached = self
+                .src
+                .sql(&format!("SELECT '{flushed}'::pg_lsn >= '{lsn}'::pg_lsn"));
+            if reached.trim() == "t" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the slot stayed at {flushed}, short of {lsn}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Waits until the agent's stream is attached to the slot.
     async fn wait_active(&self) {
         let sql = format!(
@@ -214,19 +233,15 @@ async fn postgres_changes_reach_the_target_through_the_tunnel() {
         "the TOASTed value survived the updates that did not send it"
     );
     // The slot moves past what the target committed (the agent acknowledges it).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let flushed = repl.confirmed_flush().expect("the slot exists");
-        let caught_up = src.sql(&format!("SELECT '{flushed}'::pg_lsn >= '{last}'::pg_lsn"));
-        if caught_up.trim() == "t" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the slot stayed at {flushed}, the changes ended at {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    repl.wait_flushed(&last).await;
+    // A quiet table, a busy database: writes to tables the stream does not carry still
+    // let the slot move, so the server does not keep their WAL.
+    src.sql(
+        "CREATE TABLE busy (id int PRIMARY KEY, pad text);
+         INSERT INTO busy SELECT g, repeat('p', 200) FROM generate_series(1, 20000) g;",
+    );
+    let busy = src.sql("SELECT pg_current_wal_lsn()").trim().to_string();
+    repl.wait_flushed(&busy).await;
     let status = rig.broker.jobs().get(&id).await.unwrap().unwrap();
     assert_eq!(status.state, JobState::Running, "{status:?}");
     assert!(status.progress.records_written >= 101_000, "{status:?}");
