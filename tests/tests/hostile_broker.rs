@@ -1185,6 +1185,22 @@ async fn change_streams_refuse_a_hostile_broker() {
             .await,
         "LSN",
     );
+    // Nor one past the server's WAL, which would skip every change up to it; nothing is
+    // made for it either.
+    task_refused(
+        "a position past the server's WAL",
+        h.stream_task(
+            "pg",
+            json!([t("orders")]),
+            Some(json!([{ "int": i64::MAX.to_string() }])),
+        )
+        .await,
+        "past the server's WAL",
+    );
+    assert_eq!(
+        made("SELECT count(*) FROM pg_replication_slots WHERE slot_name ="),
+        "0"
+    );
     assert!(
         !h.everything().contains(MARKER),
         "a secret value left the agent"

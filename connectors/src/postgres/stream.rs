@@ -419,6 +419,20 @@ impl PostgresSource {
             Some(p) => lsn_of(p)?,
             None => 0,
         };
+        if start > 0 {
+            // A position past the server's WAL is none of this source's: starting there
+            // would skip every change up to it.
+            let end: i64 = sqlx::query_scalar("SELECT (pg_current_wal_lsn() - '0/0')::int8")
+                .fetch_one(self.pool())
+                .await
+                .map_err(super::q("read the server's WAL position"))?;
+            if i128::from(start) > i128::from(end) {
+                return Err(ConnectorError::config(
+                    "position",
+                    format!("LSN {start} is past the server's WAL ({end})"),
+                ));
+            }
+        }
         self.ensure_replication(url, spec).await?;
         PgChangeStream::start(
             self,
