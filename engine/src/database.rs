@@ -289,6 +289,54 @@ pub async fn run_database_standalone(job: &Job, opts: &RunOptions) -> Result<Sum
     run_database(job, listing, &reading_for, sink, opts).await
 }
 
+/// The source tables a whole-database job selects from `listed` (what the source lists),
+/// each with its target table's name; refused when the selection names a table the source
+/// does not have, selects none or more than [`MAX_TABLES`], or maps two tables to one target.
+pub fn select_tables(job: &Job, listed: &[String]) -> Result<Vec<(String, String)>, RunError> {
+    let refuse = |stage, message| Err(RunError::Reader { stage, message });
+    let selection = job.reader.tables.clone().unwrap_or_default();
+    let missing = selection.missing(listed);
+    if !missing.is_empty() {
+        return refuse(
+            "selecting tables",
+            format!(
+                "no table {} in the source (or not allowed to read it)",
+                missing.join(", ")
+            ),
+        );
+    }
+    let tables = selection.select(listed);
+    if tables.is_empty() {
+        return refuse(
+            "selecting tables",
+            format!(
+                "`tables` {:?} (minus `exclude` {:?}) selects none of the source's {} tables",
+                selection.include,
+                selection.exclude,
+                listed.len()
+            ),
+        );
+    }
+    if tables.len() > MAX_TABLES {
+        return refuse(
+            "selecting tables",
+            format!("{} tables selected, at most {MAX_TABLES}", tables.len()),
+        );
+    }
+    let targets: Vec<String> = tables
+        .iter()
+        .map(|t| job.writer.naming.target(t, job.writer.kind))
+        .collect();
+    let distinct: BTreeSet<&String> = targets.iter().collect();
+    if distinct.len() != targets.len() {
+        return refuse(
+            "naming target tables",
+            "two source tables map to the same target table (tableCase?)".into(),
+        );
+    }
+    Ok(tables.into_iter().zip(targets).collect())
+}
+
 /// Runs whole-database `job` over the source's `listing`: each selected table as its own
 /// one-table job, read through `reading_for(table)`, sharing `channel`; then every
 /// foreign key. The summary has a line per table.
@@ -300,46 +348,8 @@ pub async fn run_database(
     opts: &RunOptions,
 ) -> Result<Summary, RunError> {
     let start = OffsetDateTime::now_utc();
-    let selection = job.reader.tables.clone().unwrap_or_default();
-    let missing = selection.missing(&listing.tables);
-    if !missing.is_empty() {
-        return Err(RunError::Reader {
-            stage: "selecting tables",
-            message: format!(
-                "no table {} in the source (or not allowed to read it)",
-                missing.join(", ")
-            ),
-        });
-    }
-    let tables = selection.select(&listing.tables);
-    if tables.is_empty() {
-        return Err(RunError::Reader {
-            stage: "selecting tables",
-            message: format!(
-                "`tables` {:?} (minus `exclude` {:?}) selects none of the source's {} tables",
-                selection.include,
-                selection.exclude,
-                listing.tables.len()
-            ),
-        });
-    }
-    if tables.len() > MAX_TABLES {
-        return Err(RunError::Reader {
-            stage: "selecting tables",
-            message: format!("{} tables selected, at most {MAX_TABLES}", tables.len()),
-        });
-    }
-    let targets: Vec<String> = tables
-        .iter()
-        .map(|t| job.writer.naming.target(t, job.writer.kind))
-        .collect();
-    let distinct: BTreeSet<&String> = targets.iter().collect();
-    if distinct.len() != targets.len() {
-        return Err(RunError::Reader {
-            stage: "naming target tables",
-            message: "two source tables map to the same target table (tableCase?)".into(),
-        });
-    }
+    let (tables, targets): (Vec<String>, Vec<String>) =
+        select_tables(job, &listing.tables)?.into_iter().unzip();
     info!(tables = tables.len(), "whole-database job");
     let channel = job.setting.speed.channel.max(1);
     let pool = TablePool::new(job, opts);

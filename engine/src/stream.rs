@@ -103,7 +103,7 @@ pub async fn run_stream(
             job.writer.kind
         )));
     }
-    let jobs = table_jobs(job, tables).map_err(reader("selecting tables"))?;
+    let jobs = table_jobs(job, tables)?;
     let job_key: String = opts.job_key.clone().unwrap_or_else(crate::new_job_key);
     // A job that applied changes before (picked up again after a broker restart) finds its
     // position in the target, in the first table's checkpoint table: its tables are checked
@@ -190,36 +190,17 @@ pub async fn run_stream(
 }
 
 /// Each streamed table as a one-table job: the job itself, or per selected table of a
-/// whole-database job (its target named as a copy's would be).
-fn table_jobs(job: &Job, tables: Option<Vec<String>>) -> Result<Vec<Job>, String> {
+/// whole-database job (selected and named as a copy's would be).
+fn table_jobs(job: &Job, tables: Option<Vec<String>>) -> Result<Vec<Job>, RunError> {
     let Some(listed) = tables else {
         return Ok(vec![job.clone()]);
     };
-    let selection = job.reader.tables.clone().unwrap_or_default();
-    let missing = selection.missing(&listed);
-    if !missing.is_empty() {
-        return Err(format!(
-            "no table {} in the source (or not allowed to read it)",
-            missing.join(", ")
-        ));
-    }
-    let selected = selection.select(&listed);
-    if selected.is_empty() {
-        return Err("the job's `tables` select none of the source's tables".into());
-    }
-    if selected.len() > ferry_protocol_limit() {
-        return Err(format!(
-            "{} tables selected; a change stream carries at most {}",
-            selected.len(),
-            ferry_protocol_limit()
-        ));
-    }
-    Ok(selected
+    Ok(crate::database::select_tables(job, &listed)?
         .into_iter()
-        .map(|t| {
+        .map(|(t, target)| {
             let mut one = job.clone();
             one.reader.tables = None;
-            one.writer.spec.table = job.writer.naming.target(&t, job.writer.kind);
+            one.writer.spec.table = target;
             if let Some(mode) = job.writer.naming.existing_for(&t) {
                 one.writer.spec.existing = Some(mode);
             }
@@ -227,11 +208,6 @@ fn table_jobs(job: &Job, tables: Option<Vec<String>>) -> Result<Vec<Job>, String
             one
         })
         .collect())
-}
-
-/// Most tables in one change stream (the wire's bound).
-fn ferry_protocol_limit() -> usize {
-    10_000
 }
 
 /// Plans table job `one` (columns, primary key) and prepares its target: created or
