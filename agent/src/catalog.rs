@@ -391,12 +391,11 @@ impl Catalog {
         Ok(split)
     }
 
-    /// The slot and publication of data source `name`'s change streams, or why it has
-    /// none.
-    pub fn change_names(&self, name: &str) -> Result<(String, String), String> {
+    /// Data source `name`'s change-stream settings, or why it has none.
+    pub fn changes(&self, name: &str) -> Result<crate::config::ChangesConfig, String> {
         let config = self.config(name)?;
         match &config.changes {
-            Some(c) => Ok(c.names(name)),
+            Some(c) => Ok(c.clone()),
             None => Err(format!(
                 "data source `{name}` does not allow change streams (the agent's config has no [sources.{name}.changes])"
             )),

@@ -34,7 +34,9 @@
 //! options = { zeroDate = "null" }      # connector options (optional)
 //! tables = ["orders", "audit.*"]       # what jobs may read (default: any table)
 //! allow_query_sql = false              # free-form querySql (default: off)
-//! changes = { slot = "ferry_orders" }  # change streams (PostgreSQL; default: off)
+//! changes = {}                        # change streams (default: off); PostgreSQL:
+//!                                      # { slot = "..", publication = ".." }, MySQL:
+//!                                      # { server_id = 1718000000 } (the replica id base)
 //!
 //! [limits]                             # optional: caps on what the broker may ask
 //! max_fetch_size = 100000              # rows per batch (a job's fetchSize)
@@ -190,11 +192,18 @@ pub struct SourceConfig {
 }
 
 /// `[sources.NAME.changes]`: jobs may stream this source's committed changes (of the tables
-/// `tables` allows). The agent makes the publication (`FOR TABLE` the streamed tables) and
-/// the slot if they do not exist; both names are the agent's, never a job's, so a broker
-/// cannot make a source keep WAL for slots of its choosing. The login needs the
-/// `REPLICATION` attribute, and to make the publication, ownership of the tables (or name a
-/// publication an administrator made).
+/// `tables` allows).
+///
+/// PostgreSQL: the agent makes the publication (`FOR TABLE` the streamed tables) and the
+/// slot if they do not exist; both names are the agent's, never a job's, so a broker cannot
+/// make a source keep WAL for slots of its choosing. The login needs the `REPLICATION`
+/// attribute, and to make the publication, ownership of the tables (or name a publication
+/// an administrator made).
+///
+/// MySQL / MariaDB: the agent reads the binary log as a replica (the login needs
+/// `REPLICATION SLAVE` and `BINLOG MONITOR` or `REPLICATION CLIENT`), registering with a
+/// replica id of `server_id` plus a number derived from the streamed tables, so streams of
+/// different tables do not displace each other.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangesConfig {
@@ -204,7 +213,14 @@ pub struct ChangesConfig {
     /// The publication (default: the slot's name).
     #[serde(default)]
     pub publication: Option<String>,
+    /// MySQL: the base of the replica ids streams register with (default 1718000000).
+    #[serde(default)]
+    pub server_id: Option<u32>,
 }
+
+/// The base of MySQL replica ids when the config gives none: far from the small ids
+/// servers are usually given.
+pub const DEFAULT_SERVER_ID: u32 = 1_718_000_000;
 
 impl ChangesConfig {
     /// The slot and publication names for source `source`.
@@ -693,16 +709,47 @@ impl AgentConfig {
                 });
             }
             if let Some(c) = &source.changes {
-                if source.connector() != Some(Kind::Postgres) {
-                    return Err(source_error(
-                        name,
-                        "`changes`: change streams are built for PostgreSQL sources so far".into(),
-                    ));
-                }
-                let (slot, publication) = c.names(name);
-                for (what, n) in [("slot", &slot), ("publication", &publication)] {
-                    ferry_connectors::postgres::check_name(what, n)
-                        .map_err(|e| source_error(name, format!("`changes`: {e}")))?;
+                match source.connector() {
+                    Some(Kind::Postgres) => {
+                        if c.server_id.is_some() {
+                            return Err(source_error(
+                                name,
+                                "`changes.server_id` is for MySQL sources".into(),
+                            ));
+                        }
+                        let (slot, publication) = c.names(name);
+                        for (what, n) in [("slot", &slot), ("publication", &publication)] {
+                            ferry_connectors::postgres::check_name(what, n)
+                                .map_err(|e| source_error(name, format!("`changes`: {e}")))?;
+                        }
+                    }
+                    Some(Kind::MySql) => {
+                        if c.slot.is_some() || c.publication.is_some() {
+                            return Err(source_error(
+                                name,
+                                "`changes.slot` and `changes.publication` are for PostgreSQL \
+                                 sources"
+                                    .into(),
+                            ));
+                        }
+                        if c.server_id
+                            .is_some_and(|id| id == 0 || id > u32::MAX - 65_536)
+                        {
+                            return Err(source_error(
+                                name,
+                                format!(
+                                    "`changes.server_id` must be between 1 and {}",
+                                    u32::MAX - 65_536
+                                ),
+                            ));
+                        }
+                    }
+                    _ => {
+                        return Err(source_error(
+                            name,
+                            "`changes`: change streams read PostgreSQL and MySQL sources".into(),
+                        ))
+                    }
                 }
             }
             if source.connector().is_none() {
@@ -844,6 +891,29 @@ mod tests {
             e.contains("unknown kind `oracle`; known: postgres, mysql, sqlite, file"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn change_stream_settings_fit_their_source() {
+        let check = |kind: &str, changes: &str| {
+            parse(&format!(
+                "broker = \"b:1\"\n[tls]\nca=\"a\"\ncert=\"c\"\nkey=\"k\"\n\
+                 [sources.s]\nkind = \"{kind}\"\nurl = \"x://h/db\"\nchanges = {changes}\n"
+            ))
+            .check()
+            .map_err(|e| e.to_string())
+        };
+        assert!(check("mysql", "{}").is_ok());
+        assert!(check("mysql", "{ server_id = 77 }").is_ok());
+        assert!(check("postgres", "{ slot = \"s1\" }").is_ok());
+        let e = check("mysql", "{ slot = \"s1\" }").unwrap_err();
+        assert!(e.contains("for PostgreSQL"), "{e}");
+        let e = check("postgres", "{ server_id = 77 }").unwrap_err();
+        assert!(e.contains("for MySQL"), "{e}");
+        let e = check("mysql", "{ server_id = 0 }").unwrap_err();
+        assert!(e.contains("between 1"), "{e}");
+        let e = check("sqlite", "{}").unwrap_err();
+        assert!(e.contains("PostgreSQL and MySQL"), "{e}");
     }
 
     #[test]

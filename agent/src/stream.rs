@@ -3,13 +3,17 @@
 //!
 //! Every table of a `StreamAssign` is checked against the source's policy as a task's read
 //! is (`Catalog::prepare`), and only plain table reads stream: no `where`, no `querySql`.
-//! The slot and publication are the agent's (`[sources.NAME.changes]`), never the broker's.
-//! Changes of other tables are never decoded (the source binds only the tables asked for).
+//! The slot and publication (PostgreSQL) and the replica id (MySQL) are the agent's
+//! (`[sources.NAME.changes]`), never the broker's; a start position from the broker is
+//! checked against the source (an LSN within its WAL; a binlog file it has, an offset
+//! within it). Changes of other tables are never decoded (the source binds only the tables
+//! asked for).
 //!
-//! A commit is acknowledged to the source (PostgreSQL's `confirmed_flush_lsn`) once the
-//! broker acknowledged its sequence number, which it does after the target transaction that
-//! applied it (and recorded its position) committed. A crash of either side replays from
-//! the last acknowledged commit; the target's recorded position makes the replay harmless.
+//! A commit is acknowledged to the source (PostgreSQL's `confirmed_flush_lsn`; a MySQL
+//! server keeps no reader's position) once the broker acknowledged its sequence number,
+//! which it does after the target transaction that applied it (and recorded its position)
+//! committed. A crash of either side replays from the last acknowledged commit; the
+//! target's recorded position makes the replay harmless.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -53,7 +57,8 @@ pub(crate) async fn run(
     catalog: &Catalog,
     task: StreamTask,
 ) -> Result<u64, String> {
-    let (slot, publication) = catalog.change_names(&task.datasource)?;
+    let changes = catalog.changes(&task.datasource)?;
+    let (slot, publication) = changes.names(&task.datasource);
     let mut checked = Vec::with_capacity(task.tables.len());
     let mut source = None;
     for spec in &task.tables {
@@ -78,6 +83,9 @@ pub(crate) async fn run(
     let spec = ChangeSpec {
         slot,
         publication,
+        server_id: changes
+            .server_id
+            .unwrap_or(crate::config::DEFAULT_SERVER_ID),
         tables: checked,
         start: task.start.clone(),
         batch_rows: BATCH_ROWS.min(catalog.limits().max_fetch_size.max(1)),

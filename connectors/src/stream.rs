@@ -21,6 +21,10 @@ pub struct ChangeSpec {
     pub slot: String,
     /// The publication the slot streams through (PostgreSQL), from the agent's config.
     pub publication: String,
+    /// The base of the replica id the stream registers with (MySQL), from the agent's
+    /// config; the stream adds a number of its tables, since a server keeps one replica per
+    /// id and drops the other.
+    pub server_id: u32,
     /// The tables, each a read its policy allows; events name them by index here.
     pub tables: Vec<ReadSpec>,
     /// Resume after this position (what the target committed); `None`: from the source's

@@ -625,6 +625,10 @@ impl Progress {
             .unwrap_or(now);
         let position = match position.values() {
             [ferry_connectors::KeyValue::Int(v)] => v.to_string(),
+            // A binlog file and offset.
+            [ferry_connectors::KeyValue::Text(f), ferry_connectors::KeyValue::Int(v)] => {
+                format!("{f}:{v}")
+            }
             _ => position.to_stored(),
         };
         let mut st = self.stream.lock().unwrap_or_else(|p| p.into_inner());

@@ -1211,3 +1211,76 @@ async fn change_streams_refuse_a_hostile_broker() {
          DROP PUBLICATION IF EXISTS {slot};"
     ));
 }
+
+/// A hostile broker's `StreamAssign` for a MariaDB source: tables outside the policy, and
+/// positions that are paths, other servers' files or past the binlog, are refused before a
+/// binary log is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_change_streams_refuse_a_hostile_broker() {
+    let Some(my) = MyDb::new("ferry_hostile_mcdc") else {
+        return;
+    };
+    my.sql(&format!(
+        "CREATE TABLE orders (id INT PRIMARY KEY, note TEXT);
+         CREATE TABLE secret (id INT PRIMARY KEY, v TEXT);
+         INSERT INTO secret VALUES (1, '{MARKER}');"
+    ));
+    let url = my.url();
+    let h = Hostile::start(
+        &[RigSource {
+            name: "my",
+            kind: "mysql",
+            url: &url,
+            extra: "tables = [\"orders\"]\nchanges = {}",
+        }],
+        "",
+    )
+    .await;
+    let t = |table: &str| json!({ "table": table });
+    task_refused(
+        "an unlisted table",
+        h.stream_task("my", json!([t("secret")]), None).await,
+        "not",
+    );
+    task_refused(
+        "another database's table",
+        h.stream_task("my", json!([t("mysql.user")]), None).await,
+        "outside the source's database",
+    );
+    let current = my.sql("SHOW MASTER STATUS");
+    let file = current.split_whitespace().next().unwrap_or("").to_string();
+    for (what, position, needle) in [
+        (
+            "a path for a binlog file",
+            json!([{ "text": "../../etc/passwd" }, { "int": "4" }]),
+            "not a binlog file name",
+        ),
+        (
+            "a file the server does not have",
+            json!([{ "text": "other-bin.000001" }, { "int": "4" }]),
+            "not on the server",
+        ),
+        (
+            "an offset past the binlog",
+            json!([{ "text": file }, { "int": i64::MAX.to_string() }]),
+            "past the end",
+        ),
+        (
+            "an LSN",
+            json!([{ "int": "12345" }]),
+            "binlog file and offset",
+        ),
+    ] {
+        task_refused(
+            what,
+            h.stream_task("my", json!([t("orders")]), Some(position))
+                .await,
+            needle,
+        );
+    }
+    assert!(
+        !h.everything().contains(MARKER),
+        "a secret value left the agent"
+    );
+    h.rig.stop().await;
+}

@@ -73,11 +73,13 @@
 //! `YYYY-MM-DD HH:MM:SS.ffffff` in UTC (session zone +00:00), binary as bytes. Sub-microsecond
 //! parts of nanosecond timestamps are truncated (MySQL keeps microseconds).
 
+mod binlog;
 mod ddl;
 pub(crate) use ddl::table_ddl;
 mod describe;
 mod meta;
 mod read;
+mod stream;
 mod value;
 mod write;
 
@@ -89,6 +91,7 @@ use sqlx::{Executor, MySqlPool};
 use crate::error::ConnectorError;
 
 pub use read::{MySqlReadOptions, ZeroDate, OPTIONS};
+pub use stream::{binlog_of, position_of, MySqlChangeStream};
 
 /// Session settings of every connection.
 const SESSION_SQL: &str = "SET NAMES utf8mb4, time_zone = '+00:00'";
@@ -104,6 +107,8 @@ const WRITER_SQL_MODE: &str = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO
 pub struct MySqlSource {
     pool: MySqlPool,
     options: MySqlReadOptions,
+    /// Where it was opened: a change stream reads the binary log over its own connection.
+    url: std::sync::Arc<str>,
 }
 
 /// A MySQL / MariaDB database to write into.
@@ -123,7 +128,11 @@ impl MySqlSource {
         options: MySqlReadOptions,
     ) -> Result<Self, ConnectorError> {
         let pool = pool(url, false).await?;
-        Ok(Self { pool, options })
+        Ok(Self {
+            pool,
+            options,
+            url: url.into(),
+        })
     }
 
     /// The source's pool (read-only sessions).
@@ -134,6 +143,11 @@ impl MySqlSource {
     /// The read options.
     pub fn options(&self) -> &MySqlReadOptions {
         &self.options
+    }
+
+    /// The URL it was opened from.
+    pub(crate) fn url(&self) -> Option<&str> {
+        Some(&self.url)
     }
 }
 

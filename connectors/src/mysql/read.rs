@@ -390,6 +390,13 @@ impl Source for MySqlSource {
         }
     }
 
+    async fn open_changes(
+        &self,
+        spec: &crate::stream::ChangeSpec,
+    ) -> Result<Box<dyn crate::stream::ChangeStream>, ConnectorError> {
+        Ok(Box::new(self.open_change_stream(spec).await?))
+    }
+
     async fn privilege_warnings(&self) -> Vec<String> {
         let instead = "it should be a read-only user with SELECT on the listed tables only";
         match self.risky_grants().await {
@@ -433,7 +440,7 @@ fn wire_of(type_name: &str) -> Wire {
     }
 }
 
-enum Builder {
+pub(crate) enum Builder {
     I8(Int8Builder),
     I16(Int16Builder),
     I32(Int32Builder),
@@ -454,7 +461,7 @@ enum Builder {
 }
 
 impl Builder {
-    fn new(f: &Field, cap: usize) -> Result<Self, ConnectorError> {
+    pub(crate) fn new(f: &Field, cap: usize) -> Result<Self, ConnectorError> {
         Ok(match f.data_type() {
             DataType::Int8 => Builder::I8(Int8Builder::with_capacity(cap)),
             DataType::Int16 => Builder::I16(Int16Builder::with_capacity(cap)),
@@ -490,7 +497,7 @@ impl Builder {
         })
     }
 
-    fn append_null(&mut self) {
+    pub(crate) fn append_null(&mut self) {
         match self {
             Builder::I8(b) => b.append_null(),
             Builder::I16(b) => b.append_null(),
@@ -512,7 +519,7 @@ impl Builder {
         }
     }
 
-    fn finish(&mut self) -> Result<ArrayRef, ConnectorError> {
+    pub(crate) fn finish(&mut self) -> Result<ArrayRef, ConnectorError> {
         Ok(match self {
             Builder::I8(b) => Arc::new(b.finish()),
             Builder::I16(b) => Arc::new(b.finish()),
@@ -589,7 +596,7 @@ fn float_value(raw: &[u8], wire: Wire) -> Result<f64, String> {
     }
 }
 
-fn narrow<T: TryFrom<i128>>(v: i128) -> Result<T, String> {
+pub(crate) fn narrow<T: TryFrom<i128>>(v: i128) -> Result<T, String> {
     T::try_from(v).map_err(|_| format!("{v} is out of range"))
 }
 
@@ -663,7 +670,7 @@ fn append(
     Ok(false)
 }
 
-fn zero_date(z: ZeroDate) -> Result<(), String> {
+pub(crate) fn zero_date(z: ZeroDate) -> Result<(), String> {
     match z {
         ZeroDate::Null => Ok(()),
         ZeroDate::Error => Err("zero date (0000-00-00) cannot be read (zero_date = error)".into()),
