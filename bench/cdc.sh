@@ -3,17 +3,23 @@
 # run: ../shared/bench/cdc_peers.sh with its `ext` tool driven by Ferry.
 #
 # Builds the release binary and runs `ferry broker run` and `ferry agent run` as separate
-# processes on loopback (mutual TLS, zstd-1) for the whole invocation. The agent offers
-# PostgreSQL cdc_src with `[sources.pg.changes]`; the ext hooks (bench/cdc-hooks.sh):
-#   setup/resume  `ferry job submit --detach` of a `setting.mode: stream` job
-#                 cdc_src.public.cdc_orders -> cdc_ext.public.cdc_orders, then wait until
-#                 the agent is attached to its slot;
-#   pause         `ferry job cancel` (the slot keeps the position), wait until detached;
-#   teardown      cancel, then drop the slot and the publication.
+# processes on loopback (mutual TLS, zstd-1) for the whole invocation. ROUTE=pg (default):
+# the agent offers PostgreSQL cdc_src with `[sources.pg.changes]`, beside PostgreSQL's
+# native logical replication; ROUTE=my: MariaDB cdc_src with `[sources.my.changes]`, beside
+# pg_chameleon. The ext hooks (bench/cdc-hooks.sh):
+#   setup         `ferry job submit --detach` of a `setting.mode: stream` job
+#                 cdc_src.cdc_orders -> cdc_ext.public.cdc_orders, then wait until the
+#                 agent reads the source (attached to its slot; a binlog dump thread);
+#   pause         `ferry job cancel` (the slot, or the target's checkpoint, keeps the
+#                 position), wait until detached;
+#   resume        pg: a new job (the slot holds the position); my: `ferry job resume`
+#                 (the target holds it);
+#   teardown      cancel (pg: then drop the slot and the publication).
 # The peers' table (runs.tsv, summary.txt) is the shared script's; this script adds the
 # agent's and broker's peak RSS.
 #
-# Env: RUNS=3  TOOLS="pg_native ext"  PHASES="burst lag"  (passed to cdc_peers.sh)
+# Env: ROUTE=pg|my  RUNS=3  TOOLS (default "pg_native ext", or "chameleon ext" for my)
+#      PHASES="burst lag"  (passed to cdc_peers.sh)
 # Output: $BENCH_WORK/cdc.CHANGES.RATE.<time>/ (cdc_peers.sh's), ferry logs in ferry-cdc.<time>/
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -32,6 +38,7 @@ LAG_SECONDS=${3:-60}
 QUIC_PORT=${QUIC_PORT:-17930}
 ADMIN_PORT=${ADMIN_PORT:-17931}
 export FERRY_CDC_SLOT=${FERRY_CDC_SLOT:-ferry_bench_cdc}
+export FERRY_CDC_ROUTE=${ROUTE:-pg}
 
 (cd "$ROOT" && cargo build --release -q -p ferry) || { echo "release build failed" >&2; exit 1; }
 FERRY=${CARGO_TARGET_DIR:-$ROOT/target}/release/ferry
@@ -41,16 +48,26 @@ WORK=$BENCH_WORK/ferry-cdc.$(date +%Y%m%dT%H%M%S)
 mkdir -p "$WORK"
 cd "$WORK" || exit 1
 ferry_pki 127.0.0.1,localhost || { echo "ferry certs failed" >&2; exit 1; }
-ferry_configs "127.0.0.1:$QUIC_PORT" "127.0.0.1:$QUIC_PORT" jobs "" "[sources.pg]
+if [ "$FERRY_CDC_ROUTE" = my ]; then
+  SOURCE="[sources.my]
+kind = \"mysql\"
+url = \"mysql://$MY_USER@$MY_HOST:$MY_PORT/$CDC_MY_DB\"
+changes = {}"
+  READER="mysqlreader"; DATASOURCE=bench/my; SRC_TABLE=$CDC_TABLE; PEERS="chameleon ext"
+else
+  SOURCE="[sources.pg]
 kind = \"postgres\"
 url = \"postgres://$PG_USER@$PG_HOST:$PG_PORT/$CDC_PG_SRC_DB\"
 changes = { slot = \"$FERRY_CDC_SLOT\" }"
+  READER="postgresqlreader"; DATASOURCE=bench/pg; SRC_TABLE=public.$CDC_TABLE; PEERS="pg_native ext"
+fi
+ferry_configs "127.0.0.1:$QUIC_PORT" "127.0.0.1:$QUIC_PORT" jobs "" "$SOURCE"
 cat > stream.yaml <<YAML
 reader:
-  name: postgresqlreader
+  name: $READER
   parameter:
-    datasource: bench/pg
-    table: public.$CDC_TABLE
+    datasource: $DATASOURCE
+    table: $SRC_TABLE
 writer:
   name: postgresqlwriter
   parameter:
@@ -81,8 +98,8 @@ done
 
 export FERRY_CDC_WORK=$WORK FERRY_CDC_ADMIN=127.0.0.1:$ADMIN_PORT
 hooks="$HERE/cdc-hooks.sh"
-EXT_NAME=ferry EXT_ROUTE=pg \
+EXT_NAME=ferry EXT_ROUTE=$FERRY_CDC_ROUTE \
   EXT_SETUP="$hooks setup" EXT_PAUSE="$hooks pause" EXT_RESUME="$hooks resume" \
   EXT_TEARDOWN="$hooks teardown" EXT_PIDS_CMD="echo $APID $BPID" \
-  TOOLS=${TOOLS:-"pg_native ext"} \
+  TOOLS=${TOOLS:-$PEERS} \
   "$SHARED/cdc_peers.sh" "$CHANGES" "$RATE" "$LAG_SECONDS"

@@ -31,6 +31,7 @@ use tracing::{debug, info};
 
 use crate::catalog::{peer_message, Catalog};
 use crate::sender::{read_acks, AckState};
+use crate::worker::TaskError;
 
 /// Most rows of one table in one change batch.
 const BATCH_ROWS: usize = 8192;
@@ -56,16 +57,16 @@ pub(crate) async fn run(
     conn: &ferry_tunnel::Connection,
     catalog: &Catalog,
     task: StreamTask,
-) -> Result<u64, String> {
+) -> Result<u64, TaskError> {
     let changes = catalog.changes(&task.datasource)?;
     let (slot, publication) = changes.names(&task.datasource);
     let mut checked = Vec::with_capacity(task.tables.len());
     let mut source = None;
     for spec in &task.tables {
         if spec.query_sql.is_some() || spec.where_clause.is_some() || spec.table.is_none() {
-            return Err(
+            return Err(TaskError::from(
                 "a change stream reads whole tables: no `querySql` and no `where`".to_string(),
-            );
+            ));
         }
         let read = catalog
             .prepare(&task.datasource, spec, &task.options)
@@ -74,7 +75,9 @@ pub(crate) async fn run(
         checked.push(read.spec);
     }
     let Some(source) = source else {
-        return Err("a change stream needs at least one table".into());
+        return Err(TaskError::from(
+            "a change stream needs at least one table".to_string(),
+        ));
     };
     let names: Vec<String> = checked
         .iter()
@@ -118,7 +121,10 @@ pub(crate) async fn run(
         Ok(s) => s,
         Err(e) => {
             writer.stream().reset();
-            return Err(format!("opening the change stream: {}", peer_message(&e)));
+            return Err(TaskError {
+                message: format!("opening the change stream: {}", peer_message(&e)),
+                retryable: source_gone(&e),
+            });
         }
     };
     info!(task = %task.id, tables = names.len(), slot = %spec.slot, "change stream started");
@@ -130,6 +136,16 @@ pub(crate) async fn run(
         debug!(task = %task.id, "stopping the change stream: {e}");
     }
     r
+}
+
+/// Whether a source's error says it went away (a server restarting, a network fault), not
+/// that it refused: the broker may start the stream again.
+fn source_gone(e: &ferry_connectors::ConnectorError) -> bool {
+    use ferry_connectors::ConnectorError as E;
+    matches!(
+        e,
+        E::Connect { code: None, .. } | E::Query { code: None, .. } | E::Io(_)
+    )
 }
 
 fn sent(e: ferry_tunnel::StreamError) -> String {
@@ -144,7 +160,7 @@ async fn pump(
     stream: &mut dyn ChangeStream,
     writer: &mut FrameWriter,
     mut acks: watch::Receiver<AckState>,
-) -> Result<u64, String> {
+) -> Result<u64, TaskError> {
     let mut declared: Vec<Option<Declared>> = (0..names.len()).map(|_| None).collect();
     // Commits sent and not acknowledged yet: (seq, position).
     let mut unacked: VecDeque<(u64, Position)> = VecDeque::new();
@@ -154,10 +170,10 @@ async fn pump(
             changed = acks.changed() => {
                 let state = acks.borrow_and_update().clone();
                 if let Some((code, message)) = state.error {
-                    return Err(format!("the broker stopped the stream ({code:?}): {message}"));
+                    return Err(format!("the broker stopped the stream ({code:?}): {message}").into());
                 }
                 if changed.is_err() || state.ended {
-                    return Err("the broker closed the change stream".into());
+                    return Err("the broker closed the change stream".to_string().into());
                 }
                 let mut last = None;
                 while unacked.front().is_some_and(|(s, _)| Some(*s) <= state.seq) {
@@ -168,11 +184,21 @@ async fn pump(
                 }
             }
             event = stream.next() => {
-                let event = event.map_err(|e| format!("change stream: {}", peer_message(&e)))?;
+                let event = event.map_err(|e| TaskError {
+                    message: format!("change stream: {}", peer_message(&e)),
+                    retryable: source_gone(&e),
+                })?;
                 match event {
-                    None => return Err("the source ended the change stream".into()),
+                    None => {
+                        return Err(TaskError {
+                            message: "the source ended the change stream".into(),
+                            retryable: true,
+                        })
+                    }
                     Some(ChangeEvent::Changes { table, layout, batch }) => {
-                        let slot = declared.get_mut(table).ok_or("a change of a table not asked for")?;
+                        let slot = declared
+                            .get_mut(table)
+                            .ok_or_else(|| "a change of a table not asked for".to_string())?;
                         let read: SchemaRef = Arc::new(Schema::new(
                             layout.schema().fields()[..layout.columns()].to_vec(),
                         ));

@@ -179,6 +179,7 @@ impl Worker {
                         None => me.run_task(task).await,
                         Some(ask) => me.run_fingerprint(task, &ask).await,
                     }
+                    .map_err(TaskError::from)
                 });
             }
             ControlMessage::StreamAssign {
@@ -218,7 +219,7 @@ impl Worker {
     fn start_task(
         self: &Arc<Self>,
         id: String,
-        run: impl std::future::Future<Output = Result<u64, String>> + Send + 'static,
+        run: impl std::future::Future<Output = Result<u64, TaskError>> + Send + 'static,
     ) {
         // Registered under the lock the task takes to deregister, so a task that ends at
         // once cannot leave a stale entry.
@@ -243,14 +244,21 @@ impl Worker {
             let running = tokio::spawn(run);
             // An abort of this task aborts the read with it.
             let _guard = AbortOnDrop(running.abort_handle());
-            let r = running.await.unwrap_or_else(|e| Err(crashed(e)));
+            let r = running
+                .await
+                .unwrap_or_else(|e| Err(TaskError::from(crashed(e))));
             me.lock_tasks().remove(&task_id);
             match r {
                 Ok(rows) => info!(task = %task_id, rows, "task done"),
-                Err(e) => {
-                    warn!(task = %task_id, "task failed: {e}");
-                    let e = me.catalog.scrub(e);
-                    me.send(ControlMessage::task_failed(task_id, e)).await;
+                Err(TaskError { message, retryable }) => {
+                    warn!(task = %task_id, retryable, "task failed: {message}");
+                    let message = me.catalog.scrub(message);
+                    me.send(if retryable {
+                        ControlMessage::task_failed_retryable(task_id, message)
+                    } else {
+                        ControlMessage::task_failed(task_id, message)
+                    })
+                    .await;
                 }
             }
         });
@@ -444,6 +452,21 @@ use crate::catalog::peer_message as peer;
 
 /// The error of a plan or task whose future panicked (a bug, or a library's
 /// assertion on odd input): the broker gets an answer instead of silence.
+/// Why a task failed, and whether the failure may pass (the source went away).
+pub(crate) struct TaskError {
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl From<String> for TaskError {
+    fn from(message: String) -> Self {
+        TaskError {
+            message,
+            retryable: false,
+        }
+    }
+}
+
 fn crashed(e: tokio::task::JoinError) -> String {
     warn!("a plan or task failed unexpectedly: {e}");
     "the agent failed unexpectedly on this request (see its log)".to_string()

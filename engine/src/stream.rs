@@ -24,6 +24,8 @@ use crate::{Job, Progress, ReadError, Reading, RunError, RunOptions, Summary};
 
 /// The stream's split: a stream job has one.
 const STREAM_SPLIT: u32 = 0;
+/// How long a stream runs before its loss no longer counts as a failure in a row.
+const STREAM_SETTLED: Duration = Duration::from_secs(10);
 /// How often a waiting stream looks whether the job was stopped.
 const STOP_POLL: Duration = Duration::from_millis(200);
 
@@ -132,7 +134,8 @@ pub async fn run_stream(
     let wspec = first;
     let planner = reading_for(names[0].as_str());
     let mut attempt = 0u32;
-    let mut backoff = Duration::from_millis(job.setting.retry.backoff_ms.max(100));
+    let first_backoff = Duration::from_millis(job.setting.retry.backoff_ms.max(100));
+    let mut backoff = first_backoff;
     let failed = loop {
         attempt += 1;
         let recorded = sink
@@ -142,6 +145,7 @@ pub async fn run_stream(
         let (mut seq, mut rows) = recorded.as_ref().map_or((0, 0), |c| (c.seq, c.rows));
         let position = recorded.and_then(|c| c.position);
         info!(table = %table, attempt, position = ?position, "change stream starting");
+        let began = std::time::Instant::now();
         let outcome = match changes.open_changes(&rspecs, position, attempt).await {
             Ok(mut feed) => {
                 let mut applying = Applying {
@@ -167,6 +171,11 @@ pub async fn run_stream(
             // Stopped by the job (cancelled, or the broker stopping).
             Ok(()) => break progress.failure(),
             Err(e) if e.transient && !progress.failed() => {
+                // A stream that ran a while before it was lost starts again as soon as a
+                // new one would: the backoff grows only over failures in a row.
+                if began.elapsed() >= STREAM_SETTLED {
+                    backoff = first_backoff;
+                }
                 warn!(table = %table, attempt, "change stream lost, starting it again: {e}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));

@@ -196,7 +196,14 @@ pub enum ControlMessage {
     /// Broker -> agent: stop a task (job cancelled or failed elsewhere).
     TaskCancel { task_id: String, reason: String },
     /// Agent -> broker: a task could not run or its read failed.
-    TaskFailed { task_id: String, message: String },
+    TaskFailed {
+        task_id: String,
+        message: String,
+        /// The failure may pass (the source went away: a server restarting, a network
+        /// fault), so a continuous task may be started again; absent from older agents.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        retryable: bool,
+    },
 }
 
 /// A job's connector options: a JSON object of option names to values.
@@ -273,6 +280,16 @@ impl ControlMessage {
         ControlMessage::TaskFailed {
             task_id: task_id.into(),
             message: truncate(message.into(), MAX_TEXT_LEN),
+            retryable: false,
+        }
+    }
+
+    /// `TaskFailed` of a failure that may pass (see its `retryable`).
+    pub fn task_failed_retryable(task_id: impl Into<String>, message: impl Into<String>) -> Self {
+        ControlMessage::TaskFailed {
+            task_id: task_id.into(),
+            message: truncate(message.into(), MAX_TEXT_LEN),
+            retryable: true,
         }
     }
 
@@ -453,7 +470,9 @@ impl ControlMessage {
                 task_id,
                 reason: message,
             }
-            | ControlMessage::TaskFailed { task_id, message } => {
+            | ControlMessage::TaskFailed {
+                task_id, message, ..
+            } => {
                 check_len("task_id", task_id, MAX_NAME_LEN)?;
                 check_len("message", message, MAX_TEXT_LEN)
             }

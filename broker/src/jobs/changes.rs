@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::dispatch::TaskEvent;
-use super::reading::{explain, TunnelReading, WireCount, TASK_AGENT_WAIT};
+use super::reading::{explain, task_failed, TunnelReading, WireCount, TASK_AGENT_WAIT};
 use crate::data::{ChangeFrame, DataStream};
 use crate::registry::AgentHandle;
 
@@ -96,7 +96,8 @@ impl ChangeFeed for TunnelChanges {
         let r = tokio::select! {
             r = ds.next_change() => r.map_err(|e| Err(e.to_string())),
             ev = self.events.recv() => match ev {
-                Some(TaskEvent::Failed { agent_id, message }) => Err(Ok(ReadError::from(format!("agent `{agent_id}`: {message}")))),
+                // A stream whose source went away (a server restarting) starts again.
+                Some(TaskEvent::Failed { agent_id, message, retryable }) => Err(Ok(task_failed(&agent_id, &message, retryable))),
                 _ => Err(Ok(ReadError::transient("task dropped"))),
             },
         };

@@ -39,8 +39,13 @@ pub enum Answer {
 pub enum TaskEvent {
     /// The agent opened the task's data stream.
     Stream(Box<DataStream>),
-    /// The agent could not run the task, or its read failed.
-    Failed { agent_id: String, message: String },
+    /// The agent could not run the task, or its read failed (`retryable`: the agent says
+    /// the failure may pass).
+    Failed {
+        agent_id: String,
+        message: String,
+        retryable: bool,
+    },
 }
 
 /// A plan request that could not be sent.
@@ -184,7 +189,13 @@ impl Dispatch {
     }
 
     /// Reports a task failure from `from`, if the task was assigned to it.
-    pub fn task_failed(&self, from: &AgentKey, task_id: &str, message: String) -> Routed {
+    pub fn task_failed(
+        &self,
+        from: &AgentKey,
+        task_id: &str,
+        message: String,
+        retryable: bool,
+    ) -> Routed {
         let tx = match lock(&self.tasks).get(task_id) {
             None => return Routed::Unknown,
             Some(t) if &t.agent != from => {
@@ -197,6 +208,7 @@ impl Dispatch {
         match tx.try_send(TaskEvent::Failed {
             agent_id: from.id.clone(),
             message,
+            retryable,
         }) {
             Ok(()) => Routed::Delivered,
             Err(_) => Routed::Unknown,
@@ -275,21 +287,26 @@ mod tests {
         let assigned = AgentKey::new("idc-sh", "a1");
         let mut rx = d.expect_task("job-1-s0-a1-x", &assigned);
         assert_eq!(
-            d.task_failed(&AgentKey::new("evil", "a1"), "job-1-s0-a1-x", "no".into()),
+            d.task_failed(
+                &AgentKey::new("evil", "a1"),
+                "job-1-s0-a1-x",
+                "no".into(),
+                false
+            ),
             Routed::NotYours {
                 expected: assigned.clone()
             }
         );
         assert!(rx.try_recv().is_err());
         assert_eq!(
-            d.task_failed(&assigned, "job-1-s0-a1-x", "disk full".into()),
+            d.task_failed(&assigned, "job-1-s0-a1-x", "disk full".into(), false),
             Routed::Delivered
         );
         assert!(
             matches!(rx.try_recv(), Ok(TaskEvent::Failed { message, .. }) if message == "disk full")
         );
         assert_eq!(
-            d.task_failed(&assigned, "job-1-s0-a2-x", "x".into()),
+            d.task_failed(&assigned, "job-1-s0-a2-x", "x".into(), false),
             Routed::Unknown
         );
         assert_eq!(random_tag().len(), 32);

@@ -268,8 +268,14 @@ impl AgentRoutes for JobHub {
                 id: request_id.to_string(),
                 routed: self.dispatch.plan_answered(from, request_id, Err(message)),
             },
-            M::TaskFailed { task_id, message } => {
-                let routed = self.dispatch.task_failed(from, &task_id, message.clone());
+            M::TaskFailed {
+                task_id,
+                message,
+                retryable,
+            } => {
+                let routed = self
+                    .dispatch
+                    .task_failed(from, &task_id, message.clone(), retryable);
                 if routed != crate::routes::Routed::Delivered {
                     tracing::debug!(agent = %from, task = %task_id, "refused failure report said: {message}");
                 }

@@ -381,9 +381,11 @@ impl TunnelReading {
         };
         match event {
             Ok(Some(TaskEvent::Stream(ds))) => Ok((*ds, events)),
-            Ok(Some(TaskEvent::Failed { agent_id, message })) => {
-                fail(format!("agent `{agent_id}`: {message}").into())
-            }
+            Ok(Some(TaskEvent::Failed {
+                agent_id,
+                message,
+                retryable,
+            })) => fail(task_failed(&agent_id, &message, retryable)),
             Ok(None) => fail(ReadError::transient(format!(
                 "agent `{}` disconnected before it opened the task's data stream",
                 agent.agent_id
@@ -475,6 +477,17 @@ impl WireCount {
     }
 }
 
+/// An agent's report that its task failed: transient when the agent says the failure may
+/// pass (its source went away), so the task is started again.
+pub(super) fn task_failed(agent_id: &str, message: &str, retryable: bool) -> ReadError {
+    let message = format!("agent `{agent_id}`: {message}");
+    if retryable {
+        ReadError::transient(message)
+    } else {
+        message.into()
+    }
+}
+
 /// After a stream error, the agent's own report (a failed read) says more than "stream
 /// reset"; wait briefly for it. Without one, the agent or the path to it was lost:
 /// transient.
@@ -486,9 +499,11 @@ pub(super) async fn explain(
     let wait = Duration::from_secs(2);
     loop {
         match tokio::time::timeout(wait, events.recv()).await {
-            Ok(Some(TaskEvent::Failed { agent_id, message })) => {
-                return format!("agent `{agent_id}`: {message}").into()
-            }
+            Ok(Some(TaskEvent::Failed {
+                agent_id,
+                message,
+                retryable,
+            })) => return task_failed(&agent_id, &message, retryable),
             Ok(Some(TaskEvent::Stream(_))) => continue,
             Ok(None) | Err(_) => {
                 return ReadError::transient(format!("agent `{agent_id}`: {stream_error}"))
@@ -506,7 +521,7 @@ impl SplitFeed for TunnelFeed {
         let r = tokio::select! {
             r = ds.next_batch() => r.map_err(|e| Err(e.to_string())),
             ev = self.events.recv() => match ev {
-                Some(TaskEvent::Failed { agent_id, message }) => Err(Ok(ReadError::from(format!("agent `{agent_id}`: {message}")))),
+                Some(TaskEvent::Failed { agent_id, message, .. }) => Err(Ok(ReadError::from(format!("agent `{agent_id}`: {message}")))),
                 _ => Err(Ok(ReadError::transient("task dropped"))),
             },
         };

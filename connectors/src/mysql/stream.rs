@@ -41,11 +41,20 @@ const MARIADB_FL_STANDALONE: u8 = 1;
 /// The most of a DDL statement an error quotes.
 const STATEMENT_SHOWN: usize = 300;
 
+/// A binlog connection's error: with the server's code when the server refused (so that
+/// only a lost connection reads as one that may pass).
 fn binlog_error(what: &str, e: mysql_async::Error) -> ConnectorError {
+    let code = match &e {
+        mysql_async::Error::Server(s) => Some(crate::error::DbCode::MySql {
+            number: s.code,
+            sqlstate: Some(s.state.clone()),
+        }),
+        _ => None,
+    };
     ConnectorError::Connect {
         what: what.to_string(),
         message: e.to_string(),
-        code: None,
+        code,
     }
 }
 
