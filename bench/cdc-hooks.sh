@@ -33,7 +33,7 @@ cancel() {
 # A MySQL server keeps no reader's position: the stopped job resumes from its target's.
 resume() {
   if [ "${FERRY_CDC_ROUTE:-pg}" = my ]; then
-    "$FERRY" job --admin "$FERRY_CDC_ADMIN" resume "$(cat job.id)" >/dev/null || return 1
+    "$FERRY" job --admin "$FERRY_CDC_ADMIN" resume --detach "$(cat job.id)" >/dev/null || return 1
     wait_attached 1
   else
     submit

@@ -406,6 +406,31 @@ async fn mariadb_ddl_other_than_add_column_stops_the_stream() {
         "1,2",
         "the rows before the statement, and none after"
     );
+    // The user makes the target match; the resumed job goes on from the statement.
+    dst.sql(&format!(
+        "ALTER TABLE {}.acc ALTER name TYPE varchar(200)",
+        dst.name
+    ));
+    let code = rig.resume(&id).await;
+    assert!((200..300).contains(&code), "resume answered {code}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ids = dst.sql(&format!(
+            "SELECT string_agg(id::text, ',' ORDER BY id) FROM {}.acc",
+            dst.name
+        ));
+        if ids.trim() == "1,2,3" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the resumed stream did not go on: {ids}\n{}",
+            log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(rig.broker.jobs().cancel(&id));
+    rig.wait(&id, Duration::from_secs(30)).await;
     rig.stop().await;
 }
 

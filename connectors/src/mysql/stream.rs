@@ -222,7 +222,12 @@ async fn current_position(conn: &mut Conn) -> Result<(String, u64), ConnectorErr
 /// Checks `file`:`pos` is within the server's binlog: a position past it (or of a file
 /// the server does not have) is none of this server's, and starting there would skip
 /// changes or fail later.
-async fn check_position(conn: &mut Conn, file: &str, pos: u64) -> Result<(), ConnectorError> {
+async fn check_position(
+    conn: &mut Conn,
+    file: &str,
+    pos: u64,
+    tables: &str,
+) -> Result<(), ConnectorError> {
     let logs: Vec<(String, u64)> = conn
         .query("SHOW BINARY LOGS")
         .await
@@ -244,12 +249,22 @@ async fn check_position(conn: &mut Conn, file: &str, pos: u64) -> Result<(), Con
             (name, size)
         })
         .collect();
+    // The oldest file goes first when the server expires binlogs: a stopped stream whose
+    // position is in it may find it gone when it starts next.
+    if logs.len() > 1 && logs.first().is_some_and(|(n, _)| n == file) {
+        tracing::warn!(
+            file,
+            "the stream's position is in the oldest binlog file the server keeps: if the \
+             stream stops, the server may expire it (binlog_expire_logs_seconds) and the \
+             tables would need a new snapshot"
+        );
+    }
     match logs.iter().find(|(n, _)| n == file) {
         None => Err(ConnectorError::config(
             "position",
             format!(
                 "binlog file {file} is not on the server (it has {}): it was purged, or the \
-                 position is another server's; the tables need a new snapshot",
+                 position is another server's; {tables} need a new snapshot",
                 match (logs.first(), logs.last()) {
                     (Some(a), Some(b)) => format!("{} .. {}", a.0, b.0),
                     _ => "none".into(),
@@ -635,7 +650,12 @@ impl MySqlSource {
         let (file, pos, fresh) = match &spec.start {
             Some(p) => {
                 let (file, pos) = binlog_of(p)?;
-                check_position(&mut conn, &file, pos).await?;
+                let tables: Vec<&str> = spec
+                    .tables
+                    .iter()
+                    .filter_map(|t| t.table.as_deref())
+                    .collect();
+                check_position(&mut conn, &file, pos, &tables.join(", ")).await?;
                 (file, pos, false)
             }
             None => {

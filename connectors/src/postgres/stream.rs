@@ -62,6 +62,67 @@ fn qualified_name(spec: &ReadSpec) -> Result<String, ConnectorError> {
 
 /// How often an acknowledged position is reported to the server, at most.
 const STATUS_INTERVAL: Duration = Duration::from_millis(500);
+/// How often a running stream looks at its slot's WAL retention.
+const RETENTION_CHECK: Duration = Duration::from_secs(60);
+
+/// Whether `slot` still has the WAL its position needs: an error once the server removed
+/// it (`wal_status = lost`: the changes since the position are gone), a warning in the
+/// agent's log while the slot holds more than `max_slot_wal_keep_size` allows
+/// (`unreserved`, or `extended` past `max_wal_size`).
+async fn check_retention(
+    pool: &sqlx::PgPool,
+    slot: &str,
+    tables: &[ReadSpec],
+) -> Result<(), ConnectorError> {
+    let row: Option<(Option<String>, Option<i64>)> = sqlx::query_as(
+        "SELECT wal_status::text, safe_wal_size FROM pg_replication_slots WHERE slot_name = $1",
+    )
+    .bind(slot)
+    .fetch_optional(pool)
+    .await
+    .map_err(super::q("read the slot's WAL retention"))?;
+    let Some((status, safe)) = row else {
+        return Ok(());
+    };
+    let names = || {
+        tables
+            .iter()
+            .filter_map(|t| t.table.as_deref())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match status.as_deref() {
+        Some("lost") => Err(ConnectorError::config(
+            "slot",
+            format!(
+                "slot `{slot}` lost WAL it needed (the server removed it past \
+                 max_slot_wal_keep_size): changes of {} are gone; those tables need a new \
+                 snapshot (and the slot a new start)",
+                names()
+            ),
+        )),
+        Some("unreserved") => {
+            tracing::warn!(
+                slot,
+                tables = %names(),
+                "the slot holds more WAL than max_slot_wal_keep_size allows: the server \
+                 may remove WAL it still needs at its next checkpoint, and the tables \
+                 would need a new snapshot"
+            );
+            Ok(())
+        }
+        Some("extended") => {
+            tracing::warn!(
+                slot,
+                safe_wal_size = ?safe,
+                "the slot holds WAL past max_wal_size (within max_slot_wal_keep_size): the \
+                 stream is behind"
+            );
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
 
 /// A slot or publication name Ferry creates or is configured with: it reaches replication
 /// commands unquoted, so it is a plain lowercase identifier.
@@ -164,6 +225,9 @@ pub struct PgChangeStream {
     /// An event taken from the server and not fully handled yet: `next` is cancelled only
     /// while it waits, so an event is never lost (see [`ChangeStream::next`]).
     current: Option<ReplicationEvent>,
+    slot: String,
+    /// When the slot's WAL retention was last looked at.
+    retention_checked: tokio::time::Instant,
 }
 
 impl PgChangeStream {
@@ -202,6 +266,8 @@ impl PgChangeStream {
             decoder: ChangeDecoder::new(batch_rows),
             pending: VecDeque::new(),
             current: None,
+            slot: slot.to_string(),
+            retention_checked: tokio::time::Instant::now(),
         })
     }
 
@@ -250,7 +316,13 @@ impl PgChangeStream {
                     None
                 }
                 ReplicationEvent::KeepAlive { wal_end, .. } => {
-                    Some(StreamEvent::Idle { wal_end: wal_end.0 })
+                    let wal_end = wal_end.0;
+                    // Awaited before anything changed: a cancelled check is done again.
+                    if self.retention_checked.elapsed() >= RETENTION_CHECK {
+                        check_retention(self.source.pool(), &self.slot, &self.specs).await?;
+                        self.retention_checked = tokio::time::Instant::now();
+                    }
+                    Some(StreamEvent::Idle { wal_end })
                 }
                 ReplicationEvent::Begin { .. } | ReplicationEvent::Message { .. } => None,
                 ReplicationEvent::StoppedAt { .. } => {
@@ -434,6 +506,7 @@ impl PostgresSource {
             }
         }
         self.ensure_replication(url, spec).await?;
+        check_retention(self.pool(), &spec.slot, &spec.tables).await?;
         PgChangeStream::start(
             self,
             url,
