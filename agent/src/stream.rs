@@ -138,6 +138,26 @@ pub(crate) async fn run(
     r
 }
 
+/// How long a failing stream waits for the broker to acknowledge what it sent.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits (at most [`SETTLE`]) until the broker acknowledged commit `last`.
+async fn settle(acks: &mut watch::Receiver<AckState>, last: Option<u64>) {
+    let Some(last) = last else { return };
+    let _ = tokio::time::timeout(SETTLE, async {
+        loop {
+            let state = acks.borrow_and_update().clone();
+            if state.seq.is_some_and(|s| s >= last) || state.error.is_some() || state.ended {
+                return;
+            }
+            if acks.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
 /// Whether a source's error says it went away (a server restarting, a network fault), not
 /// that it refused: the broker may start the stream again.
 fn source_gone(e: &ferry_connectors::ConnectorError) -> bool {
@@ -184,10 +204,20 @@ async fn pump(
                 }
             }
             event = stream.next() => {
-                let event = event.map_err(|e| TaskError {
-                    message: format!("change stream: {}", peer_message(&e)),
-                    retryable: source_gone(&e),
-                })?;
+                let event = match event {
+                    Ok(e) => e,
+                    Err(e) => {
+                        // What was sent before the error (the commits before a DDL statement
+                        // that stops the stream) is applied first: the stream is reset when
+                        // this task fails, which would drop frames still in flight.
+                        let last = unacked.back().map(|(s, _)| *s);
+                        settle(&mut acks, last).await;
+                        return Err(TaskError {
+                            message: format!("change stream: {}", peer_message(&e)),
+                            retryable: source_gone(&e),
+                        });
+                    }
+                };
                 match event {
                     None => {
                         return Err(TaskError {

@@ -142,6 +142,24 @@ impl Drop for PgDatabase {
 }
 
 /// A MariaDB database, dropped on drop.
+/// The `mariadb` client on the test server (batch output without column names), in
+/// database `db`.
+pub fn mariadb_cli(db: Option<&str>) -> Command {
+    let mut c = Command::new("mariadb");
+    c.args([
+        "-h127.0.0.1",
+        "-P3306",
+        "-uroot",
+        "--default-character-set=utf8mb4",
+        "-N",
+        "-B",
+    ]);
+    if let Some(db) = db {
+        c.arg(db);
+    }
+    c
+}
+
 pub struct MyDb {
     pub name: String,
 }
@@ -163,18 +181,7 @@ impl MyDb {
     }
 
     fn try_sql(&self, db: Option<&str>, sql: &str) -> Result<String, String> {
-        let mut c = Command::new("mariadb");
-        c.args([
-            "-h127.0.0.1",
-            "-P3306",
-            "-uroot",
-            "--default-character-set=utf8mb4",
-            "-N",
-            "-B",
-        ]);
-        if let Some(db) = db {
-            c.arg(db);
-        }
+        let mut c = mariadb_cli(db);
         c.args(["-e", sql]);
         run(c, "mariadb")
     }

@@ -110,12 +110,18 @@ async fn wait_equal(my: &MyDb, dst: &PgSchema, note: bool) {
             return;
         }
         if Instant::now() > deadline {
-            let first = s.iter().zip(&d).find(|(a, b)| a != b);
+            let differ: Vec<String> = s
+                .iter()
+                .zip(&d)
+                .filter(|(a, b)| a != b)
+                .map(|(a, b)| format!("{a} / {b}"))
+                .collect();
             panic!(
-                "the target did not catch up: {} source rows, {} target rows, first difference \
-                 {first:?}; the log:\n{}",
+                "the target did not catch up: {} source rows, {} target rows, {} differ: {:?}; the log:\n{}",
                 s.len(),
                 d.len(),
+                differ.len(),
+                &differ[..differ.len().min(25)],
                 log_text()
             );
         }
@@ -461,5 +467,91 @@ async fn a_mariadb_stream_keeps_to_the_agents_policy() {
     let error = status.error.unwrap_or_default();
     assert!(error.contains("secret"), "{error}");
     assert!(!error.contains("Binlog"), "{error}");
+    rig.stop().await;
+}
+
+/// A whole-database selection from MariaDB in one stream: a transaction across the selected
+/// tables is applied whole, and an unselected table's changes never reach the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mariadb_whole_database_stream_keeps_transactions_across_tables() {
+    let Some(my) = source("ferry_mchg_db") else {
+        return;
+    };
+    let Some(dst) = PgSchema::new("ferry_mchg_db_dst") else {
+        return;
+    };
+    my.sql(
+        "CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL);
+         CREATE TABLE orders (id BIGINT PRIMARY KEY, customer INT NOT NULL,
+                              amount DECIMAL(12,2), FOREIGN KEY (customer) REFERENCES customers (id));
+         CREATE TABLE notes (id INT PRIMARY KEY, body TEXT);",
+    );
+    let rig = rig(&my, "").await;
+    let job = format!(
+        "reader:\n  name: mysqlreader\n  parameter:\n    datasource: {ds}\n    tables: [customers, orders]\n\
+         writer:\n  name: postgresqlwriter\n  parameter:\n    url: {url}\n    schema: {d}\n    createTable: true\n\
+         setting:\n  mode: stream\n",
+        ds = rig.datasource("legacy"),
+        d = dst.name,
+        url = pg_url()
+    );
+    let id = rig
+        .broker
+        .submit(&job, ferry_engine::config::default_vars(), None)
+        .await
+        .unwrap();
+    wait_streaming(&rig, &id).await;
+    let mut script = String::new();
+    for i in 0..50 {
+        script.push_str(&format!(
+            "BEGIN;
+             INSERT INTO customers VALUES ({i}, 'c{i}');
+             INSERT INTO orders VALUES ({i}00, {i}, {i}.5), ({i}01, {i}, 1);
+             UPDATE customers SET name = CONCAT(name, '!') WHERE id = {i};
+             DELETE FROM orders WHERE id = {i}01;
+             INSERT INTO notes VALUES ({i}, 'not selected');
+             COMMIT;\n"
+        ));
+    }
+    script.push_str(
+        "BEGIN; DELETE FROM orders WHERE customer = 3; DELETE FROM customers WHERE id = 3; COMMIT;",
+    );
+    my.sql(&script);
+    let text = |rows: String| -> Vec<String> { rows.lines().map(str::to_string).collect() };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let src = (
+            text(my.sql("SELECT CONCAT_WS('|', id, name) FROM customers ORDER BY id")),
+            text(my.sql("SELECT CONCAT_WS('|', id, customer, amount) FROM orders ORDER BY id")),
+        );
+        let tgt = (
+            text(dst.sql(&format!(
+                "SELECT concat_ws('|', id, name) FROM {}.customers ORDER BY id",
+                dst.name
+            ))),
+            text(dst.sql(&format!(
+                "SELECT concat_ws('|', id, customer, amount) FROM {}.orders ORDER BY id",
+                dst.name
+            ))),
+        );
+        if src == tgt && src.0.len() == 49 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the target did not catch up: {} customers, {} orders\n{}",
+            tgt.0.len(),
+            tgt.1.len(),
+            log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let notes = dst.sql(&format!(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{}' AND table_name = 'notes'",
+        dst.name
+    ));
+    assert_eq!(notes.trim(), "0", "an unselected table reached the target");
+    assert!(rig.broker.jobs().cancel(&id));
+    rig.wait(&id, Duration::from_secs(30)).await;
     rig.stop().await;
 }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_tests::db::{pg_url, MyDb, PgSchema};
+use ferry_tests::db::{mariadb_cli, pg_url, MyDb, PgSchema};
 use ferry_tests::proc::{ferry, ferry_bin, free_port, Proc};
 
 /// Transactions the writer has ready (more than it gets through: it is stopped once the
@@ -127,22 +127,6 @@ impl Writer {
     }
 }
 
-fn mariadb(db: &str) -> Command {
-    let mut c = Command::new("mariadb");
-    c.args([
-        "--no-defaults",
-        "--protocol=TCP",
-        "-h127.0.0.1",
-        "-P3306",
-        "-uroot",
-        "--default-character-set=utf8mb4",
-        "-N",
-        "-B",
-        db,
-    ]);
-    c
-}
-
 /// Shuts the MariaDB server down and starts it again, as `.ci/cdc-servers.sh` does.
 fn restart_mariadb() {
     let down = Command::new("mariadb-admin")
@@ -187,7 +171,7 @@ fn restart_mariadb() {
         .status()
         .expect("start-stop-daemon runs");
     assert!(up.success(), "start-stop-daemon: {up}");
-    while !mariadb("mysql")
+    while !mariadb_cli(None)
         .args(["-e", "SELECT 1"])
         .output()
         .is_ok_and(|o| o.status.success())
@@ -413,7 +397,7 @@ impl Site {
                         }
                         // A chunk cut off by a server restart is given up: the check is
                         // the target against the source, whatever the writer got done.
-                        let _ = mariadb(&db)
+                        let _ = mariadb_cli(Some(&db))
                             .args(["--force", "-e", &chunk.concat()])
                             .output();
                     }

@@ -345,15 +345,36 @@ fn ddl_tables(db: &str, sql: &str) -> Vec<((String, String), Ddl)> {
     out
 }
 
-/// Whether `now` is `before` with columns added at the end.
-fn columns_kept(before: &[super::meta::ColMeta], now: &[super::meta::ColMeta]) -> bool {
-    now.len() >= before.len()
-        && before.iter().zip(now).all(|(a, b)| {
-            a.name.eq_ignore_ascii_case(&b.name)
-                && a.base == b.base
-                && a.args == b.args
-                && a.unsigned == b.unsigned
+/// A table map event's columns as the binlog describes them: type, type metadata (lengths,
+/// precision) and, with `binlog_row_metadata = FULL`, name.
+fn shape_of(tme: &TableMapEvent<'_>) -> Vec<String> {
+    use mysql_async::binlog::events::OptionalMetadataField;
+    let mut names: Vec<String> = Vec::new();
+    for field in tme.iter_optional_meta().flatten() {
+        if let OptionalMetadataField::ColumnName(n) = field {
+            names = n
+                .iter_names()
+                .flatten()
+                .map(|c| c.name().to_ascii_lowercase())
+                .collect();
+        }
+    }
+    (0..tme.columns_count() as usize)
+        .map(|i| {
+            format!(
+                "{:?} {:?} {}",
+                tme.get_column_type(i).ok().flatten(),
+                tme.get_column_metadata(i).unwrap_or_default(),
+                names.get(i).map(String::as_str).unwrap_or("")
+            )
         })
+        .collect()
+}
+
+/// A savepoint statement, which a transaction's binlog may hold.
+fn is_savepoint(q: &str) -> bool {
+    let u = q.to_ascii_uppercase();
+    u.starts_with("SAVEPOINT") || u.starts_with("ROLLBACK TO") || u.starts_with("RELEASE")
 }
 
 /// A running change stream.
@@ -363,8 +384,14 @@ pub struct MySqlChangeStream {
     specs: Vec<ReadSpec>,
     /// The tables asked for, by (database, table) in lower case: their index in `specs`.
     wanted: HashMap<(String, String), usize>,
-    /// Each table's columns as last described.
-    known: Vec<Vec<super::meta::ColMeta>>,
+    /// Each table's shape in the last table map event bound (see [`shape_of`]).
+    shape: Vec<Option<Vec<String>>>,
+    /// A DDL statement that touched the table (shown as errors show it, and the offset
+    /// after it): its next table map event must keep the columns it had, adding only at the
+    /// end.
+    ddl_pending: Vec<Option<(String, u64)>>,
+    /// A table's description fetched for the event being handled: (table index, table).
+    described: Option<(usize, BinlogTable)>,
     decoder: BinlogDecoder,
     pending: VecDeque<ChangeEvent>,
     /// An event taken from the server and not fully handled yet (see [`ChangeStream::next`]).
@@ -395,22 +422,41 @@ impl MySqlChangeStream {
                     None => return Ok(None),
                 }
             }
+            // The one await of handling an event (a table's description) comes before it
+            // changes any state and while the event is kept: a cancelled handling is done
+            // again from the start.
+            if let Some(index) = self.current.as_ref().and_then(|e| self.to_describe(e)) {
+                if self.described.as_ref().is_none_or(|(i, _)| *i != index) {
+                    let (_, table) = describe(&self.pool, &self.specs[index]).await?;
+                    self.described = Some((index, table));
+                }
+            }
             let Some(event) = self.current.take() else {
                 continue;
             };
-            // Handling awaits (a table's description) before it changes any state, so a
-            // cancelled handling is done again from the start.
-            match self.handle(&event).await {
-                Ok(()) => {}
-                Err(e) => {
-                    self.current = Some(event);
-                    return Err(e);
-                }
-            }
+            self.handle(&event)?;
         }
     }
 
-    async fn handle(&mut self, event: &Event) -> Result<(), ConnectorError> {
+    /// The stream table a table map event binds anew (which needs its description).
+    fn to_describe(&self, event: &Event) -> Option<usize> {
+        if event.header().event_type_raw() != mysql_async::binlog::EventType::TABLE_MAP_EVENT as u8
+        {
+            return None;
+        }
+        let Ok(Some(EventData::TableMapEvent(tme))) = event.read_data() else {
+            return None;
+        };
+        let key = (
+            tme.database_name().to_ascii_lowercase(),
+            tme.table_name().to_ascii_lowercase(),
+        );
+        let index = *self.wanted.get(&key)?;
+        let width = tme.columns_count() as usize;
+        (!self.decoder.is_bound(tme.table_id(), index, width)).then_some(index)
+    }
+
+    fn handle(&mut self, event: &Event) -> Result<(), ConnectorError> {
         let header = event.header();
         let end = u64::from(header.log_pos());
         let when = i64::from(header.timestamp()) * 1_000_000;
@@ -445,14 +491,19 @@ impl MySqlChangeStream {
             }
             EventData::QueryEvent(q) => match q.query().trim() {
                 "BEGIN" => self.in_tx = true,
-                "COMMIT" => self.commit(end, when)?,
+                "COMMIT" | "ROLLBACK" => self.commit(end, when)?,
+                // MariaDB's stand-ins for events an old replica cannot take (its own
+                // ANNOTATE_ROWS, GTID_LIST, …), and savepoints inside a transaction:
+                // neither ends one.
+                q if q.starts_with('#') || is_savepoint(q) => {}
+                // DDL: a statement of its own, which commits.
                 _ => {
-                    self.ddl(&q, end).await?;
+                    self.ddl(&q, end)?;
                     self.commit(end, when)?;
                 }
             },
             EventData::XidEvent(_) => self.commit(end, when)?,
-            EventData::TableMapEvent(tme) => self.table_map(&tme).await?,
+            EventData::TableMapEvent(tme) => self.table_map(&tme)?,
             EventData::RowsEvent(rows) if self.decoder.index_of(rows.table_id()).is_some() => {
                 let tme = self.binlog.get_tme(rows.table_id()).ok_or_else(|| {
                     ConnectorError::Schema("a row event without its table map event".into())
@@ -519,8 +570,11 @@ impl MySqlChangeStream {
         }
     }
 
-    /// A table map event: binds a streamed table's id to its description as of this event.
-    async fn table_map(&mut self, tme: &TableMapEvent<'_>) -> Result<(), ConnectorError> {
+    /// A table map event: binds a streamed table's id to its description as of this event
+    /// (fetched before, see [`Self::next_event`]). After DDL touched the table, its columns
+    /// must be the ones before with columns added at the end: the binlog's own description
+    /// decides, since the catalog may already be newer than the event.
+    fn table_map(&mut self, tme: &TableMapEvent<'_>) -> Result<(), ConnectorError> {
         let key = (
             tme.database_name().to_ascii_lowercase(),
             tme.table_name().to_ascii_lowercase(),
@@ -532,53 +586,63 @@ impl MySqlChangeStream {
         if self.decoder.is_bound(tme.table_id(), index, width) {
             return Ok(());
         }
-        let (all, table) = describe(&self.pool, &self.specs[index]).await?;
-        if all.len() < width {
-            return Err(ConnectorError::Schema(format!(
-                "{}: the binlog's rows have {width} columns, the table {}; the stream stops here",
-                table.name,
-                all.len()
-            )));
+        let shape = shape_of(tme);
+        if let (Some((statement, end)), Some(before)) =
+            (self.ddl_pending[index].take(), self.shape[index].as_ref())
+        {
+            let kept = shape.len() >= before.len() && shape[..before.len()] == before[..];
+            if !kept {
+                return Err(ConnectorError::Schema(format!(
+                    "`{statement}` changes the columns of {}: only ADD COLUMN (at the end) is \
+                     applied to a change stream's target, so the stream stops after it, before \
+                     the first change of the new shape (binlog {}:{end}); change the target to \
+                     match and resume the job, or copy the table anew",
+                    self.specs[index].table.as_deref().unwrap_or("?"),
+                    self.file
+                )));
+            }
         }
+        let table = match self.described.take() {
+            Some((i, t)) if i == index => t,
+            _ => {
+                return Err(ConnectorError::Schema(
+                    "a table map event without its table's description".into(),
+                ))
+            }
+        };
         let table = table.as_of(width);
-        self.known[index] = all;
+        tracing::debug!(table = %table.name, id = tme.table_id(), width, "binlog table bound");
         let done = self.decoder.bind(tme.table_id(), index, table, tme)?;
+        self.shape[index] = Some(shape);
         self.push(done);
         Ok(())
     }
 
-    /// A DDL statement (its offset after it: `end`): stops the stream if it changes a
-    /// streamed table other than by adding columns at the end.
-    async fn ddl(&mut self, q: &QueryEvent<'_>, end: u64) -> Result<(), ConnectorError> {
+    /// A DDL statement (its offset after it: `end`): TRUNCATE, DROP or RENAME of a streamed
+    /// table stops the stream; any other statement touching one has the table's next table
+    /// map event checked (see [`Self::table_map`]).
+    fn ddl(&mut self, q: &QueryEvent<'_>, end: u64) -> Result<(), ConnectorError> {
         let sql = q.query();
         let touched: Vec<(usize, Ddl)> = ddl_tables(&q.schema(), &sql)
             .into_iter()
             .filter_map(|(name, what)| self.wanted.get(&name).map(|&i| (i, what)))
             .collect();
+        tracing::debug!(statement = %sql, touched = touched.len(), "binlog DDL");
         if touched.is_empty() {
             return Ok(());
         }
         let shown: String = sql.chars().take(STATEMENT_SHOWN).collect();
-        let stop = |index: usize, why: &str| {
-            ConnectorError::Schema(format!(
-                "`{shown}` {why} {}: only ADD COLUMN (at the end) is applied to a change \
-                 stream's target, so the stream stops before it (binlog {}:{end}); change the \
-                 target to match and resume the job, or copy the table anew",
-                self.specs[index].table.as_deref().unwrap_or("?"),
+        if let Some((index, _)) = touched.iter().find(|(_, what)| *what == Ddl::Gone) {
+            return Err(ConnectorError::Schema(format!(
+                "`{shown}` truncates, drops or renames {}: a change stream does not apply \
+                 that, so it stops before it (binlog {}:{end}); copy the table anew",
+                self.specs[*index].table.as_deref().unwrap_or("?"),
                 self.file
-            ))
-        };
-        for (index, what) in &touched {
-            if *what == Ddl::Gone {
-                return Err(stop(*index, "truncates, drops or renames"));
-            }
-            let (now, _) = describe(&self.pool, &self.specs[*index]).await?;
-            if !columns_kept(&self.known[*index], &now) {
-                return Err(stop(*index, "changes the columns of"));
-            }
+            )));
         }
         for (index, _) in touched {
-            // The next table map event describes the table again (with any added columns).
+            // The next table map event describes the table again, checked then.
+            self.ddl_pending[index] = Some((shown.clone(), end));
             let done = self.decoder.unbind(index)?;
             self.push(done);
         }
@@ -664,9 +728,8 @@ impl MySqlSource {
             }
         };
         let mut wanted = HashMap::new();
-        let mut known = Vec::with_capacity(spec.tables.len());
         for (i, t) in spec.tables.iter().enumerate() {
-            let (all, table) = describe(self.pool(), t).await?;
+            let (_, table) = describe(self.pool(), t).await?;
             wanted.insert(
                 (
                     table.db.to_ascii_lowercase(),
@@ -674,7 +737,6 @@ impl MySqlSource {
                 ),
                 i,
             );
-            known.push(all);
         }
         let server_id = replica_id(spec.server_id, wanted.keys());
         conn.query_drop(format!(
@@ -696,7 +758,9 @@ impl MySqlSource {
             pool: self.pool().clone(),
             specs: spec.tables.clone(),
             wanted,
-            known,
+            shape: vec![None; spec.tables.len()],
+            ddl_pending: vec![None; spec.tables.len()],
+            described: None,
             decoder: BinlogDecoder::new(
                 spec.tables.len(),
                 spec.batch_rows,
