@@ -440,8 +440,8 @@ async fn mariadb_ddl_other_than_add_column_stops_the_stream() {
     rig.stop().await;
 }
 
-/// A table the agent's policy does not list never streams; a position naming a path, or
-/// one past the server's binlog, is refused before a binlog is read.
+/// A table the agent's policy does not list never streams (positions a hostile broker could
+/// give are attacked in `hostile_broker.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mariadb_stream_keeps_to_the_agents_policy() {
     let Some(my) = source("ferry_mchg_pol") else {
