@@ -10,10 +10,11 @@
 //! the stream commits the position of skipped transactions and heartbeats at most once a
 //! second, as a transaction without changes.
 //!
-//! DDL arrives as statements. One that touches a streamed table is checked against the
-//! table's columns: columns added at the end are taken (the next table map event binds the
-//! new shape); any other change of the columns, and TRUNCATE, DROP or RENAME of the table,
-//! stops the stream before it with an error naming the statement.
+//! DDL arrives as statements. TRUNCATE, DROP or RENAME of a streamed table stops the
+//! stream before it; after any other statement touching one, the table's next table map
+//! event must show the columns it had (the binlog's own description: the catalog may be
+//! newer) with new ones at the end only, which are taken (ADD COLUMN), or the stream stops
+//! there, before the first change of the new shape. Errors name the statement.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -427,7 +428,7 @@ impl MySqlChangeStream {
             // again from the start.
             if let Some(index) = self.current.as_ref().and_then(|e| self.to_describe(e)) {
                 if self.described.as_ref().is_none_or(|(i, _)| *i != index) {
-                    let (_, table) = describe(&self.pool, &self.specs[index]).await?;
+                    let table = describe(&self.pool, &self.specs[index]).await?;
                     self.described = Some((index, table));
                 }
             }
@@ -664,11 +665,8 @@ fn replica_id<'a>(base: u32, tables: impl Iterator<Item = &'a (String, String)>)
     base.saturating_add(h % 65_536)
 }
 
-/// Every column of `spec`'s table, and the table as a change stream reads it.
-async fn describe(
-    pool: &sqlx::MySqlPool,
-    spec: &ReadSpec,
-) -> Result<(Vec<super::meta::ColMeta>, BinlogTable), ConnectorError> {
+/// `spec`'s table as a change stream reads it.
+async fn describe(pool: &sqlx::MySqlPool, spec: &ReadSpec) -> Result<BinlogTable, ConnectorError> {
     let name = spec
         .table
         .clone()
@@ -693,8 +691,7 @@ async fn describe(
         .map(|(k, _)| k)
         .collect();
     let read = pick_columns(&name, all.clone(), &spec.columns)?;
-    let t = BinlogTable::new(&name, &db, table, &all, read, &pk)?;
-    Ok((all, t))
+    BinlogTable::new(&name, &db, table, &all, read, &pk)
 }
 
 impl MySqlSource {
@@ -729,7 +726,7 @@ impl MySqlSource {
         };
         let mut wanted = HashMap::new();
         for (i, t) in spec.tables.iter().enumerate() {
-            let (_, table) = describe(self.pool(), t).await?;
+            let table = describe(self.pool(), t).await?;
             wanted.insert(
                 (
                     table.db.to_ascii_lowercase(),
