@@ -127,6 +127,14 @@ impl Layout {
         &self.key
     }
 
+    /// The read's own columns (without the change columns), as a schema.
+    pub fn read_schema(&self) -> SchemaRef {
+        Arc::new(Schema::new_with_metadata(
+            self.schema.fields()[..self.columns].to_vec(),
+            self.schema.metadata().clone(),
+        ))
+    }
+
     /// A batch of `data` (the read's columns), `meta` (one entry per row) and `old_key` (the
     /// key columns' old values, NULL where the key did not change).
     pub fn assemble(
@@ -355,6 +363,80 @@ impl Layout {
     }
 }
 
+/// A run of rows an applier writes with one statement, in the rows' order (see
+/// [`Rows::steps`]).
+#[derive(Debug, PartialEq)]
+pub enum Step {
+    /// Upserts of the rows, leaving `unchanged` columns as they are.
+    Upsert {
+        rows: Vec<usize>,
+        unchanged: Vec<usize>,
+    },
+    /// Deletes of the rows' keys: their old key (`old`) or their key.
+    Delete { rows: Vec<usize>, old: bool },
+    /// An update that moved a row to another key without sending every value: the row at
+    /// the old key is updated in place (its unsent values stay).
+    Move { row: usize, unchanged: Vec<usize> },
+}
+
+impl Rows<'_> {
+    /// The runs these rows are applied in, in order: consecutive inserts and updates that
+    /// leave the same columns unchanged become one upsert, consecutive deletes one delete;
+    /// an update that moved its row to another key deletes the old key first (or moves the
+    /// row in place when it did not send every value).
+    pub fn steps(&self) -> Vec<Step> {
+        let rows = self;
+        let columns = self.layout.columns;
+        let mut out: Vec<Step> = Vec::new();
+        for r in 0..rows.len() {
+            let mut push = |step: Step| match (out.last_mut(), step) {
+                (
+                    Some(Step::Upsert { rows, unchanged }),
+                    Step::Upsert {
+                        rows: more,
+                        unchanged: u,
+                    },
+                ) if *unchanged == u => rows.extend(more),
+                (Some(Step::Delete { rows, old }), Step::Delete { rows: more, old: o })
+                    if *old == o =>
+                {
+                    rows.extend(more)
+                }
+                (_, step) => out.push(step),
+            };
+            match rows.op(r) {
+                Op::Insert => push(Step::Upsert {
+                    rows: vec![r],
+                    unchanged: Vec::new(),
+                }),
+                Op::Update => {
+                    let unchanged: Vec<usize> =
+                        (0..columns).filter(|c| rows.unchanged(r, *c)).collect();
+                    if rows.key_changed(r) && !unchanged.is_empty() {
+                        push(Step::Move { row: r, unchanged });
+                        continue;
+                    }
+                    if rows.key_changed(r) {
+                        push(Step::Delete {
+                            rows: vec![r],
+                            old: true,
+                        });
+                    }
+                    push(Step::Upsert {
+                        rows: vec![r],
+                        unchanged,
+                    })
+                }
+                Op::Delete => push(Step::Delete {
+                    rows: vec![r],
+                    old: false,
+                }),
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -526,5 +608,80 @@ mod tests {
             Layout::new(&reserved, vec![]),
             Err(ChangeError::Reserved(_))
         ));
+    }
+
+    #[test]
+    fn rows_become_runs_in_order() {
+        let read = Schema::new(vec![
+            Field::new("id", DataType::Int32, false),
+            Field::new("v", DataType::Utf8, true),
+        ]);
+        let layout = Layout::new(&read, vec![0]).unwrap();
+        let mut meta = Meta::new(&layout);
+        for (op, unchanged) in [
+            (Op::Insert, vec![]),
+            (Op::Update, vec![]),
+            (Op::Update, vec![1]),
+            (Op::Update, vec![]),
+            (Op::Delete, vec![]),
+            (Op::Delete, vec![]),
+            (Op::Insert, vec![]),
+            (Op::Update, vec![1]),
+        ] {
+            meta.push(op, &unchanged);
+        }
+        let batch = layout
+            .assemble(
+                vec![
+                    Arc::new(Int32Array::from(vec![1, 1, 1, 9, 2, 3, 4, 8])),
+                    Arc::new(StringArray::from(vec![Some("a"); 8])),
+                ],
+                meta,
+                vec![Arc::new(Int32Array::from(vec![
+                    None,
+                    None,
+                    None,
+                    Some(1),
+                    None,
+                    None,
+                    None,
+                    Some(4),
+                ]))],
+            )
+            .unwrap();
+        let rows = layout.rows(&batch).unwrap();
+        assert_eq!(
+            rows.steps(),
+            [
+                Step::Upsert {
+                    rows: vec![0, 1],
+                    unchanged: vec![]
+                },
+                Step::Upsert {
+                    rows: vec![2],
+                    unchanged: vec![1]
+                },
+                Step::Delete {
+                    rows: vec![3],
+                    old: true
+                },
+                Step::Upsert {
+                    rows: vec![3],
+                    unchanged: vec![]
+                },
+                Step::Delete {
+                    rows: vec![4, 5],
+                    old: false
+                },
+                Step::Upsert {
+                    rows: vec![6],
+                    unchanged: vec![]
+                },
+                Step::Move {
+                    row: 7,
+                    unchanged: vec![1]
+                },
+            ]
+        );
     }
 }

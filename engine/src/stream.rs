@@ -99,9 +99,10 @@ pub async fn run_stream(
     let start = OffsetDateTime::now_utc();
     let reader = |stage| move |message| RunError::Reader { stage, message };
     let conn = |stage| move |source| RunError::Connector { stage, source };
-    if job.writer.kind != ferry_connectors::Kind::Postgres {
+    use ferry_connectors::Kind;
+    if !matches!(job.writer.kind, Kind::Postgres | Kind::MySql | Kind::Sqlite) {
         return Err(reader("checking the job")(format!(
-            "a change stream applies to PostgreSQL targets so far, not {}",
+            "a change stream applies to PostgreSQL, MySQL/MariaDB and SQLite targets, not {}",
             job.writer.kind
         )));
     }
@@ -375,6 +376,11 @@ impl Applying<'_> {
                     read,
                 } => {
                     if let Some(layout) = self.redeclared(index, &table, &key, &read)? {
+                        // Between transactions, those applied so far commit first: a target
+                        // whose DDL is not transactional (MySQL) commits them anyway.
+                        if group.at_boundary {
+                            self.commit(&mut group, feed, target, seq, rows).await?;
+                        }
                         let added = target
                             .add_columns(index, &layout)
                             .await

@@ -141,7 +141,6 @@ impl Drop for PgDatabase {
     }
 }
 
-/// A MariaDB database, dropped on drop.
 /// The `mariadb` client on the test server (batch output without column names), in
 /// database `db`.
 pub fn mariadb_cli(db: Option<&str>) -> Command {
@@ -160,6 +159,7 @@ pub fn mariadb_cli(db: Option<&str>) -> Command {
     c
 }
 
+/// A MariaDB database, dropped on drop.
 pub struct MyDb {
     pub name: String,
 }

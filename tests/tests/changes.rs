@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ferry_broker::jobs::JobState;
-use ferry_tests::db::{pg_url, PgSchema};
+use ferry_tests::db::{pg_url, MyDb, PgSchema};
 
 /// The slot and publication a test's agent makes: dropped at the end, also when the test
 /// fails (after the agent stopped streaming, or its walsender is ended first).
@@ -565,4 +565,122 @@ async fn every_mapped_type_arrives_as_it_left() {
     assert!(rig.broker.jobs().cancel(&id));
     rig.wait(&id, Duration::from_secs(30)).await;
     rig.stop().await;
+}
+
+/// The same stream into a MariaDB target: upserts and deletes by key, an update that left a
+/// TOASTed value unsent (an `UPDATE` of what it sent), a key change that left it unsent too,
+/// transactions whole or not at all, ADD COLUMN; the target ends equal to the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_changes_apply_to_a_mariadb_target() {
+    let Some(repl) = Replication::new("ferry_chg_tomy") else {
+        return;
+    };
+    let Some(my) = MyDb::new("ferry_chg_tomy") else {
+        return;
+    };
+    let src = &repl.src;
+    src.sql(
+        "CREATE TABLE acc (id bigint PRIMARY KEY, name text, amount numeric(18,4),
+                           big text NOT NULL, ts timestamptz);
+         ALTER TABLE acc ALTER big SET STORAGE EXTERNAL;",
+    );
+    let rig = repl.rig("").await;
+    let job = format!(
+        "reader:\n  name: postgresqlreader\n  parameter:\n    datasource: {ds}\n    table: {s}.acc\n\
+         writer:\n  name: mysqlwriter\n  parameter:\n    url: {url}\n    table: acc\n    createTable: true\n\
+         setting:\n  mode: stream\n",
+        ds = rig.datasource("shop"),
+        s = src.name,
+        url = my.url()
+    );
+    let vars = ferry_engine::config::default_vars();
+    let id = rig.broker.submit(&job, vars, None).await.unwrap();
+    repl.wait_active().await;
+    src.sql(
+        "INSERT INTO acc SELECT g, 'name ' || g, g * 1.5, 'small',
+                timestamptz '2024-06-20 00:00:00+00' + g * interval '1 minute'
+           FROM generate_series(1, 1000) g;
+         UPDATE acc SET name = NULL WHERE id % 10 = 0;
+         UPDATE acc SET big = repeat('toasted ', 12000) WHERE id IN (5, 6);
+         UPDATE acc SET amount = amount + 1 WHERE id IN (5, 6);
+         UPDATE acc SET id = 100005 WHERE id = 5;
+         DELETE FROM acc WHERE id BETWEEN 900 AND 950;
+         BEGIN;
+         INSERT INTO acc VALUES (2000, 'in a transaction', 1, 'b', NULL);
+         UPDATE acc SET name = 'moved', id = 2001 WHERE id = 2000;
+         DELETE FROM acc WHERE id = 7;
+         INSERT INTO acc VALUES (7, 'again', 7, 'c', now());
+         COMMIT;
+         BEGIN;
+         INSERT INTO acc VALUES (3000, 'rolled back', 1, 'r', NULL);
+         DELETE FROM acc WHERE id = 8;
+         ROLLBACK;
+         INSERT INTO acc SELECT g, 'bulk', g, 'b', NULL FROM generate_series(200000, 219999) g;",
+    );
+    src.sql(
+        "BEGIN;
+         UPDATE acc SET name = 'before the new column' WHERE id = 3;
+         ALTER TABLE acc ADD COLUMN note varchar(20);
+         UPDATE acc SET note = 'added' WHERE id BETWEEN 1 AND 20;
+         COMMIT;
+         INSERT INTO acc VALUES (5000, 'after', 1, 'a', NULL, 'with note');",
+    );
+    wait_same_in_mariadb(src, &my).await;
+    // Cancelled, then resumed: the position the MariaDB target committed is where the stream
+    // goes on, and what was written meanwhile arrives once.
+    assert!(rig.broker.jobs().cancel(&id));
+    rig.wait(&id, Duration::from_secs(30)).await;
+    src.sql(
+        "INSERT INTO acc VALUES (4000, 'while stopped', 4, 's', NULL, NULL);
+         UPDATE acc SET note = 'while stopped', amount = amount * 2 WHERE id BETWEEN 10 AND 30;
+         DELETE FROM acc WHERE id = 11;",
+    );
+    let code = rig.resume(&id).await;
+    assert!((200..300).contains(&code), "resume answered {code}");
+    wait_same_in_mariadb(src, &my).await;
+    let status = rig.broker.jobs().get(&id).await.unwrap().unwrap();
+    assert_eq!(status.state, JobState::Running, "{status:?}");
+    assert!(rig.broker.jobs().cancel(&id));
+    rig.wait(&id, Duration::from_secs(30)).await;
+    rig.stop().await;
+}
+
+/// Waits until MariaDB's `acc` (with the added `note`) holds the PostgreSQL source's rows.
+async fn wait_same_in_mariadb(src: &PgSchema, my: &MyDb) {
+    let want = src.sql(&format!(
+        "SELECT concat_ws('|', id, coalesce(name, '<null>'), amount, md5(big), length(big),
+                coalesce(to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), '<null>'),
+                coalesce(note, '<null>'))
+           FROM {}.acc ORDER BY id",
+        src.name
+    ));
+    let got = || {
+        ferry_tests::db::mariadb_cli(Some(&my.name))
+            .args([
+                "-e",
+                "SET time_zone = '+00:00';
+                 SELECT CONCAT_WS('|', id, IFNULL(name, '<null>'), amount, MD5(big), CHAR_LENGTH(big),
+                        IFNULL(DATE_FORMAT(ts, '%Y-%m-%d %H:%i:%s.%f'), '<null>'), IFNULL(note, '<null>'))
+                   FROM acc ORDER BY id",
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        // Before the new column exists, the query fails and reads as nothing.
+        let now = got();
+        if now == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the MariaDB target did not catch up ({} rows of {}); the log:\n{}",
+            now.lines().count(),
+            want.lines().count(),
+            log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }

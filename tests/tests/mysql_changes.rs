@@ -555,3 +555,114 @@ async fn a_mariadb_whole_database_stream_keeps_transactions_across_tables() {
     rig.wait(&id, Duration::from_secs(30)).await;
     rig.stop().await;
 }
+
+/// The same stream into a SQLite target: upserts and deletes by key, a key change,
+/// transactions whole or not at all, ADD COLUMN, and a resume from the position the SQLite
+/// file holds; the target ends equal to the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_changes_apply_to_a_sqlite_target() {
+    let Some(my) = source("ferry_mchg_tolite") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("target.db");
+    my.sql(
+        "CREATE TABLE acc (id BIGINT PRIMARY KEY, name VARCHAR(100), amount DECIMAL(18,4),
+                           big LONGTEXT, dt DATETIME(6));",
+    );
+    let rig = rig(&my, "").await;
+    let job = format!(
+        "reader:\n  name: mysqlreader\n  parameter:\n    datasource: {ds}\n    table: acc\n\
+         writer:\n  name: sqlitewriter\n  parameter:\n    url: sqlite://{db}\n    table: acc\n    createTable: true\n\
+         setting:\n  mode: stream\n",
+        ds = rig.datasource("legacy"),
+        db = db.display()
+    );
+    let vars = ferry_engine::config::default_vars();
+    let id = rig.broker.submit(&job, vars, None).await.unwrap();
+    wait_streaming(&rig, &id).await;
+    my.sql(
+        "INSERT INTO acc SELECT seq, CONCAT('name ', seq), seq * 1.5, 'small',
+                TIMESTAMP '2024-06-20 00:00:00.000001' + INTERVAL seq SECOND
+           FROM seq_1_to_1000;
+         UPDATE acc SET name = NULL WHERE id % 10 = 0;
+         UPDATE acc SET big = REPEAT('large ', 20000) WHERE id IN (5, 6);
+         UPDATE acc SET id = 100005 WHERE id = 5;
+         DELETE FROM acc WHERE id BETWEEN 900 AND 950;
+         BEGIN;
+         INSERT INTO acc VALUES (2000, 'in a transaction', 1, 'b', NULL);
+         UPDATE acc SET name = 'moved', id = 2001 WHERE id = 2000;
+         DELETE FROM acc WHERE id = 7;
+         INSERT INTO acc VALUES (7, 'again', 7, 'c', NOW(6));
+         COMMIT;
+         BEGIN;
+         INSERT INTO acc VALUES (3000, 'rolled back', 1, 'r', NULL);
+         DELETE FROM acc WHERE id = 8;
+         ROLLBACK;
+         INSERT INTO acc SELECT seq, 'bulk', seq, 'b', NULL FROM seq_200000_to_219999;
+         ALTER TABLE acc ADD COLUMN note VARCHAR(20);
+         UPDATE acc SET note = 'added' WHERE id BETWEEN 1 AND 20;
+         INSERT INTO acc VALUES (5000, 'after', 1, 'a', NULL, 'with note');",
+    );
+    wait_same_in_sqlite(&my, &db).await;
+    // Cancelled, then resumed from the position the SQLite file holds.
+    assert!(rig.broker.jobs().cancel(&id));
+    rig.wait(&id, Duration::from_secs(30)).await;
+    my.sql(
+        "INSERT INTO acc VALUES (4000, 'while stopped', 4, 's', NULL, NULL);
+         UPDATE acc SET note = 'while stopped', amount = amount * 2 WHERE id BETWEEN 10 AND 30;
+         DELETE FROM acc WHERE id = 11;",
+    );
+    let code = rig.resume(&id).await;
+    assert!((200..300).contains(&code), "resume answered {code}");
+    wait_same_in_sqlite(&my, &db).await;
+    let status = rig.broker.jobs().get(&id).await.unwrap().unwrap();
+    assert_eq!(status.state, JobState::Running, "{status:?}");
+    assert!(rig.broker.jobs().cancel(&id));
+    rig.wait(&id, Duration::from_secs(30)).await;
+    rig.stop().await;
+}
+
+/// Waits until the SQLite file's `acc` (with the added `note`) holds MariaDB's rows.
+async fn wait_same_in_sqlite(my: &MyDb, db: &std::path::Path) {
+    let want = my.sql(
+        "SELECT CONCAT_WS('|', id, IFNULL(name, '<null>'), IFNULL(amount, '<null>'),
+                IFNULL(CHAR_LENGTH(big), '<null>'), IFNULL(RIGHT(big, 8), '<null>'),
+                IFNULL(DATE_FORMAT(dt, '%Y-%m-%d %H:%i:%s.%f'), '<null>'), IFNULL(note, '<null>'))
+           FROM acc ORDER BY id",
+    );
+    let got = || {
+        std::process::Command::new("sqlite3")
+            .args(["-batch", "-noheader"])
+            .arg(db)
+            .arg(
+                "SELECT id || '|' || ifnull(name, '<null>') || '|' || ifnull(amount, '<null>')
+                        || '|' || ifnull(length(big), '<null>') || '|' || ifnull(substr(big, -8), '<null>')
+                        || '|' || ifnull(dt, '<null>') || '|' || ifnull(note, '<null>')
+                   FROM acc ORDER BY id",
+            )
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .expect("the sqlite3 CLI runs (.ci/run installs it)")
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let now = got();
+        if now == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the SQLite target did not catch up ({} rows of {}); first differences: {:?}; the log:\n{}",
+            now.lines().count(),
+            want.lines().count(),
+            now.lines()
+                .zip(want.lines())
+                .filter(|(a, b)| a != b)
+                .take(5)
+                .collect::<Vec<_>>(),
+            log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

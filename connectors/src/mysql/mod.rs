@@ -73,6 +73,7 @@
 //! `YYYY-MM-DD HH:MM:SS.ffffff` in UTC (session zone +00:00), binary as bytes. Sub-microsecond
 //! parts of nanosecond timestamps are truncated (MySQL keeps microseconds).
 
+mod apply;
 mod binlog;
 mod ddl;
 pub(crate) use ddl::table_ddl;

@@ -26,7 +26,7 @@ use crate::spec::{Position, WriteMode, WriteSpec};
 use crate::traits::{Checkpoint, CheckpointSql, DirtyRecord, Sink, SinkWriter, WriteOutcome};
 
 /// Most placeholders one statement may carry.
-const MAX_PLACEHOLDERS: usize = 65_535;
+pub(super) const MAX_PLACEHOLDERS: usize = 65_535;
 
 /// The MySQL column type for `f`, without nullability.
 pub(crate) fn mysql_base_type(f: &Field) -> Result<String, ConnectorError> {
@@ -145,7 +145,9 @@ async fn run_sql(conn: &mut MySqlConnection, statements: &[String]) -> Result<()
     Ok(())
 }
 
-async fn acquire(pool: &sqlx::MySqlPool) -> Result<PoolConnection<MySql>, ConnectorError> {
+pub(super) async fn acquire(
+    pool: &sqlx::MySqlPool,
+) -> Result<PoolConnection<MySql>, ConnectorError> {
     pool.acquire()
         .await
         .map_err(|e| ConnectorError::query("acquiring a connection", e))
@@ -236,22 +238,21 @@ impl Sink for MySqlSink {
         split: u32,
     ) -> Result<Box<dyn SinkWriter>, ConnectorError> {
         let mut w = self.open_writer(spec, schema).await?;
-        w.checkpoint = Some(CheckpointSql {
-            upsert: format!(
-                "INSERT INTO {} (job, split, seq, rows_read, rows_written, last_key, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, CURRENT_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE \
-                 seq = VALUES(seq), rows_read = VALUES(rows_read), rows_written = VALUES(rows_written), \
-                 last_key = VALUES(last_key), updated_at = VALUES(updated_at)",
-                quote_table(&spec.checkpoint_table())
-            ),
-            job: job.to_string(),
-            split,
-        });
+        w.checkpoint = Some(checkpoint_sql(spec, job, split));
         Ok(Box::new(w))
     }
 
     fn records_checkpoints(&self, _spec: &WriteSpec) -> bool {
         true
+    }
+
+    async fn change_target(
+        &self,
+        tables: &[(WriteSpec, ferry_change::Layout)],
+        job: &str,
+        split: u32,
+    ) -> Result<Box<dyn crate::stream::ChangeTarget>, ConnectorError> {
+        Ok(Box::new(self.open_change_target(tables, job, split).await?))
     }
 
     async fn checkpoint(
@@ -269,8 +270,19 @@ impl Sink for MySqlSink {
         .bind(job)
         .bind(split)
         .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| ConnectorError::query(format!("reading checkpoint table {table}"), e))?;
+        .await;
+        let row = match row {
+            // No checkpoint table yet (a stream looks before it prepares): nothing recorded.
+            Err(sqlx::Error::Database(e))
+                if e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                    .is_some_and(|m| m.number() == 1146) =>
+            {
+                return Ok(None)
+            }
+            r => r.map_err(|e| {
+                ConnectorError::query(format!("reading checkpoint table {table}"), e)
+            })?,
+        };
         let Some(r) = row else { return Ok(None) };
         let bad = |e| ConnectorError::query(format!("reading checkpoint table {table}"), e);
         Checkpoint::from_stored(
@@ -489,9 +501,24 @@ impl Sink for MySqlSink {
     }
 }
 
+/// The statement recording split `split` of `job` in `spec`'s checkpoint table.
+pub(super) fn checkpoint_sql(spec: &WriteSpec, job: &str, split: u32) -> CheckpointSql {
+    CheckpointSql {
+        upsert: format!(
+            "INSERT INTO {} (job, split, seq, rows_read, rows_written, last_key, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, CURRENT_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE \
+             seq = VALUES(seq), rows_read = VALUES(rows_read), rows_written = VALUES(rows_written), \
+             last_key = VALUES(last_key), updated_at = VALUES(updated_at)",
+            quote_table(&spec.checkpoint_table())
+        ),
+        job: job.to_string(),
+        split,
+    }
+}
+
 /// Creates the checkpoint table unless it exists (InnoDB: it commits with
 /// the rows; a target table in a non-transactional engine cannot).
-async fn ensure_checkpoints(
+pub(super) async fn ensure_checkpoints(
     conn: &mut MySqlConnection,
     spec: &WriteSpec,
 ) -> Result<(), ConnectorError> {
@@ -639,7 +666,7 @@ struct MySqlWriter {
 
 /// One value taken from an Arrow array, with its meaning.
 #[derive(Debug, Clone)]
-enum Val {
+pub(super) enum Val {
     Null,
     Int(i128),
     F32(f32),
@@ -656,7 +683,7 @@ enum Val {
 }
 
 impl Val {
-    fn size(&self) -> usize {
+    pub(super) fn size(&self) -> usize {
         match self {
             Val::Str(s) | Val::Dec(s) => s.len() + 9,
             Val::Bytes(b) => b.len() + 9,
@@ -689,7 +716,11 @@ impl Val {
         }
     }
 
-    fn bind(&self, args: &mut MySqlArguments, meta: &ColMeta) -> Result<(), ConnectorError> {
+    pub(super) fn bind(
+        &self,
+        args: &mut MySqlArguments,
+        meta: &ColMeta,
+    ) -> Result<(), ConnectorError> {
         let r = match self {
             Val::Null => args.add(None::<String>),
             Val::Int(v) => match i64::try_from(*v) {
@@ -724,7 +755,7 @@ fn unit_to_micros(v: i64, unit: &TimeUnit) -> i64 {
 }
 
 /// The value at `row` of `a`.
-fn value(a: &ArrayRef, row: usize, field: &Field) -> Result<Val, ConnectorError> {
+pub(super) fn value(a: &ArrayRef, row: usize, field: &Field) -> Result<Val, ConnectorError> {
     if a.is_null(row) {
         return Ok(Val::Null);
     }
@@ -801,7 +832,7 @@ fn value(a: &ArrayRef, row: usize, field: &Field) -> Result<Val, ConnectorError>
 const DAY_US: i64 = 86_400_000_000;
 
 /// Why the target column `m` cannot hold `v`, if it cannot.
-fn check(v: &Val, m: &ColMeta) -> Option<String> {
+pub(super) fn check(v: &Val, m: &ColMeta) -> Option<String> {
     let base = m.base.as_str();
     match v {
         Val::Null if !m.nullable => return Some("NULL into a NOT NULL column".into()),
@@ -933,7 +964,11 @@ fn column_in_message(msg: &str) -> Option<String> {
 
 /// Cuts rows of `sizes` bytes into contiguous chunks of at most `max_bytes` (a single larger
 /// row gets a chunk of its own) and at most `max_rows` rows.
-fn plan_chunks(sizes: &[usize], max_bytes: usize, max_rows: usize) -> Vec<std::ops::Range<usize>> {
+pub(super) fn plan_chunks(
+    sizes: &[usize],
+    max_bytes: usize,
+    max_rows: usize,
+) -> Vec<std::ops::Range<usize>> {
     let mut chunks = Vec::new();
     let mut start = 0;
     let mut bytes = 0usize;
@@ -951,7 +986,7 @@ fn plan_chunks(sizes: &[usize], max_bytes: usize, max_rows: usize) -> Vec<std::o
     chunks
 }
 
-fn build_sql(head: &str, tail: &str, ncols: usize, rows: usize) -> String {
+pub(super) fn build_sql(head: &str, tail: &str, ncols: usize, rows: usize) -> String {
     let one = format!("({})", vec!["?"; ncols].join(","));
     let mut s = String::with_capacity(head.len() + rows * (one.len() + 1) + tail.len());
     s.push_str(head);
@@ -965,7 +1000,10 @@ fn build_sql(head: &str, tail: &str, ncols: usize, rows: usize) -> String {
     s
 }
 
-fn build_args(metas: &[ColMeta], rows: &[&Vec<Val>]) -> Result<MySqlArguments, ConnectorError> {
+pub(super) fn build_args(
+    metas: &[ColMeta],
+    rows: &[&Vec<Val>],
+) -> Result<MySqlArguments, ConnectorError> {
     let mut args = MySqlArguments::default();
     for r in rows {
         for (v, m) in r.iter().zip(metas) {

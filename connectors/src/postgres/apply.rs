@@ -8,11 +8,8 @@
 //! key deletes the old key first. Columns an update left unchanged (PostgreSQL's unchanged
 //! TOAST) are not written.
 
-use std::sync::Arc;
-
 use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{Schema, SchemaRef};
-use ferry_change::{Layout, Op};
+use ferry_change::{Layout, Step};
 use sqlx::{Executor, PgPool, Postgres};
 
 use super::{binary, q, quote_ident, record_checkpoint, PgCol, PostgresSink};
@@ -45,21 +42,6 @@ struct PgApplier {
     names: Vec<String>,
     cols: Vec<PgCol>,
     layout: Layout,
-}
-
-/// A run of rows applied by one statement.
-#[derive(Debug, PartialEq)]
-enum Step {
-    /// Upserts of the rows, leaving `unchanged` columns as they are.
-    Upsert {
-        rows: Vec<usize>,
-        unchanged: Vec<usize>,
-    },
-    /// Deletes of the rows' keys: their old key (`old`) or their key.
-    Delete { rows: Vec<usize>, old: bool },
-    /// An update that moved a row to another key without sending every value: the row at
-    /// the old key is updated in place (its unsent values stay).
-    Move { row: usize, unchanged: Vec<usize> },
 }
 
 impl PostgresSink {
@@ -108,7 +90,7 @@ impl PostgresSink {
                 spec.table
             )));
         }
-        let (qualified, names, cols) = self.target_columns(spec, &read_schema(layout)).await?;
+        let (qualified, names, cols) = self.target_columns(spec, &layout.read_schema()).await?;
         Ok(PgApplier {
             qualified,
             names,
@@ -116,13 +98,6 @@ impl PostgresSink {
             layout: layout.clone(),
         })
     }
-}
-
-/// The read columns of a change layout (without the change's own columns).
-fn read_schema(layout: &Layout) -> SchemaRef {
-    Arc::new(Schema::new(
-        layout.schema().fields()[..layout.columns()].to_vec(),
-    ))
 }
 
 impl PgChangeTarget {
@@ -263,7 +238,7 @@ impl ChangeTarget for PgChangeTarget {
         }
         // The new columns exist only inside the open transaction: resolve them there.
         let (qualified, names, cols) =
-            super::target_columns_on(self.tx().await?, &spec, &read_schema(layout)).await?;
+            super::target_columns_on(self.tx().await?, &spec, &layout.read_schema()).await?;
         let applier = PgApplier {
             qualified,
             names,
@@ -327,7 +302,7 @@ impl PgApplier {
             let old: Vec<ArrayRef> = (0..self.layout.key().len())
                 .map(|i| rows.old_key(i).clone())
                 .collect();
-            for step in steps(&rows, self.layout.columns()) {
+            for step in rows.steps() {
                 applied += match &step {
                     Step::Upsert { rows, unchanged } => {
                         self.upsert(tx, &data, rows, unchanged).await?
@@ -560,139 +535,5 @@ impl PgApplier {
             .await
             .map_err(q("applying deletes"))?;
         Ok(done.rows_affected())
-    }
-}
-
-/// The runs `rows` are applied in.
-fn steps(rows: &ferry_change::Rows<'_>, columns: usize) -> Vec<Step> {
-    let mut out: Vec<Step> = Vec::new();
-    for r in 0..rows.len() {
-        let mut push = |step: Step| match (out.last_mut(), step) {
-            (
-                Some(Step::Upsert { rows, unchanged }),
-                Step::Upsert {
-                    rows: more,
-                    unchanged: u,
-                },
-            ) if *unchanged == u => rows.extend(more),
-            (Some(Step::Delete { rows, old }), Step::Delete { rows: more, old: o })
-                if *old == o =>
-            {
-                rows.extend(more)
-            }
-            (_, step) => out.push(step),
-        };
-        match rows.op(r) {
-            Op::Insert => push(Step::Upsert {
-                rows: vec![r],
-                unchanged: Vec::new(),
-            }),
-            Op::Update => {
-                let unchanged: Vec<usize> =
-                    (0..columns).filter(|c| rows.unchanged(r, *c)).collect();
-                if rows.key_changed(r) && !unchanged.is_empty() {
-                    push(Step::Move { row: r, unchanged });
-                    continue;
-                }
-                if rows.key_changed(r) {
-                    push(Step::Delete {
-                        rows: vec![r],
-                        old: true,
-                    });
-                }
-                push(Step::Upsert {
-                    rows: vec![r],
-                    unchanged,
-                })
-            }
-            Op::Delete => push(Step::Delete {
-                rows: vec![r],
-                old: false,
-            }),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use arrow_array::{Int32Array, StringArray};
-    use arrow_schema::{DataType, Field};
-    use ferry_change::Meta;
-
-    #[test]
-    fn rows_become_runs_in_order() {
-        let read = Schema::new(vec![
-            Field::new("id", DataType::Int32, false),
-            Field::new("v", DataType::Utf8, true),
-        ]);
-        let layout = Layout::new(&read, vec![0]).unwrap();
-        let mut meta = Meta::new(&layout);
-        for (op, unchanged) in [
-            (Op::Insert, vec![]),
-            (Op::Update, vec![]),
-            (Op::Update, vec![1]),
-            (Op::Update, vec![]),
-            (Op::Delete, vec![]),
-            (Op::Delete, vec![]),
-            (Op::Insert, vec![]),
-            (Op::Update, vec![1]),
-        ] {
-            meta.push(op, &unchanged);
-        }
-        let batch = layout
-            .assemble(
-                vec![
-                    Arc::new(Int32Array::from(vec![1, 1, 1, 9, 2, 3, 4, 8])),
-                    Arc::new(StringArray::from(vec![Some("a"); 8])),
-                ],
-                meta,
-                vec![Arc::new(Int32Array::from(vec![
-                    None,
-                    None,
-                    None,
-                    Some(1),
-                    None,
-                    None,
-                    None,
-                    Some(4),
-                ]))],
-            )
-            .unwrap();
-        let rows = layout.rows(&batch).unwrap();
-        assert_eq!(
-            steps(&rows, 2),
-            [
-                Step::Upsert {
-                    rows: vec![0, 1],
-                    unchanged: vec![]
-                },
-                Step::Upsert {
-                    rows: vec![2],
-                    unchanged: vec![1]
-                },
-                Step::Delete {
-                    rows: vec![3],
-                    old: true
-                },
-                Step::Upsert {
-                    rows: vec![3],
-                    unchanged: vec![]
-                },
-                Step::Delete {
-                    rows: vec![4, 5],
-                    old: false
-                },
-                Step::Upsert {
-                    rows: vec![6],
-                    unchanged: vec![]
-                },
-                Step::Move {
-                    row: 7,
-                    unchanged: vec![1]
-                },
-            ]
-        );
     }
 }

@@ -45,6 +45,7 @@
 //! URLs: `sqlite:///abs/path.db` or `sqlite://relative.db`. The reader opens the file
 //! read-only (a missing file is an error naming it); the writer creates it, in WAL mode.
 
+mod apply;
 mod ddl;
 pub(crate) use ddl::table_ddl;
 mod describe;
@@ -992,24 +993,21 @@ impl Sink for SqliteSink {
         split: u32,
     ) -> Result<Box<dyn SinkWriter>, ConnectorError> {
         let mut w = self.open_writer(spec, schema).await?;
-        let (sch, name) = split_name(&spec.checkpoint_table())?;
-        w.checkpoint = Some(CheckpointSql {
-            upsert: format!(
-                "INSERT INTO {} (job, split, seq, rows_read, rows_written, last_key, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
-                 ON CONFLICT (job, split) DO UPDATE SET seq = excluded.seq, \
-                 rows_read = excluded.rows_read, rows_written = excluded.rows_written, \
-                 last_key = excluded.last_key, updated_at = excluded.updated_at",
-                qualified(&sch, &name)
-            ),
-            job: job.to_string(),
-            split,
-        });
+        w.checkpoint = Some(checkpoint_sql(spec, job, split)?);
         Ok(Box::new(w))
     }
 
     fn records_checkpoints(&self, _spec: &WriteSpec) -> bool {
         true
+    }
+
+    async fn change_target(
+        &self,
+        tables: &[(WriteSpec, ferry_change::Layout)],
+        job: &str,
+        split: u32,
+    ) -> Result<Box<dyn crate::stream::ChangeTarget>, ConnectorError> {
+        Ok(Box::new(self.open_change_target(tables, job, split).await?))
     }
 
     async fn checkpoint(
@@ -1019,6 +1017,10 @@ impl Sink for SqliteSink {
         split: u32,
     ) -> Result<Option<Checkpoint>, ConnectorError> {
         let (sch, name) = split_name(&spec.checkpoint_table())?;
+        // No checkpoint table yet (a stream looks before it prepares): nothing recorded.
+        if table_columns(&self.pool, &sch, &name).await?.is_empty() {
+            return Ok(None);
+        }
         let row = sqlx::query(&format!(
             "SELECT seq, rows_read, rows_written, last_key FROM {} WHERE job = ? AND split = ?",
             qualified(&sch, &name)
@@ -1157,6 +1159,27 @@ impl Sink for SqliteSink {
     async fn finish(&self, spec: &WriteSpec) -> Result<(), ConnectorError> {
         self.run_all(&spec.post_sql, "postSql").await
     }
+}
+
+/// The statement recording split `split` of `job` in `spec`'s checkpoint table.
+fn checkpoint_sql(
+    spec: &WriteSpec,
+    job: &str,
+    split: u32,
+) -> Result<CheckpointSql, ConnectorError> {
+    let (sch, name) = split_name(&spec.checkpoint_table())?;
+    Ok(CheckpointSql {
+        upsert: format!(
+            "INSERT INTO {} (job, split, seq, rows_read, rows_written, last_key, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
+             ON CONFLICT (job, split) DO UPDATE SET seq = excluded.seq, \
+             rows_read = excluded.rows_read, rows_written = excluded.rows_written, \
+             last_key = excluded.last_key, updated_at = excluded.updated_at",
+            qualified(&sch, &name)
+        ),
+        job: job.to_string(),
+        split,
+    })
 }
 
 impl SqliteSink {
