@@ -88,6 +88,14 @@ pub trait ChangeTarget: Send {
     /// Rolls back the open transaction, if any (the stream broke in the middle of one).
     async fn rollback(&mut self);
 
+    /// While `on`, an update that did not send every value (PostgreSQL's unchanged TOAST)
+    /// and finds no row is skipped instead of failing the stream. Only for catching up after
+    /// a snapshot read later than the stream's start: the row was deleted after the update,
+    /// before the snapshot read it, and the delete follows in the stream.
+    fn tolerate_missing(&mut self, on: bool) {
+        let _ = on;
+    }
+
     /// Table `table`'s batches have `layout` from now on, whose read columns are the old
     /// ones followed by new ones: the target adds the new columns (in the open transaction)
     /// and returns their names.

@@ -514,3 +514,119 @@ async fn a_source_cannot_write_its_file() {
     let (_, batch) = read_all(&src, &table_spec("t")).await.unwrap();
     assert_eq!(batch.num_rows(), 1);
 }
+
+/// A change row over `(id, v)`: its operation, id, v, whether v was left unsent, old id.
+type Change<'a> = (ferry_change::Op, i64, Option<&'a str>, bool, Option<i64>);
+
+/// A change batch of `rows`.
+fn changes(layout: &ferry_change::Layout, rows: &[Change<'_>]) -> RecordBatch {
+    let mut meta = ferry_change::Meta::new(layout);
+    for r in rows {
+        meta.push(r.0, if r.3 { &[1] } else { &[] });
+    }
+    layout
+        .assemble(
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.2))),
+            ],
+            meta,
+            vec![Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.4)))],
+        )
+        .unwrap()
+}
+
+/// A change target applies a transaction's runs in order (inserts, updates, key changes,
+/// deletes, an update that did not send a value), commits it with its position, rolls an
+/// unfinished one back, and fails on an update of a missing row unless it catches up after a
+/// snapshot.
+#[tokio::test]
+async fn a_change_target_applies_transactions_by_key() {
+    use ferry_change::Op::{Delete, Insert, Update};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let sink = SqliteSink::connect(&url(&path)).await.unwrap();
+    let read = Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("v", DataType::Utf8, true),
+    ]);
+    let spec = WriteSpec {
+        table: "t".into(),
+        create_table: true,
+        ..Default::default()
+    };
+    sink.prepare(&spec, &Arc::new(read.clone())).await.unwrap();
+    exec(&path, "CREATE UNIQUE INDEX t_id ON t (id)").await;
+    let layout = ferry_change::Layout::new(&read, vec![0]).unwrap();
+    let mut target = sink
+        .change_target(&[(spec.clone(), layout.clone())], "job", 0)
+        .await
+        .unwrap();
+    let batch = changes(
+        &layout,
+        &[
+            (Insert, 1, Some("a"), false, None),
+            (Insert, 2, Some("b"), false, None),
+            (Insert, 3, Some("c"), false, None),
+            (Update, 1, Some("a2"), false, None),
+            (Update, 2, None, true, None),
+            (Update, 20, Some("moved"), false, Some(2)),
+            (Update, 30, None, true, Some(3)),
+            (Delete, 1, None, false, None),
+            (Insert, 1, Some("again"), false, None),
+        ],
+    );
+    target.apply(0, &batch).await.unwrap();
+    let cp = Checkpoint {
+        seq: 1,
+        rows: 9,
+        written: 9,
+        position: Some(ferry_connectors::Position::int(42)),
+    };
+    target.commit(&cp).await.unwrap();
+    let rows = || async {
+        let src = SqliteSource::connect(&url(&path)).await.unwrap();
+        let (_, b) = read_all(&src, &table_spec("t")).await.unwrap();
+        let ids = b.column(0).as_primitive::<Int64Type>().values().to_vec();
+        let vs: Vec<Option<String>> = b
+            .column(1)
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect();
+        let mut all: Vec<_> = ids.into_iter().zip(vs).collect();
+        all.sort();
+        all
+    };
+    let want = vec![
+        (1, Some("again".to_string())),
+        (20, Some("moved".to_string())),
+        (30, Some("c".to_string())),
+    ];
+    assert_eq!(rows().await, want);
+    let recorded = sink.checkpoint(&spec, "job", 0).await.unwrap().unwrap();
+    assert_eq!(recorded.position, cp.position);
+
+    // An unfinished transaction leaves nothing.
+    let batch = changes(&layout, &[(Insert, 99, Some("never"), false, None)]);
+    target.apply(0, &batch).await.unwrap();
+    target.rollback().await;
+    assert_eq!(rows().await, want);
+
+    // An update that did not send `v` and finds no row: the target cannot know `v`.
+    let missing = changes(&layout, &[(Update, 5, None, true, None)]);
+    let e = target.apply(0, &missing).await.unwrap_err().to_string();
+    assert!(e.contains("needs a new snapshot"), "{e}");
+    target.rollback().await;
+    // Catching up after a snapshot, it is skipped (the row's delete follows).
+    target.tolerate_missing(true);
+    target.apply(0, &missing).await.unwrap();
+    target
+        .commit(&Checkpoint {
+            seq: 2,
+            ..cp.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows().await, want);
+}

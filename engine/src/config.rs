@@ -26,7 +26,7 @@
 //!   errorLimit: {record: 0, percentage: 0.0}
 //!   retry: {attempts: 5, backoffMs: 500}       # a task whose agent dropped
 //!   compression: zstd:1                         # on the tunnel: none | zstd:<1..22>
-//!   mode: copy                                  # copy | stream (changes, through an agent)
+//!   mode: copy                                  # copy | stream | snapshot+stream (changes, through an agent)
 //! ```
 //! Files (kind `file`; names `filereader`, `txtfilereader`, `csvwriter`,
 //! `jsonreader`, `parquetwriter`, `logreader`, `s3reader`, … — see
@@ -201,6 +201,18 @@ pub enum Mode {
     Copy,
     /// Apply the source's committed changes (change data capture) until stopped.
     Stream,
+    /// Copy the rows, then apply the changes made since the copy began (full + incremental):
+    /// the stream's start position is recorded first, the copy upserts by key, and the
+    /// stream replays from that position.
+    #[serde(rename = "snapshot+stream")]
+    SnapshotStream,
+}
+
+impl Mode {
+    /// Whether the job streams changes (and so runs until stopped).
+    pub fn streams(self) -> bool {
+        matches!(self, Mode::Stream | Mode::SnapshotStream)
+    }
 }
 
 /// A parsed, validated job.

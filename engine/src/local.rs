@@ -122,7 +122,7 @@ impl SplitFeed for LocalFeed {
 
 /// Runs `job` with reader and writer in this process.
 pub async fn run_standalone(job: &Job, opts: &RunOptions) -> Result<Summary, RunError> {
-    if job.setting.mode == crate::config::Mode::Stream {
+    if job.setting.mode.streams() {
         return Err(RunError::Reader {
             stage: "checking the job",
             message: "`setting.mode: stream` runs through an agent: submit the job to a broker \

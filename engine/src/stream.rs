@@ -134,56 +134,129 @@ pub async fn run_stream(
     let table = names.join(", ");
     let wspec = first;
     let planner = reading_for(names[0].as_str());
-    let mut attempt = 0u32;
     let first_backoff = Duration::from_millis(job.setting.retry.backoff_ms.max(100));
-    let mut backoff = first_backoff;
-    let failed = loop {
-        attempt += 1;
-        let recorded = sink
-            .checkpoint(&wspec, &job_key, STREAM_SPLIT)
+    // Full + incremental: the stream's start position first, then the copy, then the stream
+    // from that position (changes the copy already holds are applied again: by key, to the
+    // same end).
+    let mut catch_up: Option<i64> = None;
+    if job.setting.mode == crate::config::Mode::SnapshotStream {
+        let snapshot_key = format!("{job_key}.snapshot");
+        let done = sink
+            .checkpoint(&wspec, &snapshot_key, STREAM_SPLIT)
             .await
-            .map_err(conn("reading the stream's position in the target"))?;
-        let (mut seq, mut rows) = recorded.as_ref().map_or((0, 0), |c| (c.seq, c.rows));
-        let position = recorded.and_then(|c| c.position);
-        info!(table = %table, attempt, position = ?position, "change stream starting");
-        let began = std::time::Instant::now();
-        let outcome = match changes.open_changes(&rspecs, position, attempt).await {
-            Ok(mut feed) => {
-                let mut applying = Applying {
-                    layouts: &mut layouts,
-                    names: &names,
-                    progress: &progress,
-                };
-                let r = applying
-                    .run(feed.as_mut(), target.as_mut(), &mut seq, &mut rows)
-                    .await;
-                // A transaction the stream broke in the middle of is applied again whole.
-                target.rollback().await;
-                if let Err(e) = &r {
-                    warn!(table = %table, attempt, "change stream ended: {e}");
+            .map_err(conn("reading the snapshot's state in the target"))?;
+        catch_up = match done {
+            Some(done) => done.position.as_ref().and_then(time_of),
+            None => {
+                let recorded = sink
+                    .checkpoint(&wspec, &job_key, STREAM_SPLIT)
+                    .await
+                    .map_err(conn("reading the stream's position in the target"))?;
+                if recorded.is_none() {
+                    let mut applying = Applying {
+                        layouts: &mut layouts,
+                        names: &names,
+                        progress: &progress,
+                        catch_up: None,
+                        first_only: true,
+                        positioned: false,
+                    };
+                    applying
+                        .start_position(changes, &rspecs, target.as_mut(), first_backoff)
+                        .await?;
                 }
-                feed.close(r.as_ref().err().map(|e| e.message.as_str()))
-                    .await;
-                r
+                if progress.failed() {
+                    None
+                } else {
+                    let (rows, ended_us) = snapshot(
+                        job,
+                        &jobs,
+                        &targets,
+                        reading_for,
+                        &sink,
+                        opts,
+                        &progress,
+                        &job_key,
+                    )
+                    .await?;
+                    if !progress.failed() {
+                        let mut marker = sink
+                            .change_target(&targets, &snapshot_key, STREAM_SPLIT)
+                            .await
+                            .map_err(conn("recording the snapshot in the target"))?;
+                        marker
+                            .commit(&Checkpoint {
+                                seq: 1,
+                                rows,
+                                written: rows,
+                                position: Some(Position::int(i128::from(ended_us))),
+                            })
+                            .await
+                            .map_err(conn("recording the snapshot in the target"))?;
+                    }
+                    Some(ended_us)
+                }
             }
-            Err(e) => Err(e),
         };
-        match outcome {
-            // Stopped by the job (cancelled, or the broker stopping).
-            Ok(()) => break progress.failure(),
-            Err(e) if e.transient && !progress.failed() => {
-                // A stream that ran a while before it was lost starts again as soon as a
-                // new one would: the backoff grows only over failures in a row.
-                if began.elapsed() >= STREAM_SETTLED {
-                    backoff = first_backoff;
+    }
+    target.tolerate_missing(catch_up.is_some());
+    let mut attempt = 0u32;
+    let mut backoff = first_backoff;
+    let failed = if progress.failed() {
+        progress.failure()
+    } else {
+        loop {
+            attempt += 1;
+            let recorded = sink
+                .checkpoint(&wspec, &job_key, STREAM_SPLIT)
+                .await
+                .map_err(conn("reading the stream's position in the target"))?;
+            let (mut seq, mut rows) = recorded.as_ref().map_or((0, 0), |c| (c.seq, c.rows));
+            let position = recorded.and_then(|c| c.position);
+            info!(table = %table, attempt, position = ?position, "change stream starting");
+            let began = std::time::Instant::now();
+            let outcome = match changes.open_changes(&rspecs, position, attempt).await {
+                Ok(mut feed) => {
+                    let mut applying = Applying {
+                        layouts: &mut layouts,
+                        names: &names,
+                        progress: &progress,
+                        catch_up,
+                        first_only: false,
+                        positioned: false,
+                    };
+                    let r = applying
+                        .run(feed.as_mut(), target.as_mut(), &mut seq, &mut rows)
+                        .await;
+                    catch_up = applying.catch_up;
+                    // A transaction the stream broke in the middle of is applied again whole.
+                    target.rollback().await;
+                    if let Err(e) = &r {
+                        warn!(table = %table, attempt, "change stream ended: {e}");
+                    }
+                    feed.close(r.as_ref().err().map(|e| e.message.as_str()))
+                        .await;
+                    r
                 }
-                warn!(table = %table, attempt, "change stream lost, starting it again: {e}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-            Err(e) => {
-                progress.fail(e.message.clone());
-                break progress.failure();
+                Err(e) => Err(e),
+            };
+            match outcome {
+                // Stopped by the job (cancelled, or the broker stopping).
+                Ok(()) => break progress.failure(),
+                Err(e) if e.transient && !progress.failed() => {
+                    // A stream that ran a while before it was lost starts again as soon as a
+                    // new one would: the backoff grows only over failures in a row.
+                    if began.elapsed() >= STREAM_SETTLED {
+                        backoff = first_backoff;
+                    }
+                    warn!(table = %table, attempt, "change stream lost, starting it again: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => {
+                    progress.fail(e.message.clone());
+                    break progress.failure();
+                }
             }
         }
     };
@@ -329,6 +402,13 @@ struct Applying<'a> {
     /// Each table's name.
     names: &'a [String],
     progress: &'a Progress,
+    /// Catching up after a snapshot until a source commit at or after this time
+    /// (microseconds since the epoch): see `ChangeTarget::tolerate_missing`.
+    catch_up: Option<i64>,
+    /// Stop once a position is committed (the start of a full + incremental job).
+    first_only: bool,
+    /// A position was committed.
+    positioned: bool,
 }
 
 impl Applying<'_> {
@@ -351,6 +431,9 @@ impl Applying<'_> {
         };
         let mut group = Group::default();
         loop {
+            if self.first_only && self.positioned {
+                return Ok(());
+            }
             // At a transaction boundary with a group open: take what is already waiting,
             // or commit the group.
             let event = if group.at_boundary && group.txns > 0 {
@@ -419,7 +502,7 @@ impl Applying<'_> {
     /// Commits `group` in the target with its last transaction's position, then
     /// acknowledges that transaction.
     async fn commit(
-        &self,
+        &mut self,
         group: &mut Group,
         feed: &mut dyn ChangeFeed,
         target: &mut dyn ferry_connectors::stream::ChangeTarget,
@@ -444,7 +527,56 @@ impl Applying<'_> {
             .map_err(|e| ReadError::from(format!("committing changes: {e}")))?;
         self.progress
             .applied(g.rows, g.bytes, &position, commit_time_us, g.txns);
+        self.positioned = true;
+        if self.catch_up.is_some_and(|until| commit_time_us >= until) {
+            info!("the stream caught up with the snapshot");
+            self.catch_up = None;
+            target.tolerate_missing(false);
+        }
         feed.ack(commit_seq).await
+    }
+
+    /// Records where a new stream starts (the source's position now) in the target before
+    /// anything is copied, applying what arrives before it; lost streams start again.
+    async fn start_position(
+        &mut self,
+        changes: &dyn ChangeReading,
+        tables: &[ReadSpec],
+        target: &mut dyn ferry_connectors::stream::ChangeTarget,
+        first_backoff: Duration,
+    ) -> Result<(), RunError> {
+        let mut backoff = first_backoff;
+        let (mut seq, mut rows) = (0, 0);
+        for attempt in 1.. {
+            let r = match changes.open_changes(tables, None, attempt).await {
+                Ok(mut feed) => {
+                    let r = self.run(feed.as_mut(), target, &mut seq, &mut rows).await;
+                    target.rollback().await;
+                    feed.close(r.as_ref().err().map(|e| e.message.as_str()))
+                        .await;
+                    r
+                }
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => return Ok(()),
+                Err(e) if e.transient && !self.progress.failed() && attempt < 10 => {
+                    warn!(
+                        attempt,
+                        "the stream's start was not recorded, trying again: {e}"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => {
+                    return Err(RunError::Reader {
+                        stage: "recording where the stream starts",
+                        message: e.message,
+                    })
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Checks a table declaration: the table planned with the planned key, and its planned
@@ -501,4 +633,90 @@ impl Applying<'_> {
             .map(Some)
             .map_err(|e| format!("{table}: {e}").into())
     }
+}
+
+/// A time recorded as a position (microseconds since the epoch).
+fn time_of(p: &Position) -> Option<i64> {
+    match p.values() {
+        [ferry_connectors::spec::KeyValue::Int(v)] => i64::try_from(*v).ok(),
+        _ => None,
+    }
+}
+
+/// The copy of a full + incremental job: each table's rows, upserted by key into the
+/// target prepared for the stream (nothing emptied, `preSql` not run again), its splits
+/// resumed from their checkpoints after a lost reader as a copy's are. Returns the rows
+/// written and when the copy ended (microseconds since the epoch).
+#[allow(clippy::too_many_arguments)]
+async fn snapshot(
+    job: &Job,
+    jobs: &[Job],
+    targets: &[(ferry_connectors::WriteSpec, Layout)],
+    reading_for: &(dyn Fn(&str) -> Arc<dyn Reading> + Send + Sync),
+    sink: &Arc<dyn Sink>,
+    opts: &RunOptions,
+    progress: &Arc<Progress>,
+    job_key: &str,
+) -> Result<(u64, i64), RunError> {
+    let pool = crate::database::TablePool::new(job, opts);
+    let follower = pool.follow(opts);
+    let mut rows = 0;
+    let mut outcome = Ok(());
+    for (i, (one, (wspec, layout))) in jobs.iter().zip(targets).enumerate() {
+        if progress.failed() {
+            break;
+        }
+        let name = one.reader.spec.table.clone().unwrap_or_default();
+        let mut copy = one.clone();
+        copy.setting.mode = crate::config::Mode::Copy;
+        copy.writer.spec = wspec.clone();
+        copy.writer.spec.existing = Some(ferry_connectors::Existing::Append);
+        copy.writer.spec.write_mode = ferry_connectors::spec::WriteMode::Update;
+        copy.writer.spec.pre_sql.clear();
+        copy.writer.spec.post_sql.clear();
+        let names = match wspec.target_names(&layout.read_schema()) {
+            Ok(n) => n,
+            Err(e) => {
+                outcome = Err(RunError::Connector {
+                    stage: "naming the snapshot's key",
+                    source: e,
+                });
+                break;
+            }
+        };
+        copy.writer.spec.keys = layout
+            .key()
+            .iter()
+            .filter_map(|k| names.get(*k).cloned())
+            .collect();
+        let (mut o, part) = pool.table(opts, &name, i);
+        o.job_key = Some(format!("{job_key}.snapshot-{i}"));
+        info!(table = %name, "snapshot of the table starting");
+        match crate::run::run_job(&copy, reading_for(&name), sink.clone(), &o, part).await {
+            Ok(summary) => {
+                rows += summary.records_written;
+                if let Some(why) = summary.failed {
+                    if !progress.failed() {
+                        outcome = Err(RunError::Reader {
+                            stage: "copying the snapshot",
+                            message: format!("{name}: {why}"),
+                        });
+                    }
+                    break;
+                }
+                info!(table = %name, rows = summary.records_written, "snapshot of the table done");
+            }
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        }
+    }
+    pool.end(follower, opts);
+    outcome.map(|()| {
+        (
+            rows,
+            OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000,
+        )
+    })
 }

@@ -109,7 +109,7 @@ fn pg_admin(sql: &str) -> Result<String, String> {
 
 /// Runs `sql` with `psql` on [`pg_url`], with `schema` first on the search
 /// path when given; unaligned, tuples-only output.
-fn psql(sql: &str, schema: Option<&str>) -> Result<String, String> {
+pub fn psql(sql: &str, schema: Option<&str>) -> Result<String, String> {
     let mut c = Command::new("psql");
     c.args([
         "-X",

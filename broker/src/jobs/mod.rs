@@ -653,7 +653,7 @@ fn launch(shared: &Arc<JobHub>, l: Launch) {
     // A many-table job's tables add up into the job's progress, and a cancel reaches them.
     opts.totals = Some(progress.clone());
     shared.tasks.spawn(async move {
-        let result = if job.setting.mode == ferry_engine::config::Mode::Stream {
+        let result = if job.setting.mode.streams() {
             many.stream(&job, reading.clone(), sink, &opts, progress.clone())
                 .await
         } else if job.reader.tables.is_some() || job.reader.merge.is_some() {

@@ -42,6 +42,8 @@ pub struct MySqlChangeTarget {
     tx: Option<sqlx::Transaction<'static, MySql>>,
     /// Bytes of values one statement may carry (half of `max_allowed_packet`).
     max_bytes: usize,
+    /// See [`ChangeTarget::tolerate_missing`].
+    tolerate_missing: bool,
 }
 
 /// Applies change batches of one table.
@@ -91,6 +93,7 @@ impl MySqlSink {
             checkpoint: checkpoint_sql(first, job, split),
             tx: None,
             max_bytes: ((max_packet.max(64 * 1024) as usize) / 2).min(64 << 20),
+            tolerate_missing: false,
         })
     }
 }
@@ -194,14 +197,14 @@ impl MySqlChangeTarget {
 #[async_trait::async_trait]
 impl ChangeTarget for MySqlChangeTarget {
     async fn apply(&mut self, table: usize, batch: &RecordBatch) -> Result<u64, ConnectorError> {
-        let max_bytes = self.max_bytes;
+        let (max_bytes, tolerate) = (self.max_bytes, self.tolerate_missing);
         self.tx().await?;
         let (Some(applier), Some(tx)) = (self.tables.get(table), self.tx.as_mut()) else {
             return Err(schema(format!(
                 "change batch of table {table}, which the stream does not have"
             )));
         };
-        applier.apply(tx, batch, max_bytes).await
+        applier.apply(tx, batch, max_bytes, tolerate).await
     }
 
     async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<(), ConnectorError> {
@@ -223,6 +226,10 @@ impl ChangeTarget for MySqlChangeTarget {
         tx.commit()
             .await
             .map_err(|e| ConnectorError::query("COMMIT", e))
+    }
+
+    fn tolerate_missing(&mut self, on: bool) {
+        self.tolerate_missing = on;
     }
 
     async fn rollback(&mut self) {
@@ -287,6 +294,7 @@ impl Applier {
         tx: &mut sqlx::Transaction<'static, MySql>,
         batch: &RecordBatch,
         max_bytes: usize,
+        tolerate_missing: bool,
     ) -> Result<u64, ConnectorError> {
         let rows = self.layout.rows(batch).map_err(|e| schema(e.to_string()))?;
         let columns = self.layout.columns();
@@ -303,12 +311,14 @@ impl Applier {
                 Step::Upsert { rows, unchanged } => {
                     let mut n = 0;
                     for r in rows {
-                        n += self.update(tx, &data, None, r, &unchanged).await?;
+                        n += self
+                            .update(tx, &data, None, r, &unchanged, tolerate_missing)
+                            .await?;
                     }
                     n
                 }
                 Step::Move { row, unchanged } => {
-                    self.update(tx, &data, Some(&old_key), row, &unchanged)
+                    self.update(tx, &data, Some(&old_key), row, &unchanged, false)
                         .await?
                 }
                 Step::Delete { rows, old } => {
@@ -415,6 +425,7 @@ impl Applier {
         old_key: Option<&[ArrayRef]>,
         row: usize,
         unchanged: &[usize],
+        tolerate_missing: bool,
     ) -> Result<u64, ConnectorError> {
         let key = self.layout.key();
         let new_key: Vec<ArrayRef>;
@@ -459,6 +470,9 @@ impl Applier {
             .map_err(|e| {
                 ConnectorError::query(format!("applying an update to {}", self.table), e)
             })?;
+        if done.rows_affected() == 0 && tolerate_missing {
+            return Ok(0);
+        }
         if done.rows_affected() != 1 {
             return Err(schema(format!(
                 "{}: an updated row is not in the target, and the change did not carry all \

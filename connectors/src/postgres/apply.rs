@@ -30,6 +30,8 @@ pub struct PgChangeTarget {
     /// Each table's batches not applied yet (all in the open transaction).
     pending: Vec<Vec<RecordBatch>>,
     pending_rows: usize,
+    /// See [`ChangeTarget::tolerate_missing`].
+    tolerate_missing: bool,
 }
 
 /// Rows held before they are applied: batches of a transaction (or of several grouped into
@@ -75,6 +77,7 @@ impl PostgresSink {
             checkpoint: super::checkpoint_sql(first, job, split)?,
             tx: None,
             pending_rows: 0,
+            tolerate_missing: false,
         })
     }
 
@@ -156,7 +159,7 @@ impl PgChangeTarget {
             }
         }
         for batch in &batches {
-            applier.apply(tx, batch).await?;
+            applier.apply(tx, batch, self.tolerate_missing).await?;
         }
         Ok(())
     }
@@ -195,6 +198,10 @@ impl ChangeTarget for PgChangeTarget {
         record_checkpoint(&mut tx, &self.checkpoint, checkpoint).await?;
         tx.commit().await.map_err(q("commit"))?;
         Ok(())
+    }
+
+    fn tolerate_missing(&mut self, on: bool) {
+        self.tolerate_missing = on;
     }
 
     async fn rollback(&mut self) {
@@ -279,7 +286,7 @@ impl PgApplier {
         }
         if !net.upserts.is_empty() {
             let data: Vec<ArrayRef> = (0..columns).map(|c| b.column(c).clone()).collect();
-            self.upsert(tx, &data, &net.upserts, &[]).await?;
+            self.upsert(tx, &data, &net.upserts, &[], false).await?;
         }
         Ok(())
     }
@@ -289,6 +296,7 @@ impl PgApplier {
         &self,
         tx: &mut sqlx::Transaction<'_, Postgres>,
         batch: &RecordBatch,
+        tolerate_missing: bool,
     ) -> Result<u64, ConnectorError> {
         let mut applied = 0u64;
         {
@@ -305,7 +313,8 @@ impl PgApplier {
             for step in rows.steps() {
                 applied += match &step {
                     Step::Upsert { rows, unchanged } => {
-                        self.upsert(tx, &data, rows, unchanged).await?
+                        self.upsert(tx, &data, rows, unchanged, tolerate_missing)
+                            .await?
                     }
                     Step::Delete { rows, old: true } => self.delete(tx, &old, rows).await?,
                     Step::Move { row, unchanged } => {
@@ -411,6 +420,7 @@ impl PgApplier {
         data: &[ArrayRef],
         rows: &[usize],
         unchanged: &[usize],
+        tolerate_missing: bool,
     ) -> Result<u64, ConnectorError> {
         let all: Vec<usize> = (0..self.names.len()).collect();
         self.stage(tx, &all, data, rows, unchanged).await?;
@@ -440,7 +450,7 @@ impl PgApplier {
             .fetch_one(&mut **tx)
             .await
             .map_err(q("counting updated keys"))?;
-            if done.rows_affected() != keys as u64 {
+            if done.rows_affected() != keys as u64 && !tolerate_missing {
                 return Err(ConnectorError::Schema(format!(
                     "{}: {} updated rows are not in the target, and the change did not carry \
                      all their values (unchanged TOAST): the target needs a new snapshot",

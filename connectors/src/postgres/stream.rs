@@ -382,6 +382,7 @@ impl PgChangeStream {
         match &m {
             Message::Relation(r) => {
                 let name = format!("{}.{}", r.namespace, r.name);
+                tracing::debug!(relation = %name, oid = r.oid, streamed = self.wanted.contains_key(&name), "pgoutput relation");
                 if let Some(&index) = self.wanted.get(&name) {
                     let spec = &self.specs[index];
                     let mut table: ChangeTable = self.source.change_table(spec).await?;
@@ -507,7 +508,7 @@ impl PostgresSource {
         }
         self.ensure_replication(url, spec).await?;
         check_retention(self.pool(), &spec.slot, &spec.tables).await?;
-        PgChangeStream::start(
+        let mut stream = PgChangeStream::start(
             self,
             url,
             &spec.slot,
@@ -516,7 +517,29 @@ impl PostgresSource {
             spec.tables.clone(),
             spec.batch_rows,
         )
-        .await
+        .await?;
+        if start == 0 {
+            // A new stream's first position is where the slot stands, committed at once: a
+            // snapshot read after the target holds it misses nothing the stream then sends.
+            let at: Option<i64> = sqlx::query_scalar(
+                "SELECT (confirmed_flush_lsn - '0/0')::int8 FROM pg_replication_slots \
+                 WHERE slot_name = $1",
+            )
+            .bind(&spec.slot)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(super::q("read the slot's position"))?
+            .flatten();
+            if let Some(at) = at.and_then(|a| Lsn::try_from(a).ok()).filter(|a| *a > 0) {
+                let now = chrono::Utc::now().timestamp_micros();
+                stream.pending.push_back(StreamEvent::Commit {
+                    lsn: at,
+                    end_lsn: at,
+                    commit_time: now.saturating_sub(PG_EPOCH_US),
+                });
+            }
+        }
+        Ok(stream)
     }
 
     /// The publication of `spec`'s tables, then the slot: a slot made first would not

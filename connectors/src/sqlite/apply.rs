@@ -33,6 +33,8 @@ pub struct SqliteChangeTarget {
     checkpoint: CheckpointSql,
     /// The open transaction: a source transaction (or group) being applied.
     tx: Option<sqlx::Transaction<'static, Sqlite>>,
+    /// See [`ChangeTarget::tolerate_missing`].
+    tolerate_missing: bool,
 }
 
 /// Applies change batches of one table.
@@ -77,6 +79,7 @@ impl SqliteSink {
             tables: appliers,
             checkpoint: checkpoint_sql(first, job, split)?,
             tx: None,
+            tolerate_missing: false,
         })
     }
 }
@@ -151,7 +154,9 @@ async fn unique_keys(
         .map(|c| c.name.to_lowercase())
         .collect();
     pk.sort();
-    out.push(pk);
+    if !pk.is_empty() {
+        out.push(pk);
+    }
     let indexes: Vec<String> =
         sqlx::query_scalar("SELECT name FROM pragma_index_list(?1, ?2) WHERE \"unique\"")
             .bind(name)
@@ -178,12 +183,18 @@ impl SqliteChangeTarget {
     /// The open transaction, begun if none is.
     async fn tx(&mut self) -> Result<&mut sqlx::Transaction<'static, Sqlite>, ConnectorError> {
         if self.tx.is_none() {
-            self.tx = Some(
-                self.pool
-                    .begin_with("BEGIN IMMEDIATE")
-                    .await
-                    .map_err(q("begin"))?,
-            );
+            let mut tx = self
+                .pool
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(q("begin"))?;
+            // A connection parses `ON CONFLICT` against the schema it cached: a statement
+            // that reads makes it see indexes other connections made since.
+            (&mut *tx)
+                .execute("SELECT 1 FROM sqlite_master LIMIT 1")
+                .await
+                .map_err(q("reading the schema"))?;
+            self.tx = Some(tx);
         }
         self.tx
             .as_mut()
@@ -194,13 +205,14 @@ impl SqliteChangeTarget {
 #[async_trait::async_trait]
 impl ChangeTarget for SqliteChangeTarget {
     async fn apply(&mut self, table: usize, batch: &RecordBatch) -> Result<u64, ConnectorError> {
+        let tolerate = self.tolerate_missing;
         self.tx().await?;
         let (Some(applier), Some(tx)) = (self.tables.get(table), self.tx.as_mut()) else {
             return Err(schema(format!(
                 "change batch of table {table}, which the stream does not have"
             )));
         };
-        applier.apply(tx, batch).await
+        applier.apply(tx, batch, tolerate).await
     }
 
     async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<(), ConnectorError> {
@@ -220,6 +232,10 @@ impl ChangeTarget for SqliteChangeTarget {
             .await
             .map_err(q("recording the checkpoint"))?;
         tx.commit().await.map_err(q("commit"))
+    }
+
+    fn tolerate_missing(&mut self, on: bool) {
+        self.tolerate_missing = on;
     }
 
     async fn rollback(&mut self) {
@@ -283,6 +299,7 @@ impl Applier {
         &self,
         tx: &mut sqlx::Transaction<'static, Sqlite>,
         batch: &RecordBatch,
+        tolerate_missing: bool,
     ) -> Result<u64, ConnectorError> {
         let rows = self.layout.rows(batch).map_err(|e| schema(e.to_string()))?;
         let columns = self.layout.columns();
@@ -300,13 +317,13 @@ impl Applier {
                     let mut n = 0;
                     for r in rows {
                         n += self
-                            .update(tx, &data, &new_key, false, r, &unchanged)
+                            .update(tx, &data, None, r, &unchanged, tolerate_missing)
                             .await?;
                     }
                     n
                 }
                 Step::Move { row, unchanged } => {
-                    self.update(tx, &data, &old_key, true, row, &unchanged)
+                    self.update(tx, &data, Some(&old_key), row, &unchanged, false)
                         .await?
                 }
                 Step::Delete { rows, old } => {
@@ -403,18 +420,27 @@ impl Applier {
         Ok(rows.len() as u64)
     }
 
-    /// Updates the row found by `keys` at `row` (its key, or its old key when `moved`, which
-    /// writes the key too) to `row`'s values but for `unchanged` ones (not sent).
+    /// Updates the row at `row`'s key, or at its old key (`old_key`: a key change, which
+    /// writes the key too), to `row`'s values but for `unchanged` ones (not sent).
     async fn update(
         &self,
         tx: &mut sqlx::Transaction<'static, Sqlite>,
         data: &[ArrayRef],
-        keys: &[ArrayRef],
-        moved: bool,
+        old_key: Option<&[ArrayRef]>,
         row: usize,
         unchanged: &[usize],
+        tolerate_missing: bool,
     ) -> Result<u64, ConnectorError> {
         let key = self.layout.key();
+        let new_key: Vec<ArrayRef>;
+        let keys = match old_key {
+            Some(old) => old,
+            None => {
+                new_key = key.iter().map(|k| data[*k].clone()).collect();
+                &new_key
+            }
+        };
+        let moved = old_key.is_some();
         let set_cols: Vec<usize> = (0..self.cols.len())
             .filter(|c| !unchanged.contains(c) && (moved || !key.contains(c)))
             .collect();
@@ -450,6 +476,9 @@ impl Applier {
             .execute(&mut **tx)
             .await
             .map_err(q("applying an update"))?;
+        if done.rows_affected() == 0 && tolerate_missing {
+            return Ok(0);
+        }
         if done.rows_affected() != 1 {
             return Err(schema(format!(
                 "{}: an updated row is not in the target, and the change did not carry all \

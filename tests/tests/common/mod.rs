@@ -1,6 +1,8 @@
 //! Shared setup for the in-process tunnel tests.
 #![allow(dead_code)]
 
+pub mod replication;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;

@@ -1,0 +1,166 @@
+//! Full + incremental (`setting.mode: snapshot+stream`) through the tunnel: the stream's
+//! start position recorded in the target, the table copied while writers change it, then
+//! the changes since that position streamed. Its own test binary: the copy loads the shared
+//! server, and the change-stream tests beside it wait on timeouts.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::replication::*;
+use common::*;
+use ferry_broker::jobs::JobState;
+use ferry_tests::db::PgSchema;
+
+/// Writes to `acc` at about 1,000 rows/s until stopped: per 100 ms, one transaction of 40
+/// updates, 20 deletes and 40 inserts, plus an update of a row with a TOASTed value (not
+/// sent again) that the next round deletes: a snapshot read after both sees neither.
+struct Writers {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Writers {
+    fn start(schema: &str, rows: u64) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, schema) = (stop.clone(), schema.to_string());
+        let thread = std::thread::spawn(move || {
+            let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+            let mut next = || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x % rows + 1
+            };
+            let (mut round, mut written) = (0u64, 0u64);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let ids = |n: usize, next: &mut dyn FnMut() -> u64| {
+                    (0..n)
+                        .map(|_| next().to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                let updated = ids(40, &mut next);
+                let deleted = ids(20, &mut next);
+                let base = rows + 1 + round * 40;
+                // From the end of the table, which the copy reads last.
+                let toasted = rows - (round % 900) * 1000;
+                let sql = format!(
+                    "BEGIN;
+                     UPDATE acc SET amount = amount + 1, note = 'round {round}' WHERE id IN ({updated});
+                     DELETE FROM acc WHERE id IN ({deleted});
+                     INSERT INTO acc SELECT g, g % 7, g, 'new', NULL FROM generate_series({base}, {}) g;
+                     UPDATE acc SET amount = amount + 1 WHERE id = {toasted};
+                     DELETE FROM acc WHERE id = {};
+                     COMMIT;",
+                    base + 39,
+                    toasted + 1000
+                );
+                if ferry_tests::db::psql(&sql, Some(&schema)).is_ok() {
+                    written += 100;
+                }
+                round += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            written
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the writers; returns the rows they changed.
+    fn stop(&mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().map_or(0, |t| t.join().unwrap_or(0))
+    }
+}
+
+impl Drop for Writers {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Full + incremental (`setting.mode: snapshot+stream`): a 1,000,000-row table copied while
+/// writers change it at about 1,000 rows/s, then the changes since the copy began streamed;
+/// once caught up, the target equals the source (count and checksum).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_then_its_stream_misses_nothing_while_writers_run() {
+    let Some((repl, dst)) = Replication::with_target("ferry_chg_full") else {
+        return;
+    };
+    let src = &repl.src;
+    const ROWS: u64 = 1_000_000;
+    src.sql(&format!(
+        "CREATE TABLE acc (id bigint PRIMARY KEY, grp int, amount numeric(14,2), note text, big text);
+         ALTER TABLE acc ALTER big SET STORAGE EXTERNAL;
+         INSERT INTO acc SELECT g, g % 7, g, 'row ' || g,
+                CASE WHEN g % 1000 = 0 THEN repeat(md5(g::text), 100) END
+           FROM generate_series(1, {ROWS}) g;
+         ANALYZE acc;"
+    ));
+    let rig = repl.rig("").await;
+    let mut writers = Writers::start(&src.name, ROWS);
+    let job = stream_job(&rig.datasource("shop"), &src.name, &dst.name, "")
+        .replace("mode: stream", "mode: snapshot+stream");
+    let vars = ferry_engine::config::default_vars();
+    let started = Instant::now();
+    let id = rig.broker.submit(&job, vars, None).await.unwrap();
+    // The copy runs, then the stream: its progress appears once changes are applied.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let status = rig.broker.jobs().get(&id).await.unwrap().unwrap();
+        assert_eq!(
+            status.state,
+            JobState::Running,
+            "{status:?}\n{}",
+            log_text()
+        );
+        if status.progress.records_written >= ROWS && status.progress.stream.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no stream after the copy: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let copied = started.elapsed();
+    // Writers go on a little into the stream, then stop.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let changed = writers.stop();
+    let rows: usize = src.sql("SELECT count(*) FROM acc").trim().parse().unwrap();
+    eprintln!(
+        "full + incremental: copy and start {:.1} s, {changed} rows changed by the writers meanwhile",
+        copied.as_secs_f64()
+    );
+    assert!(changed >= 1_000, "the writers changed {changed} rows");
+    let sum = |s: &PgSchema| {
+        s.sql(&format!(
+            "SELECT count(*) || ' ' || md5(string_agg(a::text, '|' ORDER BY id)) FROM {}.acc a",
+            s.name
+        ))
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (want, got) = (sum(src), sum(&dst));
+        if want == got {
+            assert!(want.starts_with(&format!("{rows} ")), "{want}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the target did not catch up: source {want}, target {got}, {} rows differ; the log:\n{}",
+            differing(src, &dst),
+            log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let status = rig.broker.jobs().get(&id).await.unwrap().unwrap();
+    assert_eq!(status.state, JobState::Running, "{status:?}");
+    assert!(rig.broker.jobs().cancel(&id));
+    rig.wait(&id, Duration::from_secs(30)).await;
+    rig.stop().await;
+}
