@@ -40,16 +40,25 @@ fn run(mut cmd: Command, what: &str) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// A PostgreSQL schema in database `test`, dropped on drop.
+/// A PostgreSQL schema in database `test` (or on a server of the test's own), dropped on
+/// drop.
 pub struct PgSchema {
     pub name: String,
+    /// The server's database URL.
+    server: String,
 }
 
 impl PgSchema {
     /// `None` means "skip" (server unreachable, not under CI).
     pub fn new(prefix: &str) -> Option<Self> {
+        Self::new_on(&pg_url(), prefix)
+    }
+
+    /// A schema in the database at `url`.
+    pub fn new_on(url: &str, prefix: &str) -> Option<Self> {
         let s = Self {
             name: unique(prefix),
+            server: url.to_string(),
         };
         if let Err(e) = s.try_sql(&format!("CREATE SCHEMA {}", s.name)) {
             crate::missing(&format!("PostgreSQL at {} ({e})", pg_url()));
@@ -59,7 +68,12 @@ impl PgSchema {
     }
 
     fn try_sql(&self, sql: &str) -> Result<String, String> {
-        psql(sql, Some(&self.name))
+        psql_on(&self.server, sql, Some(&self.name))
+    }
+
+    /// The URL of the schema's database.
+    pub fn url(&self) -> &str {
+        &self.server
     }
 
     /// Runs SQL with this schema first on the search path; returns the
@@ -110,6 +124,11 @@ fn pg_admin(sql: &str) -> Result<String, String> {
 /// Runs `sql` with `psql` on [`pg_url`], with `schema` first on the search
 /// path when given; unaligned, tuples-only output.
 pub fn psql(sql: &str, schema: Option<&str>) -> Result<String, String> {
+    psql_on(&pg_url(), sql, schema)
+}
+
+/// [`psql`] on the database at `url`.
+pub fn psql_on(url: &str, sql: &str, schema: Option<&str>) -> Result<String, String> {
     let mut c = Command::new("psql");
     c.args([
         "-X",
@@ -119,7 +138,7 @@ pub fn psql(sql: &str, schema: Option<&str>) -> Result<String, String> {
         "-v",
         "ON_ERROR_STOP=1",
         "-d",
-        &pg_url(),
+        url,
         "-c",
         sql,
     ]);

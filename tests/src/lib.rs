@@ -8,7 +8,8 @@
 //! - [`impair`]: a seeded UDP relay that delays, jitters, drops, reorders
 //!   and duplicates datagrams (a long, lossy link without netem);
 //! - [`relay`]: a UDP relay that can drop one direction (half-open handshakes);
-//! - [`db`]: PostgreSQL schemas and MariaDB databases of a test's own.
+//! - [`db`]: PostgreSQL schemas and MariaDB databases of a test's own;
+//! - [`pgcluster`]: a PostgreSQL server of a test's own, to restart.
 //!
 //! Tests that need root or system tools fail with a message saying what is
 //! missing when `CI=true`; on a developer machine they print why they skip.
@@ -16,6 +17,7 @@
 pub mod db;
 pub mod impair;
 pub mod netns;
+pub mod pgcluster;
 pub mod pki;
 pub mod proc;
 pub mod relay;

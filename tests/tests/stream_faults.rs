@@ -1,8 +1,8 @@
 //! A change stream that outlives its processes, its link and its source server: `ferry
 //! broker run` and `ferry agent run` as real processes, killed with SIGKILL while a writer
 //! changes the source and started again, the agent's link to the broker cut (a UDP relay
-//! that drops everything for longer than the idle timeout), and (MariaDB) the source server
-//! shut down and started again. At the end the target equals the source: no change lost,
+//! that drops everything for longer than the idle timeout), and the source server shut down
+//! and started again (PostgreSQL: a server of the test's own; MariaDB: the shared one). At the end the target equals the source: no change lost,
 //! none applied twice (a replayed key change or delete would fail or leave a difference).
 //! Each fault's recovery time is printed: from the fault until a change made after it
 //! reached the target.
@@ -11,12 +11,13 @@
 //! it, and cargo runs test binaries one after another.
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_tests::db::{mariadb_cli, pg_url, MyDb, PgSchema};
+use ferry_tests::pgcluster::PgCluster;
 use ferry_tests::proc::{ferry, ferry_bin, free_port, Proc};
 
 /// Transactions the writer has ready (more than it gets through: it is stopped once the
@@ -25,7 +26,8 @@ const TXNS: usize = 50_000;
 
 /// The source a run streams from.
 enum Source {
-    Pg(PgSchema),
+    /// A schema on a private server (restarted by the faults).
+    Pg(PgSchema, PgCluster),
     My(MyDb),
 }
 
@@ -33,7 +35,7 @@ impl Source {
     /// The highest key the writer inserted so far.
     fn high(&self) -> i64 {
         let v = match self {
-            Source::Pg(s) => s.sql(&format!(
+            Source::Pg(s, _) => s.sql(&format!(
                 "SELECT coalesce(max(id), 0) FROM {}.t WHERE id < 1000000",
                 s.name
             )),
@@ -45,7 +47,7 @@ impl Source {
     /// Count, distinct keys and a digest of every row.
     fn digest(&self) -> String {
         match self {
-            Source::Pg(s) => digest_pg(s),
+            Source::Pg(s, _) => digest_pg(s),
             Source::My(m) => m
                 .sql(
                     "SET SESSION group_concat_max_len = 1073741824;
@@ -97,33 +99,36 @@ fn transactions(my: bool) -> impl Iterator<Item = String> {
     })
 }
 
-/// A running writer.
-enum Writer {
-    Pg(Child),
-    /// Chunks of transactions, each through its own `mariadb` client (a server restart
-    /// ends a client; the next chunk connects again).
-    My(Arc<AtomicBool>, std::thread::JoinHandle<()>),
-}
+/// A running writer: chunks of transactions, each through its own client (a server
+/// restart ends a client; the next chunk connects again).
+struct Writer(Arc<AtomicBool>, std::thread::JoinHandle<()>);
 
 impl Writer {
+    /// Runs the source's transactions through `exec`, 25 at a time.
+    fn start(my: bool, exec: impl Fn(&str) + Send + 'static) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let h = std::thread::spawn(move || {
+            let all: Vec<String> = transactions(my).collect();
+            for chunk in all.chunks(25) {
+                if flag.load(Ordering::Relaxed) {
+                    return;
+                }
+                // A chunk cut off by a server restart is given up: the check is the
+                // target against the source, whatever the writer got done.
+                exec(&chunk.concat());
+            }
+        });
+        Writer(stop, h)
+    }
+
     fn running(&mut self) -> bool {
-        match self {
-            Writer::Pg(c) => c.try_wait().expect("the writer runs").is_none(),
-            Writer::My(_, h) => !h.is_finished(),
-        }
+        !self.1.is_finished()
     }
 
     fn stop(self) {
-        match self {
-            Writer::Pg(mut c) => {
-                c.kill().expect("the writer stops");
-                let _ = c.wait();
-            }
-            Writer::My(stop, h) => {
-                stop.store(true, Ordering::Relaxed);
-                let _ = h.join();
-            }
-        }
+        self.0.store(true, Ordering::Relaxed);
+        let _ = self.1.join();
     }
 }
 
@@ -207,13 +212,10 @@ impl Site {
             m.sql("CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL, note TEXT)");
             Source::My(m)
         } else {
-            let s = PgSchema::new("ferry_sf_src")?;
-            if s.sql("SHOW wal_level").trim() != "logical" {
-                ferry_tests::missing("PostgreSQL wal_level logical (.ci/cdc-servers.sh sets it)");
-                return None;
-            }
+            let cluster = PgCluster::start()?;
+            let s = PgSchema::new_on(&cluster.url(), "ferry_sf_src")?;
             s.sql("CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL, note text)");
-            Source::Pg(s)
+            Source::Pg(s, cluster)
         };
         let dst = PgSchema::new("ferry_sf_dst")?;
         let tmp = tempfile::tempdir().unwrap();
@@ -240,10 +242,10 @@ impl Site {
         )
         .unwrap();
         let (source, reader, table) = match &src {
-            Source::Pg(s) => (
+            Source::Pg(s, _) => (
                 format!(
                     "kind = \"postgres\"\nurl = \"{}\"\nchanges = {{ slot = \"{}\" }}",
-                    pg_url(),
+                    s.url(),
                     s.name
                 ),
                 "postgresqlreader",
@@ -319,7 +321,7 @@ impl Site {
     /// thread of the server (no other test of this binary reads MariaDB's binlog).
     fn attached(&self) -> bool {
         match &self.src {
-            Source::Pg(s) => {
+            Source::Pg(s, _) => {
                 s.sql(&format!(
                     "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND active",
                     s.name
@@ -372,67 +374,19 @@ impl Site {
 
     fn writer(&self) -> Writer {
         match &self.src {
-            Source::Pg(s) => {
-                let mut script = format!("SET search_path = {};\n", s.name);
-                script.extend(transactions(false));
-                let path = self.dir().join("writer.sql");
-                std::fs::write(&path, script).unwrap();
-                Writer::Pg(
-                    Command::new("psql")
-                        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null", "-f"])
-                        .arg(&path)
-                        .arg(pg_url())
-                        .spawn()
-                        .expect("psql runs"),
-                )
+            Source::Pg(s, _) => {
+                let (url, schema) = (s.url().to_string(), s.name.clone());
+                Writer::start(false, move |sql| {
+                    let _ = ferry_tests::db::psql_on(&url, sql, Some(&schema));
+                })
             }
             Source::My(m) => {
-                let stop = Arc::new(AtomicBool::new(false));
-                let (flag, db) = (stop.clone(), m.name.clone());
-                let h = std::thread::spawn(move || {
-                    let all: Vec<String> = transactions(true).collect();
-                    for chunk in all.chunks(25) {
-                        if flag.load(Ordering::Relaxed) {
-                            return;
-                        }
-                        // A chunk cut off by a server restart is given up: the check is
-                        // the target against the source, whatever the writer got done.
-                        let _ = mariadb_cli(Some(&db))
-                            .args(["--force", "-e", &chunk.concat()])
-                            .output();
-                    }
-                });
-                Writer::My(stop, h)
+                let db = m.name.clone();
+                Writer::start(true, move |sql| {
+                    let _ = mariadb_cli(Some(&db)).args(["--force", "-e", sql]).output();
+                })
             }
         }
-    }
-}
-
-/// Drops the test's slot and publication (PostgreSQL), also when it fails.
-struct Cleanup<'a>(&'a Site);
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        let Source::Pg(src) = &self.0.src else {
-            return;
-        };
-        let slot = &src.name;
-        for _ in 0..50 {
-            let _ = src.sql(&format!(
-                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '{slot}' AND active_pid IS NOT NULL"
-            ));
-            let _ = src.sql(&format!(
-                "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots WHERE slot_name = '{slot}' AND NOT active"
-            ));
-            let left = src.sql(&format!(
-                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'"
-            ));
-            if left.trim() == "0" {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = src.sql(&format!("DROP PUBLICATION IF EXISTS {slot}"));
     }
 }
 
@@ -450,7 +404,7 @@ fn faults(site: &Site, plan: &[&str]) {
     for (i, victim) in plan.iter().enumerate() {
         std::thread::sleep(Duration::from_millis(1200));
         let t = Instant::now();
-        let high = site.src.high();
+        let mut high = site.src.high();
         match *victim {
             "agent" => {
                 drop(agent.take()); // SIGKILL
@@ -462,7 +416,15 @@ fn faults(site: &Site, plan: &[&str]) {
                 std::thread::sleep(Duration::from_millis(300));
                 broker = Some(site.broker());
             }
-            "server" => restart_mariadb(),
+            "server" => {
+                match &site.src {
+                    Source::Pg(_, cluster) => cluster.restart(),
+                    Source::My(_) => restart_mariadb(),
+                }
+                // Changes made before the restart may have arrived before it: the recovery
+                // is that of a change made once the server is back.
+                high = site.src.high();
+            }
             _ => {
                 // Longer than the idle timeout: both sides give the connection up.
                 site.link.close();
@@ -491,7 +453,7 @@ fn faults(site: &Site, plan: &[&str]) {
             match *victim {
                 "agent" => "SIGKILL the agent (started again after 0.3 s)",
                 "broker" => "SIGKILL the broker (started again after 0.3 s)",
-                "server" => "restart the source MariaDB server (shutdown, start)",
+                "server" => "restart the source server (shutdown, start)",
                 _ => "link cut for 4 s",
             }
         ));
@@ -528,15 +490,14 @@ fn faults(site: &Site, plan: &[&str]) {
 }
 
 #[test]
-fn a_stream_survives_killed_processes_and_cut_links() {
+fn a_stream_survives_killed_processes_cut_links_and_a_restarted_server() {
     let Some(site) = Site::new(false) else {
         return;
     };
-    let _cleanup = Cleanup(&site);
     faults(
         &site,
         &[
-            "agent", "broker", "link", "agent", "broker", "link", "agent", "broker", "link",
+            "agent", "server", "broker", "link", "server", "agent", "broker", "link", "server",
             "agent",
         ],
     );

@@ -199,6 +199,8 @@ pub struct Rig {
     pub agent_id: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     agent: Option<tokio::task::JoinHandle<()>>,
+    /// The agent's config, to start it again after [`Rig::kill_agent`].
+    agent_config: AgentConfig,
     _jobs: tempfile::TempDir,
 }
 
@@ -263,13 +265,7 @@ impl Rig {
         std::fs::write(&path, &text).expect("agent config written");
         let agent_config = AgentConfig::load_with_env(&path, &|name| env.get(name).cloned())
             .expect("agent config loads");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let agent = tokio::spawn(async move {
-            let _ = ferry_agent::run(agent_config, async {
-                let _ = stopped.await;
-            })
-            .await;
-        });
+        let (stop, agent) = spawn_agent(agent_config.clone());
         let start = Instant::now();
         loop {
             let ready = broker
@@ -293,8 +289,21 @@ impl Rig {
             agent_id,
             stop: Some(stop),
             agent: Some(agent),
+            agent_config,
             _jobs: jobs,
         }
+    }
+
+    /// Kills the agent where it stands (its task dropped: connections cut, nothing
+    /// finished), then starts it again with the same config.
+    pub async fn kill_agent(&mut self) {
+        if let Some(a) = self.agent.take() {
+            a.abort();
+            let _ = a.await;
+        }
+        let (stop, agent) = spawn_agent(self.agent_config.clone());
+        self.stop = Some(stop);
+        self.agent = Some(agent);
     }
 
     /// `group/name` of one of the agent's sources, for a job's `datasource`.
@@ -354,6 +363,23 @@ impl Rig {
         }
         self.broker.shutdown().await;
     }
+}
+
+/// Runs an agent until its stop sender is used (or dropped).
+fn spawn_agent(
+    config: AgentConfig,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(async move {
+        let _ = ferry_agent::run(config, async {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    (stop, agent)
 }
 
 /// A TLS client config of our own making with `cert`/`key` (TLS 1.3,
