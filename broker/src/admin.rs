@@ -16,7 +16,8 @@
 //! - `POST /v1/jobs` `{"job": "<YAML or JSON>", "vars": {..}, "compression": "zstd:1"}`:
 //!   submit; `GET /v1/jobs`, `GET /v1/jobs/{id}` (with its tasks),
 //!   `GET /v1/jobs/{id}/logs?after=N&limit=M`, `POST /v1/jobs/{id}/cancel`,
-//!   `POST /v1/jobs/{id}/resume` (a failed or cancelled job);
+//!   `POST /v1/jobs/{id}/stop` (to resume later), `POST /v1/jobs/{id}/resume` (a failed,
+//!   cancelled or stopped job);
 //! - `GET /v1/openapi.json`: this API, described (OpenAPI 3.1);
 //! - `GET /metrics`: Prometheus metrics (OpenMetrics text), behind the
 //!   token like `/v1`;
@@ -75,6 +76,7 @@ pub(crate) fn router(
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/jobs/{id}/logs", get(logs))
         .route("/v1/jobs/{id}/cancel", post(cancel))
+        .route("/v1/jobs/{id}/stop", post(stop))
         .route("/v1/jobs/{id}/resume", post(resume))
         .route("/v1/verify", post(verify))
         .route("/v1/openapi.json", get(openapi))
@@ -355,11 +357,23 @@ async fn logs(
     .into_response()
 }
 
+async fn stop(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
+    if s.hub.jobs.stop(&id) {
+        return StatusCode::ACCEPTED.into_response();
+    }
+    not_running(&s, &id).await
+}
+
 async fn cancel(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
     if s.hub.jobs.cancel(&id) {
         return StatusCode::ACCEPTED.into_response();
     }
-    match s.hub.jobs.get(&id).await {
+    not_running(&s, &id).await
+}
+
+/// Why job `id` could not be stopped or cancelled.
+async fn not_running(s: &AdminState, id: &str) -> Response {
+    match s.hub.jobs.get(id).await {
         Ok(Some(s)) => error(
             StatusCode::CONFLICT,
             format!("job `{id}` is not running here (it is {:?})", s.state),

@@ -69,8 +69,11 @@ enum JobCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Stop a running job.
+    /// End a running job.
     Cancel { id: String },
+    /// Stop a running job to go on later with `resume` (a stream keeps its position in
+    /// its target).
+    Stop { id: String },
     /// Start a failed or cancelled job again: the splits it finished are
     /// not read again. Follows it like `submit`.
     Resume {
@@ -281,6 +284,19 @@ pub async fn run(args: JobArgs) -> Result<()> {
                 }
             }
         }
+        JobCommand::Stop { id } => {
+            let resp = api
+                .http
+                .post(format!("{}/v1/jobs/{id}/stop", api.base))
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the broker's admin API at {}", api.base))?;
+            if !resp.status().is_success() {
+                bail!("{}", api_error(resp).await);
+            }
+            outln!("{id}: stopping (`ferry job resume {id}` goes on from there)");
+            Ok(())
+        }
         JobCommand::Cancel { id } => {
             let resp = api
                 .http
@@ -303,6 +319,7 @@ fn state_name(s: JobState) -> &'static str {
         JobState::Succeeded => "succeeded",
         JobState::Failed => "failed",
         JobState::Cancelled => "cancelled",
+        JobState::Stopped => "stopped",
     }
 }
 

@@ -31,7 +31,7 @@ pub struct JobRecord {
     pub compression: String,
     pub source: String,
     pub target: String,
-    /// `running`, `succeeded`, `failed` or `cancelled`.
+    /// `running`, `succeeded`, `failed`, `cancelled` or `stopped`.
     pub state: String,
     pub submitted_ms: i64,
     pub ended_ms: Option<i64>,
@@ -47,7 +47,7 @@ pub struct JobRecord {
 }
 
 /// The final states [`StateStore::finish_job`] takes.
-const FINAL_STATES: [&str; 3] = ["succeeded", "failed", "cancelled"];
+const FINAL_STATES: [&str; 4] = ["succeeded", "failed", "cancelled", "stopped"];
 
 const COLUMNS: &str = "number, spec, vars_json, compression, source, target, state, \
                        submitted_ms, ended_ms, schema_json, estimated_rows, summary_json, \
@@ -188,7 +188,7 @@ impl StateStore {
         tx.commit().await.map_err(StateError::db(context))
     }
 
-    /// Ends the job: `state` is `succeeded`, `failed` or `cancelled`; sets
+    /// Ends the job: `state` is `succeeded`, `failed`, `cancelled` or `stopped`; sets
     /// `ended_ms` to now.
     pub async fn finish_job(
         &self,

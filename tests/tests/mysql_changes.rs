@@ -605,9 +605,11 @@ async fn mariadb_changes_apply_to_a_sqlite_target() {
          INSERT INTO acc VALUES (5000, 'after', 1, 'a', NULL, 'with note');",
     );
     wait_same_in_sqlite(&my, &db).await;
-    // Cancelled, then resumed from the position the SQLite file holds.
-    assert!(rig.broker.jobs().cancel(&id));
-    rig.wait(&id, Duration::from_secs(30)).await;
+    // Stopped (`ferry job stop`), then resumed from the position the SQLite file holds.
+    let code = rig.stop_job(&id).await;
+    assert!((200..300).contains(&code), "stop answered {code}");
+    let status = rig.wait(&id, Duration::from_secs(30)).await;
+    assert_eq!(status.state, JobState::Stopped, "{status:?}");
     my.sql(
         "INSERT INTO acc VALUES (4000, 'while stopped', 4, 's', NULL, NULL);
          UPDATE acc SET note = 'while stopped', amount = amount * 2 WHERE id BETWEEN 10 AND 30;

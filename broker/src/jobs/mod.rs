@@ -45,6 +45,9 @@ pub enum JobState {
     Succeeded,
     Failed,
     Cancelled,
+    /// Stopped by an operator to go on later (`ferry job resume`): a stream's position
+    /// stays in its target, a copy's finished splits stay done.
+    Stopped,
 }
 
 impl JobState {
@@ -54,6 +57,7 @@ impl JobState {
             JobState::Succeeded => "succeeded",
             JobState::Failed => "failed",
             JobState::Cancelled => "cancelled",
+            JobState::Stopped => "stopped",
         }
     }
 
@@ -63,6 +67,7 @@ impl JobState {
             "succeeded" => JobState::Succeeded,
             "failed" => JobState::Failed,
             "cancelled" => JobState::Cancelled,
+            "stopped" => JobState::Stopped,
             _ => return None,
         })
     }
@@ -168,6 +173,8 @@ pub(crate) struct Entry {
     /// the next start to pick up.
     stopping: AtomicBool,
     cancelled: AtomicBool,
+    /// Stopped by an operator, to be resumed.
+    stopped: AtomicBool,
 }
 
 impl Entry {
@@ -394,7 +401,23 @@ impl Jobs {
         number_of(id).is_some_and(|n| self.entry(n).is_some())
     }
 
-    /// Stops a running job; `false` if it is not running here.
+    /// Stops a running job to go on later (`ferry job resume`); `false` if it is not
+    /// running here.
+    pub fn stop(&self, id: &str) -> bool {
+        match number_of(id).and_then(|n| self.entry(n)) {
+            Some(e) => {
+                e.stopped.store(true, Ordering::Relaxed);
+                e.progress.fail(
+                    "stopped by an operator; `ferry job resume` goes on from where it stopped"
+                        .into(),
+                );
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends a running job; `false` if it is not running here.
     pub fn cancel(&self, id: &str) -> bool {
         match number_of(id).and_then(|n| self.entry(n)) {
             Some(e) => {
@@ -628,6 +651,7 @@ fn launch(shared: &Arc<JobHub>, l: Launch) {
         wire: reading.wire_counter(),
         stopping: AtomicBool::new(false),
         cancelled: AtomicBool::new(false),
+        stopped: AtomicBool::new(false),
     });
     lock(&shared.jobs.live).insert(number, entry.clone());
     let observer = Arc::new(JobObserver::new(
@@ -667,6 +691,7 @@ fn launch(shared: &Arc<JobHub>, l: Launch) {
                 if summary.succeeded()
                     && job.setting.verify
                     && !entry.cancelled.load(Ordering::Relaxed)
+                    && !entry.stopped.load(Ordering::Relaxed)
                     && !entry.stopping.load(Ordering::Relaxed) =>
             {
                 log.info("verifying what the job wrote (setting.verify)").await;
@@ -693,6 +718,8 @@ fn launch(shared: &Arc<JobHub>, l: Launch) {
         };
         let state = if entry.cancelled.load(Ordering::Relaxed) {
             JobState::Cancelled
+        } else if entry.stopped.load(Ordering::Relaxed) {
+            JobState::Stopped
         } else {
             state
         };
@@ -1047,7 +1074,7 @@ pub(crate) async fn resume_unfinished(shared: &Arc<JobHub>) -> Result<usize, Sta
     Ok(n)
 }
 
-/// Starts a failed or cancelled job again, by an operator's request: the
+/// Starts a failed, cancelled or stopped job again, by an operator's request: the
 /// splits it finished are not read again (the same rules as after a
 /// restart decide about the others).
 pub(crate) async fn resume(shared: &Arc<JobHub>, id: &str) -> Result<(), ResumeError> {
