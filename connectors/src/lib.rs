@@ -24,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+mod apply;
 pub mod copy_text;
 pub mod ddl;
 pub mod error;

@@ -285,32 +285,30 @@ pub async fn run(args: JobArgs) -> Result<()> {
             }
         }
         JobCommand::Stop { id } => {
-            let resp = api
-                .http
-                .post(format!("{}/v1/jobs/{id}/stop", api.base))
-                .send()
-                .await
-                .with_context(|| format!("cannot reach the broker's admin API at {}", api.base))?;
-            if !resp.status().is_success() {
-                bail!("{}", api_error(resp).await);
-            }
+            post_action(&api, &id, "stop").await?;
             outln!("{id}: stopping (`ferry job resume {id}` goes on from there)");
             Ok(())
         }
         JobCommand::Cancel { id } => {
-            let resp = api
-                .http
-                .post(format!("{}/v1/jobs/{id}/cancel", api.base))
-                .send()
-                .await
-                .with_context(|| format!("cannot reach the broker's admin API at {}", api.base))?;
-            if !resp.status().is_success() {
-                bail!("{}", api_error(resp).await);
-            }
+            post_action(&api, &id, "cancel").await?;
             outln!("{id}: cancelling");
             Ok(())
         }
     }
+}
+
+/// `POST /v1/jobs/{id}/{action}`; an answer other than success is the error.
+async fn post_action(api: &Api, id: &str, action: &str) -> Result<()> {
+    let resp = api
+        .http
+        .post(format!("{}/v1/jobs/{id}/{action}", api.base))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the broker's admin API at {}", api.base))?;
+    if !resp.status().is_success() {
+        bail!("{}", api_error(resp).await);
+    }
+    Ok(())
 }
 
 fn state_name(s: JobState) -> &'static str {

@@ -137,24 +137,7 @@ async fn a_snapshot_then_its_stream_misses_nothing_while_writers_run() {
     }
     rig.kill_agent().await;
     // The copy runs, then the stream: its progress appears once changes are applied.
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let status = rig.broker.jobs().get(&id).await.unwrap().unwrap();
-        assert_eq!(
-            status.state,
-            JobState::Running,
-            "{status:?}\n{}",
-            log_text()
-        );
-        if status.progress.records_written >= ROWS && status.progress.stream.is_some() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no stream after the copy: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_streaming_after_copy(&rig, &id, ROWS).await;
     let copied = started.elapsed();
     // Writers go on a little into the stream, then stop.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -250,24 +233,7 @@ async fn a_mariadb_snapshot_then_its_stream_misses_nothing_while_writers_run() {
     let vars = ferry_engine::config::default_vars();
     let started = Instant::now();
     let id = rig.broker.submit(&job, vars, None).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let status = rig.broker.jobs().get(&id).await.unwrap().unwrap();
-        assert_eq!(
-            status.state,
-            JobState::Running,
-            "{status:?}\n{}",
-            log_text()
-        );
-        if status.progress.records_written >= ROWS && status.progress.stream.is_some() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no stream after the copy: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_streaming_after_copy(&rig, &id, ROWS).await;
     let copied = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let changed = writers.stop();
@@ -306,4 +272,26 @@ async fn a_mariadb_snapshot_then_its_stream_misses_nothing_while_writers_run() {
     assert!(rig.broker.jobs().cancel(&id));
     rig.wait(&id, Duration::from_secs(30)).await;
     rig.stop().await;
+}
+
+/// Waits until job `id` copied `rows` and its stream applied something.
+async fn wait_streaming_after_copy(rig: &Rig, id: &str, rows: u64) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let status = rig.broker.jobs().get(id).await.unwrap().unwrap();
+        assert_eq!(
+            status.state,
+            JobState::Running,
+            "{status:?}\n{}",
+            log_text()
+        );
+        if status.progress.records_written >= rows && status.progress.stream.is_some() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no stream after the copy: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

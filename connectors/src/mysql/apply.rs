@@ -17,7 +17,7 @@
 //! step writes a row's values by key.
 
 use arrow_array::{ArrayRef, RecordBatch};
-use ferry_change::{Layout, Step};
+use ferry_change::Layout;
 use sqlx::{Executor, MySql, MySqlConnection, MySqlPool, Row};
 
 use super::meta::{pick_columns, table_columns, ColMeta};
@@ -26,6 +26,7 @@ use super::write::{
     plan_chunks, value, Val, MAX_PLACEHOLDERS,
 };
 use super::{quote_ident, quote_table, split_table, MySqlSink};
+use crate::apply::KeyWrites;
 use crate::error::ConnectorError;
 use crate::spec::{Position, WriteSpec};
 use crate::stream::ChangeTarget;
@@ -40,7 +41,6 @@ pub struct MySqlChangeTarget {
     checkpoint: CheckpointSql,
     /// The open transaction: a source transaction (or group) being applied.
     tx: Option<sqlx::Transaction<'static, MySql>>,
-    /// Bytes of values one statement may carry (half of `max_allowed_packet`).
     max_bytes: usize,
     /// See [`ChangeTarget::tolerate_missing`].
     tolerate_missing: bool,
@@ -52,6 +52,8 @@ struct Applier {
     /// The target column of each read column.
     metas: Vec<ColMeta>,
     layout: Layout,
+    /// Bytes of values one statement may carry (half of `max_allowed_packet`).
+    max_bytes: usize,
 }
 
 /// `ConnectorError::Schema` of a message.
@@ -77,22 +79,23 @@ impl MySqlSink {
             ));
         };
         let mut conn = acquire(&self.pool).await?;
-        let mut appliers = Vec::with_capacity(tables.len());
-        for (spec, layout) in tables {
-            appliers.push(applier(&mut conn, spec, layout).await?);
-        }
-        ensure_checkpoints(&mut conn, first).await?;
         let max_packet: i64 = sqlx::query_scalar("SELECT CAST(@@max_allowed_packet AS SIGNED)")
             .fetch_one(&mut *conn)
             .await
             .map_err(|e| ConnectorError::query("reading max_allowed_packet", e))?;
+        let max_bytes = ((max_packet.max(64 * 1024) as usize) / 2).min(64 << 20);
+        let mut appliers = Vec::with_capacity(tables.len());
+        for (spec, layout) in tables {
+            appliers.push(applier(&mut conn, spec, layout, max_bytes).await?);
+        }
+        ensure_checkpoints(&mut conn, first).await?;
         Ok(MySqlChangeTarget {
             pool: self.pool.clone(),
             specs: tables.iter().map(|(s, _)| s.clone()).collect(),
             tables: appliers,
             checkpoint: checkpoint_sql(first, job, split),
             tx: None,
-            max_bytes: ((max_packet.max(64 * 1024) as usize) / 2).min(64 << 20),
+            max_bytes,
             tolerate_missing: false,
         })
     }
@@ -103,6 +106,7 @@ async fn applier(
     conn: &mut MySqlConnection,
     spec: &WriteSpec,
     layout: &Layout,
+    max_bytes: usize,
 ) -> Result<Applier, ConnectorError> {
     if layout.key().is_empty() {
         return Err(schema(format!(
@@ -137,6 +141,7 @@ async fn applier(
         table: spec.table.clone(),
         metas,
         layout: layout.clone(),
+        max_bytes,
     })
 }
 
@@ -197,14 +202,14 @@ impl MySqlChangeTarget {
 #[async_trait::async_trait]
 impl ChangeTarget for MySqlChangeTarget {
     async fn apply(&mut self, table: usize, batch: &RecordBatch) -> Result<u64, ConnectorError> {
-        let (max_bytes, tolerate) = (self.max_bytes, self.tolerate_missing);
+        let tolerate = self.tolerate_missing;
         self.tx().await?;
         let (Some(applier), Some(tx)) = (self.tables.get(table), self.tx.as_mut()) else {
             return Err(schema(format!(
                 "change batch of table {table}, which the stream does not have"
             )));
         };
-        applier.apply(tx, batch, max_bytes, tolerate).await
+        crate::apply::apply_batch(applier, tx, batch, tolerate).await
     }
 
     async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<(), ConnectorError> {
@@ -247,7 +252,7 @@ impl ChangeTarget for MySqlChangeTarget {
         else {
             return Err(schema(format!("table {table} is not one of the stream's")));
         };
-        let had = old.layout.columns();
+        let (had, max_bytes) = (old.layout.columns(), self.max_bytes);
         let tx = self.tx().await?;
         let present: Vec<String> = table_columns(tx, &spec.table)
             .await?
@@ -279,7 +284,7 @@ impl ChangeTarget for MySqlChangeTarget {
                 .map_err(|e| ConnectorError::query("adding a column the source added", e))?;
             added.push(f.name().clone());
         }
-        let fresh = applier(tx, &spec, layout).await?;
+        let fresh = applier(tx, &spec, layout, max_bytes).await?;
         if let Some(slot) = self.tables.get_mut(table) {
             *slot = fresh;
         }
@@ -288,48 +293,6 @@ impl ChangeTarget for MySqlChangeTarget {
 }
 
 impl Applier {
-    /// Applies `batch` in `tx`. Returns the rows applied.
-    async fn apply(
-        &self,
-        tx: &mut sqlx::Transaction<'static, MySql>,
-        batch: &RecordBatch,
-        max_bytes: usize,
-        tolerate_missing: bool,
-    ) -> Result<u64, ConnectorError> {
-        let rows = self.layout.rows(batch).map_err(|e| schema(e.to_string()))?;
-        let columns = self.layout.columns();
-        let data: Vec<ArrayRef> = (0..columns).map(|c| rows.column(c).clone()).collect();
-        let key = self.layout.key();
-        let new_key: Vec<ArrayRef> = key.iter().map(|k| data[*k].clone()).collect();
-        let old_key: Vec<ArrayRef> = (0..key.len()).map(|i| rows.old_key(i).clone()).collect();
-        let mut applied = 0;
-        for step in rows.steps() {
-            applied += match step {
-                Step::Upsert { rows, unchanged } if unchanged.is_empty() => {
-                    self.upsert(tx, &data, &rows, max_bytes).await?
-                }
-                Step::Upsert { rows, unchanged } => {
-                    let mut n = 0;
-                    for r in rows {
-                        n += self
-                            .update(tx, &data, None, r, &unchanged, tolerate_missing)
-                            .await?;
-                    }
-                    n
-                }
-                Step::Move { row, unchanged } => {
-                    self.update(tx, &data, Some(&old_key), row, &unchanged, false)
-                        .await?
-                }
-                Step::Delete { rows, old } => {
-                    let keys = if old { &old_key } else { &new_key };
-                    self.delete(tx, keys, &rows, max_bytes).await?
-                }
-            };
-        }
-        Ok(applied)
-    }
-
     /// The values of `row` in `arrays` (columns `cols` of the read), checked against their
     /// target columns.
     fn values(
@@ -364,13 +327,31 @@ impl Applier {
             .collect()
     }
 
+    /// `k1 = ? AND k2 = ?` over the key.
+    fn key_match(&self) -> String {
+        self.layout
+            .key()
+            .iter()
+            .map(|c| format!("{} = ?", quote_ident(&self.metas[*c].name)))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+}
+
+type Tx = sqlx::Transaction<'static, MySql>;
+
+#[async_trait::async_trait]
+impl KeyWrites<Tx> for Applier {
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
     /// `INSERT … ON DUPLICATE KEY UPDATE` of `rows`, in chunks under the packet size.
     async fn upsert(
         &self,
-        tx: &mut sqlx::Transaction<'static, MySql>,
+        tx: &mut Tx,
         data: &[ArrayRef],
         rows: &[usize],
-        max_bytes: usize,
     ) -> Result<u64, ConnectorError> {
         let all: Vec<usize> = (0..self.metas.len()).collect();
         let vals = rows
@@ -399,7 +380,7 @@ impl Applier {
             .iter()
             .map(|v| v.iter().map(Val::size).sum::<usize>() + 2 * ncols + 3)
             .collect();
-        for chunk in plan_chunks(&sizes, max_bytes, MAX_PLACEHOLDERS / ncols) {
+        for chunk in plan_chunks(&sizes, self.max_bytes, MAX_PLACEHOLDERS / ncols) {
             let part: Vec<&Vec<Val>> = vals[chunk].iter().collect();
             let sql = build_sql(&head, &tail, ncols, part.len());
             sqlx::query_with(&sql, build_args(&self.metas, &part)?)
@@ -416,11 +397,9 @@ impl Applier {
         Ok(rows.len() as u64)
     }
 
-    /// Updates the row at `row`'s key, or at its old key (`old_key`: a key change, which
-    /// writes the key too), to `row`'s values but for `unchanged` ones (not sent).
     async fn update(
         &self,
-        tx: &mut sqlx::Transaction<'static, MySql>,
+        tx: &mut Tx,
         data: &[ArrayRef],
         old_key: Option<&[ArrayRef]>,
         row: usize,
@@ -483,23 +462,11 @@ impl Applier {
         Ok(1)
     }
 
-    /// `k1 = ? AND k2 = ?` over the key.
-    fn key_match(&self) -> String {
-        self.layout
-            .key()
-            .iter()
-            .map(|c| format!("{} = ?", quote_ident(&self.metas[*c].name)))
-            .collect::<Vec<_>>()
-            .join(" AND ")
-    }
-
-    /// Deletes the rows whose key is `keys` (the key columns' arrays) at `rows`.
     async fn delete(
         &self,
-        tx: &mut sqlx::Transaction<'static, MySql>,
+        tx: &mut Tx,
         keys: &[ArrayRef],
         rows: &[usize],
-        max_bytes: usize,
     ) -> Result<u64, ConnectorError> {
         let key = self.layout.key();
         let metas: Vec<ColMeta> = key.iter().map(|c| self.metas[*c].clone()).collect();
@@ -521,7 +488,7 @@ impl Applier {
             .map(|v| v.iter().map(Val::size).sum::<usize>() + 2 * key.len() + 3)
             .collect();
         let mut deleted = 0;
-        for chunk in plan_chunks(&sizes, max_bytes, MAX_PLACEHOLDERS / key.len().max(1)) {
+        for chunk in plan_chunks(&sizes, self.max_bytes, MAX_PLACEHOLDERS / key.len().max(1)) {
             let part: Vec<&Vec<Val>> = vals[chunk].iter().collect();
             let sql = build_sql(&head, ")", key.len(), part.len());
             let done = sqlx::query_with(&sql, build_args(&metas, &part)?)

@@ -10,7 +10,7 @@
 //! transactional: ADD COLUMN commits with the rows around it.
 
 use arrow_array::{ArrayRef, RecordBatch};
-use ferry_change::{Layout, Step};
+use ferry_change::Layout;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Arguments, Executor, Sqlite, SqliteConnection, SqlitePool};
 
@@ -19,6 +19,7 @@ use super::{
     checkpoint_sql, q, qualified, quote_ident, split_name, sqlite_type_for, table_columns, Col,
     Kind, SqliteSink, MAX_VARIABLES,
 };
+use crate::apply::KeyWrites;
 use crate::error::ConnectorError;
 use crate::spec::{Position, WriteSpec};
 use crate::stream::ChangeTarget;
@@ -212,7 +213,7 @@ impl ChangeTarget for SqliteChangeTarget {
                 "change batch of table {table}, which the stream does not have"
             )));
         };
-        applier.apply(tx, batch, tolerate).await
+        crate::apply::apply_batch(applier, tx, batch, tolerate).await
     }
 
     async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<(), ConnectorError> {
@@ -294,47 +295,6 @@ impl ChangeTarget for SqliteChangeTarget {
 }
 
 impl Applier {
-    /// Applies `batch` in `tx`. Returns the rows applied.
-    async fn apply(
-        &self,
-        tx: &mut sqlx::Transaction<'static, Sqlite>,
-        batch: &RecordBatch,
-        tolerate_missing: bool,
-    ) -> Result<u64, ConnectorError> {
-        let rows = self.layout.rows(batch).map_err(|e| schema(e.to_string()))?;
-        let columns = self.layout.columns();
-        let data: Vec<ArrayRef> = (0..columns).map(|c| rows.column(c).clone()).collect();
-        let key = self.layout.key();
-        let new_key: Vec<ArrayRef> = key.iter().map(|k| data[*k].clone()).collect();
-        let old_key: Vec<ArrayRef> = (0..key.len()).map(|i| rows.old_key(i).clone()).collect();
-        let mut applied = 0;
-        for step in rows.steps() {
-            applied += match step {
-                Step::Upsert { rows, unchanged } if unchanged.is_empty() => {
-                    self.upsert(tx, &data, &rows).await?
-                }
-                Step::Upsert { rows, unchanged } => {
-                    let mut n = 0;
-                    for r in rows {
-                        n += self
-                            .update(tx, &data, None, r, &unchanged, tolerate_missing)
-                            .await?;
-                    }
-                    n
-                }
-                Step::Move { row, unchanged } => {
-                    self.update(tx, &data, Some(&old_key), row, &unchanged, false)
-                        .await?
-                }
-                Step::Delete { rows, old } => {
-                    let keys = if old { &old_key } else { &new_key };
-                    self.delete(tx, keys, &rows).await?
-                }
-            };
-        }
-        Ok(applied)
-    }
-
     /// The value of `row` in `a`, for read column `c`, checked against its target column.
     fn value(&self, a: &ArrayRef, c: usize, row: usize) -> Result<SqlVal, ConnectorError> {
         let col = &self.cols[c];
@@ -374,12 +334,21 @@ impl Applier {
             .map(|c| quote_ident(&self.cols[*c].name))
             .collect()
     }
+}
+
+type Tx = sqlx::Transaction<'static, Sqlite>;
+
+#[async_trait::async_trait]
+impl KeyWrites<Tx> for Applier {
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
 
     /// `INSERT … ON CONFLICT (key) DO UPDATE` of `rows`, in chunks under the bound-value
     /// limit.
     async fn upsert(
         &self,
-        tx: &mut sqlx::Transaction<'static, Sqlite>,
+        tx: &mut Tx,
         data: &[ArrayRef],
         rows: &[usize],
     ) -> Result<u64, ConnectorError> {
@@ -420,11 +389,9 @@ impl Applier {
         Ok(rows.len() as u64)
     }
 
-    /// Updates the row at `row`'s key, or at its old key (`old_key`: a key change, which
-    /// writes the key too), to `row`'s values but for `unchanged` ones (not sent).
     async fn update(
         &self,
-        tx: &mut sqlx::Transaction<'static, Sqlite>,
+        tx: &mut Tx,
         data: &[ArrayRef],
         old_key: Option<&[ArrayRef]>,
         row: usize,
@@ -489,10 +456,9 @@ impl Applier {
         Ok(1)
     }
 
-    /// Deletes the rows whose key is `keys` (the key columns' arrays) at `rows`.
     async fn delete(
         &self,
-        tx: &mut sqlx::Transaction<'static, Sqlite>,
+        tx: &mut Tx,
         keys: &[ArrayRef],
         rows: &[usize],
     ) -> Result<u64, ConnectorError> {

@@ -343,25 +343,22 @@ impl Rig {
 
     /// `POST /v1/jobs/{id}/stop` (what `ferry job stop` calls); the HTTP status.
     pub async fn stop_job(&self, id: &str) -> u16 {
-        let url = format!("http://{}/v1/jobs/{id}/stop", self.broker.admin_addr());
-        reqwest::Client::new()
-            .post(url)
-            .send()
-            .await
-            .expect("the admin API answers")
-            .status()
-            .as_u16()
+        self.post_job(id, "stop").await
     }
 
     /// `POST /v1/jobs/{id}/resume` (what `ferry job resume` calls); the
     /// HTTP status.
     pub async fn resume(&self, id: &str) -> u16 {
-        let url = format!("http://{}/v1/jobs/{id}/resume", self.broker.admin_addr());
+        self.post_job(id, "resume").await
+    }
+
+    async fn post_job(&self, id: &str, action: &str) -> u16 {
+        let url = format!("http://{}/v1/jobs/{id}/{action}", self.broker.admin_addr());
         reqwest::Client::new()
             .post(url)
             .send()
             .await
-            .expect("admin API answers")
+            .expect("the admin API answers")
             .status()
             .as_u16()
     }
