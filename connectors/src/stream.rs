@@ -105,3 +105,14 @@ pub trait ChangeTarget: Send {
         layout: &Layout,
     ) -> Result<Vec<String>, ConnectorError>;
 }
+
+/// The first of a change stream's tables (whose checkpoint table holds the stream's
+/// position); a stream without tables is refused.
+pub(crate) fn first_table(
+    tables: &[(crate::spec::WriteSpec, Layout)],
+) -> Result<&crate::spec::WriteSpec, ConnectorError> {
+    tables
+        .first()
+        .map(|(spec, _)| spec)
+        .ok_or_else(|| ConnectorError::config("tables", "a change stream needs a table"))
+}

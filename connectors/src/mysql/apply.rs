@@ -72,12 +72,7 @@ impl MySqlSink {
         job: &str,
         split: u32,
     ) -> Result<MySqlChangeTarget, ConnectorError> {
-        let Some((first, _)) = tables.first() else {
-            return Err(ConnectorError::config(
-                "tables",
-                "a change stream needs a table",
-            ));
-        };
+        let first = crate::stream::first_table(tables)?;
         let mut conn = acquire(&self.pool).await?;
         let max_packet: i64 = sqlx::query_scalar("SELECT CAST(@@max_allowed_packet AS SIGNED)")
             .fetch_one(&mut *conn)

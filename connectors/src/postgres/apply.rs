@@ -58,12 +58,7 @@ impl PostgresSink {
         job: &str,
         split: u32,
     ) -> Result<PgChangeTarget, ConnectorError> {
-        let Some((first, _)) = tables.first() else {
-            return Err(ConnectorError::config(
-                "tables",
-                "a change stream needs a table",
-            ));
-        };
+        let first = crate::stream::first_table(tables)?;
         let mut appliers = Vec::with_capacity(tables.len());
         for (spec, layout) in tables {
             appliers.push(self.applier(spec, layout).await?);

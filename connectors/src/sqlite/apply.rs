@@ -63,12 +63,7 @@ impl SqliteSink {
         job: &str,
         split: u32,
     ) -> Result<SqliteChangeTarget, ConnectorError> {
-        let Some((first, _)) = tables.first() else {
-            return Err(ConnectorError::config(
-                "tables",
-                "a change stream needs a table",
-            ));
-        };
+        let first = crate::stream::first_table(tables)?;
         let mut conn = self.pool.acquire().await.map_err(q("acquire connection"))?;
         let mut appliers = Vec::with_capacity(tables.len());
         for (spec, layout) in tables {
@@ -189,12 +184,7 @@ impl SqliteChangeTarget {
                 .begin_with("BEGIN IMMEDIATE")
                 .await
                 .map_err(q("begin"))?;
-            // A connection parses `ON CONFLICT` against the schema it cached: a statement
-            // that reads makes it see indexes other connections made since.
-            (&mut *tx)
-                .execute("SELECT 1 FROM sqlite_master LIMIT 1")
-                .await
-                .map_err(q("reading the schema"))?;
+            super::see_schema(&mut tx).await?;
             self.tx = Some(tx);
         }
         self.tx

@@ -1161,6 +1161,16 @@ impl Sink for SqliteSink {
     }
 }
 
+/// Run first in a write transaction: a connection parses `ON CONFLICT` against the schema
+/// it cached, and a statement that reads makes it see indexes other connections made since
+/// (without it: "ON CONFLICT clause does not match any PRIMARY KEY or UNIQUE constraint").
+pub(crate) async fn see_schema(conn: &mut sqlx::SqliteConnection) -> Result<(), ConnectorError> {
+    conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+        .await
+        .map_err(q("reading the schema"))?;
+    Ok(())
+}
+
 /// The statement recording split `split` of `job` in `spec`'s checkpoint table.
 fn checkpoint_sql(
     spec: &WriteSpec,
@@ -1311,6 +1321,7 @@ impl SqliteWriter {
             .execute("BEGIN IMMEDIATE")
             .await
             .map_err(q("begin"))?;
+        see_schema(conn).await?;
         let full = self.statement(per);
         for chunk in rows.chunks(per) {
             let sql = if chunk.len() == per {
