@@ -19,14 +19,14 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use arrow_schema::{Schema, SchemaRef};
-use ferry_connectors::stream::{ChangeEvent, ChangeSpec, ChangeStream};
+use ferry_connectors::stream::{ChangeEvent, ChangeSpec, ChangeStream, SourceEnd};
 use ferry_connectors::{Position, ReadSpec};
 use ferry_protocol::changes::{changes_frame, Commit, TableDecl};
-use ferry_protocol::control::Options;
+use ferry_protocol::control::{ControlMessage, Options};
 use ferry_protocol::data::{BatchEncoder, Compression, StreamHeader};
 use ferry_protocol::limits::Limits;
 use ferry_tunnel::{FrameReader, FrameWriter};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
 
 use crate::catalog::{peer_message, Catalog};
@@ -35,6 +35,8 @@ use crate::worker::TaskError;
 
 /// Most rows of one table in one change batch.
 const BATCH_ROWS: usize = 8192;
+/// How often the stream measures how far it is behind its source (one query of the source).
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a `StreamAssign` asks for.
 pub(crate) struct StreamTask {
@@ -57,6 +59,7 @@ pub(crate) async fn run(
     conn: &ferry_tunnel::Connection,
     catalog: &Catalog,
     task: StreamTask,
+    outbox: mpsc::Sender<ControlMessage>,
 ) -> Result<u64, TaskError> {
     let changes = catalog.changes(&task.datasource)?;
     let (slot, publication) = changes.names(&task.datasource);
@@ -84,6 +87,14 @@ pub(crate) async fn run(
         .map(|s| s.table.clone().unwrap_or_default())
         .collect();
     let spec = ChangeSpec {
+        // The broker names a stream's tasks `<job>-stream-a<attempt>-<tag>`: the job part
+        // stays across restarts. (A broker naming them otherwise only picks other ids.)
+        owner: task
+            .id
+            .split("-stream-")
+            .next()
+            .unwrap_or_default()
+            .to_string(),
         slot,
         publication,
         server_id: changes
@@ -128,7 +139,7 @@ pub(crate) async fn run(
         }
     };
     info!(task = %task.id, tables = names.len(), slot = %spec.slot, "change stream started");
-    let r = pump(&task, &names, stream.as_mut(), &mut writer, acks).await;
+    let r = pump(&task, &names, stream.as_mut(), &mut writer, acks, &outbox).await;
     if r.is_err() {
         writer.stream().reset();
     }
@@ -136,6 +147,51 @@ pub(crate) async fn run(
         debug!(task = %task.id, "stopping the change stream: {e}");
     }
     r
+}
+
+/// Aborts its task when dropped (the stream ended).
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
+}
+
+/// Every [`PROGRESS_EVERY`], measures how far the source's log is past the last applied
+/// position (`applied`) and tells the broker when that changed, on the control stream
+/// (beside a data stream that may be held up). Only shown to operators: a failed
+/// measurement is logged, and a report the outbox has no room for is dropped.
+async fn measure(
+    task_id: String,
+    end: Arc<dyn SourceEnd>,
+    applied: watch::Receiver<Option<Position>>,
+    outbox: mpsc::Sender<ControlMessage>,
+) {
+    let mut reported = None;
+    let mut every = tokio::time::interval(PROGRESS_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(at) = applied.borrow().clone() else {
+            continue;
+        };
+        match end.behind(&at).await {
+            Ok(Some(b)) if reported != Some(b) => {
+                let msg = ControlMessage::StreamProgress {
+                    task_id: task_id.clone(),
+                    behind_bytes: b,
+                };
+                if outbox.try_send(msg).is_ok() {
+                    reported = Some(b);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => debug!(task = %task_id, "measuring how far the stream is behind: {e}"),
+        }
+    }
 }
 
 /// How long a failing stream waits for the broker to acknowledge what it sent.
@@ -180,11 +236,19 @@ async fn pump(
     stream: &mut dyn ChangeStream,
     writer: &mut FrameWriter,
     mut acks: watch::Receiver<AckState>,
+    outbox: &mpsc::Sender<ControlMessage>,
 ) -> Result<u64, TaskError> {
     let mut declared: Vec<Option<Declared>> = (0..names.len()).map(|_| None).collect();
     // Commits sent and not acknowledged yet: (seq, position).
     let mut unacked: VecDeque<(u64, Position)> = VecDeque::new();
     let mut seq = 0u64;
+    // The last position the source was told is applied: measured against the source's end
+    // by a task of its own, which goes on while this one waits to send.
+    let (applied, measured) = watch::channel(None);
+    let measuring = stream
+        .source_end()
+        .map(|end| tokio::spawn(measure(task.id.clone(), end, measured, outbox.clone())));
+    let _measuring = AbortOnDrop(measuring);
     loop {
         tokio::select! {
             changed = acks.changed() => {
@@ -201,6 +265,7 @@ async fn pump(
                 }
                 if let Some(p) = last {
                     stream.ack(&p).map_err(|e| peer_message(&e))?;
+                    applied.send_replace(Some(p));
                 }
             }
             event = stream.next() => {
@@ -268,6 +333,7 @@ async fn pump(
                         // other tables' changes up to here.
                         if unacked.is_empty() {
                             stream.ack(&position).map_err(|e| peer_message(&e))?;
+                            applied.send_replace(Some(position));
                         }
                     }
                 }

@@ -200,7 +200,7 @@ impl Worker {
                     compression,
                 };
                 self.start_task(task_id, async move {
-                    crate::stream::run(&me.conn, &me.catalog, task).await
+                    crate::stream::run(&me.conn, &me.catalog, task, me.outbox.clone()).await
                 });
             }
             ControlMessage::TaskCancel { task_id, reason } => {

@@ -37,6 +37,7 @@ pub struct Metrics {
     handshakes: Gauge,
     compression_ratio: Gauge<f64, AtomicU64>,
     stream_lag: Family<Vec<(&'static str, String)>, Gauge<f64, AtomicU64>>,
+    stream_behind: Family<Vec<(&'static str, String)>, Gauge>,
 }
 
 impl Default for Metrics {
@@ -63,6 +64,7 @@ impl Default for Metrics {
             handshakes: Gauge::default(),
             compression_ratio: Gauge::default(),
             stream_lag: Family::default(),
+            stream_behind: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -156,6 +158,11 @@ impl Default for Metrics {
             "Per running change-stream job: seconds from the source's commit of the last transaction applied to its commit in the target",
             m.stream_lag.clone(),
         );
+        r.register(
+            "stream_behind_bytes",
+            "Per running change-stream job: bytes of the source's log (WAL, binlog) after the position the target holds, as the agent last measured them",
+            m.stream_behind.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -166,8 +173,18 @@ pub struct Live {
     pub handshakes: usize,
     pub tasks_active: usize,
     pub jobs_running: usize,
-    /// Running change-stream jobs: their id and lag in seconds.
-    pub streams: Vec<(String, f64)>,
+    /// Running change-stream jobs.
+    pub streams: Vec<StreamLive>,
+}
+
+/// A running change-stream job, as a scrape shows it.
+pub struct StreamLive {
+    /// `job-N`.
+    pub job: String,
+    /// Seconds from the source's commit of the last transaction applied to the target's.
+    pub lag_secs: f64,
+    /// Source log bytes after the target's position, once the agent measured them.
+    pub behind_bytes: Option<u64>,
 }
 
 impl Metrics {
@@ -210,8 +227,15 @@ impl Metrics {
         self.jobs_running.set(live.jobs_running as i64);
         // Only running streams: an ended job's series goes.
         self.stream_lag.clear();
-        for (job, lag) in live.streams {
-            self.stream_lag.get_or_create(&vec![("job", job)]).set(lag);
+        self.stream_behind.clear();
+        for st in live.streams {
+            let label = vec![("job", st.job)];
+            self.stream_lag.get_or_create(&label).set(st.lag_secs);
+            if let Some(b) = st.behind_bytes {
+                self.stream_behind
+                    .get_or_create(&label)
+                    .set(i64::try_from(b).unwrap_or(i64::MAX));
+            }
         }
         let wire = self.wire_bytes.get();
         if wire > 0 {
@@ -244,7 +268,11 @@ mod tests {
             handshakes: 3,
             tasks_active: 1,
             jobs_running: 1,
-            streams: vec![("job-7".into(), 0.25)],
+            streams: vec![StreamLive {
+                job: "job-7".into(),
+                lag_secs: 0.25,
+                behind_bytes: Some(4096),
+            }],
         });
         for want in [
             "ferry_rows_written_total 7",
@@ -254,6 +282,7 @@ mod tests {
             "ferry_tasks_active 1",
             "ferry_handshakes_in_progress 3",
             "ferry_stream_lag_seconds{job=\"job-7\"} 0.25",
+            "ferry_stream_behind_bytes{job=\"job-7\"} 4096",
             "ferry_connections_refused_total{reason=\"tls\"} 1",
             "ferry_sessions_opened_total{transport=\"quic\"} 1",
             "ferry_errors_total{kind=\"task_retried\"} 1",

@@ -6,6 +6,8 @@
 //! file and offset): the same model as a snapshot split, resumed from the position the
 //! target committed last.
 
+use std::sync::Arc;
+
 use arrow_array::RecordBatch;
 use async_trait::async_trait;
 use ferry_change::Layout;
@@ -25,6 +27,10 @@ pub struct ChangeSpec {
     /// config; the stream adds a number of its tables, since a server keeps one replica per
     /// id and drops the other.
     pub server_id: u32,
+    /// Whom the stream serves (the job, as the broker names it): a MySQL stream's replica
+    /// id is of its owner and tables, so two jobs' streams of one table do not displace
+    /// each other, while a restarted stream keeps its id.
+    pub owner: String,
     /// The tables, each a read its policy allows; events name them by index here.
     pub tables: Vec<ReadSpec>,
     /// Resume after this position (what the target committed); `None`: from the source's
@@ -67,9 +73,25 @@ pub trait ChangeStream: Send {
     /// Everything up to `position` (a commit's) is applied: the source may forget it.
     fn ack(&mut self, position: &Position) -> Result<(), ConnectorError>;
 
+    /// What measures how far this stream is behind its source, apart from the stream itself
+    /// (so a stream held up by its consumer is measured all the same); `None` where the
+    /// source cannot say.
+    fn source_end(&self) -> Option<Arc<dyn SourceEnd>> {
+        None
+    }
+
     /// Stops the stream, after telling the source the last acknowledged position where it
     /// can.
     async fn stop(self: Box<Self>) -> Result<(), ConnectorError>;
+}
+
+/// How far a change stream is behind its source's log.
+#[async_trait]
+pub trait SourceEnd: Send + Sync {
+    /// Bytes of the source's log written after `applied` (a position the stream gave), as
+    /// the source reports its end now; `None` when it cannot say (the position's log file
+    /// is gone).
+    async fn behind(&self, applied: &Position) -> Result<Option<u64>, ConnectorError>;
 }
 
 /// A target applying one change stream's tables: a source transaction's batches are applied

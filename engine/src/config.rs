@@ -55,7 +55,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use ferry_connectors::file::FileFormat;
-use ferry_connectors::{Existing, Kind, ReadSpec, WriteMode, WriteSpec};
+use ferry_connectors::{Existing, KeyValue, Kind, Position, ReadSpec, WriteMode, WriteSpec};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -190,6 +190,40 @@ pub struct Setting {
     /// What the job moves: a copy of the rows (`copy`, the default), or the source's
     /// committed changes from now on, applied until the job is stopped (`stream`).
     pub mode: Mode,
+    /// Where a new stream begins (`mode: stream`, MySQL/MariaDB sources): after a binlog
+    /// file and offset, or after a GTID set; without it, at the source's current position.
+    /// A stream that committed a position resumes from that one instead.
+    pub start: Option<StreamStart>,
+}
+
+/// `setting.start`: a binlog file and offset, or a GTID set (MariaDB's `domain-server-seq,…`
+/// or MySQL's `uuid:first-last,…`) naming the transactions the target already holds.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StreamStart {
+    pub binlog_file: Option<String>,
+    pub binlog_position: Option<u64>,
+    pub gtid: Option<String>,
+}
+
+impl StreamStart {
+    /// The position a stream starts after: `[file, offset]` or `[set]` (the agent parses and
+    /// checks either).
+    pub fn position(&self) -> Result<Position, JobError> {
+        let values = match (&self.binlog_file, self.binlog_position, &self.gtid) {
+            (Some(file), Some(pos), None) => {
+                vec![KeyValue::Text(file.clone()), KeyValue::Int(i128::from(pos))]
+            }
+            (None, None, Some(set)) => vec![KeyValue::Text(set.clone())],
+            _ => {
+                return Err(field(
+                    "setting.start",
+                    "give `binlogFile` with `binlogPosition`, or `gtid`",
+                ))
+            }
+        };
+        Position::new(values).map_err(|e| field("setting.start", e.to_string()))
+    }
 }
 
 /// `setting.mode`.
@@ -488,6 +522,16 @@ impl Job {
                 return Err(field(
                     "setting.errorLimit.percentage",
                     "must be between 0.0 and 1.0",
+                ));
+            }
+        }
+        if let Some(start) = &s.start {
+            start.position()?;
+            if s.mode != Mode::Stream || self.reader.kind != Kind::MySql {
+                return Err(field(
+                    "setting.start",
+                    "is for `mode: stream` from a MySQL/MariaDB source (a full + incremental \
+                     job starts its stream where its copy begins)",
                 ));
             }
         }

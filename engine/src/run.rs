@@ -363,6 +363,9 @@ pub struct Progress {
     changes: Mutex<ferry_connectors::spec::Changes>,
     /// A change stream's position and lag.
     stream: Mutex<Option<StreamSnapshot>>,
+    /// How far a change stream's source log is ahead of the target, as last reported
+    /// (`u64::MAX`: not yet).
+    behind: Arc<AtomicU64>,
 }
 
 impl Default for Progress {
@@ -380,6 +383,7 @@ impl Default for Progress {
             failure: Mutex::new(None),
             changes: Mutex::new(Default::default()),
             stream: Mutex::new(None),
+            behind: Arc::new(AtomicU64::new(u64::MAX)),
         }
     }
 }
@@ -518,6 +522,10 @@ pub struct StreamSnapshot {
     pub source_commit: String,
     /// Seconds from that source commit to its commit in the target.
     pub lag_secs: f64,
+    /// Bytes of the source's log (WAL, binlog) after the position the target holds, as the
+    /// agent last measured them (at most once a second); `None` until it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behind_bytes: Option<u64>,
 }
 
 impl ProgressSnapshot {
@@ -533,8 +541,12 @@ impl ProgressSnapshot {
             None => String::new(),
         };
         if let Some(st) = &self.stream {
+            let behind = match st.behind_bytes {
+                Some(b) => format!(", {} behind", fmt_bytes(b)),
+                None => String::new(),
+            };
             return format!(
-                "{} changes in {} transactions, {:.0} changes/s, lag {:.3} s, at {} (source commit {})",
+                "{} changes in {} transactions, {:.0} changes/s, lag {:.3} s{behind}, at {} (source commit {})",
                 self.records_written,
                 st.transactions,
                 self.records_written as f64 / secs,
@@ -553,6 +565,24 @@ impl ProgressSnapshot {
             self.dirty_records,
         )
     }
+}
+
+/// `b` bytes, in the largest binary unit of at least one.
+fn fmt_bytes(b: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if b < 1024 {
+        return format!("{b} B");
+    }
+    let mut v = b as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in &UNITS[1..] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
 }
 
 fn fmt_secs(s: f64) -> String {
@@ -601,7 +631,14 @@ impl Progress {
                 .stream
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+                .clone()
+                .map(|mut st| {
+                    st.behind_bytes = match self.behind.load(Ordering::Relaxed) {
+                        u64::MAX => None,
+                        b => Some(b),
+                    };
+                    st
+                }),
         }
     }
 
@@ -640,7 +677,14 @@ impl Progress {
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
             lag_secs: ((now - commit).as_seconds_f64()).max(0.0),
+            behind_bytes: None,
         });
+    }
+
+    /// Where a change stream's reader stores how many bytes of its source's log follow the
+    /// position the target holds.
+    pub fn behind_gauge(&self) -> Arc<AtomicU64> {
+        self.behind.clone()
     }
 
     /// Stops the job with `message` (the first failure wins).

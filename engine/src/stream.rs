@@ -7,6 +7,7 @@
 //! restart of either side resumes from the position the target holds, and what the source
 //! sends again up to there is skipped by the source itself (it starts after that position).
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,6 +61,12 @@ pub trait ChangeFeed: Send {
     async fn ack(&mut self, seq: u64) -> Result<(), ReadError>;
     /// Ends the stream (`error`: why, for the reader's side).
     async fn close(self: Box<Self>, error: Option<&str>);
+    /// Where to store how far the stream is behind its source (bytes of its log after the
+    /// position last acknowledged), whenever the reader learns it: set from outside the
+    /// stream's own frames, so it is current while they are held up.
+    fn report_behind(&mut self, gauge: Arc<AtomicU64>) {
+        let _ = gauge;
+    }
 }
 
 /// Opens change streams of a source.
@@ -212,11 +219,23 @@ pub async fn run_stream(
                 .await
                 .map_err(conn("reading the stream's position in the target"))?;
             let (mut seq, mut rows) = recorded.as_ref().map_or((0, 0), |c| (c.seq, c.rows));
-            let position = recorded.and_then(|c| c.position);
+            // Nothing committed yet: where the job says the stream begins (else the source's
+            // current position).
+            let position = match recorded.and_then(|c| c.position) {
+                Some(p) => Some(p),
+                None => job
+                    .setting
+                    .start
+                    .as_ref()
+                    .map(|s| s.position())
+                    .transpose()
+                    .map_err(|e| reader("checking the job")(e.to_string()))?,
+            };
             info!(table = %table, attempt, position = ?position, "change stream starting");
             let began = std::time::Instant::now();
             let outcome = match changes.open_changes(&rspecs, position, attempt).await {
                 Ok(mut feed) => {
+                    feed.report_behind(progress.behind_gauge());
                     let mut applying = Applying {
                         layouts: &mut layouts,
                         names: &names,

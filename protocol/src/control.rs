@@ -204,6 +204,11 @@ pub enum ControlMessage {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         retryable: bool,
     },
+    /// Agent -> broker: how far a change stream task is behind its source: bytes of the
+    /// source's log (WAL, binlog) after the position the broker last acknowledged, measured
+    /// at most once a second. On the control stream so that it arrives while the task's
+    /// data stream is held up. Shown to operators; nothing acts on it.
+    StreamProgress { task_id: String, behind_bytes: u64 },
 }
 
 /// A job's connector options: a JSON object of option names to values.
@@ -313,6 +318,7 @@ impl ControlMessage {
             ControlMessage::StreamAssign { .. } => "stream_assign",
             ControlMessage::TaskCancel { .. } => "task_cancel",
             ControlMessage::TaskFailed { .. } => "task_failed",
+            ControlMessage::StreamProgress { .. } => "stream_progress",
         }
     }
 
@@ -475,6 +481,9 @@ impl ControlMessage {
             } => {
                 check_len("task_id", task_id, MAX_NAME_LEN)?;
                 check_len("message", message, MAX_TEXT_LEN)
+            }
+            ControlMessage::StreamProgress { task_id, .. } => {
+                check_len("task_id", task_id, MAX_NAME_LEN)
             }
         }
     }

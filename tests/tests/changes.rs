@@ -12,6 +12,131 @@ use common::*;
 use ferry_broker::jobs::JobState;
 use ferry_tests::db::{pg_url, MyDb, PgSchema};
 
+/// The job's stream progress, once it has one.
+async fn stream_of(rig: &Rig, id: &str) -> Option<ferry_engine::run::StreamSnapshot> {
+    let status = rig.broker.jobs().get(id).await.unwrap().unwrap();
+    assert_eq!(
+        status.state,
+        JobState::Running,
+        "{status:?}\n{}",
+        log_text()
+    );
+    status.progress.stream
+}
+
+/// Status and `/metrics` show how far the target is behind the source's WAL: held up by a
+/// lock on the target table, the distance grows past what the source wrote meanwhile;
+/// released, the stream catches up and the distance falls back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_how_far_behind_the_source_a_stream_is() {
+    let Some((repl, dst)) = Replication::with_target("ferry_chg_behind") else {
+        return;
+    };
+    let src = &repl.src;
+    src.sql(
+        "CREATE TABLE acc (id bigint PRIMARY KEY, name text, amount numeric(18,4), \
+                           big text NOT NULL, ts timestamptz)",
+    );
+    let rig = repl.rig("").await;
+    let job = stream_job(&rig.datasource("shop"), &src.name, &dst.name, "");
+    let id = rig
+        .broker
+        .submit(&job, ferry_engine::config::default_vars(), None)
+        .await
+        .unwrap();
+    repl.wait_active().await;
+    src.sql("INSERT INTO acc VALUES (1, 'first', 1, 'x', NULL)");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stream_of(&rig, &id)
+        .await
+        .and_then(|s| s.behind_bytes)
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no distance reported\n{}",
+            log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The target table held by another session for 10 s.
+    let table = format!("{}.acc", dst.name);
+    let holder = std::thread::spawn(move || {
+        ferry_tests::db::psql(
+            &format!(
+                "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(10); COMMIT;"
+            ),
+            None,
+        )
+    });
+    let locked = format!(
+        "SELECT count(*) FROM pg_locks WHERE relation = '{}.acc'::regclass AND granted \
+           AND mode = 'AccessExclusiveLock'",
+        dst.name
+    );
+    while dst.sql(&locked).trim() != "1" {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = src.sql("SELECT pg_current_wal_lsn()").trim().to_string();
+    src.sql(
+        "INSERT INTO acc SELECT g, repeat('w', 200), g, 'b', NULL FROM generate_series(2, 20001) g",
+    );
+    let wrote: u64 = src
+        .sql(&format!("SELECT pg_current_wal_lsn() - '{before}'::pg_lsn"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(wrote > 1_000_000, "{wrote}");
+    let mut held = 0;
+    while held < wrote {
+        held = stream_of(&rig, &id)
+            .await
+            .and_then(|s| s.behind_bytes)
+            .unwrap_or(0);
+        assert!(
+            !holder.is_finished(),
+            "the distance stayed at {held} bytes while the target was held ({wrote} written)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = rig.broker.jobs().get(&id).await.unwrap().unwrap();
+    assert!(
+        status.progress.line().contains("behind"),
+        "{}",
+        status.progress.line()
+    );
+    let metrics = reqwest::get(format!("http://{}/metrics", rig.broker.admin_addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!("ferry_stream_behind_bytes{{job=\"{id}\"}}")),
+        "{metrics}"
+    );
+    holder.join().unwrap().unwrap();
+    // Released: the rows arrive and the distance falls back under what was written.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = dst.sql(&format!("SELECT count(*) FROM {}.acc", dst.name));
+        let behind = stream_of(&rig, &id).await.and_then(|s| s.behind_bytes);
+        if rows.trim() == "20001" && behind.is_some_and(|b| b < wrote) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} rows, {behind:?} bytes behind ({wrote} written)\n{}",
+            rows.trim(),
+            log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(rig.broker.jobs().cancel(&id));
+    rig.wait(&id, Duration::from_secs(30)).await;
+    rig.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_changes_reach_the_target_through_the_tunnel() {
     let Some((repl, dst)) = Replication::with_target("ferry_chg_src") else {

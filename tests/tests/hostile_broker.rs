@@ -1270,6 +1270,16 @@ async fn mariadb_change_streams_refuse_a_hostile_broker() {
             json!([{ "int": "12345" }]),
             "binlog file and offset",
         ),
+        (
+            "SQL in a GTID set",
+            json!([{ "text": "0-1-1', @@global.read_only = '1" }]),
+            "not a GTID set",
+        ),
+        (
+            "a GTID set of the other server kind",
+            json!([{ "text": "3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5" }]),
+            "the server is MariaDB",
+        ),
     ] {
         task_refused(
             what,

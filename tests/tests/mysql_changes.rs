@@ -183,7 +183,29 @@ async fn mariadb_changes_reach_postgres_through_the_tunnel() {
     // One transaction of 100,000 rows.
     my.sql("INSERT INTO acc SELECT seq, 'bulk', seq, 'b', NULL, NULL FROM seq_200000_to_299999");
     wait_equal(&my, &dst, false).await;
-    let status = rig.broker.jobs().get(&id).await.unwrap().unwrap();
+    // How far the target is behind the binlog's end is measured too (once a second).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let status = rig.broker.jobs().get(&id).await.unwrap().unwrap();
+        if status
+            .progress
+            .stream
+            .as_ref()
+            .is_some_and(|s| s.behind_bytes.is_some())
+        {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no distance reported: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        status.progress.line().contains("behind"),
+        "{}",
+        status.progress.line()
+    );
     let st = status.progress.stream.clone().expect("a stream's progress");
     assert!(st.position.contains(':'), "file:offset, {st:?}");
     assert!(status.progress.records_written >= 101_000, "{status:?}");
@@ -438,6 +460,146 @@ async fn mariadb_ddl_other_than_add_column_stops_the_stream() {
     assert!(rig.broker.jobs().cancel(&id));
     rig.wait(&id, Duration::from_secs(30)).await;
     rig.stop().await;
+}
+
+/// The ids and names of `gt` in the target.
+fn target_ids(dst: &PgSchema, table: &str) -> String {
+    dst.sql(&format!(
+        "SELECT coalesce(string_agg(id || '=' || name, ',' ORDER BY id), '') FROM {}.{table}",
+        dst.name
+    ))
+    .trim()
+    .to_string()
+}
+
+async fn wait_target(rig: &Rig, id: &str, dst: &PgSchema, table: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = target_ids(dst, table);
+        if got == want {
+            return;
+        }
+        let status = rig.broker.jobs().get(id).await.unwrap().unwrap();
+        assert!(
+            status.state == JobState::Running && Instant::now() < deadline,
+            "{table}: {got} (want {want}); {status:?}\n{}",
+            log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A stream started where the job says: after a MariaDB GTID position, or after a binlog
+/// file and offset. Changes before it never reach the target, every change after it does,
+/// and the resumed job goes on from what the target committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mariadb_stream_starts_after_a_gtid_or_a_binlog_position() {
+    let Some(my) = source("ferry_mchg_gtid") else {
+        return;
+    };
+    let Some(dst) = PgSchema::new("ferry_mchg_gtid_dst") else {
+        return;
+    };
+    my.sql(
+        "CREATE TABLE gt (id INT PRIMARY KEY, name VARCHAR(50));
+         INSERT INTO gt SELECT seq, 'before' FROM seq_1_to_10;",
+    );
+    // What a snapshot taken now would hold, in both forms.
+    let at = my.sql("SELECT @@gtid_binlog_pos; SHOW MASTER STATUS");
+    let mut lines = at.lines();
+    let gtid = lines.next().unwrap_or("").trim().to_string();
+    let mut master = lines.next().unwrap_or("").split_whitespace();
+    let (file, pos) = (
+        master.next().unwrap_or("").to_string(),
+        master.next().unwrap_or("").to_string(),
+    );
+    assert!(gtid.contains('-') && !file.is_empty(), "{at}");
+    my.sql(
+        "INSERT INTO gt SELECT seq, 'after' FROM seq_11_to_15;
+         UPDATE gt SET name = 'changed' WHERE id = 5;
+         DELETE FROM gt WHERE id IN (3, 12);",
+    );
+    let rig = rig(&my, "").await;
+    let vars = ferry_engine::config::default_vars();
+    let ds = rig.datasource("legacy");
+    let by_gtid = format!(
+        "{}  start:\n    gtid: \"{gtid}\"\n",
+        stream_job(&ds, "gt", &format!("{}.by_gtid", dst.name), "")
+    );
+    let by_file = format!(
+        "{}  start:\n    binlogFile: {file}\n    binlogPosition: {pos}\n",
+        stream_job(&ds, "gt", &format!("{}.by_file", dst.name), "")
+    );
+    let want = "5=changed,11=after,13=after,14=after,15=after";
+    let mut ids = Vec::new();
+    for (job, table) in [(&by_gtid, "by_gtid"), (&by_file, "by_file")] {
+        let id = rig.broker.submit(job, vars.clone(), None).await.unwrap();
+        wait_target(&rig, &id, &dst, table, want).await;
+        ids.push((id, table));
+    }
+    // Stopped and resumed, each goes on from the file and offset its target committed.
+    for (id, _) in &ids {
+        let status = rig.broker.jobs().get(id).await.unwrap().unwrap();
+        assert!(rig.broker.jobs().cancel(id), "{status:?}\n{}", log_text());
+        rig.wait(id, Duration::from_secs(30)).await;
+    }
+    my.sql("INSERT INTO gt VALUES (16, 'while stopped')");
+    for (id, table) in &ids {
+        let status = rig.broker.jobs().get(id).await.unwrap().unwrap();
+        let position = status
+            .progress
+            .stream
+            .map(|s| s.position)
+            .unwrap_or_default();
+        // The file a GTID start learnt from the server is one it lists.
+        let logs = my.sql("SHOW BINARY LOGS");
+        let named = position.rsplit_once(':').map_or("", |(f, _)| f);
+        assert!(
+            !named.is_empty()
+                && logs
+                    .lines()
+                    .any(|l| l.split_whitespace().next() == Some(named)),
+            "{table}: {position} is not in\n{logs}"
+        );
+        let code = rig.resume(id).await;
+        assert!((200..300).contains(&code), "resume answered {code}");
+        wait_target(&rig, id, &dst, table, &format!("{want},16=while stopped")).await;
+        assert!(rig.broker.jobs().cancel(id));
+        rig.wait(id, Duration::from_secs(30)).await;
+    }
+    // A set of the other server's form, and a position the server never wrote, fail the
+    // job and say why.
+    for (start, needle) in [
+        (
+            "gtid: \"3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5\"".to_string(),
+            "the server is MariaDB",
+        ),
+        (
+            format!("gtid: \"{}\"", bump(&gtid)),
+            "cannot stream from the position given",
+        ),
+    ] {
+        let job = format!(
+            "{}  start:\n    {start}\n",
+            stream_job(&ds, "gt", &format!("{}.refused", dst.name), "")
+        );
+        let status = rig.run(&job).await;
+        assert_eq!(status.state, JobState::Failed, "{start}: {status:?}");
+        let error = status.error.unwrap_or_default();
+        assert!(error.contains(needle), "{start}: {error}");
+    }
+    rig.stop().await;
+}
+
+/// `gtid` with each sequence number far ahead of what the server wrote.
+fn bump(gtid: &str) -> String {
+    gtid.split(',')
+        .map(|m| match m.rsplit_once('-') {
+            Some((head, _)) => format!("{head}-999999999"),
+            None => m.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A table the agent's policy does not list never streams (positions a hostile broker could

@@ -5,6 +5,7 @@
 //! (the engine checks its columns and key against the plan), batches must belong to a
 //! declared table, and sequence numbers must increase.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use arrow_schema::SchemaRef;
@@ -136,6 +137,10 @@ impl ChangeFeed for TunnelChanges {
                 commit_time_us: c.commit_time_us,
             },
         })
+    }
+
+    fn report_behind(&mut self, gauge: Arc<AtomicU64>) {
+        self.dispatch.report_behind(&self.task_id, gauge);
     }
 
     fn declare(&mut self, index: usize, schema: SchemaRef) {

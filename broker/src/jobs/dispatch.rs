@@ -10,7 +10,8 @@
 //! so another agent cannot even name them.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -64,6 +65,8 @@ struct PendingPlan {
 struct PendingTask {
     agent: AgentKey,
     tx: mpsc::Sender<TaskEvent>,
+    /// Where a change stream's distance behind its source goes (its job's progress).
+    behind: Option<Arc<AtomicU64>>,
 }
 
 /// Pending plan requests and assigned tasks.
@@ -156,6 +159,7 @@ impl Dispatch {
             PendingTask {
                 agent: agent.clone(),
                 tx,
+                behind: None,
             },
         );
         rx
@@ -185,6 +189,31 @@ impl Dispatch {
                 // Not what was sent; nothing to give back.
                 TaskEvent::Failed { .. } => StreamRouted::Delivered,
             },
+        }
+    }
+
+    /// Task `task_id`'s reports of how far its stream is behind go to `gauge`.
+    pub fn report_behind(&self, task_id: &str, gauge: Arc<AtomicU64>) {
+        if let Some(t) = lock(&self.tasks).get_mut(task_id) {
+            t.behind = Some(gauge);
+        }
+    }
+
+    /// A change stream task's distance behind its source, from `from`, if the task was
+    /// assigned to it.
+    pub fn task_progress(&self, from: &AgentKey, task_id: &str, behind_bytes: u64) -> Routed {
+        match lock(&self.tasks).get(task_id) {
+            None => Routed::Unknown,
+            Some(t) if &t.agent != from => Routed::NotYours {
+                expected: t.agent.clone(),
+            },
+            Some(t) => {
+                if let Some(g) = &t.behind {
+                    // `u64::MAX` means "not known yet".
+                    g.store(behind_bytes.min(u64::MAX - 1), Ordering::Relaxed);
+                }
+                Routed::Delivered
+            }
         }
     }
 
@@ -311,5 +340,38 @@ mod tests {
         );
         assert_eq!(random_tag().len(), 32);
         assert_ne!(random_tag(), random_tag());
+    }
+
+    #[test]
+    fn a_streams_distance_counts_only_from_the_agent_assigned() {
+        let d = Dispatch::default();
+        let assigned = AgentKey::new("idc-sh", "a1");
+        let _rx = d.expect_task("job-1-stream-a1-x", &assigned);
+        let gauge = Arc::new(AtomicU64::new(u64::MAX));
+        // Before the job gave a gauge, a report is taken and goes nowhere.
+        assert_eq!(
+            d.task_progress(&assigned, "job-1-stream-a1-x", 5),
+            Routed::Delivered
+        );
+        d.report_behind("job-1-stream-a1-x", gauge.clone());
+        assert_eq!(
+            d.task_progress(&AgentKey::new("evil", "a1"), "job-1-stream-a1-x", 7),
+            Routed::NotYours {
+                expected: assigned.clone()
+            }
+        );
+        assert_eq!(gauge.load(Ordering::Relaxed), u64::MAX);
+        assert_eq!(
+            d.task_progress(&assigned, "job-1-stream-a1-x", 4096),
+            Routed::Delivered
+        );
+        assert_eq!(gauge.load(Ordering::Relaxed), 4096);
+        // `u64::MAX` would read as "not measured".
+        d.task_progress(&assigned, "job-1-stream-a1-x", u64::MAX);
+        assert_eq!(gauge.load(Ordering::Relaxed), u64::MAX - 1);
+        assert_eq!(
+            d.task_progress(&assigned, "job-2-stream-a1-x", 1),
+            Routed::Unknown
+        );
     }
 }

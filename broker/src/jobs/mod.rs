@@ -292,6 +292,14 @@ impl AgentRoutes for JobHub {
                     routed,
                 }
             }
+            M::StreamProgress {
+                task_id,
+                behind_bytes,
+            } => Answered {
+                what: "stream progress",
+                routed: self.dispatch.task_progress(from, &task_id, behind_bytes),
+                id: task_id,
+            },
             _ => return None,
         })
     }
@@ -447,12 +455,16 @@ impl Jobs {
     }
 
     /// Running change-stream jobs that applied something: their id and lag in seconds.
-    pub(crate) fn streams(&self) -> Vec<(String, f64)> {
+    pub(crate) fn streams(&self) -> Vec<crate::metrics::StreamLive> {
         lock(&self.live)
             .values()
             .filter_map(|e| {
-                let lag = e.progress.snapshot(0).stream?.lag_secs;
-                Some((format!("job-{}", e.number), lag))
+                let st = e.progress.snapshot(0).stream?;
+                Some(crate::metrics::StreamLive {
+                    job: format!("job-{}", e.number),
+                    lag_secs: st.lag_secs,
+                    behind_bytes: st.behind_bytes,
+                })
             })
             .collect()
     }

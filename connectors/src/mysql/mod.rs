@@ -78,6 +78,7 @@ mod binlog;
 mod ddl;
 pub(crate) use ddl::table_ddl;
 mod describe;
+mod gtid;
 mod meta;
 mod read;
 mod stream;
@@ -91,8 +92,9 @@ use sqlx::{Executor, MySqlPool};
 
 use crate::error::ConnectorError;
 
+pub use gtid::GtidSet;
 pub use read::{MySqlReadOptions, ZeroDate, OPTIONS};
-pub use stream::{binlog_of, position_of, MySqlChangeStream};
+pub use stream::{binlog_of, position_of, start_of, MySqlChangeStream, Start};
 
 /// Session settings of every connection.
 const SESSION_SQL: &str = "SET NAMES utf8mb4, time_zone = '+00:00'";

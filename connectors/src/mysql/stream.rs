@@ -25,11 +25,12 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, OptsBuilder, SslOpts};
 
 use super::binlog::{BinlogDecoder, BinlogTable, Done};
+use super::gtid::GtidSet;
 use super::meta::{pick_columns, primary_key, table_columns};
 use super::{split_table, MySqlSource};
 use crate::error::ConnectorError;
 use crate::spec::{KeyValue, Position, ReadSpec};
-use crate::stream::{ChangeEvent, ChangeSpec, ChangeStream};
+use crate::stream::{ChangeEvent, ChangeSpec, ChangeStream, SourceEnd};
 
 /// How often the server sends a heartbeat while it has nothing to send.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -45,6 +46,20 @@ const STATEMENT_SHOWN: usize = 300;
 /// A binlog connection's error: with the server's code when the server refused (so that
 /// only a lost connection reads as one that may pass).
 fn binlog_error(what: &str, e: mysql_async::Error) -> ConnectorError {
+    // ER_MASTER_FATAL_ERROR_READING_BINLOG: the position is not in the server's binlog
+    // (purged, or never written). Its message names positions, files and GTIDs only.
+    if let mysql_async::Error::Server(s) = &e {
+        if s.code == 1236 {
+            let shown: String = s.message.chars().take(STATEMENT_SHOWN).collect();
+            return ConnectorError::config(
+                "position",
+                format!(
+                    "the server cannot stream from the position given ({shown}): if its \
+                     binlog was purged, the tables need a new snapshot"
+                ),
+            );
+        }
+    }
     let code = match &e {
         mysql_async::Error::Server(s) => Some(crate::error::DbCode::MySql {
             number: s.code,
@@ -100,8 +115,25 @@ pub fn binlog_of(position: &Position) -> Result<(String, u64), ConnectorError> {
         }
         _ => Err(ConnectorError::config(
             "position",
-            "a MySQL change stream resumes from a binlog file and offset",
+            "a MySQL change stream starts from a binlog file and offset, or a GTID set",
         )),
+    }
+}
+
+/// Where a stream starts: after a binlog file and offset (what the target commits), or
+/// after a GTID set given in the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    File(String, u64),
+    Gtid(GtidSet),
+}
+
+/// Where a stream that was given `position` starts: a binlog file and offset, or a GTID
+/// set (`[Text(set)]`); anything else is refused.
+pub fn start_of(position: &Position) -> Result<Start, ConnectorError> {
+    match position.values() {
+        [KeyValue::Text(set)] => Ok(Start::Gtid(GtidSet::parse(set)?)),
+        _ => binlog_of(position).map(|(file, pos)| Start::File(file, pos)),
     }
 }
 
@@ -280,6 +312,56 @@ async fn check_position(
     }
 }
 
+/// Prepares `conn` to read the binlog after GTID set `set`: the set must be of the server's
+/// form (MariaDB's or MySQL's, with GTIDs on), and MariaDB takes it as session variables
+/// before the dump (MySQL in the dump command itself).
+async fn gtid_start(conn: &mut Conn, set: &GtidSet, tables: &str) -> Result<(), ConnectorError> {
+    let version = first_row(conn, "SELECT @@version")
+        .await?
+        .and_then(|r| r.into_iter().next())
+        .unwrap_or_default();
+    let server = if version.contains("MariaDB") {
+        "MariaDB"
+    } else {
+        "MySQL"
+    };
+    if set.flavor() != server {
+        return Err(ConnectorError::config(
+            "position",
+            format!(
+                "a {} GTID set was given, but the server is {server} ({version})",
+                set.flavor()
+            ),
+        ));
+    }
+    match set.connect_state() {
+        Some(state) => {
+            // Not found in any binlog the server keeps: the dump fails with the server's
+            // own message (error 1236), which names the purged state.
+            tracing::info!(%state, %tables, "starting after a MariaDB GTID position");
+            conn.query_drop(format!(
+                "SET @mariadb_slave_capability = 4, @slave_connect_state = '{state}', \
+                 @slave_gtid_strict_mode = 0, @slave_gtid_ignore_duplicates = 0"
+            ))
+            .await
+            .map_err(|e| binlog_error("giving the server the GTID position", e))
+        }
+        None => {
+            let mode = first_row(conn, "SELECT @@global.gtid_mode")
+                .await?
+                .and_then(|r| r.into_iter().next())
+                .unwrap_or_default();
+            if !mode.eq_ignore_ascii_case("ON") {
+                return Err(ConnectorError::config(
+                    "position",
+                    format!("the server's gtid_mode is {mode:?}: a GTID start needs it ON"),
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
 /// What a DDL statement does to a streamed table.
 #[derive(Debug, PartialEq, Eq)]
 enum Ddl {
@@ -397,8 +479,10 @@ pub struct MySqlChangeStream {
     pending: VecDeque<ChangeEvent>,
     /// An event taken from the server and not fully handled yet (see [`ChangeStream::next`]).
     current: Option<Event>,
-    /// The binlog file being read.
+    /// The binlog file being read (empty until the server names it, after a GTID start).
     file: String,
+    /// Events carry a checksum (`binlog_checksum` is not NONE).
+    checksummed: bool,
     /// The offset after the last transaction (or heartbeat) seen.
     pos: u64,
     /// The last position committed (with changes or without), and when.
@@ -484,9 +568,19 @@ impl MySqlChangeStream {
                 // events, so its checksum is still read as part of the name: it names the
                 // file asked for, which the stream knows.
                 let name = r.name();
-                if !(header.log_pos() == 0 && name.starts_with(self.file.as_str())) {
+                if header.log_pos() != 0 {
                     check_file(&name)?;
                     self.file = name.into_owned();
+                } else if self.file.is_empty() {
+                    // After a GTID start, the server chose the file.
+                    let mut name = r.name_raw().to_vec();
+                    if self.checksummed {
+                        name.truncate(name.len().saturating_sub(4));
+                    }
+                    let name = String::from_utf8_lossy(&name).into_owned();
+                    check_file(&name)?;
+                    tracing::info!(file = %name, pos = r.position(), "GTID start: the server reads from here");
+                    self.file = name;
                 }
                 self.pos = r.position();
             }
@@ -548,6 +642,9 @@ impl MySqlChangeStream {
     }
 
     fn commit_here(&mut self, when: i64) {
+        if self.file.is_empty() {
+            return;
+        }
         let Ok(position) = position_of(&self.file, self.pos) else {
             return;
         };
@@ -651,13 +748,53 @@ impl MySqlChangeStream {
     }
 }
 
-/// A stream's replica id: `base` plus a number of its tables (FNV-1a of their sorted
-/// `database.table` names), so that streams of different tables of one server do not
-/// displace each other (a server keeps one replica per id) and a stream keeps its id
-/// across restarts.
-fn replica_id<'a>(base: u32, tables: impl Iterator<Item = &'a (String, String)>) -> u32 {
+/// The server's binlog end, read on the source's pool.
+struct BinlogEnd(sqlx::MySqlPool);
+
+#[async_trait::async_trait]
+impl SourceEnd for BinlogEnd {
+    async fn behind(&self, applied: &Position) -> Result<Option<u64>, ConnectorError> {
+        use sqlx::Row;
+        let (file, pos) = binlog_of(applied)?;
+        let logs: Vec<(String, u64)> = sqlx::query("SHOW BINARY LOGS")
+            .fetch_all(&self.0)
+            .await
+            .map_err(|e| ConnectorError::query("listing the binary logs", e))?
+            .iter()
+            .map(|r| {
+                let name: String = r.try_get(0).unwrap_or_default();
+                let size = r
+                    .try_get::<u64, _>(1)
+                    .or_else(|_| r.try_get::<i64, _>(1).map(|v| v.max(0) as u64))
+                    .unwrap_or(0);
+                (name, size)
+            })
+            .collect();
+        Ok(binlog_distance(&logs, &file, pos))
+    }
+}
+
+/// Bytes of binlog after `file`:`pos`, given the server's files and their sizes in order;
+/// `None` when the server no longer lists `file`.
+fn binlog_distance(logs: &[(String, u64)], file: &str, pos: u64) -> Option<u64> {
+    let at = logs.iter().position(|(n, _)| n == file)?;
+    let rest: u64 = logs[at + 1..].iter().map(|(_, s)| *s).sum();
+    Some(logs[at].1.saturating_sub(pos).saturating_add(rest))
+}
+
+/// A stream's replica id: `base` plus a number of its owner and tables (FNV-1a of the
+/// owner and the sorted `database.table` names), so that streams of one server for other
+/// jobs or tables do not displace each other (a server keeps one replica per id: the
+/// second is refused with error 4052 or the first dropped) and a stream keeps its id
+/// across restarts (the new connection displaces a lingering old one).
+fn replica_id<'a>(
+    base: u32,
+    owner: &str,
+    tables: impl Iterator<Item = &'a (String, String)>,
+) -> u32 {
     let mut sorted: Vec<String> = tables.map(|(d, t)| format!("{d}.{t}")).collect();
     sorted.sort();
+    sorted.insert(0, owner.to_string());
     let mut h: u32 = 0x811c_9dc5;
     for b in sorted.iter().flat_map(|t| t.bytes().chain([0])) {
         h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
@@ -708,22 +845,35 @@ impl MySqlSource {
             .await
             .map_err(|e| binlog_error("connecting to read the binary log", e))?;
         check_server(&mut conn).await?;
-        let (file, pos, fresh) = match &spec.start {
-            Some(p) => {
-                let (file, pos) = binlog_of(p)?;
-                let tables: Vec<&str> = spec
-                    .tables
-                    .iter()
-                    .filter_map(|t| t.table.as_deref())
-                    .collect();
-                check_position(&mut conn, &file, pos, &tables.join(", ")).await?;
+        let tables: Vec<&str> = spec
+            .tables
+            .iter()
+            .filter_map(|t| t.table.as_deref())
+            .collect();
+        let tables = tables.join(", ");
+        let mut gtid = None;
+        let (file, pos, fresh) = match spec.start.as_ref().map(start_of).transpose()? {
+            Some(Start::File(file, pos)) => {
+                check_position(&mut conn, &file, pos, &tables).await?;
                 (file, pos, false)
+            }
+            Some(Start::Gtid(set)) => {
+                gtid_start(&mut conn, &set, &tables).await?;
+                gtid = Some(set);
+                // The server names the file in its first (fake) rotate event.
+                (String::new(), 4, false)
             }
             None => {
                 let (file, pos) = current_position(&mut conn).await?;
                 (file, pos, true)
             }
         };
+        // Before the server describes its events, its first rotate event's name is read
+        // with the checksum after it.
+        let checksummed = first_row(&mut conn, "SELECT @@global.binlog_checksum")
+            .await?
+            .and_then(|r| r.into_iter().next())
+            .is_some_and(|c| !c.eq_ignore_ascii_case("NONE"));
         let mut wanted = HashMap::new();
         for (i, t) in spec.tables.iter().enumerate() {
             let table = describe(self.pool(), t).await?;
@@ -735,19 +885,21 @@ impl MySqlSource {
                 i,
             );
         }
-        let server_id = replica_id(spec.server_id, wanted.keys());
+        let server_id = replica_id(spec.server_id, &spec.owner, wanted.keys());
         conn.query_drop(format!(
             "SET @master_heartbeat_period = {}",
             HEARTBEAT.as_nanos()
         ))
         .await
         .map_err(|e| binlog_error("setting the heartbeat", e))?;
+        let mut request = BinlogStreamRequest::new(server_id)
+            .with_filename(file.as_bytes())
+            .with_pos(pos);
+        if let Some(sids) = gtid.as_ref().and_then(GtidSet::sids) {
+            request = request.with_gtid().with_gtid_set(sids);
+        }
         let binlog = conn
-            .get_binlog_stream(
-                BinlogStreamRequest::new(server_id)
-                    .with_filename(file.as_bytes())
-                    .with_pos(pos),
-            )
+            .get_binlog_stream(request)
             .await
             .map_err(|e| binlog_error("starting to read the binary log", e))?;
         let mut stream = MySqlChangeStream {
@@ -766,6 +918,7 @@ impl MySqlSource {
             pending: VecDeque::new(),
             current: None,
             file: file.clone(),
+            checksummed,
             pos,
             committed: (file, pos),
             committed_at: Instant::now(),
@@ -793,6 +946,10 @@ impl ChangeStream for MySqlChangeStream {
     /// The server keeps no reader's position: the target's checkpoint is the stream's.
     fn ack(&mut self, position: &Position) -> Result<(), ConnectorError> {
         binlog_of(position).map(|_| ())
+    }
+
+    fn source_end(&self) -> Option<std::sync::Arc<dyn SourceEnd>> {
+        Some(std::sync::Arc::new(BinlogEnd(self.pool.clone())))
     }
 
     async fn stop(self: Box<Self>) -> Result<(), ConnectorError> {
@@ -852,6 +1009,21 @@ mod tests {
         assert!(t("shop", "ALTER ONLINE TABLE acc FORCE ?!")
             .iter()
             .any(|(n, _)| n == &("shop".to_string(), "acc".to_string())));
+    }
+
+    #[test]
+    fn the_distance_to_the_binlog_end_spans_files() {
+        let logs = vec![
+            ("b.1".to_string(), 1000),
+            ("b.2".into(), 500),
+            ("b.3".into(), 40),
+        ];
+        assert_eq!(binlog_distance(&logs, "b.3", 40), Some(0));
+        assert_eq!(binlog_distance(&logs, "b.2", 100), Some(440));
+        assert_eq!(binlog_distance(&logs, "b.1", 4), Some(996 + 540));
+        assert_eq!(binlog_distance(&logs, "b.0", 4), None);
+        // A position past what the listing says (the file grew since): nothing behind.
+        assert_eq!(binlog_distance(&logs, "b.3", 90), Some(0));
     }
 
     #[test]

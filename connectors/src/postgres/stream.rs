@@ -21,7 +21,7 @@ use super::pgoutput::{self, Lsn, Message};
 use super::PostgresSource;
 use crate::error::ConnectorError;
 use crate::spec::{KeyValue, Position, ReadSpec};
-use crate::stream::{ChangeEvent, ChangeSpec, ChangeStream};
+use crate::stream::{ChangeEvent, ChangeSpec, ChangeStream, SourceEnd};
 
 /// What a change stream yields.
 #[derive(Debug, Clone)]
@@ -449,8 +449,27 @@ impl ChangeStream for PgChangeStream {
         Ok(())
     }
 
+    fn source_end(&self) -> Option<std::sync::Arc<dyn SourceEnd>> {
+        Some(std::sync::Arc::new(WalEnd(self.source.pool().clone())))
+    }
+
     async fn stop(self: Box<Self>) -> Result<(), ConnectorError> {
         PgChangeStream::stop(*self).await
+    }
+}
+
+/// The server's WAL end, read on the source's pool.
+struct WalEnd(sqlx::PgPool);
+
+#[async_trait::async_trait]
+impl SourceEnd for WalEnd {
+    async fn behind(&self, applied: &Position) -> Result<Option<u64>, ConnectorError> {
+        let applied = lsn_of(applied)?;
+        let end: i64 = sqlx::query_scalar("SELECT (pg_current_wal_lsn() - '0/0')::int8")
+            .fetch_one(&self.0)
+            .await
+            .map_err(super::q("read the server's WAL position"))?;
+        Ok(u64::try_from(end).ok().map(|e| e.saturating_sub(applied)))
     }
 }
 
