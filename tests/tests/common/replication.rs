@@ -81,10 +81,14 @@ impl Replication {
         }
     }
 
-    /// Waits until the agent's stream is attached to the slot.
+    /// Waits until the agent's stream is attached to the slot: a walsender holds it. (A slot
+    /// being made shows as active too, held by the backend making it, which waits for the
+    /// transactions running then to end: changes committed meanwhile come before the slot's
+    /// start and are never streamed.)
     pub async fn wait_active(&self) {
         let sql = format!(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND active",
+            "SELECT count(*) FROM pg_replication_slots s JOIN pg_stat_replication r \
+               ON r.pid = s.active_pid WHERE s.slot_name = '{}'",
             self.slot()
         );
         let deadline = Instant::now() + Duration::from_secs(60);
