@@ -82,6 +82,24 @@ pub trait ChangeReading: Send + Sync {
     ) -> Result<Box<dyn ChangeFeed>, ReadError>;
 }
 
+/// Lists a source's tables again while a whole-database stream runs, so that tables added
+/// to its selection since it started join it.
+#[async_trait]
+pub trait TableLister: Send + Sync {
+    /// The source's tables its policy allows, as listed for the job's start.
+    async fn tables(&self) -> Result<Vec<String>, String>;
+}
+
+/// A whole-database stream's source tables: as listed for its start, and what lists them
+/// again while it runs (`None`: tables added later are not looked for).
+pub struct Listed {
+    pub tables: Vec<String>,
+    pub again: Option<Arc<dyn TableLister>>,
+}
+
+/// How often a whole-database stream looks for tables added to its selection.
+const NEW_TABLES_EVERY: Duration = Duration::from_secs(10);
+
 /// A table of a stream job: what is read, where it goes, how its batches are laid out.
 struct StreamTable {
     name: String,
@@ -96,13 +114,17 @@ struct StreamTable {
 /// (`None` for a one-table job).
 pub async fn run_stream(
     job: &Job,
-    tables: Option<Vec<String>>,
+    listed: Option<Listed>,
     reading_for: &(dyn Fn(&str) -> Arc<dyn Reading> + Send + Sync),
     changes: &dyn ChangeReading,
     sink: Arc<dyn Sink>,
     opts: &RunOptions,
     progress: Arc<Progress>,
 ) -> Result<Summary, RunError> {
+    let (tables, lister) = match listed {
+        Some(l) => (Some(l.tables), l.again),
+        None => (None, None),
+    };
     let start = OffsetDateTime::now_utc();
     let reader = |stage| move |message| RunError::Reader { stage, message };
     let conn = |stage| move |source| RunError::Connector { stage, source };
@@ -124,6 +146,14 @@ pub async fn run_stream(
             .await
             .map_err(conn("reading the stream's position in the target"))?
             .is_some();
+    // Which of a whole-database job's tables joined its stream before (a marker each in the
+    // target): listed tables without one were added to the selection since, and are copied
+    // before they join.
+    let (jobs, mut joining, unmarked) = if job.reader.tables.is_some() {
+        joined(jobs, sink.as_ref(), &job_key, applied_before).await?
+    } else {
+        (jobs, Vec::new(), Vec::new())
+    };
     let mut streamed = Vec::with_capacity(jobs.len());
     for one in &jobs {
         let reading = reading_for(one.reader.spec.table.as_deref().unwrap_or_default());
@@ -131,9 +161,10 @@ pub async fn run_stream(
     }
     let first = streamed[0].wspec.clone();
     let mut layouts: Vec<Layout> = streamed.iter().map(|t| t.layout.clone()).collect();
-    let names: Vec<String> = streamed.iter().map(|t| t.name.clone()).collect();
-    let rspecs: Vec<ReadSpec> = streamed.iter().map(|t| t.rspec.clone()).collect();
-    let targets: Vec<_> = streamed.into_iter().map(|t| (t.wspec, t.layout)).collect();
+    let mut names: Vec<String> = streamed.iter().map(|t| t.name.clone()).collect();
+    let mut rspecs: Vec<ReadSpec> = streamed.iter().map(|t| t.rspec.clone()).collect();
+    let mut targets: Vec<_> = streamed.into_iter().map(|t| (t.wspec, t.layout)).collect();
+    mark_joined(sink.as_ref(), &targets, &job_key, &unmarked).await?;
     let mut target = sink
         .change_target(&targets, &job_key, STREAM_SPLIT)
         .await
@@ -167,9 +198,10 @@ pub async fn run_stream(
                         catch_up: None,
                         first_only: true,
                         positioned: false,
+                        grown: None,
                     };
                     applying
-                        .start_position(changes, &rspecs, target.as_mut(), first_backoff)
+                        .start_position(changes, &rspecs, None, target.as_mut(), first_backoff)
                         .await?;
                 }
                 if progress.failed() {
@@ -183,7 +215,7 @@ pub async fn run_stream(
                         &sink,
                         opts,
                         &progress,
-                        &job_key,
+                        &|i, _| format!("{job_key}.snapshot-{i}"),
                     )
                     .await?;
                     if !progress.failed() {
@@ -209,10 +241,45 @@ pub async fn run_stream(
     target.tolerate_missing(catch_up.is_some());
     let mut attempt = 0u32;
     let mut backoff = first_backoff;
+    let mut grown = None;
     let failed = if progress.failed() {
         progress.failure()
     } else {
         loop {
+            if !joining.is_empty() {
+                let joined = join(
+                    job,
+                    std::mem::take(&mut joining),
+                    reading_for,
+                    changes,
+                    &sink,
+                    opts,
+                    &progress,
+                    &job_key,
+                    Streamed {
+                        layouts: &mut layouts,
+                        names: &mut names,
+                        rspecs: &mut rspecs,
+                        targets: &mut targets,
+                    },
+                    first_backoff,
+                )
+                .await?;
+                let Some((next, ended_us)) = joined else {
+                    break progress.failure();
+                };
+                target = next;
+                catch_up = Some(catch_up.map_or(ended_us, |c| c.max(ended_us)));
+                target.tolerate_missing(true);
+            }
+            let _watching = match &lister {
+                Some(l) if !progress.failed() => {
+                    let (watcher, rx) = watch_tables(l.clone(), job.clone(), names.clone());
+                    grown = Some(rx);
+                    Some(watcher)
+                }
+                _ => None,
+            };
             attempt += 1;
             let recorded = sink
                 .checkpoint(&wspec, &job_key, STREAM_SPLIT)
@@ -243,6 +310,7 @@ pub async fn run_stream(
                         catch_up,
                         first_only: false,
                         positioned: false,
+                        grown: grown.as_mut(),
                     };
                     let r = applying
                         .run(feed.as_mut(), target.as_mut(), &mut seq, &mut rows)
@@ -259,6 +327,24 @@ pub async fn run_stream(
                 }
                 Err(e) => Err(e),
             };
+            // Tables added to the selection: the stream stopped for them to join.
+            let found = grown
+                .as_ref()
+                .and_then(|rx| rx.borrow().clone())
+                .filter(|_| outcome.is_ok() && !progress.failed());
+            if let Some(listed) = found {
+                joining = table_jobs(job, Some(listed))?
+                    .into_iter()
+                    .filter(|one| {
+                        !names.contains(&one.reader.spec.table.clone().unwrap_or_default())
+                    })
+                    .collect();
+                info!(
+                    tables = joining.len(),
+                    "tables were added to the selection: they join the stream"
+                );
+                continue;
+            }
             match outcome {
                 // Stopped by the job (cancelled, or the broker stopping).
                 Ok(()) => break progress.failure(),
@@ -428,6 +514,9 @@ struct Applying<'a> {
     first_only: bool,
     /// A position was committed.
     positioned: bool,
+    /// Set when tables were added to a whole-database job's selection: the stream stops for
+    /// them to join.
+    grown: Option<&'a mut tokio::sync::watch::Receiver<Option<Vec<String>>>>,
 }
 
 impl Applying<'_> {
@@ -464,10 +553,17 @@ impl Applying<'_> {
                     }
                 }
             } else {
-                // The feed's `next` is dropped only when the job stops.
+                // The feed's `next` is dropped only when the job stops or tables join (the
+                // feed is closed then, and what it did not commit is rolled back).
                 tokio::select! {
                     e = feed.next() => e?,
                     _ = stopped(self.progress) => return Ok(()),
+                    _ = grew(&mut self.grown) => {
+                        if group.at_boundary && group.txns > 0 {
+                            self.commit(&mut group, feed, target, seq, rows).await?;
+                        }
+                        return Ok(());
+                    }
                 }
             };
             match event {
@@ -547,7 +643,9 @@ impl Applying<'_> {
         self.progress
             .applied(g.rows, g.bytes, &position, commit_time_us, g.txns);
         self.positioned = true;
-        if self.catch_up.is_some_and(|until| commit_time_us >= until) {
+        // Only a transaction with changes ends the catch-up: a stream's first commit, of
+        // the position it starts from, carries the time it started, not a source commit's.
+        if g.rows > 0 && self.catch_up.is_some_and(|until| commit_time_us >= until) {
             info!("the stream caught up with the snapshot");
             self.catch_up = None;
             target.tolerate_missing(false);
@@ -561,13 +659,14 @@ impl Applying<'_> {
         &mut self,
         changes: &dyn ChangeReading,
         tables: &[ReadSpec],
+        from: Option<Position>,
         target: &mut dyn ferry_connectors::stream::ChangeTarget,
         first_backoff: Duration,
     ) -> Result<(), RunError> {
         let mut backoff = first_backoff;
         let (mut seq, mut rows) = (0, 0);
         for attempt in 1.. {
-            let r = match changes.open_changes(tables, None, attempt).await {
+            let r = match changes.open_changes(tables, from.clone(), attempt).await {
                 Ok(mut feed) => {
                     let r = self.run(feed.as_mut(), target, &mut seq, &mut rows).await;
                     target.rollback().await;
@@ -662,6 +761,268 @@ fn time_of(p: &Position) -> Option<i64> {
     }
 }
 
+/// The marker of table `table` having joined stream `job_key` (a checkpoint of its own).
+fn joined_key(job_key: &str, table: &str) -> String {
+    // FNV-1a: table names may be longer than a checkpoint's key takes.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in table.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{job_key}.joined-{h:016x}")
+}
+
+/// Splits a whole-database stream's table jobs into those that joined it before (and are
+/// streamed) and those added to the selection since (copied, then joined), and names the
+/// joined ones without a marker yet: all of them at the first start, and those of a stream
+/// that ran before markers were kept.
+async fn joined(
+    jobs: Vec<Job>,
+    sink: &dyn Sink,
+    job_key: &str,
+    applied_before: bool,
+) -> Result<(Vec<Job>, Vec<Job>, Vec<String>), RunError> {
+    let name = |j: &Job| j.reader.spec.table.clone().unwrap_or_default();
+    if !applied_before {
+        let names = jobs.iter().map(name).collect();
+        return Ok((jobs, Vec::new(), names));
+    }
+    let mut marked = Vec::with_capacity(jobs.len());
+    for one in &jobs {
+        let m = sink
+            .checkpoint(
+                &one.writer.spec,
+                &joined_key(job_key, &name(one)),
+                STREAM_SPLIT,
+            )
+            .await
+            .map_err(|source| RunError::Connector {
+                stage: "reading which tables joined the stream",
+                source,
+            })?;
+        marked.push(m.is_some());
+    }
+    if !marked.contains(&true) {
+        let names = jobs.iter().map(name).collect();
+        return Ok((jobs, Vec::new(), names));
+    }
+    let (mut old, mut new) = (Vec::new(), Vec::new());
+    for (one, m) in jobs.into_iter().zip(marked) {
+        if m {
+            old.push(one);
+        } else {
+            new.push(one);
+        }
+    }
+    Ok((old, new, Vec::new()))
+}
+
+/// Records that tables `names` joined stream `job_key` (in the first table's checkpoint
+/// table, as the stream's position is).
+async fn mark_joined(
+    sink: &dyn Sink,
+    targets: &[(ferry_connectors::WriteSpec, Layout)],
+    job_key: &str,
+    names: &[String],
+) -> Result<(), RunError> {
+    let conn = |source| RunError::Connector {
+        stage: "recording which tables joined the stream",
+        source,
+    };
+    for table in names {
+        let mut marker = sink
+            .change_target(&targets[..1], &joined_key(job_key, table), STREAM_SPLIT)
+            .await
+            .map_err(conn)?;
+        let position = Position::new(vec![ferry_connectors::KeyValue::Text(table.clone())])
+            .map_err(|e| RunError::Reader {
+                stage: "recording which tables joined the stream",
+                message: e.to_string(),
+            })?;
+        marker
+            .commit(&Checkpoint {
+                seq: 1,
+                rows: 0,
+                written: 0,
+                position: Some(position),
+            })
+            .await
+            .map_err(conn)?;
+    }
+    Ok(())
+}
+
+/// A running stream's tables, which joining tables extend.
+struct Streamed<'a> {
+    layouts: &'a mut Vec<Layout>,
+    names: &'a mut Vec<String>,
+    rspecs: &'a mut Vec<ReadSpec>,
+    targets: &'a mut Vec<(ferry_connectors::WriteSpec, Layout)>,
+}
+
+/// Tables added to a whole-database stream's selection join it, the others' changes
+/// waiting at the source meanwhile (their stream stopped at a transaction boundary, the
+/// target holding its position P):
+/// 1. each new table's target is made (or kept, if an interrupted join made it);
+/// 2. a stream of every table runs from P until it commits, so the source publishes the new
+///    tables' changes before they are copied (PostgreSQL adds them to the publication when
+///    the stream opens);
+/// 3. each is copied (upserts by key, resumed by chunk), then marked joined;
+/// 4. the stream goes on from P with every table: the others' changes after P arrive for
+///    the first time, and the new tables' replay converges on the copy as a full +
+///    incremental job's does.
+///
+/// Returns the change target of every table and when the copy ended (microseconds since
+/// the epoch), or `None` if the job stopped meanwhile.
+#[allow(clippy::too_many_arguments)]
+async fn join(
+    job: &Job,
+    joining: Vec<Job>,
+    reading_for: &(dyn Fn(&str) -> Arc<dyn Reading> + Send + Sync),
+    changes: &dyn ChangeReading,
+    sink: &Arc<dyn Sink>,
+    opts: &RunOptions,
+    progress: &Arc<Progress>,
+    job_key: &str,
+    streamed: Streamed<'_>,
+    first_backoff: Duration,
+) -> Result<Option<(Box<dyn ferry_connectors::stream::ChangeTarget>, i64)>, RunError> {
+    let conn = |stage| move |source| RunError::Connector { stage, source };
+    let mut added = Vec::with_capacity(joining.len());
+    for one in &joining {
+        let mut one = one.clone();
+        one.writer.spec.existing = Some(ferry_connectors::Existing::Append);
+        let reading = reading_for(one.reader.spec.table.as_deref().unwrap_or_default());
+        added.push(stream_table(&one, reading.as_ref(), sink.as_ref(), false).await?);
+    }
+    let new_names: Vec<String> = added.iter().map(|t| t.name.clone()).collect();
+    info!(tables = ?new_names, "tables join the stream: copied first");
+    let mut layouts = streamed.layouts.clone();
+    let mut names = streamed.names.clone();
+    let mut rspecs = streamed.rspecs.clone();
+    let mut targets = streamed.targets.clone();
+    let new_targets: Vec<_> = added
+        .iter()
+        .map(|t| (t.wspec.clone(), t.layout.clone()))
+        .collect();
+    for t in added {
+        layouts.push(t.layout.clone());
+        names.push(t.name);
+        rspecs.push(t.rspec);
+        targets.push((t.wspec, t.layout));
+    }
+    let mut target = sink
+        .change_target(&targets, job_key, STREAM_SPLIT)
+        .await
+        .map_err(conn("opening the target for changes"))?;
+    let at = sink
+        .checkpoint(&targets[0].0, job_key, STREAM_SPLIT)
+        .await
+        .map_err(conn("reading the stream's position in the target"))?
+        .and_then(|c| c.position);
+    let mut publishing = Applying {
+        layouts: &mut layouts,
+        names: &names,
+        progress,
+        catch_up: None,
+        first_only: true,
+        positioned: false,
+        grown: None,
+    };
+    publishing
+        .start_position(changes, &rspecs, at, target.as_mut(), first_backoff)
+        .await?;
+    if progress.failed() {
+        return Ok(None);
+    }
+    let (_, ended_us) = snapshot(
+        job,
+        &joining,
+        &new_targets,
+        reading_for,
+        sink,
+        opts,
+        progress,
+        &|_, name| format!("{}.copy", joined_key(job_key, name)),
+    )
+    .await?;
+    if progress.failed() {
+        return Ok(None);
+    }
+    mark_joined(sink.as_ref(), &targets, job_key, &new_names).await?;
+    *streamed.layouts = layouts;
+    *streamed.names = names;
+    *streamed.rspecs = rspecs;
+    *streamed.targets = targets;
+    Ok(Some((target, ended_us)))
+}
+
+/// Watches the source's tables every [`NEW_TABLES_EVERY`]; once the job's selection takes
+/// one not in `known`, sends the listing and ends. Aborted when the guard is dropped.
+fn watch_tables(
+    lister: Arc<dyn TableLister>,
+    job: Job,
+    known: Vec<String>,
+) -> (
+    AbortOnDrop,
+    tokio::sync::watch::Receiver<Option<Vec<String>>>,
+) {
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(NEW_TABLES_EVERY).await;
+            let listed = match lister.tables().await {
+                Ok(l) => l,
+                Err(e) => {
+                    warn!("listing the source's tables for new ones: {e}");
+                    continue;
+                }
+            };
+            match table_jobs(&job, Some(listed.clone())) {
+                Ok(selected) => {
+                    let new = selected.iter().any(|one| {
+                        one.reader
+                            .spec
+                            .table
+                            .as_ref()
+                            .is_some_and(|t| !known.contains(t))
+                    });
+                    if new {
+                        let _ = tx.send(Some(listed));
+                        return;
+                    }
+                }
+                // A selected table is gone: its stream says so when it meets the DROP.
+                Err(e) => warn!("selecting the source's tables: {e}"),
+            }
+        }
+    });
+    (AbortOnDrop(task), rx)
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Resolves once tables were added to the selection (never without a watcher).
+async fn grew(rx: &mut Option<&mut tokio::sync::watch::Receiver<Option<Vec<String>>>>) {
+    if let Some(rx) = rx {
+        loop {
+            if rx.borrow_and_update().is_some() {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    }
+    std::future::pending::<()>().await
+}
+
 /// The copy of a full + incremental job: each table's rows, upserted by key into the
 /// target prepared for the stream (nothing emptied, `preSql` not run again), its splits
 /// resumed from their checkpoints after a lost reader as a copy's are. Returns the rows
@@ -675,7 +1036,7 @@ async fn snapshot(
     sink: &Arc<dyn Sink>,
     opts: &RunOptions,
     progress: &Arc<Progress>,
-    job_key: &str,
+    key_of: &(dyn Fn(usize, &str) -> String + Sync),
 ) -> Result<(u64, i64), RunError> {
     let pool = crate::database::TablePool::new(job, opts);
     let follower = pool.follow(opts);
@@ -709,7 +1070,7 @@ async fn snapshot(
             .filter_map(|k| names.get(*k).cloned())
             .collect();
         let (mut o, part) = pool.table(opts, &name, i);
-        o.job_key = Some(format!("{job_key}.snapshot-{i}"));
+        o.job_key = Some(key_of(i, &name));
         info!(table = %name, "snapshot of the table starting");
         match crate::run::run_job(&copy, reading_for(&name), sink.clone(), &o, part).await {
             Ok(summary) => {

@@ -77,9 +77,12 @@ async fn status_shows_how_far_behind_the_source_a_stream_is() {
     while dst.sql(&locked).trim() != "1" {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A small transaction first: once the agent sent its commit, the position it tells the
+    // source is applied stays before everything written after it.
+    src.sql("INSERT INTO acc VALUES (2, 'small', 2, 'x', NULL)");
     let before = src.sql("SELECT pg_current_wal_lsn()").trim().to_string();
     src.sql(
-        "INSERT INTO acc SELECT g, repeat('w', 200), g, 'b', NULL FROM generate_series(2, 20001) g",
+        "INSERT INTO acc SELECT g, repeat('w', 200), g, 'b', NULL FROM generate_series(3, 20001) g",
     );
     let wrote: u64 = src
         .sql(&format!("SELECT pg_current_wal_lsn() - '{before}'::pg_lsn"))
@@ -416,7 +419,7 @@ async fn a_whole_database_stream_keeps_transactions_across_tables() {
     );
     let rig = repl.rig("").await;
     let job = format!(
-        "reader:\n  name: postgresqlreader\n  parameter:\n    datasource: {ds}\n    tables: [\"{s}.customers\", \"{s}.orders\"]\n\
+        "reader:\n  name: postgresqlreader\n  parameter:\n    datasource: {ds}\n    tables: [\"{s}.customers\", \"{s}.orders\", \"{s}.late_*\"]\n\
          writer:\n  name: postgresqlwriter\n  parameter:\n    url: {url}\n    schema: {d}\n    createTable: true\n\
          setting:\n  mode: stream\n",
         ds = rig.datasource("shop"),
@@ -470,6 +473,44 @@ async fn a_whole_database_stream_keeps_transactions_across_tables() {
     // A table the job did not select never reached the target.
     let notes = dst.sql(&format!("SELECT to_regclass('{}.notes') IS NULL", dst.name));
     assert_eq!(notes.trim(), "t");
+
+    // A table the selection takes (`late_*`) made while the stream runs: copied, then
+    // streamed, with writes to it and to another table before, during and after it joins
+    // (a TOASTed value left unsent by updates among them).
+    src.sql(
+        "CREATE TABLE late_orders (id int PRIMARY KEY, note text, big text);
+         ALTER TABLE late_orders ALTER big SET STORAGE EXTERNAL;
+         INSERT INTO late_orders SELECT g, 'n' || g, CASE WHEN g % 500 = 0 THEN repeat('t', 9000) END
+           FROM generate_series(1, 3000) g;",
+    );
+    let exists = format!("SELECT to_regclass('{}.late_orders') IS NOT NULL", dst.name);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(120);
+    let mut k = 0;
+    loop {
+        if started.elapsed() < Duration::from_secs(20) {
+            k += 1;
+            src.sql(&format!(
+                "UPDATE late_orders SET note = 'u{k}' WHERE id % 50 = {m};
+                 INSERT INTO late_orders VALUES ({n}, 'new {k}', NULL);
+                 DELETE FROM late_orders WHERE id = {k};
+                 INSERT INTO customers VALUES ({c}, 'late {k}');",
+                m = k % 50,
+                n = 10_000 + k,
+                c = 1_000 + k
+            ));
+        } else if dst.sql(&exists).trim() == "t" && same("late_orders") && same("customers") {
+            break;
+        }
+        let status = rig.broker.jobs().get(&id).await.unwrap().unwrap();
+        assert!(
+            status.state == JobState::Running && Instant::now() < deadline,
+            "the new table did not join: {status:?}\n{}",
+            log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(log_text().contains("tables join the stream"));
     let status = rig.broker.jobs().get(&id).await.unwrap().unwrap();
     assert_eq!(status.state, JobState::Running, "{status:?}");
     assert!(rig.broker.jobs().cancel(&id));

@@ -650,7 +650,7 @@ async fn a_mariadb_whole_database_stream_keeps_transactions_across_tables() {
     );
     let rig = rig(&my, "").await;
     let job = format!(
-        "reader:\n  name: mysqlreader\n  parameter:\n    datasource: {ds}\n    tables: [customers, orders]\n\
+        "reader:\n  name: mysqlreader\n  parameter:\n    datasource: {ds}\n    tables: [customers, orders, \"late_*\"]\n\
          writer:\n  name: postgresqlwriter\n  parameter:\n    url: {url}\n    schema: {d}\n    createTable: true\n\
          setting:\n  mode: stream\n",
         ds = rig.datasource("legacy"),
@@ -713,6 +713,102 @@ async fn a_mariadb_whole_database_stream_keeps_transactions_across_tables() {
         dst.name
     ));
     assert_eq!(notes.trim(), "0", "an unselected table reached the target");
+
+    // A table the selection takes (`late_*`) made while the stream runs: copied, then
+    // streamed, with writes to it and to another table before, during and after it joins.
+    my.sql(
+        "CREATE TABLE late_orders (id INT PRIMARY KEY, note VARCHAR(40));
+         INSERT INTO late_orders SELECT seq, CONCAT('n', seq) FROM seq_1_to_3000;",
+    );
+    let same = |src_sql: &str, dst_sql: &str| text(my.sql(src_sql)) == text(dst.sql(dst_sql));
+    let late = (
+        "SELECT CONCAT_WS('|', id, note) FROM late_orders ORDER BY id".to_string(),
+        format!(
+            "SELECT concat_ws('|', id, note) FROM {}.late_orders ORDER BY id",
+            dst.name
+        ),
+    );
+    let customers = (
+        "SELECT CONCAT_WS('|', id, name) FROM customers ORDER BY id".to_string(),
+        format!(
+            "SELECT concat_ws('|', id, name) FROM {}.customers ORDER BY id",
+            dst.name
+        ),
+    );
+    let exists = format!(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{}' \
+           AND table_name = 'late_orders'",
+        dst.name
+    );
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(120);
+    let mut k = 0;
+    loop {
+        if started.elapsed() < Duration::from_secs(20) {
+            k += 1;
+            my.sql(&format!(
+                "UPDATE late_orders SET note = 'u{k}' WHERE id % 50 = {m};
+                 INSERT INTO late_orders VALUES ({n}, 'new {k}');
+                 DELETE FROM late_orders WHERE id = {k};
+                 INSERT INTO customers VALUES ({c}, 'late {k}');",
+                m = k % 50,
+                n = 10_000 + k,
+                c = 1_000 + k
+            ));
+        } else if dst.sql(&exists).trim() == "1"
+            && same(&late.0, &late.1)
+            && same(&customers.0, &customers.1)
+        {
+            break;
+        }
+        let status = rig.broker.jobs().get(&id).await.unwrap().unwrap();
+        assert!(
+            status.state == JobState::Running && Instant::now() < deadline,
+            "the new table did not join: {status:?}\n{}",
+            log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(log_text().contains("tables join the stream"));
+
+    // A table made while the job is stopped joins when it is resumed; the tables that
+    // joined before are not copied again.
+    assert!(rig.broker.jobs().cancel(&id));
+    rig.wait(&id, Duration::from_secs(30)).await;
+    my.sql(
+        "CREATE TABLE late_items (id INT PRIMARY KEY, v INT);
+         INSERT INTO late_items SELECT seq, seq FROM seq_1_to_500;
+         INSERT INTO customers VALUES (5000, 'while stopped');",
+    );
+    let code = rig.resume(&id).await;
+    assert!((200..300).contains(&code), "resume answered {code}");
+    let items = (
+        "SELECT CONCAT_WS('|', id, v) FROM late_items ORDER BY id".to_string(),
+        format!(
+            "SELECT concat_ws('|', id, v) FROM {}.late_items ORDER BY id",
+            dst.name
+        ),
+    );
+    let items_exist = exists.replace("'late_orders'", "'late_items'");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(dst.sql(&items_exist).trim() == "1"
+        && same(&items.0, &items.1)
+        && same(&customers.0, &customers.1)
+        && same(&late.0, &late.1))
+    {
+        let status = rig.broker.jobs().get(&id).await.unwrap().unwrap();
+        assert!(
+            status.state == JobState::Running && Instant::now() < deadline,
+            "the table made while stopped did not join: {status:?}\n{}",
+            log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let copies = log_text()
+        .lines()
+        .filter(|l| l.contains("snapshot of the table starting") && l.contains("table=late_"))
+        .count();
+    assert_eq!(copies, 2, "late_orders and late_items copied once each");
     assert!(rig.broker.jobs().cancel(&id));
     rig.wait(&id, Duration::from_secs(30)).await;
     rig.stop().await;

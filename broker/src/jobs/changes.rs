@@ -64,6 +64,17 @@ impl ChangeReading for TunnelReading {
     }
 }
 
+/// A whole-database stream's source tables, listed again by an agent of the job's group
+/// (its policy decides what it lists).
+pub(super) struct TunnelLister(pub(super) TunnelReading);
+
+#[async_trait]
+impl ferry_engine::stream::TableLister for TunnelLister {
+    async fn tables(&self) -> Result<Vec<String>, String> {
+        self.0.list_tables().await.map(|l| l.tables)
+    }
+}
+
 /// A change stream from an agent.
 struct TunnelChanges {
     ds: Option<DataStream>,

@@ -983,9 +983,16 @@ impl ManyTables {
                 Some(_) => Arc::new(self.reading(job, group, name)),
             }
         };
+        // Tables added to the selection later join the running stream.
+        let listed = tables.clone().map(|tables| ferry_engine::stream::Listed {
+            tables,
+            again: Some(Arc::new(changes::TunnelLister(
+                self.reading(job, group, name),
+            ))),
+        });
         ferry_engine::stream::run_stream(
             job,
-            tables.clone(),
+            listed,
             &reading_for,
             reading.as_ref(),
             sink,

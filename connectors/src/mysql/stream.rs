@@ -483,6 +483,8 @@ pub struct MySqlChangeStream {
     file: String,
     /// Events carry a checksum (`binlog_checksum` is not NONE).
     checksummed: bool,
+    /// The server described its events (a format description event came).
+    formatted: bool,
     /// The offset after the last transaction (or heartbeat) seen.
     pos: u64,
     /// The last position committed (with changes or without), and when.
@@ -567,19 +569,19 @@ impl MySqlChangeStream {
                 // The server's first (fake) rotate event comes before it described its
                 // events, so its checksum is still read as part of the name: it names the
                 // file asked for, which the stream knows.
-                let name = r.name();
-                if header.log_pos() != 0 {
+                // A fake rotate (no position of its own) names the file the server reads
+                // from now on: the one asked for, the server's choice after a GTID start,
+                // or the next file after a server restart ended the last one without a
+                // rotate. The server's first one comes before it described its events, so
+                // its checksum is still read as part of the name.
+                let mut name = r.name_raw().to_vec();
+                if header.log_pos() == 0 && !self.formatted && self.checksummed {
+                    name.truncate(name.len().saturating_sub(4));
+                }
+                let name = String::from_utf8_lossy(&name).into_owned();
+                if name != self.file {
                     check_file(&name)?;
-                    self.file = name.into_owned();
-                } else if self.file.is_empty() {
-                    // After a GTID start, the server chose the file.
-                    let mut name = r.name_raw().to_vec();
-                    if self.checksummed {
-                        name.truncate(name.len().saturating_sub(4));
-                    }
-                    let name = String::from_utf8_lossy(&name).into_owned();
-                    check_file(&name)?;
-                    tracing::info!(file = %name, pos = r.position(), "GTID start: the server reads from here");
+                    tracing::debug!(file = %name, pos = r.position(), "the server reads this binlog file");
                     self.file = name;
                 }
                 self.pos = r.position();
@@ -598,6 +600,7 @@ impl MySqlChangeStream {
                 }
             },
             EventData::XidEvent(_) => self.commit(end, when)?,
+            EventData::FormatDescriptionEvent(_) => self.formatted = true,
             EventData::TableMapEvent(tme) => self.table_map(&tme)?,
             EventData::RowsEvent(rows) if self.decoder.index_of(rows.table_id()).is_some() => {
                 let tme = self.binlog.get_tme(rows.table_id()).ok_or_else(|| {
@@ -852,21 +855,18 @@ impl MySqlSource {
             .collect();
         let tables = tables.join(", ");
         let mut gtid = None;
-        let (file, pos, fresh) = match spec.start.as_ref().map(start_of).transpose()? {
+        let (file, pos) = match spec.start.as_ref().map(start_of).transpose()? {
             Some(Start::File(file, pos)) => {
                 check_position(&mut conn, &file, pos, &tables).await?;
-                (file, pos, false)
+                (file, pos)
             }
             Some(Start::Gtid(set)) => {
                 gtid_start(&mut conn, &set, &tables).await?;
                 gtid = Some(set);
                 // The server names the file in its first (fake) rotate event.
-                (String::new(), 4, false)
+                (String::new(), 4)
             }
-            None => {
-                let (file, pos) = current_position(&mut conn).await?;
-                (file, pos, true)
-            }
+            None => current_position(&mut conn).await?,
         };
         // Before the server describes its events, its first rotate event's name is read
         // with the checksum after it.
@@ -919,20 +919,21 @@ impl MySqlSource {
             current: None,
             file: file.clone(),
             checksummed,
+            formatted: false,
             pos,
             committed: (file, pos),
             committed_at: Instant::now(),
             in_tx: false,
         };
-        if fresh {
-            // The target records where a new stream began: a restart before its first
-            // change resumes there, not at the server's position of that later moment.
-            stream.commit_here(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_micros() as i64),
-            );
-        }
+        // The target records where a stream began (a GTID start's file is known only
+        // once the server names it): a new stream's restart before its first change
+        // resumes there, not at the server's position of that later moment, and a
+        // consumer knows the stream runs.
+        stream.commit_here(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64),
+        );
         Ok(stream)
     }
 }

@@ -537,10 +537,12 @@ impl PostgresSource {
             spec.batch_rows,
         )
         .await?;
-        if start == 0 {
-            // A new stream's first position is where the slot stands, committed at once: a
-            // snapshot read after the target holds it misses nothing the stream then sends.
-            let at: Option<i64> = sqlx::query_scalar(
+        // A stream's first event commits where it starts: a new stream's is where the slot
+        // stands (a snapshot read after the target holds it misses nothing the stream then
+        // sends), a resumed one's the position it was given. Either way the consumer knows
+        // the publication holds the stream's tables from then on.
+        let at: Option<i64> = if start == 0 {
+            sqlx::query_scalar(
                 "SELECT (confirmed_flush_lsn - '0/0')::int8 FROM pg_replication_slots \
                  WHERE slot_name = $1",
             )
@@ -548,15 +550,17 @@ impl PostgresSource {
             .fetch_optional(self.pool())
             .await
             .map_err(super::q("read the slot's position"))?
-            .flatten();
-            if let Some(at) = at.and_then(|a| Lsn::try_from(a).ok()).filter(|a| *a > 0) {
-                let now = chrono::Utc::now().timestamp_micros();
-                stream.pending.push_back(StreamEvent::Commit {
-                    lsn: at,
-                    end_lsn: at,
-                    commit_time: now.saturating_sub(PG_EPOCH_US),
-                });
-            }
+            .flatten()
+        } else {
+            i64::try_from(start).ok()
+        };
+        if let Some(at) = at.and_then(|a| Lsn::try_from(a).ok()).filter(|a| *a > 0) {
+            let now = chrono::Utc::now().timestamp_micros();
+            stream.pending.push_back(StreamEvent::Commit {
+                lsn: at,
+                end_lsn: at,
+                commit_time: now.saturating_sub(PG_EPOCH_US),
+            });
         }
         Ok(stream)
     }
