@@ -108,12 +108,7 @@ async fn status_shows_how_far_behind_the_source_a_stream_is() {
         "{}",
         status.progress.line()
     );
-    let metrics = reqwest::get(format!("http://{}/metrics", rig.broker.admin_addr()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = rig.metrics().await;
     assert!(
         metrics.contains(&format!("ferry_stream_behind_bytes{{job=\"{id}\"}}")),
         "{metrics}"
@@ -232,12 +227,7 @@ async fn postgres_changes_reach_the_target_through_the_tunnel() {
         "{}",
         status.progress.line()
     );
-    let metrics = reqwest::get(format!("http://{}/metrics", rig.broker.admin_addr()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = rig.metrics().await;
     assert!(
         metrics.contains(&format!("ferry_stream_lag_seconds{{job=\"{id}\"}}")),
         "{metrics}"

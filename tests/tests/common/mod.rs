@@ -323,6 +323,16 @@ impl Rig {
     }
 
     /// Waits until job `id` ends.
+    /// The broker's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.broker.admin_addr()))
+            .await
+            .expect("the admin API answers")
+            .text()
+            .await
+            .expect("a metrics text")
+    }
+
     pub async fn wait(&self, id: &str, timeout: Duration) -> ferry_broker::jobs::JobStatus {
         let start = Instant::now();
         loop {
