@@ -474,12 +474,10 @@ async fn a_whole_database_stream_keeps_transactions_across_tables() {
            FROM generate_series(1, 3000) g;",
     );
     let exists = format!("SELECT to_regclass('{}.late_orders') IS NOT NULL", dst.name);
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(120);
-    let mut k = 0;
-    loop {
-        if started.elapsed() < Duration::from_secs(20) {
-            k += 1;
+    rig.write_then_wait(
+        &id,
+        Duration::from_secs(20),
+        |k| {
             src.sql(&format!(
                 "UPDATE late_orders SET note = 'u{k}' WHERE id % 50 = {m};
                  INSERT INTO late_orders VALUES ({n}, 'new {k}', NULL);
@@ -489,17 +487,10 @@ async fn a_whole_database_stream_keeps_transactions_across_tables() {
                 n = 10_000 + k,
                 c = 1_000 + k
             ));
-        } else if dst.sql(&exists).trim() == "t" && same("late_orders") && same("customers") {
-            break;
-        }
-        let status = rig.broker.jobs().get(&id).await.unwrap().unwrap();
-        assert!(
-            status.state == JobState::Running && Instant::now() < deadline,
-            "the new table did not join: {status:?}\n{}",
-            log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+        },
+        || dst.sql(&exists).trim() == "t" && same("late_orders") && same("customers"),
+    )
+    .await;
     assert!(log_text().contains("tables join the stream"));
     let status = rig.broker.jobs().get(&id).await.unwrap().unwrap();
     assert_eq!(status.state, JobState::Running, "{status:?}");

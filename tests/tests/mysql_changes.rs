@@ -740,12 +740,10 @@ async fn a_mariadb_whole_database_stream_keeps_transactions_across_tables() {
            AND table_name = 'late_orders'",
         dst.name
     );
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(120);
-    let mut k = 0;
-    loop {
-        if started.elapsed() < Duration::from_secs(20) {
-            k += 1;
+    rig.write_then_wait(
+        &id,
+        Duration::from_secs(20),
+        |k| {
             my.sql(&format!(
                 "UPDATE late_orders SET note = 'u{k}' WHERE id % 50 = {m};
                  INSERT INTO late_orders VALUES ({n}, 'new {k}');
@@ -755,20 +753,14 @@ async fn a_mariadb_whole_database_stream_keeps_transactions_across_tables() {
                 n = 10_000 + k,
                 c = 1_000 + k
             ));
-        } else if dst.sql(&exists).trim() == "1"
-            && same(&late.0, &late.1)
-            && same(&customers.0, &customers.1)
-        {
-            break;
-        }
-        let status = rig.broker.jobs().get(&id).await.unwrap().unwrap();
-        assert!(
-            status.state == JobState::Running && Instant::now() < deadline,
-            "the new table did not join: {status:?}\n{}",
-            log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+        },
+        || {
+            dst.sql(&exists).trim() == "1"
+                && same(&late.0, &late.1)
+                && same(&customers.0, &customers.1)
+        },
+    )
+    .await;
     assert!(log_text().contains("tables join the stream"));
 
     // A table made while the job is stopped joins when it is resumed; the tables that

@@ -323,6 +323,36 @@ impl Rig {
     }
 
     /// Waits until job `id` ends.
+    /// Runs `write(k)` (k = 1, 2, …) every 300 ms for `writing`, then waits until `done()`,
+    /// within 120 s; job `id` must keep running throughout.
+    pub async fn write_then_wait(
+        &self,
+        id: &str,
+        writing: Duration,
+        mut write: impl FnMut(u32),
+        done: impl Fn() -> bool,
+    ) {
+        let started = std::time::Instant::now();
+        let deadline = started + Duration::from_secs(120);
+        let mut k = 0;
+        loop {
+            if started.elapsed() < writing {
+                k += 1;
+                write(k);
+            } else if done() {
+                return;
+            }
+            let status = self.broker.jobs().get(id).await.unwrap().unwrap();
+            assert!(
+                status.state == ferry_broker::jobs::JobState::Running
+                    && std::time::Instant::now() < deadline,
+                "not done after {k} writes: {status:?}\n{}",
+                log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
     /// The broker's `/metrics` text.
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("http://{}/metrics", self.broker.admin_addr()))
