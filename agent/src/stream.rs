@@ -31,7 +31,7 @@ use tracing::{debug, info};
 
 use crate::catalog::{peer_message, Catalog};
 use crate::sender::{read_acks, AckState};
-use crate::worker::TaskError;
+use crate::worker::{AbortOnDrop, TaskError};
 
 /// Most rows of one table in one change batch.
 const BATCH_ROWS: usize = 8192;
@@ -149,17 +149,6 @@ pub(crate) async fn run(
     r
 }
 
-/// Aborts its task when dropped (the stream ended).
-struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(h) = &self.0 {
-            h.abort();
-        }
-    }
-}
-
 /// Every [`PROGRESS_EVERY`], measures how far the source's log is past the last applied
 /// position (`applied`) and tells the broker when that changed, on the control stream
 /// (beside a data stream that may be held up). Only shown to operators: a failed
@@ -245,10 +234,10 @@ async fn pump(
     // The last position the source was told is applied: measured against the source's end
     // by a task of its own, which goes on while this one waits to send.
     let (applied, measured) = watch::channel(None);
-    let measuring = stream
-        .source_end()
-        .map(|end| tokio::spawn(measure(task.id.clone(), end, measured, outbox.clone())));
-    let _measuring = AbortOnDrop(measuring);
+    let _measuring = stream.source_end().map(|end| {
+        let task = tokio::spawn(measure(task.id.clone(), end, measured, outbox.clone()));
+        AbortOnDrop(task.abort_handle())
+    });
     loop {
         tokio::select! {
             changed = acks.changed() => {

@@ -472,8 +472,8 @@ fn crashed(e: tokio::task::JoinError) -> String {
     "the agent failed unexpectedly on this request (see its log)".to_string()
 }
 
-/// Aborts a spawned task when dropped (its owner was aborted).
-struct AbortOnDrop(AbortHandle);
+/// Aborts a spawned task when dropped (its owner was aborted, or is done with it).
+pub(crate) struct AbortOnDrop(pub(crate) AbortHandle);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -18,6 +18,7 @@ use ferry_change::Layout;
 use ferry_connectors::{Checkpoint, Position, ReadSpec, Sink};
 use futures::FutureExt;
 use time::OffsetDateTime;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
 use crate::run::{described, read_spec, target_schema};
@@ -963,7 +964,7 @@ fn watch_tables(
     job: Job,
     known: Vec<String>,
 ) -> (
-    AbortOnDrop,
+    AbortOnDropHandle<()>,
     tokio::sync::watch::Receiver<Option<Vec<String>>>,
 ) {
     let (tx, rx) = tokio::sync::watch::channel(None);
@@ -996,16 +997,7 @@ fn watch_tables(
             }
         }
     });
-    (AbortOnDrop(task), rx)
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    (AbortOnDropHandle::new(task), rx)
 }
 
 /// Resolves once tables were added to the selection (never without a watcher).
