@@ -557,11 +557,14 @@ async fn compare(
             .schema(&part.spec)
             .await
             .map_err(|e| format!("reading the source's schema: {e}"))?;
-        let splits = part
+        let splits: Vec<_> = part
             .reading
             .plan(&part.spec, channel * 4)
             .await
-            .map_err(|e| format!("planning the source's read: {e}"))?;
+            .map_err(|e| format!("planning the source's read: {e}"))?
+            .into_iter()
+            .map(Split::unordered)
+            .collect();
         if let Some(n) = part.reading.estimated_rows() {
             estimate = Some(estimate.unwrap_or(0) + n);
         }
@@ -572,7 +575,10 @@ async fn compare(
         .reading
         .plan(&tspec, channel * 4)
         .await
-        .map_err(|e| format!("planning the target's read: {e}"))?;
+        .map_err(|e| format!("planning the target's read: {e}"))?
+        .into_iter()
+        .map(Split::unordered)
+        .collect::<Vec<_>>();
     let estimate = estimate.or(target.reading.estimated_rows());
     let buckets = bucket_count(estimate);
     let ask = |schema: &Schema, text: Vec<TextAs>, pass: VerifyPass| VerifyAsk {

@@ -175,6 +175,18 @@ impl Split {
         Self { order, ..self }
     }
 
+    /// This split read in whatever order the source finds cheapest, from its start: for a
+    /// read that is never resumed and whose consumer does not care about order
+    /// (`ferry verify`'s fingerprints). A PostgreSQL table nobody has analysed yet sorts
+    /// a range on disk for an `ORDER BY`.
+    pub fn unordered(self) -> Self {
+        Self {
+            order: None,
+            resume: None,
+            ..self
+        }
+    }
+
     /// This split, of table `table`.
     pub fn of_table(self, table: Option<TableRef>) -> Self {
         Self { table, ..self }
@@ -372,6 +384,12 @@ mod tests {
             unique: true,
         });
         assert!(wide.check().is_err());
+        // A resumed, ordered split made unordered keeps its rows and starts from its start.
+        let resumed = s.resumed_after(Position::int(7)).of_table(None);
+        let free = resumed.clone().unordered();
+        assert!(free.check().is_ok());
+        assert_eq!((free.order, free.resume), (None, None));
+        assert_eq!(free.bounds, resumed.bounds);
     }
 
     #[test]
