@@ -55,17 +55,6 @@ pub fn text_kind(field: &Field, asked: Option<TextKind>) -> Option<TextKind> {
 pub fn column_hashes(array: &ArrayRef, text: Option<TextKind>) -> Vec<u64> {
     let mut out = Vec::with_capacity(array.len());
     let mut buf = Vec::with_capacity(64);
-    let mut each = |f: &mut dyn FnMut(usize, &mut Vec<u8>)| {
-        for i in 0..array.len() {
-            if array.is_null(i) {
-                out.push(NULL_HASH);
-                continue;
-            }
-            buf.clear();
-            f(i, &mut buf);
-            out.push(finish(&buf));
-        }
-    };
     // Text and bytes hash straight from the array (the tag as the seed), without a copy.
     macro_rules! direct {
         ($a:expr, $tag:expr, $bytes:expr) => {{
@@ -83,7 +72,7 @@ pub fn column_hashes(array: &ArrayRef, text: Option<TextKind>) -> Vec<u64> {
         ($t:ty) => {{
             let a = array.as_primitive::<$t>();
             let mut digits = itoa::Buffer::new();
-            each(&mut |i, b| {
+            each(array.as_ref(), &mut out, &mut buf, |i, b| {
                 b.push(NUMBER);
                 b.extend_from_slice(digits.format(a.value(i)).as_bytes());
             })
@@ -92,7 +81,9 @@ pub fn column_hashes(array: &ArrayRef, text: Option<TextKind>) -> Vec<u64> {
     macro_rules! i64s {
         ($t:ty, $tag:expr, $per:expr) => {{
             let a = array.as_primitive::<$t>();
-            each(&mut |i, b| tagged($tag, i128::from(a.value(i)) * $per, b))
+            each(array.as_ref(), &mut out, &mut buf, |i, b| {
+                tagged($tag, i128::from(a.value(i)) * $per, b)
+            })
         }};
     }
     match array.data_type() {
@@ -106,7 +97,7 @@ pub fn column_hashes(array: &ArrayRef, text: Option<TextKind>) -> Vec<u64> {
         DataType::UInt64 => int!(UInt64Type),
         DataType::Boolean => {
             let a = array.as_boolean();
-            each(&mut |i, b| {
+            each(array.as_ref(), &mut out, &mut buf, |i, b| {
                 b.push(NUMBER);
                 b.push(if a.value(i) { b'1' } else { b'0' });
             })
@@ -114,14 +105,14 @@ pub fn column_hashes(array: &ArrayRef, text: Option<TextKind>) -> Vec<u64> {
         DataType::Decimal128(_, scale) => {
             let (a, scale) = (array.as_primitive::<Decimal128Type>(), *scale);
             let mut digits = itoa::Buffer::new();
-            each(&mut |i, b| {
+            each(array.as_ref(), &mut out, &mut buf, |i, b| {
                 b.push(NUMBER);
                 decimal_into(a.value(i), scale, &mut digits, b);
             })
         }
         DataType::Decimal256(_, scale) => {
             let (a, scale) = (array.as_primitive::<Decimal256Type>(), *scale);
-            each(&mut |i, b| {
+            each(array.as_ref(), &mut out, &mut buf, |i, b| {
                 b.push(NUMBER);
                 let digits = a.value(i).to_string();
                 b.extend_from_slice(decimal_text(&digits, scale).as_bytes());
@@ -129,15 +120,21 @@ pub fn column_hashes(array: &ArrayRef, text: Option<TextKind>) -> Vec<u64> {
         }
         DataType::Float16 => {
             let a = array.as_primitive::<Float16Type>();
-            each(&mut |i, b| float(f64::from(a.value(i).to_f32()), b))
+            each(array.as_ref(), &mut out, &mut buf, |i, b| {
+                float(f64::from(a.value(i).to_f32()), b)
+            })
         }
         DataType::Float32 => {
             let a = array.as_primitive::<Float32Type>();
-            each(&mut |i, b| float(f64::from(a.value(i)), b))
+            each(array.as_ref(), &mut out, &mut buf, |i, b| {
+                float(f64::from(a.value(i)), b)
+            })
         }
         DataType::Float64 => {
             let a = array.as_primitive::<Float64Type>();
-            each(&mut |i, b| float(a.value(i), b))
+            each(array.as_ref(), &mut out, &mut buf, |i, b| {
+                float(a.value(i), b)
+            })
         }
         DataType::Utf8 if text.is_none() => direct!(array.as_string::<i32>(), TEXT, str::as_bytes),
         DataType::LargeUtf8 if text.is_none() => {
@@ -148,15 +145,21 @@ pub fn column_hashes(array: &ArrayRef, text: Option<TextKind>) -> Vec<u64> {
         }
         DataType::Utf8 => {
             let a = array.as_string::<i32>();
-            each(&mut |i, b| text_value(a.value(i), text, b))
+            each(array.as_ref(), &mut out, &mut buf, |i, b| {
+                text_value(a.value(i), text, b)
+            })
         }
         DataType::LargeUtf8 => {
             let a = array.as_string::<i64>();
-            each(&mut |i, b| text_value(a.value(i), text, b))
+            each(array.as_ref(), &mut out, &mut buf, |i, b| {
+                text_value(a.value(i), text, b)
+            })
         }
         DataType::Utf8View => {
             let a = array.as_string_view();
-            each(&mut |i, b| text_value(a.value(i), text, b))
+            each(array.as_ref(), &mut out, &mut buf, |i, b| {
+                text_value(a.value(i), text, b)
+            })
         }
         DataType::Binary => direct!(array.as_binary::<i32>(), BYTES, raw),
         DataType::LargeBinary => direct!(array.as_binary::<i64>(), BYTES, raw),
@@ -166,22 +169,30 @@ pub fn column_hashes(array: &ArrayRef, text: Option<TextKind>) -> Vec<u64> {
         }
         DataType::Date32 => {
             let a = array.as_primitive::<Date32Type>();
-            each(&mut |i, b| tagged(DATE, i128::from(a.value(i)), b))
+            each(array.as_ref(), &mut out, &mut buf, |i, b| {
+                tagged(DATE, i128::from(a.value(i)), b)
+            })
         }
         DataType::Date64 => {
             let a = array.as_primitive::<Date64Type>();
-            each(&mut |i, b| tagged(DATE, i128::from(a.value(i).div_euclid(86_400_000)), b))
+            each(array.as_ref(), &mut out, &mut buf, |i, b| {
+                tagged(DATE, i128::from(a.value(i).div_euclid(86_400_000)), b)
+            })
         }
         DataType::Time32(unit) => {
             let per = nanos_per(unit);
             match unit {
                 TimeUnit::Second => {
                     let a = array.as_primitive::<Time32SecondType>();
-                    each(&mut |i, b| tagged(TIME, i128::from(a.value(i)) * per, b))
+                    each(array.as_ref(), &mut out, &mut buf, |i, b| {
+                        tagged(TIME, i128::from(a.value(i)) * per, b)
+                    })
                 }
                 _ => {
                     let a = array.as_primitive::<Time32MillisecondType>();
-                    each(&mut |i, b| tagged(TIME, i128::from(a.value(i)) * per, b))
+                    each(array.as_ref(), &mut out, &mut buf, |i, b| {
+                        tagged(TIME, i128::from(a.value(i)) * per, b)
+                    })
                 }
             }
         }
@@ -190,11 +201,15 @@ pub fn column_hashes(array: &ArrayRef, text: Option<TextKind>) -> Vec<u64> {
             match unit {
                 TimeUnit::Nanosecond => {
                     let a = array.as_primitive::<Time64NanosecondType>();
-                    each(&mut |i, b| tagged(TIME, i128::from(a.value(i)) * per, b))
+                    each(array.as_ref(), &mut out, &mut buf, |i, b| {
+                        tagged(TIME, i128::from(a.value(i)) * per, b)
+                    })
                 }
                 _ => {
                     let a = array.as_primitive::<Time64MicrosecondType>();
-                    each(&mut |i, b| tagged(TIME, i128::from(a.value(i)) * per, b))
+                    each(array.as_ref(), &mut out, &mut buf, |i, b| {
+                        tagged(TIME, i128::from(a.value(i)) * per, b)
+                    })
                 }
             }
         }
@@ -218,36 +233,58 @@ pub fn column_hashes(array: &ArrayRef, text: Option<TextKind>) -> Vec<u64> {
         }
         DataType::Interval(IntervalUnit::MonthDayNano) => {
             let a = array.as_primitive::<IntervalMonthDayNanoType>();
-            each(&mut |i, b| {
+            each(array.as_ref(), &mut out, &mut buf, |i, b| {
                 let v = a.value(i);
                 interval(v.months, v.days, i128::from(v.nanoseconds), b)
             })
         }
         DataType::Interval(IntervalUnit::DayTime) => {
             let a = array.as_primitive::<IntervalDayTimeType>();
-            each(&mut |i, b| {
+            each(array.as_ref(), &mut out, &mut buf, |i, b| {
                 let v = a.value(i);
                 interval(0, v.days, i128::from(v.milliseconds) * 1_000_000, b)
             })
         }
         DataType::Interval(IntervalUnit::YearMonth) => {
             let a = array.as_primitive::<IntervalYearMonthType>();
-            each(&mut |i, b| interval(a.value(i), 0, 0, b))
+            each(array.as_ref(), &mut out, &mut buf, |i, b| {
+                interval(a.value(i), 0, 0, b)
+            })
         }
         _ => {
             // Nested and rare types: their display text, the same on both sides when the
             // types are.
             let options = arrow_cast::display::FormatOptions::default();
             match arrow_cast::display::ArrayFormatter::try_new(array.as_ref(), &options) {
-                Ok(f) => each(&mut |i, b| {
+                Ok(f) => each(array.as_ref(), &mut out, &mut buf, |i, b| {
                     b.push(OTHER);
                     b.extend_from_slice(f.value(i).to_string().as_bytes());
                 }),
-                Err(_) => each(&mut |_, b| b.push(OTHER)),
+                Err(_) => each(array.as_ref(), &mut out, &mut buf, |_, b| b.push(OTHER)),
             }
         }
     }
     out
+}
+
+/// Hashes every value of `array`: `f` writes value `i`'s canonical bytes. Generic, so `f` is
+/// inlined into the loop (this is the hot path of a verification).
+fn each(
+    array: &dyn Array,
+    out: &mut Vec<u64>,
+    buf: &mut Vec<u8>,
+    mut f: impl FnMut(usize, &mut Vec<u8>),
+) {
+    let nulls = array.nulls();
+    for i in 0..array.len() {
+        if nulls.is_some_and(|n| n.is_null(i)) {
+            out.push(NULL_HASH);
+            continue;
+        }
+        buf.clear();
+        f(i, buf);
+        out.push(finish(buf));
+    }
 }
 
 fn raw(v: &[u8]) -> &[u8] {
@@ -358,6 +395,18 @@ fn decimal_into(v: i128, scale: i8, digits: &mut itoa::Buffer, out: &mut Vec<u8>
         out.extend(std::iter::repeat_n(b'0', usize::from(scale.unsigned_abs())));
         return;
     }
+    // Most decimals fit 64 bits, where division is several times cheaper than in 128.
+    if let Ok(v) = i64::try_from(v) {
+        let (mut m, mut scale) = (v.unsigned_abs(), scale as u32);
+        while scale > 0 && m % 10 == 0 {
+            m /= 10;
+            scale -= 1;
+        }
+        if v < 0 {
+            out.push(b'-');
+        }
+        return place_point(digits.format(m).as_bytes(), scale as usize, out);
+    }
     // Trailing zeros of the fraction go first: they do not change the value.
     let (mut v, mut scale) = (v, scale as u32);
     while scale > 0 && v % 10 == 0 {
@@ -367,8 +416,15 @@ fn decimal_into(v: i128, scale: i8, digits: &mut itoa::Buffer, out: &mut Vec<u8>
     if v < 0 {
         out.push(b'-');
     }
-    let text = digits.format(v.unsigned_abs()).as_bytes();
-    let scale = scale as usize;
+    place_point(
+        digits.format(v.unsigned_abs()).as_bytes(),
+        scale as usize,
+        out,
+    );
+}
+
+/// Digits `text` × 10^-`scale`, appended to `out`.
+fn place_point(text: &[u8], scale: usize, out: &mut Vec<u8>) {
     if scale == 0 {
         out.extend_from_slice(text);
     } else if text.len() > scale {
@@ -707,6 +763,143 @@ mod tests {
                 Arc::new(StringArray::from(vec!["2024-13-20"])),
                 Some(TextKind::Date)
             )
+        );
+    }
+}
+
+/// Hashes are compared between an agent and a broker that may run different releases: any
+/// change to a canonical form or to how it is hashed makes equal rows differ. These pinned
+/// values catch one; a deliberate change needs a new fingerprint scheme that both sides
+/// negotiate.
+#[cfg(test)]
+mod pinned {
+    use std::sync::Arc;
+
+    use arrow_array::*;
+    use arrow_schema::{DataType, Field};
+
+    use super::*;
+
+    fn fold(hashes: &[u64]) -> u64 {
+        hashes.iter().enumerate().fold(0u64, |a, (i, h)| {
+            a.wrapping_mul(31).wrapping_add(*h ^ i as u64)
+        })
+    }
+
+    #[test]
+    fn canonical_hashes_do_not_change_between_releases() {
+        let json = Field::new("j", DataType::Utf8, true);
+        let columns: Vec<(ArrayRef, Option<TextKind>)> = vec![
+            (
+                Arc::new(Int64Array::from(vec![
+                    Some(0),
+                    Some(-7),
+                    None,
+                    Some(i64::MAX),
+                ])),
+                None,
+            ),
+            (Arc::new(UInt8Array::from(vec![0u8, 1, 255, 9])), None),
+            (
+                Arc::new(BooleanArray::from(vec![
+                    Some(true),
+                    None,
+                    Some(false),
+                    Some(true),
+                ])),
+                None,
+            ),
+            (
+                Arc::new(
+                    Decimal128Array::from(vec![
+                        Some(0),
+                        Some(-12_3400),
+                        Some(170_141_183_460_469_231_731_687_303_715_884_105_727),
+                        None,
+                    ])
+                    .with_precision_and_scale(38, 4)
+                    .unwrap(),
+                ),
+                None,
+            ),
+            (
+                Arc::new(
+                    Decimal128Array::from(vec![5, -5, 120, 1_000_000])
+                        .with_precision_and_scale(10, -2)
+                        .unwrap(),
+                ),
+                None,
+            ),
+            (
+                Arc::new(Float64Array::from(vec![
+                    Some(-0.0),
+                    Some(0.1),
+                    Some(f64::NAN),
+                    None,
+                ])),
+                None,
+            ),
+            (
+                Arc::new(StringArray::from(vec![
+                    Some(""),
+                    Some("a "),
+                    None,
+                    Some("ü"),
+                ])),
+                None,
+            ),
+            (
+                Arc::new(StringArray::from(vec![
+                    Some(r#"{"b": 1, "a": [1, 2.0, "x\n", null, true], "c": {"d": -0.5e3}}"#),
+                    Some("[]"),
+                    Some("not json"),
+                    None,
+                ])),
+                text_kind(&json, Some(TextKind::Json)),
+            ),
+            (
+                Arc::new(StringArray::from(vec!["007.50", "-0", "1e3", "x"])),
+                Some(TextKind::Number),
+            ),
+            (
+                Arc::new(BinaryArray::from(vec![&b""[..], b"\x00", b"ab", b"\xff"])),
+                None,
+            ),
+            (Arc::new(Date32Array::from(vec![0, -1, 19_000, 1])), None),
+            (
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![0, -1, 1_600_000_000_123_456, 7])
+                        .with_timezone("UTC"),
+                ),
+                None,
+            ),
+            (
+                Arc::new(Time64MicrosecondArray::from(vec![0, 1, 86_399_999_999, 5])),
+                None,
+            ),
+        ];
+        let got: Vec<u64> = columns
+            .iter()
+            .map(|(a, t)| fold(&column_hashes(a, *t)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                7848436784976939010,
+                12555888100027974178,
+                6444729617186056533,
+                17456167163798202757,
+                14172777898004342802,
+                980552722320373530,
+                10573331655211603808,
+                5202494219877078335,
+                6605200366505178913,
+                6323829029209015284,
+                7627695848801215061,
+                18172756455328423676,
+                12219986195195442174,
+            ],
+            "pinned canonical hashes"
         );
     }
 }

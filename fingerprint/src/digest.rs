@@ -243,14 +243,17 @@ impl Digester {
             .map(|(c, t)| column_hashes(c, *t))
             .collect();
         let n = batch.num_rows();
+        // Column by column: each column's hashes are read in order, once.
+        let mut row_hashes = vec![0u64; n];
+        for (i, c) in cols.iter().enumerate() {
+            for (h, v) in row_hashes.iter_mut().zip(c) {
+                *h = h.wrapping_add(column_term(i, *v));
+            }
+        }
         let mut key_buf = Vec::with_capacity(self.key.len() * 8);
         let mut picked = Vec::new();
         let buckets = u64::from(self.buckets);
-        for r in 0..n {
-            let row_hash = cols
-                .iter()
-                .enumerate()
-                .fold(0u64, |h, (i, c)| h.wrapping_add(column_term(i, c[r])));
+        for (r, &row_hash) in row_hashes.iter().enumerate() {
             let key_hash = if self.key.is_empty() {
                 row_hash
             } else {
@@ -694,6 +697,29 @@ mod tests {
             t.add(&d.finish().unwrap().unwrap()).unwrap();
         }
         t
+    }
+
+    /// See `canon::pinned`: an agent and a broker of different releases must agree.
+    #[test]
+    fn bucket_sums_do_not_change_between_releases() {
+        let t = totals(&[batch(
+            vec![1, 2, 3, 4, -5],
+            vec![Some("a"), None, Some(""), Some("d"), Some("ü")],
+        )]);
+        assert_eq!(t.rows, 5);
+        assert_eq!(
+            t.sums,
+            [
+                (2, 13399828856142484644),
+                (1, 12734083376070807606),
+                (0, 0),
+                (0, 0),
+                (0, 0),
+                (2, 9477062624327115561),
+                (0, 0),
+                (0, 0)
+            ]
+        );
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub use digest::{
     append_constants, column_term, read_rows, read_values, result_schema, BucketTotals, Digester,
     RowDigest, RowValues,
 };
+/// The hash of a JSON document (key order and spacing do not count), or `None` when the text
+/// is not JSON.
+pub use json::hash as json_hash;
 
 /// Why a split could not be fingerprinted, or a fingerprint not be read.
 #[derive(Debug, thiserror::Error)]
