@@ -331,7 +331,7 @@ fn append(b: &mut Builder, c: &Col, v: &BinlogValue<'_>, zero: ZeroDate) -> Resu
         Builder::U32(b) => b.append_value(narrow(c.int(v)?)?),
         Builder::U64(b) => b.append_value(narrow(c.int(v)?)?),
         Builder::D128(b, _, s) => match v {
-            Value::Bytes(t) => b.append_value(parse_decimal128(crate::utf8::text(t)?, *s)?),
+            Value::Bytes(t) => b.append_value(parse_decimal128(t, *s)?),
             other => return Err(format!("a DECIMAL column holds {}", kind(other))),
         },
         Builder::D256(b, _, s) => match v {

@@ -628,7 +628,7 @@ fn append(
         Builder::U64(b) => b.append_value(narrow(iv()?)?),
         Builder::D128(b, _, s) => {
             let v = match wire {
-                Wire::Bytes => parse_decimal128(text(raw)?, *s)?,
+                Wire::Bytes => parse_decimal128(raw, *s)?,
                 Wire::Int { .. } => iv()?
                     .checked_mul(10i128.pow((*s).max(0) as u32))
                     .ok_or("decimal overflow")?,

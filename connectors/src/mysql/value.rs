@@ -128,10 +128,48 @@ fn scaled_digits(text: &str, scale: i8) -> Result<String, String> {
     Ok(digits)
 }
 
-pub(crate) fn parse_decimal128(text: &str, scale: i8) -> Result<i128, String> {
-    let d = scaled_digits(text, scale)?;
-    d.parse::<i128>()
-        .map_err(|_| format!("`{text}` does not fit 38 digits"))
+/// A decimal's text as the server sends it (`-12.34`) scaled to an integer at `scale`
+/// (`-123400` at 4). Reads the bytes in place: every DECIMAL of every row passes here, and
+/// a text with anything but ASCII digits, a sign and a point is refused anyway.
+pub(crate) fn parse_decimal128(raw: &[u8], scale: i8) -> Result<i128, String> {
+    let bad = |why: &str| format!("`{}` {why}", String::from_utf8_lossy(raw));
+    let t = raw.trim_ascii();
+    let (neg, t) = match t.split_first() {
+        Some((b'-', r)) => (true, r),
+        Some((b'+', r)) => (false, r),
+        _ => (false, t),
+    };
+    let (int, frac) = match t.iter().position(|&c| c == b'.') {
+        Some(p) => (&t[..p], &t[p + 1..]),
+        None => (t, &[][..]),
+    };
+    if int.is_empty() && frac.is_empty()
+        || !int.iter().all(u8::is_ascii_digit)
+        || !frac.iter().all(u8::is_ascii_digit)
+    {
+        return Err(bad("is not a decimal number"));
+    }
+    let scale = scale.max(0) as usize;
+    let (keep, drop) = frac.split_at(frac.len().min(scale));
+    if drop.iter().any(|&c| c != b'0') {
+        return Err(bad(&format!("has more than {scale} fraction digits")));
+    }
+    let overflow = || bad("does not fit 38 digits");
+    let mut m: u128 = 0;
+    for &c in int.iter().chain(keep) {
+        m = m
+            .checked_mul(10)
+            .and_then(|m| m.checked_add(u128::from(c - b'0')))
+            .ok_or_else(overflow)?;
+    }
+    for _ in keep.len()..scale {
+        m = m.checked_mul(10).ok_or_else(overflow)?;
+    }
+    match neg {
+        false => i128::try_from(m).map_err(|_| overflow()),
+        true if m <= i128::MIN.unsigned_abs() => Ok((m as i128).wrapping_neg()),
+        true => Err(overflow()),
+    }
 }
 
 pub(crate) fn parse_decimal256(text: &str, scale: i8) -> Result<i256, String> {
@@ -227,13 +265,49 @@ mod tests {
         let max = format!("{}.{}", "9".repeat(35), "9".repeat(30));
         let v = parse_decimal256(&max, 30).unwrap();
         assert_eq!(format_decimal(&v.to_string(), 30), max);
-        assert_eq!(parse_decimal128("-12.34", 4).unwrap(), -123400);
+        assert_eq!(parse_decimal128(b"-12.34", 4).unwrap(), -123400);
         assert_eq!(format_decimal("-123400", 4), "-12.3400");
         assert_eq!(format_decimal("5", 3), "0.005");
         assert_eq!(format_decimal("-5", 3), "-0.005");
         assert_eq!(integer_digits("-0012.5"), 2);
         assert_eq!(integer_digits("0.5"), 0);
-        assert!(parse_decimal128("1.2.3", 2).is_err());
+        assert!(parse_decimal128(b"1.2.3", 2).is_err());
+        for (text, scale, v) in [
+            (" 12.5 ", 3, 12_500),
+            ("+0.0100", 2, 1),
+            ("-0", 2, 0),
+            (".5", 1, 5),
+            ("7.", 0, 7),
+            ("-0.001", 3, -1),
+            ("12", -2, 12),
+        ] {
+            assert_eq!(parse_decimal128(text.as_bytes(), scale), Ok(v), "{text}");
+        }
+        let max = i128::MAX.to_string();
+        assert_eq!(parse_decimal128(max.as_bytes(), 0), Ok(i128::MAX));
+        let min = i128::MIN.to_string();
+        assert_eq!(parse_decimal128(min.as_bytes(), 0), Ok(i128::MIN));
+        for (text, scale, why) in [
+            (
+                "170141183460469231731687303715884105728",
+                0,
+                "does not fit 38 digits",
+            ),
+            (
+                "99999999999999999999999999999999999999",
+                2,
+                "does not fit 38 digits",
+            ),
+            ("1.25", 1, "has more than 1 fraction digits"),
+            ("", 2, "is not a decimal number"),
+            (".", 2, "is not a decimal number"),
+            ("1e3", 2, "is not a decimal number"),
+            ("--1", 2, "is not a decimal number"),
+            ("١٢", 2, "is not a decimal number"),
+        ] {
+            let e = parse_decimal128(text.as_bytes(), scale).unwrap_err();
+            assert_eq!(e, format!("`{text}` {why}"));
+        }
     }
 
     #[test]
