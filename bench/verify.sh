@@ -96,8 +96,8 @@ med() { awk -F'\t' -v c="$1" 'NR>1 && $8=="ok" {print $c}' "$RUNS_TSV" | median;
   cs=$(med 2); cw=$(med 3); vs=$(med 4); vw=$(med 5)
   ok=$(awk -F'\t' 'NR>1 && $8=="ok"' "$RUNS_TSV" | wc -l)
   printf '%-8s %9s %12s %14s\n' step seconds rows_per_s wire_bytes
-  printf '%-8s %9.2f %12.0f %14d\n' copy "$cs" "$(awk -v r="$ROWS" -v s="$cs" 'BEGIN{print (s>0)?r/s:0}')" "$cw"
-  printf '%-8s %9.2f %12.0f %14d\n' verify "$vs" "$(awk -v r="$ROWS" -v s="$vs" 'BEGIN{print (s>0)?r/s:0}')" "$vw"
+  printf '%-8s %9.2f %12.0f %14.0f\n' copy "$cs" "$(awk -v r="$ROWS" -v s="$cs" 'BEGIN{print (s>0)?r/s:0}')" "$cw"
+  printf '%-8s %9.2f %12.0f %14.0f\n' verify "$vs" "$(awk -v r="$ROWS" -v s="$vs" 'BEGIN{print (s>0)?r/s:0}')" "$vw"
   awk -v c="$cs" -v v="$vs" 'BEGIN{ if (c>0) printf "verify / copy time: %.2fx (target <= 0.5x)\n", v/c }'
   awk -v w="$vw" -v b="$DATA_BYTES" -v cw="$cw" 'BEGIN{ printf "verify wire bytes: %.3f%% of the table (%d B as text; target < 1%%), %.3f%% of the copy'"'"'s wire bytes\n", 100*w/b, b, (cw>0)?100*w/cw:0 }'
   echo "peak RSS: agent $(awk -F'\t' 'NR>1{if($6>m)m=$6}END{printf "%.0f", m/1024}' "$RUNS_TSV") MiB, broker $(awk -F'\t' 'NR>1{if($7>m)m=$7}END{printf "%.0f", m/1024}' "$RUNS_TSV") MiB (copy and verify)"
