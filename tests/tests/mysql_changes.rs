@@ -462,8 +462,15 @@ async fn mariadb_ddl_other_than_add_column_stops_the_stream() {
     rig.stop().await;
 }
 
-/// The ids and names of `gt` in the target.
+/// The ids and names of `gt` in the target: empty until the job has made its table.
 fn target_ids(dst: &PgSchema, table: &str) -> String {
+    let made = dst.sql(&format!(
+        "SELECT to_regclass('{}.{table}') IS NOT NULL",
+        dst.name
+    ));
+    if made.trim() != "t" {
+        return String::new();
+    }
     dst.sql(&format!(
         "SELECT coalesce(string_agg(id || '=' || name, ',' ORDER BY id), '') FROM {}.{table}",
         dst.name
