@@ -150,6 +150,19 @@ fn digest(c: &mut Criterion) {
                 .fold(0u64, u64::wrapping_add)
         })
     });
+    // What PostgreSQL computes in the database for a jsonb column, done here for the other
+    // side: the document as jsonb keeps it, then its hash.
+    g.bench_function("pg_jsonb_hash_8192_documents", |b| {
+        let mut text = ferry_fingerprint::pg::JsonbText::default();
+        b.iter(|| {
+            docs.iter()
+                .map(|d| {
+                    text.render(d)
+                        .map_or(0, |t| ferry_fingerprint::pg::hash_bytes(t, 13))
+                })
+                .fold(0u64, u64::wrapping_add)
+        })
+    });
     g.finish();
 }
 

@@ -14,6 +14,7 @@ pub mod canon;
 pub mod diff;
 pub mod digest;
 mod json;
+pub mod pg;
 
 pub use diff::{diff_rows, DiffKind, RowDiff};
 pub use digest::{
