@@ -147,40 +147,47 @@ pub fn hash_numeric(mantissa: i128, scale: i8, seed: u64) -> u64 {
 
 /// PostgreSQL keeps a numeric as base-10000 digits and the weight (power of 10000) of the
 /// first; the hash covers the digits from the first to the last non-zero one, and the weight.
-/// `text` is the decimal digits of the absolute value (no leading zero), `scale` the count of
-/// them after the point (negative: zeros to append).
+/// `text` is the decimal digits of the absolute value (no leading zero, at most 39: an
+/// i128's), `scale` the count of them after the point (negative: zeros to append).
 fn numeric_digits(text: &[u8], scale: i32, seed: u64) -> u64 {
     let int_len = text.len() as i32 - scale;
     // Group boundaries fall every 4 digits from the point: the first digit of `text` is at
     // position `int_len - 1` above it; pad on the left to a whole group.
     let lead = (4 - int_len.rem_euclid(4)) % 4;
     let weight_of_first = (int_len + lead) / 4 - 1;
-    let mut groups: Vec<u16> = Vec::with_capacity(text.len() / 4 + 2);
+    // An i128 has at most 39 digits: with the padding, 11 groups (kept on the stack, as this
+    // runs once per value).
+    let mut groups = [0u16; 12];
+    let mut len = 0;
     let mut acc: u16 = 0;
     let mut n = lead;
     for &d in text {
         acc = acc * 10 + u16::from(d - b'0');
         n += 1;
         if n == 4 {
-            groups.push(acc);
+            groups[len] = acc;
+            len += 1;
             acc = 0;
             n = 0;
         }
     }
     if n > 0 {
-        groups.push(acc * 10u16.pow((4 - n) as u32));
+        groups[len] = acc * 10u16.pow((4 - n) as u32);
+        len += 1;
     }
-    let first = groups.iter().position(|&g| g != 0).unwrap_or(groups.len());
+    let groups = &groups[..len];
+    let first = groups.iter().position(|&g| g != 0).unwrap_or(len);
     let last = groups
         .iter()
         .rposition(|&g| g != 0)
         .map_or(first, |i| i + 1);
     let weight = weight_of_first - first as i32;
-    let mut bytes = Vec::with_capacity((last - first) * 2);
-    for g in &groups[first..last] {
-        bytes.extend_from_slice(&g.to_le_bytes());
+    let mut bytes = [0u8; 24];
+    for (i, g) in groups[first..last].iter().enumerate() {
+        bytes[2 * i..2 * i + 2].copy_from_slice(&g.to_le_bytes());
     }
-    hash_bytes(&bytes, seed) ^ (i64::from(weight) as u64)
+    let bytes = &bytes[..2 * (last - first)];
+    hash_bytes(bytes, seed) ^ (i64::from(weight) as u64)
 }
 
 /// The text PostgreSQL keeps of JSON document `s` stored as `jsonb` (what `doc::jsonb::text`
