@@ -399,7 +399,7 @@ impl Connector {
             versions: self.versions,
             agent_id: identity.agent_id.clone(),
             software: format!("ferry-agent/{}", env!("CARGO_PKG_VERSION")),
-            capabilities: vec!["batch".into()],
+            capabilities: vec!["batch".into(), ferry_model::POSTGRES_HASH_CAPABILITY.into()],
         };
         let frame = hello
             .to_frame()

@@ -73,6 +73,9 @@ pub struct AgentInfo {
     pub last_heartbeat: Option<OffsetDateTime>,
     /// Data sources the agent offers (names and kinds only).
     pub sources: Vec<SourceInfo>,
+    /// Optional features the agent said it supports in its `Hello`.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
 }
 
 struct Entry {
@@ -80,6 +83,14 @@ struct Entry {
     connection: Connection,
     /// Control messages to the session's control stream.
     outbox: mpsc::Sender<ControlMessage>,
+}
+
+/// What the handshake settled for a new session.
+pub struct Session {
+    pub session_id: u64,
+    pub protocol_version: u16,
+    /// Optional features the agent said it supports.
+    pub capabilities: Vec<String>,
 }
 
 /// A live agent session that can be sent control messages.
@@ -90,6 +101,8 @@ pub struct AgentHandle {
     pub agent_id: String,
     pub session_id: u64,
     pub outbox: mpsc::Sender<ControlMessage>,
+    /// Optional features the agent supports.
+    pub capabilities: Vec<String>,
 }
 
 /// The registry of live sessions; cheap to clone.
@@ -136,12 +149,16 @@ impl Registry {
     pub fn register(
         &self,
         identity: &AgentIdentity,
-        session_id: u64,
-        protocol_version: u16,
+        session: Session,
         connection: Connection,
         outbox: mpsc::Sender<ControlMessage>,
         max_agents: usize,
     ) -> Result<Option<AgentInfo>, RegistryFull> {
+        let Session {
+            session_id,
+            protocol_version,
+            capabilities,
+        } = session;
         let info = AgentInfo {
             agent_id: identity.agent_id.clone(),
             group: identity.group.clone(),
@@ -155,6 +172,7 @@ impl Registry {
             rtt_ms: 0.0,
             last_heartbeat: None,
             sources: Vec::new(),
+            capabilities,
         };
         let key = AgentKey::of(identity);
         let old = {
@@ -223,6 +241,7 @@ impl Registry {
                 agent_id: e.info.agent_id.clone(),
                 session_id: e.info.session_id,
                 outbox: e.outbox.clone(),
+                capabilities: e.info.capabilities.clone(),
             })
             .collect();
         v.sort_by(|a, b| a.key.cmp(&b.key));

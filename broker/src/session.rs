@@ -89,6 +89,8 @@ pub(crate) struct Admitted {
     pub identity: AgentIdentity,
     pub session_id: u64,
     pub version: u16,
+    /// Optional features the agent said it supports.
+    pub capabilities: Vec<String>,
     pub reader: FrameReader,
     pub writer: FrameWriter,
 }
@@ -103,7 +105,7 @@ pub(crate) async fn admit(
     let mut reader = FrameReader::new(recv, shared.protocol_limits.max_control_frame);
     let mut writer = FrameWriter::new(send);
     match hello(&identity, &mut reader).await {
-        Ok(version) => {
+        Ok((version, capabilities)) => {
             let session_id = shared.registry.next_session_id();
             let welcome = ControlMessage::Welcome {
                 version,
@@ -118,6 +120,7 @@ pub(crate) async fn admit(
                 identity,
                 session_id,
                 version,
+                capabilities,
                 reader,
                 writer,
             })
@@ -142,11 +145,17 @@ pub(crate) async fn admit(
     }
 }
 
-async fn hello(identity: &AgentIdentity, reader: &mut FrameReader) -> Result<u16, HandshakeError> {
+async fn hello(
+    identity: &AgentIdentity,
+    reader: &mut FrameReader,
+) -> Result<(u16, Vec<String>), HandshakeError> {
     let frame = reader.require().await?;
     let msg = ControlMessage::from_frame(&frame)?;
     let ControlMessage::Hello {
-        versions, agent_id, ..
+        versions,
+        agent_id,
+        capabilities,
+        ..
     } = msg
     else {
         return Err(HandshakeError::NotHello(msg.type_name().to_string()));
@@ -162,7 +171,7 @@ async fn hello(identity: &AgentIdentity, reader: &mut FrameReader) -> Result<u16
             actual: identity.agent_id.clone(),
         });
     }
-    Ok(version)
+    Ok((version, capabilities))
 }
 
 /// Serves an admitted session until the connection ends.
@@ -171,6 +180,7 @@ pub(crate) async fn serve(shared: Arc<Sessions>, conn: Connection, admitted: Adm
         identity,
         session_id,
         version,
+        capabilities,
         mut reader,
         mut writer,
     } = admitted;
@@ -185,8 +195,11 @@ pub(crate) async fn serve(shared: Arc<Sessions>, conn: Connection, admitted: Adm
     let (outbox, mut outgoing) = tokio::sync::mpsc::channel::<ControlMessage>(64);
     match shared.registry.register(
         &identity,
-        session_id,
-        version,
+        crate::registry::Session {
+            session_id,
+            protocol_version: version,
+            capabilities,
+        },
         conn.clone(),
         outbox,
         shared.config.limits.max_agents,

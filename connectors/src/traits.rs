@@ -79,6 +79,30 @@ pub trait Source: Send + Sync {
         ))
     }
 
+    /// The hash kind of each column `spec` reads under the PostgreSQL verification scheme
+    /// ([`ferry_model::Scheme::Postgres`]), when this source computes them inside the
+    /// database; `None` otherwise.
+    async fn hash_kinds(
+        &self,
+        spec: &ReadSpec,
+    ) -> Result<Option<Vec<ferry_model::PgHash>>, ConnectorError> {
+        let _ = spec;
+        Ok(None)
+    }
+
+    /// The buckets pass of `ask` over one split computed inside the database: (bucket, rows,
+    /// hash sum) of every non-empty bucket. `None` when the source cannot: the caller reads
+    /// the rows and hashes them itself.
+    async fn bucket_sums(
+        &self,
+        spec: &ReadSpec,
+        split: &Split,
+        ask: &ferry_model::VerifyAsk,
+    ) -> Result<Option<Vec<(u32, u64, u64)>>, ConnectorError> {
+        let _ = (spec, split, ask);
+        Ok(None)
+    }
+
     /// Reads one split, sending batches of `schema` (at most
     /// `spec.fetch_size` rows each) into `out`. A full channel slows the
     /// read down (backpressure). Returns the rows read.

@@ -68,6 +68,39 @@ impl Reading for LocalReading {
         }
     }
 
+    async fn hash_kinds(
+        &self,
+        spec: &ReadSpec,
+    ) -> Result<Option<Vec<ferry_model::PgHash>>, String> {
+        self.source
+            .hash_kinds(spec)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The buckets pass inside the database where the source can; else the rows are read
+    /// and hashed here.
+    async fn fingerprint(
+        &self,
+        spec: &ReadSpec,
+        schema: SchemaRef,
+        split: &Split,
+        ask: &ferry_model::VerifyAsk,
+        attempt: u32,
+    ) -> Result<Vec<RecordBatch>, ReadError> {
+        match self.source.bucket_sums(spec, split, ask).await {
+            Ok(Some(sums)) => {
+                return ferry_fingerprint::bucket_batch(&sums)
+                    .map(|b| vec![b])
+                    .map_err(|e| ReadError::from(e.to_string()))
+            }
+            Ok(None) => {}
+            Err(e) => return Err(ReadError::from(e.to_string())),
+        }
+        let feed = self.open(spec, schema.clone(), split, attempt).await?;
+        crate::run::hash_feed(feed, &schema, ask).await
+    }
+
     async fn open(
         &self,
         spec: &ReadSpec,

@@ -618,6 +618,11 @@ impl Reading for Tagged {
         }))
     }
 
+    /// The source columns are added to canonical hashes only (see `append_constants`).
+    async fn hashes_postgres(&self) -> bool {
+        false
+    }
+
     /// The inner reading fingerprints the shard's own columns (on its agent); the source
     /// columns, the same in every row, are added to its results here.
     async fn fingerprint(

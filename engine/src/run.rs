@@ -95,6 +95,21 @@ pub trait Reading: Send + Sync {
     fn wire_bytes(&self) -> u64 {
         0
     }
+    /// The hash kind of each column `spec` reads under the PostgreSQL verification scheme,
+    /// when this side computes them inside its database (the side's kinds decide the
+    /// scheme's); `None` otherwise.
+    async fn hash_kinds(
+        &self,
+        spec: &ReadSpec,
+    ) -> Result<Option<Vec<ferry_model::PgHash>>, String> {
+        let _ = spec;
+        Ok(None)
+    }
+    /// Whether this reader can fingerprint under [`ferry_model::Scheme::Postgres`] (an agent
+    /// across the tunnel must say it can).
+    async fn hashes_postgres(&self) -> bool {
+        true
+    }
     /// Fingerprints one split instead of handing over its rows (`ferry verify`): the result
     /// batches of `ask`'s pass. Here the rows are read and hashed in this process; a reader
     /// across the tunnel has its agent hash them, so only the result crosses.
@@ -106,27 +121,36 @@ pub trait Reading: Send + Sync {
         ask: &ferry_model::VerifyAsk,
         attempt: u32,
     ) -> Result<Vec<RecordBatch>, ReadError> {
-        let mut digester = ferry_fingerprint::Digester::new(&schema, ask)
-            .map_err(|e| ReadError::from(e.to_string()))?;
-        let feed = self.open(spec, schema, split, attempt).await?;
-        let mut out = Vec::new();
-        drain(feed, |batch| {
-            if let Some(o) = digester
-                .feed(&batch)
-                .map_err(|e| ReadError::from(e.to_string()))?
-            {
-                out.push(o);
-            }
-            Ok(())
-        })
-        .await?;
-        out.extend(
-            digester
-                .finish()
-                .map_err(|e| ReadError::from(e.to_string()))?,
-        );
-        Ok(out)
+        let feed = self.open(spec, schema.clone(), split, attempt).await?;
+        hash_feed(feed, &schema, ask).await
     }
+}
+
+/// Reads `feed` (of `schema`) and hashes its rows for `ask`: the result batches.
+pub async fn hash_feed(
+    feed: Box<dyn SplitFeed>,
+    schema: &SchemaRef,
+    ask: &ferry_model::VerifyAsk,
+) -> Result<Vec<RecordBatch>, ReadError> {
+    let mut digester = ferry_fingerprint::Digester::new(schema, ask)
+        .map_err(|e| ReadError::from(e.to_string()))?;
+    let mut out = Vec::new();
+    drain(feed, |batch| {
+        if let Some(o) = digester
+            .feed(&batch)
+            .map_err(|e| ReadError::from(e.to_string()))?
+        {
+            out.push(o);
+        }
+        Ok(())
+    })
+    .await?;
+    out.extend(
+        digester
+            .finish()
+            .map_err(|e| ReadError::from(e.to_string()))?,
+    );
+    Ok(out)
 }
 
 /// Reads `feed` to its end, handing each batch to `each` and acknowledging it, then closes

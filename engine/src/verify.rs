@@ -32,7 +32,7 @@ use ferry_fingerprint::{
     diff_rows, read_rows, read_values, BucketTotals, DiffKind, RowDigest, RowValues,
 };
 use ferry_model::{
-    TextAs, TextKind, VerifyAsk, VerifyPass, MAX_COPY_KEYS, MAX_ROW_BUCKETS, MAX_VALUE_KEYS,
+    Scheme, TextAs, TextKind, VerifyAsk, VerifyPass, MAX_COPY_KEYS, MAX_ROW_BUCKETS, MAX_VALUE_KEYS,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
@@ -99,6 +99,10 @@ pub struct TableVerdict {
     /// The table could not be verified.
     #[serde(default)]
     pub error: Option<String>,
+    /// How rows were hashed: `postgres` (the target summed its rows inside PostgreSQL) or
+    /// `canonical`.
+    #[serde(default)]
+    pub hashing: String,
     /// With `--repair`: what was re-synced before this verdict (which is the second one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repaired: Option<Repaired>,
@@ -296,8 +300,9 @@ struct RepairPlan {
     ssplits: Vec<Split>,
     /// The target rows to delete: their keys as the target reads them.
     delete: Vec<Vec<String>>,
-    /// The source rows to copy again, by key hash.
+    /// The source rows to copy again, by key hash (under `scheme`).
     copy: Vec<u64>,
+    scheme: Scheme,
     /// Write them as upserts by `key` (the target has a unique key: changed rows are
     /// updated in place, so rows referring to them stay valid); else they are inserted
     /// after every differing key was deleted.
@@ -404,6 +409,7 @@ async fn run_repair(
                 key: plan.source_key.clone(),
                 buckets: 1,
                 text_as: Vec::new(),
+                scheme: plan.scheme.clone(),
                 pass: VerifyPass::Copy {
                     keys: keys.to_vec(),
                 },
@@ -549,6 +555,7 @@ async fn compare(
         None => key_positions(source, &sschema).await?,
     };
     let (stext, ttext) = text_kinds(&sschema, &tschema);
+    let scheme = choose_scheme(sources.parts, target, &tspec, &sschema, &tschema).await;
     let mut planned = Vec::with_capacity(sources.parts.len());
     let mut estimate: Option<u64> = None;
     for part in sources.parts {
@@ -588,6 +595,7 @@ async fn compare(
             .collect(),
         buckets,
         text_as: text,
+        scheme: scheme.clone(),
         pass,
     };
     let sask = |pass| ask(&sschema, stext.clone(), pass);
@@ -600,6 +608,7 @@ async fn compare(
     info!(
         table = label,
         buckets,
+        hashing = scheme_name(&scheme),
         source_splits = ssplits,
         target_splits = tsplits.len(),
         "verifying"
@@ -621,6 +630,7 @@ async fn compare(
         table: label.to_string(),
         source_rows: Some(stotal.rows),
         target_rows: Some(ttotal.rows),
+        hashing: scheme_name(&scheme).to_string(),
         ..Default::default()
     };
     let differing = stotal.differing(&ttotal);
@@ -655,6 +665,7 @@ async fn compare(
         Some(_) => match repair_plan(label, &key_at, &sschema, &tschema, &diffs) {
             Ok(p) => Some(RepairPlan {
                 ssplits: planned.first().map(|(_, s)| s.clone()).unwrap_or_default(),
+                scheme: scheme.clone(),
                 ..p
             }),
             Err(e) => {
@@ -794,9 +805,54 @@ fn repair_plan(
             .collect(),
         delete,
         copy,
+        scheme: Scheme::Canonical,
         upsert,
         differing_rows: diffs.len() as u64,
     })
+}
+
+fn scheme_name(scheme: &Scheme) -> &'static str {
+    match scheme {
+        Scheme::Canonical => "canonical",
+        Scheme::Postgres(_) => "postgres",
+    }
+}
+
+/// The PostgreSQL scheme when the target hashes its rows inside its database, every source
+/// reader can hash under it, and every column of both reads converts to the target's kind
+/// (the target hashes its own rows here too when it lists differing rows); else the
+/// canonical one.
+async fn choose_scheme(
+    parts: &[Side],
+    target: &Side,
+    tspec: &ReadSpec,
+    sschema: &Schema,
+    tschema: &Schema,
+) -> Scheme {
+    let kinds = match target.reading.hash_kinds(tspec).await {
+        Ok(Some(k)) if k.len() == tschema.fields().len() => k,
+        Ok(_) => return Scheme::Canonical,
+        Err(e) => {
+            warn!("the target's hash kinds: {e}; hashing canonically");
+            return Scheme::Canonical;
+        }
+    };
+    for part in parts {
+        if !part.reading.hashes_postgres().await {
+            return Scheme::Canonical;
+        }
+    }
+    let fits = kinds
+        .iter()
+        .zip(sschema.fields().iter().zip(tschema.fields()))
+        .all(|(k, (s, t))| {
+            ferry_fingerprint::pgscheme::accepts(*k, s.data_type())
+                && ferry_fingerprint::pgscheme::accepts(*k, t.data_type())
+        });
+    match fits && kinds.len() == sschema.fields().len() {
+        true => Scheme::Postgres(kinds),
+        false => Scheme::Canonical,
+    }
 }
 
 /// Buckets for a table of about `rows` rows: about a thousand rows each, so a differing

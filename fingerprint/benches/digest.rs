@@ -122,6 +122,7 @@ fn digest(c: &mut Criterion) {
         key: vec!["id".into()],
         buckets: 4096,
         text_as: Vec::new(),
+        scheme: ferry_model::Scheme::Canonical,
         pass: VerifyPass::Buckets,
     };
     let mut g = c.benchmark_group("fingerprint");
@@ -129,6 +130,23 @@ fn digest(c: &mut Criterion) {
     g.bench_function("buckets_pass_8192_rows", |b| {
         b.iter(|| {
             let mut d = Digester::new(&batch.schema(), &ask).expect("digester");
+            d.feed(&batch).expect("feed");
+            d.finish().expect("finish")
+        })
+    });
+    // The same pass under the PostgreSQL scheme (the agent's side when the target sums its
+    // rows inside PostgreSQL).
+    use ferry_model::PgHash::*;
+    let pg_ask = VerifyAsk {
+        scheme: ferry_model::Scheme::Postgres(vec![
+            Int, Int, Int, Text, Text, Numeric, Numeric, Float, Timestamp, Timestamp, Date, Bool,
+            Json,
+        ]),
+        ..ask.clone()
+    };
+    g.bench_function("pg_buckets_pass_8192_rows", |b| {
+        b.iter(|| {
+            let mut d = Digester::new(&batch.schema(), &pg_ask).expect("digester");
             d.feed(&batch).expect("feed");
             d.finish().expect("finish")
         })

@@ -14,7 +14,7 @@ use arrow_array::types::{UInt32Type, UInt64Type};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use ferry_model::{TextKind, VerifyAsk, VerifyPass};
+use ferry_model::{PgHash, Scheme, TextKind, VerifyAsk, VerifyPass};
 use twox_hash::XxHash3_64;
 
 use crate::canon::{column_hashes, text_kind};
@@ -48,6 +48,24 @@ pub fn result_schema(pass: &VerifyPass, read: &SchemaRef) -> SchemaRef {
             Field::new("values", DataType::Utf8, false),
         ],
     }))
+}
+
+/// The buckets pass's result from (bucket, rows, hash sum) of each non-empty bucket, as a
+/// database computed them.
+pub fn bucket_batch(sums: &[(u32, u64, u64)]) -> Result<RecordBatch, FingerprintError> {
+    let schema = result_schema(&VerifyPass::Buckets, &Arc::new(Schema::empty()));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(arrow_array::UInt32Array::from_iter_values(
+            sums.iter().map(|s| s.0),
+        )),
+        Arc::new(arrow_array::UInt64Array::from_iter_values(
+            sums.iter().map(|s| s.1),
+        )),
+        Arc::new(arrow_array::UInt64Array::from_iter_values(
+            sums.iter().map(|s| s.2),
+        )),
+    ];
+    RecordBatch::try_new(schema, columns).map_err(|e| FingerprintError::Shape(e.to_string()))
 }
 
 /// Column `i`'s share of a row's hash, given its value's hash. A row's hash is the wrapping
@@ -145,6 +163,8 @@ pub struct Digester {
     buckets: u32,
     key: Vec<usize>,
     text: Vec<Option<TextKind>>,
+    /// Under the PostgreSQL scheme: each column's hash kind.
+    postgres: Option<Vec<PgHash>>,
     state: State,
 }
 
@@ -198,12 +218,23 @@ impl Digester {
         for t in &ask.text_as {
             asked[index(&t.column)?] = Some(t.kind);
         }
-        let text = schema
+        let text: Vec<_> = schema
             .fields()
             .iter()
             .zip(asked)
             .map(|(f, a)| text_kind(f, a))
             .collect();
+        let postgres = match &ask.scheme {
+            Scheme::Canonical => None,
+            Scheme::Postgres(kinds) if kinds.len() == text.len() => Some(kinds.clone()),
+            Scheme::Postgres(kinds) => {
+                return Err(FingerprintError::Ask(format!(
+                    "{} hash kinds for a read of {} columns",
+                    kinds.len(),
+                    text.len()
+                )))
+            }
+        };
         let state = match &ask.pass {
             VerifyPass::Buckets => State::Buckets(vec![(0, 0); ask.buckets as usize]),
             VerifyPass::Rows { buckets } => State::Rows {
@@ -223,6 +254,7 @@ impl Digester {
             buckets: ask.buckets,
             key,
             text,
+            postgres,
             state,
         })
     }
@@ -236,32 +268,18 @@ impl Digester {
                 self.text.len()
             )));
         }
-        let cols: Vec<Vec<u64>> = batch
-            .columns()
-            .iter()
-            .zip(&self.text)
-            .map(|(c, t)| column_hashes(c, *t))
-            .collect();
         let n = batch.num_rows();
-        // Column by column: each column's hashes are read in order, once.
-        let mut row_hashes = vec![0u64; n];
-        for (i, c) in cols.iter().enumerate() {
-            for (h, v) in row_hashes.iter_mut().zip(c) {
-                *h = h.wrapping_add(column_term(i, *v));
-            }
-        }
-        let mut key_buf = Vec::with_capacity(self.key.len() * 8);
+        let (cols, row_hashes, key_hashes) = match &self.postgres {
+            None => self.canonical(batch),
+            Some(kinds) => postgres(batch, kinds, &self.key),
+        };
         let mut picked = Vec::new();
         let buckets = u64::from(self.buckets);
+        debug_assert_eq!(row_hashes.len(), n);
         for (r, &row_hash) in row_hashes.iter().enumerate() {
-            let key_hash = if self.key.is_empty() {
-                row_hash
-            } else {
-                key_buf.clear();
-                for k in &self.key {
-                    key_buf.extend_from_slice(&cols[*k][r].to_le_bytes());
-                }
-                XxHash3_64::oneshot_with_seed(KEY_SEED, &key_buf)
+            let key_hash = match &key_hashes {
+                None => row_hash,
+                Some(k) => k[r],
             };
             let bucket = (key_hash % buckets) as u32;
             match &mut self.state {
@@ -328,6 +346,39 @@ impl Digester {
             return self.flush().map(Some);
         }
         Ok(None)
+    }
+
+    /// Column, row and key hashes of the canonical scheme (no key hashes: a row is its key).
+    #[allow(clippy::type_complexity)]
+    fn canonical(&self, batch: &RecordBatch) -> (Vec<Vec<u64>>, Vec<u64>, Option<Vec<u64>>) {
+        let cols: Vec<Vec<u64>> = batch
+            .columns()
+            .iter()
+            .zip(&self.text)
+            .map(|(c, t)| column_hashes(c, *t))
+            .collect();
+        let n = batch.num_rows();
+        // Column by column: each column's hashes are read in order, once.
+        let mut row_hashes = vec![0u64; n];
+        for (i, c) in cols.iter().enumerate() {
+            for (h, v) in row_hashes.iter_mut().zip(c) {
+                *h = h.wrapping_add(column_term(i, *v));
+            }
+        }
+        if self.key.is_empty() {
+            return (cols, row_hashes, None);
+        }
+        let mut key_buf = Vec::with_capacity(self.key.len() * 8);
+        let keys = (0..n)
+            .map(|r| {
+                key_buf.clear();
+                for k in &self.key {
+                    key_buf.extend_from_slice(&cols[*k][r].to_le_bytes());
+                }
+                XxHash3_64::oneshot_with_seed(KEY_SEED, &key_buf)
+            })
+            .collect();
+        (cols, row_hashes, Some(keys))
     }
 
     /// The last result batch (the whole result of the buckets pass), if any is pending.
@@ -400,6 +451,51 @@ impl Digester {
         };
         RecordBatch::try_new(schema, columns).map_err(|e| FingerprintError::Shape(e.to_string()))
     }
+}
+
+/// Column, row and key hashes of the PostgreSQL scheme (see [`PgHash`]).
+#[allow(clippy::type_complexity)]
+fn postgres(
+    batch: &RecordBatch,
+    kinds: &[PgHash],
+    key: &[usize],
+) -> (Vec<Vec<u64>>, Vec<u64>, Option<Vec<u64>>) {
+    let n = batch.num_rows();
+    let cols: Vec<Vec<u64>> = batch
+        .columns()
+        .iter()
+        .zip(kinds)
+        .enumerate()
+        .map(|(i, (c, k))| {
+            let mut out = Vec::with_capacity(n);
+            crate::pgscheme::column_hashes(c, *k, PgHash::column_seed(i), &mut out);
+            out
+        })
+        .collect();
+    let mut row_hashes = vec![0u64; n];
+    for c in &cols {
+        for (h, v) in row_hashes.iter_mut().zip(c) {
+            *h ^= *v;
+        }
+    }
+    if key.is_empty() {
+        return (cols, row_hashes, None);
+    }
+    let mut keys = vec![0u64; n];
+    let mut hashes = Vec::with_capacity(n);
+    for (j, k) in key.iter().enumerate() {
+        hashes.clear();
+        crate::pgscheme::column_hashes(
+            batch.column(*k),
+            kinds[*k],
+            PgHash::key_seed(j),
+            &mut hashes,
+        );
+        for (h, v) in keys.iter_mut().zip(&hashes) {
+            *h ^= *v;
+        }
+    }
+    (cols, row_hashes, Some(keys))
 }
 
 /// The columns `cols` as they can be displayed: a timestamp's zone name (`UTC`) becomes its
@@ -685,6 +781,7 @@ mod tests {
             key: vec!["id".into()],
             buckets: 8,
             text_as: vec![],
+            scheme: ferry_model::Scheme::Canonical,
             pass,
         }
     }

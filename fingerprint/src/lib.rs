@@ -15,11 +15,12 @@ pub mod diff;
 pub mod digest;
 mod json;
 pub mod pg;
+pub mod pgscheme;
 
 pub use diff::{diff_rows, DiffKind, RowDiff};
 pub use digest::{
-    append_constants, column_term, read_rows, read_values, result_schema, BucketTotals, Digester,
-    RowDigest, RowValues,
+    append_constants, bucket_batch, column_term, read_rows, read_values, result_schema,
+    BucketTotals, Digester, RowDigest, RowValues,
 };
 /// The hash of a JSON document (key order and spacing do not count), or `None` when the text
 /// is not JSON.

@@ -145,19 +145,57 @@ pub fn hash_numeric(mantissa: i128, scale: i8, seed: u64) -> u64 {
     numeric_digits(text, i32::from(scale), seed)
 }
 
+/// `hash_numeric_extended` of a number as `numeric` prints it (`-12.3400`, `NaN`,
+/// `Infinity`; any count of digits), XORed with 1 when it is negative: the sign-aware hash the
+/// PostgreSQL verification scheme uses. `None` when `text` is not such a number.
+pub fn hash_numeric_text(text: &str, seed: u64) -> Option<u64> {
+    let (negative, body) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    if body == "NaN" && !negative {
+        return Some(seed);
+    }
+    if body == "Infinity" {
+        return Some(seed ^ u64::from(negative));
+    }
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let digit = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() || !digit(int) || !digit(frac) || (body.contains('.') && frac.is_empty()) {
+        return None;
+    }
+    let all: Vec<u8> = int.bytes().chain(frac.bytes()).collect();
+    let Some(first) = all.iter().position(|&d| d != b'0') else {
+        return Some(seed.wrapping_sub(1));
+    };
+    let digits = &all[first..];
+    let h = numeric_digits(digits, frac.len() as i32, seed);
+    Some(h ^ u64::from(negative))
+}
+
 /// PostgreSQL keeps a numeric as base-10000 digits and the weight (power of 10000) of the
 /// first; the hash covers the digits from the first to the last non-zero one, and the weight.
-/// `text` is the decimal digits of the absolute value (no leading zero, at most 39: an
-/// i128's), `scale` the count of them after the point (negative: zeros to append).
+/// `text` is the decimal digits of the absolute value (no leading zero), `scale` the count of
+/// them after the point (negative: zeros to append).
 fn numeric_digits(text: &[u8], scale: i32, seed: u64) -> u64 {
+    // An i128 has at most 39 digits: with the padding, 11 groups, kept on the stack (this
+    // runs once per value); longer numbers (a `numeric` printed as text) take the heap.
+    if text.len() <= 40 {
+        numeric_groups(text, scale, seed, &mut [0u16; 12], &mut [0u8; 24])
+    } else {
+        let n = text.len() / 4 + 2;
+        numeric_groups(text, scale, seed, &mut vec![0u16; n], &mut vec![0u8; 2 * n])
+    }
+}
+
+/// [`numeric_digits`] with room for the groups given: `groups` holds at least
+/// `text.len() / 4 + 2` and `bytes` twice that.
+fn numeric_groups(text: &[u8], scale: i32, seed: u64, groups: &mut [u16], bytes: &mut [u8]) -> u64 {
     let int_len = text.len() as i32 - scale;
     // Group boundaries fall every 4 digits from the point: the first digit of `text` is at
     // position `int_len - 1` above it; pad on the left to a whole group.
     let lead = (4 - int_len.rem_euclid(4)) % 4;
     let weight_of_first = (int_len + lead) / 4 - 1;
-    // An i128 has at most 39 digits: with the padding, 11 groups (kept on the stack, as this
-    // runs once per value).
-    let mut groups = [0u16; 12];
     let mut len = 0;
     let mut acc: u16 = 0;
     let mut n = lead;
@@ -182,7 +220,6 @@ fn numeric_digits(text: &[u8], scale: i32, seed: u64) -> u64 {
         .rposition(|&g| g != 0)
         .map_or(first, |i| i + 1);
     let weight = weight_of_first - first as i32;
-    let mut bytes = [0u8; 24];
     for (i, g) in groups[first..last].iter().enumerate() {
         bytes[2 * i..2 * i + 2].copy_from_slice(&g.to_le_bytes());
     }
@@ -677,6 +714,28 @@ mod tests {
         assert_eq!(h(hash_f64(1.5, 0)), 6158159405676898674);
         assert_eq!(h(hash_numeric(-123_400, 4, 7)), -8828951590762685693);
         assert_eq!(h(hash_u32(7, u64::MAX)), 5874088688735560945);
+    }
+
+    #[test]
+    fn numeric_text_hashes_as_its_value_with_the_sign() {
+        let t = |s: &str| hash_numeric_text(s, 7);
+        assert_eq!(t("-12.3400"), Some(hash_numeric(-123_400, 4, 7) ^ 1));
+        assert_eq!(t("12.34"), Some(hash_numeric(1234, 2, 7)));
+        assert_eq!(t("0012.340"), t("12.34"));
+        assert_eq!(t("0.000"), Some(hash_numeric(0, 0, 7)));
+        assert_eq!(
+            t("170141183460469231731687303715884105727"),
+            Some(hash_numeric(i128::MAX, 0, 7))
+        );
+        // Longer than an i128: the same grouping, on the heap.
+        let long = format!("1{}", "0".repeat(60));
+        assert_eq!(t(&long), t(&format!("{long}.000")));
+        assert_ne!(t(&long), t(&format!("1{}", "0".repeat(59))));
+        assert_eq!(t("NaN"), Some(7));
+        assert_eq!(t("-Infinity"), Some(6));
+        for bad in ["", "-", "1.", ".5", "1e5", "1.2.3", "x"] {
+            assert_eq!(t(bad), None, "{bad}");
+        }
     }
 
     #[test]

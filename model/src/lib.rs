@@ -36,6 +36,6 @@ pub use schema::{
 };
 pub use split::{int_splits, Split, SplitBounds, SplitOrder, TableRef};
 pub use verify::{
-    TextAs, TextKind, VerifyAsk, VerifyPass, MAX_BUCKETS, MAX_COPY_KEYS, MAX_ROW_BUCKETS,
-    MAX_VALUE_KEYS,
+    PgHash, Scheme, TextAs, TextKind, VerifyAsk, VerifyPass, MAX_BUCKETS, MAX_COPY_KEYS,
+    MAX_ROW_BUCKETS, MAX_VALUE_KEYS, POSTGRES_HASH_CAPABILITY,
 };

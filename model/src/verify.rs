@@ -30,8 +30,91 @@ pub struct VerifyAsk {
     /// SQLite target keeps a `TIME` as text) or as JSON.
     #[serde(default)]
     pub text_as: Vec<TextAs>,
+    /// How rows are hashed (a reader that does not know a scheme must not be asked for it:
+    /// see [`Scheme`]).
+    #[serde(default, skip_serializing_if = "Scheme::is_canonical")]
+    pub scheme: Scheme,
     /// What to send back.
     pub pass: VerifyPass,
+}
+
+/// How a split's rows are hashed. Both sides of a table use the same one.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheme {
+    /// Canonical values hashed with XXH3 where the rows are read (any source, any target).
+    #[default]
+    Canonical,
+    /// PostgreSQL's own seeded hash functions, one kind per read column: a PostgreSQL side
+    /// hashes and sums its rows inside the database (only bucket sums leave the server); the
+    /// other side computes the same functions over its values. An agent says it knows this
+    /// scheme with the [`POSTGRES_HASH_CAPABILITY`] capability; one that does not would
+    /// ignore the field and hash canonically, so it is never asked.
+    Postgres(Vec<PgHash>),
+}
+
+/// The `Hello` capability of an agent that fingerprints with [`Scheme::Postgres`].
+pub const POSTGRES_HASH_CAPABILITY: &str = "verify-postgres-hash";
+
+impl Scheme {
+    pub fn is_canonical(&self) -> bool {
+        matches!(self, Scheme::Canonical)
+    }
+}
+
+/// Which of PostgreSQL's hash functions a column's values go through, as the PostgreSQL
+/// side's column type decides (the other side converts its value to that type's form).
+///
+/// A column's hash is `H(value, column_seed(i))` (NULL: [`PgHash::null_hash`]); a row's is
+/// the XOR of its columns'; a key's the XOR of its key columns' under
+/// [`PgHash::key_seed`]; a row's bucket is its key hash modulo the (power of two) bucket
+/// count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PgHash {
+    /// `hashint8extended` of the integer (`int2`, `int4`, `int8`).
+    Int,
+    /// `hash_numeric_extended`, XORed with 1 for a negative value (PostgreSQL's own hash
+    /// leaves the sign out).
+    Numeric,
+    /// `hashfloat8extended` of the value as a double (`float4`, `float8`).
+    Float,
+    /// `hashtextextended` of the text (a deterministic collation: the bytes).
+    Text,
+    /// `hashtextextended` of the bytes in lowercase hex (`bytea`: its own hash is not
+    /// callable from SQL).
+    Bytes,
+    /// `hashint4extended` of 0 or 1.
+    Bool,
+    /// `hashint4extended` of days since 2000-01-01.
+    Date,
+    /// `time_hash_extended`: microseconds since midnight.
+    Time,
+    /// `timestamp_hash_extended`: microseconds since 2000-01-01, in UTC for an instant, as
+    /// read for a wall clock.
+    Timestamp,
+    /// `hashint8extended` of the interval's microseconds as `extract(epoch ...)` counts them
+    /// (a year is 365.25 days, a month 30).
+    Interval,
+    /// `hashtextextended` of the document as `jsonb` prints it.
+    Json,
+}
+
+impl PgHash {
+    /// The seed of read column `i`'s hash in a row hash.
+    pub fn column_seed(i: usize) -> u64 {
+        0x6665_7272_7900_0000 + i as u64
+    }
+
+    /// The seed of key column `j`'s hash in a key hash.
+    pub fn key_seed(j: usize) -> u64 {
+        0x6b65_7900_0000_0000 + j as u64
+    }
+
+    /// The hash of NULL under `seed`.
+    pub fn null_hash(seed: u64) -> u64 {
+        seed.rotate_left(17) ^ 0x6e75_6c6c_6e75_6c6c
+    }
 }
 
 /// A text column to compare as a typed value.
@@ -108,6 +191,17 @@ impl VerifyAsk {
                 ));
             }
         }
+        if let Scheme::Postgres(kinds) = &self.scheme {
+            if kinds.len() > 4096 {
+                return Err(format!("at most 4096 columns, not {}", kinds.len()));
+            }
+            if !self.buckets.is_power_of_two() {
+                return Err(format!(
+                    "the postgres scheme needs a power of two of buckets, not {}",
+                    self.buckets
+                ));
+            }
+        }
         match &self.pass {
             VerifyPass::Buckets => Ok(()),
             VerifyPass::Rows { buckets } => {
@@ -145,6 +239,7 @@ mod tests {
             key: vec!["id".into()],
             buckets: 16,
             text_as: vec![],
+            scheme: Scheme::Canonical,
             pass,
         }
     }
@@ -185,6 +280,7 @@ mod tests {
                 column: "doc".into(),
                 kind: TextKind::Json,
             }],
+            scheme: Scheme::Postgres(vec![PgHash::Int, PgHash::Json]),
             pass: VerifyPass::Rows {
                 buckets: vec![3, 7],
             },

@@ -751,6 +751,7 @@ mod tests {
                     key: vec!["id".into()],
                     buckets: 1024,
                     text_as: vec![],
+                    scheme: ferry_model::Scheme::Canonical,
                     pass: ferry_model::VerifyPass::Rows {
                         buckets: vec![1, 5],
                     },
@@ -808,6 +809,27 @@ mod tests {
         ));
         bad["verify"] = serde_json::json!({"key": [], "buckets": 16, "pass": {"pass": "values", "keys": vec![1u64; 100_000]}});
         assert!(ControlMessage::decode(&serde_json::to_vec(&bad).unwrap()).is_err());
+        // The PostgreSQL scheme: a power of two of buckets (its SQL masks the key hash), and
+        // at most one hash kind per column there can be.
+        for ask in [
+            serde_json::json!({"key": [], "buckets": 12, "scheme": {"postgres": ["int"]},
+                               "pass": {"pass": "buckets"}}),
+            serde_json::json!({"key": [], "buckets": 16, "scheme": {"postgres": vec!["int"; 5000]},
+                               "pass": {"pass": "buckets"}}),
+        ] {
+            bad["verify"] = ask;
+            assert!(
+                matches!(
+                    ControlMessage::decode(&serde_json::to_vec(&bad).unwrap()),
+                    Err(ProtocolError::InvalidField {
+                        field: "verify",
+                        ..
+                    })
+                ),
+                "{}",
+                bad["verify"]
+            );
+        }
         let wide = ControlMessage::PlanRequest {
             request_id: 1,
             datasource: "d".into(),

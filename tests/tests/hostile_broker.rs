@@ -529,6 +529,8 @@ async fn postgres_source_refuses_a_hostile_broker() {
     // sends fingerprints, and values only of what the read may read.
     let all = json!({"index":0,"total":1,"bounds":{"kind":"all"}});
     let buckets = json!({"key": ["id"], "buckets": 16, "pass": {"pass": "buckets"}});
+    let pg_buckets = json!({"key": ["id"], "buckets": 16,
+        "scheme": {"postgres": ["int", "text"]}, "pass": {"pass": "buckets"}});
     for (sp, split, ask, needle) in [
         (
             json!({"table": format!("{}.secret", s.name)}),
@@ -554,6 +556,29 @@ async fn postgres_source_refuses_a_hostile_broker() {
             buckets.clone(),
             "not a column",
         ),
+        // The PostgreSQL scheme, which the agent answers with SQL of its own: the same
+        // checks first, then its own bounds (the message's own, such as a power of two of
+        // buckets, are refused on decode: `ferry-protocol`'s tests).
+        (
+            spec(json!({"where": "id in (select id from secret)"})),
+            all.clone(),
+            pg_buckets.clone(),
+            "subquer",
+        ),
+        (
+            spec(json!({})),
+            all.clone(),
+            json!({"key": ["id) FROM secret --"], "buckets": 16,
+                   "scheme": {"postgres": ["int", "text"]}, "pass": {"pass": "buckets"}}),
+            "no column",
+        ),
+        (
+            spec(json!({})),
+            all.clone(),
+            json!({"key": ["id"], "buckets": 16,
+                   "scheme": {"postgres": ["int"]}, "pass": {"pass": "buckets"}}),
+            "1 hash kinds for a read of 2 columns",
+        ),
     ] {
         task_refused(
             &format!("verify {sp} {ask}"),
@@ -561,15 +586,24 @@ async fn postgres_source_refuses_a_hostile_broker() {
             needle,
         );
     }
-    match h
-        .verify_task("pg", spec(json!({})), all.clone(), buckets)
-        .await
-    {
-        TaskOutcome::Streamed(c) => {
-            assert!(c.ended && (1..=16).contains(&c.rows), "{c:?}");
-            assert!(!c.text.contains("n1"), "fingerprints only: {c:?}");
+    // Allowed: fingerprints only, whether hashed here or summed by the server; kinds that are
+    // not the table's own are hashed by the agent over its read rows instead of becoming SQL.
+    for ask in [
+        buckets,
+        pg_buckets,
+        json!({"key": ["id"], "buckets": 16,
+               "scheme": {"postgres": ["json", "bytes"]}, "pass": {"pass": "buckets"}}),
+    ] {
+        match h
+            .verify_task("pg", spec(json!({})), all.clone(), ask.clone())
+            .await
+        {
+            TaskOutcome::Streamed(c) => {
+                assert!(c.ended && (1..=16).contains(&c.rows), "{ask}: {c:?}");
+                assert!(!c.text.contains("n1"), "fingerprints only: {c:?}");
+            }
+            other => panic!("allowed verification {ask}: {other:?}"),
         }
-        other => panic!("allowed verification: {other:?}"),
     }
     // The key hashes of ids 1..=100, as any side computes them.
     let ids = arrow_array::RecordBatch::try_from_iter([(

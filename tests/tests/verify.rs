@@ -1,8 +1,9 @@
 //! `ferry verify` against targets corrupted in one way at a time: every corruption is caught
 //! and names its key (and column), and the untouched copy passes. Three routes:
-//! MariaDB → PostgreSQL (copied and verified through the tunnel: the agent hashes the
-//! source, `ferry verify --admin` asks the broker), PostgreSQL → PostgreSQL and
-//! MariaDB → SQLite (standalone). `--repair` then re-syncs each corrupted copy.
+//! MariaDB → PostgreSQL and PostgreSQL → PostgreSQL (copied and verified through the tunnel:
+//! the agent hashes the source, `ferry verify --admin` asks the broker; PostgreSQL sums its
+//! rows itself, under PostgreSQL's hash functions) and MariaDB → SQLite (standalone, canonical
+//! hashes). `--repair` then re-syncs each corrupted copy.
 
 mod common;
 
@@ -332,6 +333,7 @@ async fn every_corruption(
     reader_line: &str,
     source_table: &str,
     target: Target<'_>,
+    hashing: &str,
 ) {
     let dir = tempfile::tempdir().unwrap();
     let (ok, report) = copy_and_verify(
@@ -345,6 +347,7 @@ async fn every_corruption(
     assert!(ok, "the untouched copy must pass: {report:#}");
     assert_eq!(t["source_rows"], 10, "{report:#}");
     assert_eq!(t["target_rows"], 10, "{report:#}");
+    assert_eq!(t["hashing"], hashing, "{report:#}");
     if matches!(via, Via::Tunnel(_)) {
         assert!(
             report["wire_bytes"].as_u64().unwrap() > 0,
@@ -363,6 +366,7 @@ async fn every_corruption(
         );
         let t = &report["tables"][0];
         assert!(t["error"].is_null(), "{}: {report:#}", c.what);
+        assert_eq!(t["hashing"], hashing, "{}: {report:#}", c.what);
         let found: BTreeSet<(String, String, String)> = t["differences"]
             .as_array()
             .unwrap()
@@ -442,18 +446,31 @@ async fn verify_catches_each_single_corruption_mariadb_to_postgres_through_the_t
         &line,
         "t",
         Target::Postgres(&dst),
+        // The target sums its rows inside PostgreSQL; the agent hashes MariaDB's the same way.
+        "postgres",
     )
     .await;
     rig.stop().await;
-    // PostgreSQL → PostgreSQL: the clean copy above is the source.
+    // PostgreSQL → PostgreSQL through the tunnel: the clean copy above is the source, which
+    // its agent fingerprints inside PostgreSQL too.
+    let rig = Rig::start(&[RigSource {
+        name: "pg",
+        kind: "postgres",
+        url: &pg_url(),
+        extra: "",
+    }])
+    .await;
+    let line = format!("datasource: {}", rig.datasource("pg"));
     every_corruption(
-        Via::Here,
+        Via::Tunnel(&rig),
         "postgresqlreader",
-        &format!("url: {}", pg_url()),
+        &line,
         &format!("{}.c0", dst.name),
         Target::Postgres(&dst2),
+        "postgres",
     )
     .await;
+    rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -470,6 +487,7 @@ async fn verify_catches_each_single_corruption_mariadb_to_sqlite() {
         &format!("url: {}", src.url()),
         "t",
         Target::Sqlite(&db),
+        "canonical",
     )
     .await;
 }

@@ -126,9 +126,18 @@ impl TunnelReading {
 
     /// The next agent to give work to, waiting up to `wait` for one.
     pub(super) async fn agent(&self, wait: Duration) -> Result<AgentHandle, String> {
+        self.agent_with(wait, None).await
+    }
+
+    /// An agent of the job's group offering its data source and, when `needs` says so, a
+    /// capability.
+    async fn agent_with(&self, wait: Duration, needs: Option<&str>) -> Result<AgentHandle, String> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let agents = self.shared.registry.offering(&self.group, &self.datasource);
+            let mut agents = self.shared.registry.offering(&self.group, &self.datasource);
+            if let Some(c) = needs {
+                agents.retain(|a| a.capabilities.iter().any(|x| x == c));
+            }
             if !agents.is_empty() {
                 let i = self.next_agent.fetch_add(1, Ordering::Relaxed);
                 return Ok(agents[i % agents.len()].clone());
@@ -272,6 +281,17 @@ impl Reading for TunnelReading {
         self.open_task(spec, schema, split, attempt, None).await
     }
 
+    /// Only when every connected agent offering the source can: a task goes to any of them.
+    async fn hashes_postgres(&self) -> bool {
+        let agents = self.shared.registry.offering(&self.group, &self.datasource);
+        !agents.is_empty()
+            && agents.iter().all(|a| {
+                a.capabilities
+                    .iter()
+                    .any(|c| c == ferry_model::POSTGRES_HASH_CAPABILITY)
+            })
+    }
+
     /// The agent hashes the split where it is; only the result crosses the tunnel.
     async fn fingerprint(
         &self,
@@ -310,8 +330,12 @@ impl TunnelReading {
         attempt: u32,
         verify: Option<&ferry_model::VerifyAsk>,
     ) -> Result<Box<dyn SplitFeed>, ReadError> {
+        // An agent that does not know the ask's scheme would hash canonically: never ask one.
+        let needs = verify
+            .filter(|a| !a.scheme.is_canonical())
+            .map(|_| ferry_model::POSTGRES_HASH_CAPABILITY);
         let agent = self
-            .agent(TASK_AGENT_WAIT)
+            .agent_with(TASK_AGENT_WAIT, needs)
             .await
             .map_err(ReadError::transient)?;
         // Readable in logs, unguessable for other agents (nothing parses it).

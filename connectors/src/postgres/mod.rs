@@ -64,6 +64,7 @@ mod changes;
 mod ddl;
 pub(crate) use ddl::table_ddl;
 mod describe;
+mod fingerprint;
 pub mod pgoutput;
 mod stream;
 
@@ -850,6 +851,22 @@ impl PostgresSource {
 
 #[async_trait]
 impl Source for PostgresSource {
+    async fn hash_kinds(
+        &self,
+        spec: &ReadSpec,
+    ) -> Result<Option<Vec<ferry_model::PgHash>>, ConnectorError> {
+        self.hash_kinds_of(spec).await
+    }
+
+    async fn bucket_sums(
+        &self,
+        spec: &ReadSpec,
+        split: &Split,
+        ask: &ferry_model::VerifyAsk,
+    ) -> Result<Option<Vec<(u32, u64, u64)>>, ConnectorError> {
+        self.bucket_sums_of(spec, split, ask).await
+    }
+
     async fn list_tables(&self) -> Result<crate::traits::TableListing, ConnectorError> {
         let mut tx = self.begin_read().await?;
         let listing = describe::list_tables(&mut tx).await?;
