@@ -78,36 +78,42 @@ fn xor(terms: Vec<String>) -> String {
 }
 
 impl PostgresSource {
-    async fn server_version(&self) -> Result<i32, ConnectorError> {
-        let mut tx = self.begin_read().await?;
-        let v: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int4")
+    /// The read's columns and each one's hash kind, when every column has one (a table read
+    /// on PostgreSQL 11 or later: the seeded hash functions came then), looked up in `tx`.
+    async fn covered_on(
+        tx: &mut sqlx::PgConnection,
+        spec: &ReadSpec,
+    ) -> Result<Option<(Vec<PgCol>, Vec<PgHash>)>, ConnectorError> {
+        if Self::query_sql(spec).is_some() || spec.table.is_none() {
+            return Ok(None);
+        }
+        let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int4")
             .fetch_one(&mut *tx)
             .await
             .map_err(q("server version"))?;
-        tx.rollback().await.map_err(q("rollback"))?;
-        Ok(v)
+        if version < 110_000 {
+            return Ok(None);
+        }
+        let cols = Self::columns_on(tx, spec).await?;
+        let kinds: Option<Vec<PgHash>> = cols.iter().map(|c| kind(c, version)).collect();
+        Ok(kinds.map(|k| (cols, k)))
     }
 
-    /// Each read column's hash kind, when every column has one (a table read on PostgreSQL 11
-    /// or later: the seeded hash functions came then).
+    /// Each read column's hash kind, when every column has one.
     pub(super) async fn hash_kinds_of(
         &self,
         spec: &ReadSpec,
     ) -> Result<Option<Vec<PgHash>>, ConnectorError> {
-        if Self::query_sql(spec).is_some() || spec.table.is_none() {
-            return Ok(None);
-        }
-        let version = self.server_version().await?;
-        if version < 110_000 {
-            return Ok(None);
-        }
-        let cols = self.columns(spec).await?;
-        Ok(cols.iter().map(|c| kind(c, version)).collect())
+        let mut tx = self.begin_read().await?;
+        let covered = Self::covered_on(&mut tx, spec).await?;
+        tx.rollback().await.map_err(q("rollback"))?;
+        Ok(covered.map(|(_, kinds)| kinds))
     }
 
     /// The buckets pass of `ask` over `split`, computed by the server: every non-empty
     /// bucket's rows and hash sum. `None` when the ask is not that pass under the PostgreSQL
-    /// scheme with this read's own kinds.
+    /// scheme with this read's own kinds. One read-only transaction: the catalog, then the
+    /// aggregate.
     pub(super) async fn bucket_sums_of(
         &self,
         spec: &ReadSpec,
@@ -122,11 +128,14 @@ impl PostgresSource {
         }
         ask.check()
             .map_err(|e| ConnectorError::config("verification", e))?;
-        match self.hash_kinds_of(spec).await? {
-            Some(own) if own == *kinds => {}
-            _ => return Ok(None),
-        }
-        let cols = self.columns(spec).await?;
+        let mut tx = self.begin_read().await?;
+        let cols = match Self::covered_on(&mut tx, spec).await? {
+            Some((cols, own)) if own == *kinds => cols,
+            _ => {
+                tx.rollback().await.map_err(q("rollback"))?;
+                return Ok(None);
+            }
+        };
         let row = xor(cols
             .iter()
             .enumerate()
@@ -164,7 +173,6 @@ impl PostgresSource {
             Self::where_sql(spec, Some(split)),
         );
         tracing::debug!(%sql, split = split.index, "fingerprinting split in the database");
-        let mut tx = self.begin_read().await?;
         // The splits are the parallelism: a split's scan that starts parallel workers and
         // compiles its expressions (the planner's choice on a table not analysed yet, just
         // after a copy) only takes CPU from the other splits.
